@@ -1,0 +1,54 @@
+package auth
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Secrets are a credential's resolved field values, by field name. They are
+// secret: keep them out of logs, records and errors.
+type Secrets map[string]string
+
+// Credential is a tenant's named set of secret fields for one integration.
+// Its Fields hold sealed literals or references, never secrets in clear.
+type Credential struct {
+	Ref         string           `json:"ref"`
+	Tenant      string           `json:"tenant"`
+	Integration string           `json:"integration"`
+	Fields      map[string]Value `json:"fields"`
+	UpdatedAt   time.Time        `json:"updated_at"`
+}
+
+// FieldNames returns the names of the credential's fields, sorted.
+func (c *Credential) FieldNames() []string {
+	names := make([]string, 0, len(c.Fields))
+	for name := range c.Fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Resolve resolves every field of the credential, in name order, and fails
+// on the first field that cannot be resolved. Literals are opened with aad
+// binding them to this tenant, ref and field, so a sealed blob copied into
+// another credential or field does not open.
+func (c *Credential) Resolve(k *Keyring) (Secrets, error) {
+	secrets := make(Secrets, len(c.Fields))
+	for _, name := range c.FieldNames() {
+		secret, err := c.Fields[name].Resolve(k, fieldAAD(c.Tenant, c.Ref, name))
+		if err != nil {
+			return nil, fmt.Errorf("credential %q field %q: %w", c.Ref, name, err)
+		}
+		secrets[name] = secret
+	}
+	return secrets, nil
+}
+
+// fieldAAD is the additional authenticated data a literal field is sealed
+// with. NUL cannot occur in a tenant, ref or field name, so the parts cannot
+// run into each other.
+func fieldAAD(tenant, ref, field string) []byte {
+	return []byte(tenant + "\x00" + ref + "\x00" + field)
+}

@@ -1,0 +1,445 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Type is how an integration authenticates.
+type Type string
+
+const (
+	// TypeNone sends no credentials.
+	TypeNone Type = "none"
+	// TypeBearer sends "Authorization: Bearer {token}".
+	TypeBearer Type = "bearer"
+	// TypeAPIKey sends field key in a header or query parameter.
+	TypeAPIKey Type = "api_key"
+	// TypeBasic sends HTTP basic auth from fields username and password.
+	TypeBasic Type = "basic"
+	// TypeHeaders sends headers templated over any fields.
+	TypeHeaders Type = "headers"
+)
+
+// Where an api_key goes, and its default header.
+const (
+	InHeader          = "header"
+	InQuery           = "query"
+	DefaultAPIKeyName = "X-API-Key"
+)
+
+// Field names the built-in auth types read.
+const (
+	FieldToken    = "token"
+	FieldKey      = "key"
+	FieldUsername = "username"
+	FieldPassword = "password"
+)
+
+var placeholderNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// Spec is an integration's `auth:` block in the catalog: how a credential is
+// put on a request. The zero Type means TypeNone.
+type Spec struct {
+	Type Type `yaml:"type" json:"type"`
+	// In is where an api_key goes: "header" (default) or "query".
+	In string `yaml:"in,omitempty" json:"in,omitempty"`
+	// Name is the api_key header or query parameter name; the header
+	// defaults to "X-API-Key".
+	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	// Headers are, for type headers, header name to value template; a
+	// template references fields as {{name}}.
+	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+}
+
+// MissingFieldError reports that a credential lacks a field its auth type
+// needs. It never holds a value.
+type MissingFieldError struct {
+	Field    string
+	AuthType Type
+}
+
+func (e *MissingFieldError) Error() string {
+	return fmt.Sprintf("credential has no field %q required by auth type %s", e.Field, e.AuthType)
+}
+
+func (s *Spec) authType() Type {
+	if s == nil || s.Type == "" {
+		return TypeNone
+	}
+	return s.Type
+}
+
+// Validate checks the spec and reports the first problem as a *FieldError
+// whose Field is the catalog key at fault ("auth.type", "auth.in",
+// "auth.headers.X-Foo").
+func (s *Spec) Validate() error {
+	if s == nil {
+		return nil
+	}
+	t := s.authType()
+	switch t {
+	case TypeNone, TypeBearer, TypeAPIKey, TypeBasic, TypeHeaders:
+	default:
+		return fieldErrorf("auth.type", "auth type %q is not known: want none, bearer, api_key, basic or headers", s.Type)
+	}
+
+	// Keys that do not apply to the type are errors rather than ignored: a
+	// misplaced key is a misconfigured integration.
+	if t != TypeAPIKey {
+		if s.In != "" {
+			return fieldErrorf("auth.in", "in applies only to auth type api_key, not %s", t)
+		}
+		if s.Name != "" {
+			return fieldErrorf("auth.name", "name applies only to auth type api_key, not %s", t)
+		}
+	}
+	if t != TypeHeaders && len(s.Headers) > 0 {
+		return fieldErrorf("auth.headers", "headers applies only to auth type headers, not %s", t)
+	}
+
+	switch t {
+	case TypeAPIKey:
+		switch s.In {
+		case "", InHeader:
+			if s.Name != "" && !validHeaderName(s.Name) {
+				return fieldErrorf("auth.name", "%q is not a valid HTTP header name", s.Name)
+			}
+		case InQuery:
+			if s.Name == "" {
+				return fieldErrorf("auth.name", "name is required when in is query")
+			}
+			if hasControl(s.Name) {
+				return fieldErrorf("auth.name", "query parameter name %q contains a control character", s.Name)
+			}
+		default:
+			return fieldErrorf("auth.in", "in %q is not valid: want header or query", s.In)
+		}
+
+	case TypeHeaders:
+		if len(s.Headers) == 0 {
+			return fieldErrorf("auth.headers", "auth type headers needs at least one header")
+		}
+		seen := make(map[string]string, len(s.Headers))
+		for _, name := range sortedKeys(s.Headers) {
+			key := "auth.headers." + name
+			if !validHeaderName(name) {
+				return fieldErrorf(key, "%q is not a valid HTTP header name", name)
+			}
+			canonical := http.CanonicalHeaderKey(name)
+			if other, dup := seen[canonical]; dup {
+				return fieldErrorf(key, "header %q is also given as %q: header names are case-insensitive", name, other)
+			}
+			seen[canonical] = name
+			if _, err := parseTemplate(s.Headers[name]); err != nil {
+				return fieldErrorf(key, "%s", err.Error())
+			}
+		}
+	}
+	return nil
+}
+
+// RequiredFields returns the fields a credential must have for this auth
+// type. Type headers requires none: a header whose fields are missing is
+// simply not sent.
+func (s *Spec) RequiredFields() []string {
+	switch s.authType() {
+	case TypeBearer:
+		return []string{FieldToken}
+	case TypeAPIKey:
+		return []string{FieldKey}
+	case TypeBasic:
+		return []string{FieldUsername, FieldPassword}
+	default:
+		return nil
+	}
+}
+
+// Apply puts secrets on req as the spec says. A required field that is
+// missing or empty is a *MissingFieldError. For type headers, a header is set
+// only if every field its template references is present and non-empty, so
+// an optional header (Datadog's "Authorization: Bearer {{pat}}") is left out
+// for credentials without that field. Apply never puts a secret in an error.
+func (s *Spec) Apply(req *http.Request, secrets Secrets) error {
+	if req == nil {
+		return errors.New("request is nil: Apply needs one")
+	}
+	t := s.authType()
+	if t != TypeNone && req.Header == nil {
+		req.Header = make(http.Header)
+	}
+
+	switch t {
+	case TypeNone:
+		return nil
+
+	case TypeBearer:
+		token, err := requireField(secrets, FieldToken, t, true)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		return nil
+
+	case TypeAPIKey:
+		switch s.In {
+		case "", InHeader:
+			key, err := requireField(secrets, FieldKey, t, true)
+			if err != nil {
+				return err
+			}
+			req.Header.Set(s.apiKeyHeader(), key)
+			return nil
+		case InQuery:
+			// Query values are escaped, so any byte is safe in them.
+			key, err := requireField(secrets, FieldKey, t, false)
+			if err != nil {
+				return err
+			}
+			if s.Name == "" {
+				return fieldErrorf("auth.name", "name is required when in is query")
+			}
+			if req.URL == nil {
+				return errors.New("request has no URL to put the API key on")
+			}
+			setQueryParam(req.URL, s.Name, key)
+			return nil
+		default:
+			return fieldErrorf("auth.in", "in %q is not valid: want header or query", s.In)
+		}
+
+	case TypeBasic:
+		// Both go through base64, so any byte is safe in them.
+		username, err := requireField(secrets, FieldUsername, t, false)
+		if err != nil {
+			return err
+		}
+		password, err := requireField(secrets, FieldPassword, t, false)
+		if err != nil {
+			return err
+		}
+		req.SetBasicAuth(username, password)
+		return nil
+
+	case TypeHeaders:
+		for _, name := range sortedKeys(s.Headers) {
+			tmpl, err := parseTemplate(s.Headers[name])
+			if err != nil {
+				return fmt.Errorf("auth.headers.%s: %w", name, err)
+			}
+			value, ok, err := tmpl.render(secrets)
+			if err != nil {
+				return err
+			}
+			if ok {
+				req.Header.Set(name, value)
+			}
+		}
+		return nil
+
+	default:
+		return fieldErrorf("auth.type", "auth type %q is not known: want none, bearer, api_key, basic or headers", s.Type)
+	}
+}
+
+// SensitiveHeaders returns, in canonical form, the request header names that
+// carry secrets under this spec, for redacting recorded requests.
+func (s *Spec) SensitiveHeaders() []string {
+	switch s.authType() {
+	case TypeBearer, TypeBasic:
+		return []string{"Authorization"}
+	case TypeAPIKey:
+		if s.In == InQuery {
+			return nil
+		}
+		return []string{http.CanonicalHeaderKey(s.apiKeyHeader())}
+	case TypeHeaders:
+		names := make([]string, 0, len(s.Headers))
+		for name := range s.Headers {
+			names = append(names, http.CanonicalHeaderKey(name))
+		}
+		sort.Strings(names)
+		return names
+	default:
+		return nil
+	}
+}
+
+// SensitiveQuery returns the query parameter names that carry secrets under
+// this spec.
+func (s *Spec) SensitiveQuery() []string {
+	if s.authType() == TypeAPIKey && s.In == InQuery && s.Name != "" {
+		return []string{s.Name}
+	}
+	return nil
+}
+
+func (s *Spec) apiKeyHeader() string {
+	if s.Name == "" {
+		return DefaultAPIKeyName
+	}
+	return s.Name
+}
+
+// requireField returns secrets[field] or a *MissingFieldError. inHeader
+// says the value goes into a header verbatim and must be a valid header
+// value, lest it split the header or be refused by the transport later with
+// a less helpful error.
+func requireField(secrets Secrets, field string, t Type, inHeader bool) (string, error) {
+	v := secrets[field]
+	if v == "" {
+		return "", &MissingFieldError{Field: field, AuthType: t}
+	}
+	if inHeader && !validHeaderValue(v) {
+		return "", invalidHeaderValueError(field)
+	}
+	return v, nil
+}
+
+func invalidHeaderValueError(field string) error {
+	return fmt.Errorf("credential field %q holds a character not allowed in an HTTP header value (a newline or other control character)", field)
+}
+
+// setQueryParam sets name=value on u, replacing any parameter of that name
+// and leaving the others exactly as they were, order and encoding included;
+// url.Values.Encode would sort and re-encode them.
+func setQueryParam(u *url.URL, name, value string) {
+	var kept []string
+	if u.RawQuery != "" {
+		for _, part := range strings.Split(u.RawQuery, "&") {
+			if part == "" {
+				continue
+			}
+			k, _, _ := strings.Cut(part, "=")
+			if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+				continue
+			}
+			kept = append(kept, part)
+		}
+	}
+	kept = append(kept, url.QueryEscape(name)+"="+url.QueryEscape(value))
+	u.RawQuery = strings.Join(kept, "&")
+	u.ForceQuery = false
+}
+
+// template is a parsed header template: literal text and {{field}}
+// placeholders, alternating.
+type template struct {
+	parts []templatePart
+}
+
+type templatePart struct {
+	text  string // literal text, if field is empty
+	field string
+}
+
+// parseTemplate parses a header value template. Only {{name}}, with name of
+// [A-Za-z0-9_.-]+ and no spaces, is a placeholder; any other "{{" or "}}" is
+// an error rather than literal text, so a typo cannot send a template
+// verbatim.
+func parseTemplate(s string) (*template, error) {
+	t := &template{}
+	rest := s
+	for rest != "" {
+		open := strings.Index(rest, "{{")
+		lit := rest
+		if open >= 0 {
+			lit = rest[:open]
+		}
+		if strings.Contains(lit, "}}") {
+			return nil, errors.New(`template has "}}" without a matching "{{"`)
+		}
+		if !validHeaderValue(lit) {
+			return nil, errors.New("template contains a control character")
+		}
+		if lit != "" {
+			t.parts = append(t.parts, templatePart{text: lit})
+		}
+		if open < 0 {
+			break
+		}
+		rest = rest[open+2:]
+		end := strings.Index(rest, "}}")
+		if end < 0 {
+			return nil, errors.New(`template has "{{" without a matching "}}"`)
+		}
+		name := rest[:end]
+		if !placeholderNamePattern.MatchString(name) {
+			return nil, fmt.Errorf("template placeholder {{%s}} is not valid: want {{field}} with field of A-Z a-z 0-9 _ . - and no spaces", name)
+		}
+		t.parts = append(t.parts, templatePart{field: name})
+		rest = rest[end+2:]
+	}
+	return t, nil
+}
+
+// render substitutes secrets into t. ok is false if a referenced field is
+// missing or empty, meaning the header is not to be sent.
+func (t *template) render(secrets Secrets) (value string, ok bool, err error) {
+	var b strings.Builder
+	for _, p := range t.parts {
+		if p.field == "" {
+			b.WriteString(p.text)
+			continue
+		}
+		v := secrets[p.field]
+		if v == "" {
+			return "", false, nil
+		}
+		if !validHeaderValue(v) {
+			return "", false, invalidHeaderValueError(p.field)
+		}
+		b.WriteString(v)
+	}
+	return b.String(), true, nil
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s has no control characters but tab.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

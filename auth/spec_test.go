@@ -1,0 +1,289 @@
+package auth
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func newRequest(t *testing.T, rawURL string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	require.NoError(t, err)
+	return req
+}
+
+func datadogSpec() *Spec {
+	return &Spec{Type: TypeHeaders, Headers: map[string]string{
+		"DD-API-KEY":         "{{api_key}}",
+		"DD-APPLICATION-KEY": "{{app_key}}",
+		"Authorization":      "Bearer {{pat}}",
+	}}
+}
+
+func TestSpecApply(t *testing.T) {
+	t.Parallel()
+
+	t.Run("None", func(t *testing.T) {
+		t.Parallel()
+		for _, spec := range []*Spec{{Type: TypeNone}, {}, nil} {
+			req := newRequest(t, "https://api.example/x?a=1")
+			require.NoError(t, spec.Apply(req, Secrets{"token": "t0ken-value"}))
+			require.Empty(t, req.Header)
+			require.Equal(t, "a=1", req.URL.RawQuery)
+		}
+	})
+
+	t.Run("Bearer", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://api.github.com/repositories")
+		require.NoError(t, (&Spec{Type: TypeBearer}).Apply(req, Secrets{"token": "ghp_abc"}))
+		require.Equal(t, "Bearer ghp_abc", req.Header.Get("Authorization"))
+	})
+
+	t.Run("APIKeyHeaderDefault", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://partner.example/x")
+		require.NoError(t, (&Spec{Type: TypeAPIKey}).Apply(req, Secrets{"key": "k-123"}))
+		require.Equal(t, "k-123", req.Header.Get("X-API-Key"))
+	})
+
+	t.Run("APIKeyHeaderNamed", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://partner.example/x")
+		spec := &Spec{Type: TypeAPIKey, In: InHeader, Name: "x-api-key"}
+		require.NoError(t, spec.Apply(req, Secrets{"key": "k-123"}))
+		require.Equal(t, http.Header{"X-Api-Key": {"k-123"}}, req.Header)
+	})
+
+	t.Run("APIKeyQuery", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://partner.example/x?z=1&since=364&b=a%20b&api_key=stale")
+		spec := &Spec{Type: TypeAPIKey, In: InQuery, Name: "api_key"}
+		require.NoError(t, spec.Apply(req, Secrets{"key": "k+1/2=="}))
+		require.Empty(t, req.Header)
+		// Others kept as they were, in order; the key escaped and replacing
+		// any value the caller gave.
+		require.Equal(t, "z=1&since=364&b=a%20b&api_key=k%2B1%2F2%3D%3D", req.URL.RawQuery)
+		require.Equal(t, "k+1/2==", req.URL.Query().Get("api_key"))
+		require.Equal(t, "https://partner.example/x?z=1&since=364&b=a%20b&api_key=k%2B1%2F2%3D%3D", req.URL.String())
+	})
+
+	t.Run("APIKeyQueryNoOtherParams", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://partner.example/x")
+		spec := &Spec{Type: TypeAPIKey, In: InQuery, Name: "key"}
+		require.NoError(t, spec.Apply(req, Secrets{"key": "abc"}))
+		require.Equal(t, "https://partner.example/x?key=abc", req.URL.String())
+	})
+
+	t.Run("Basic", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://api.stripe.com/v1/charges")
+		require.NoError(t, (&Spec{Type: TypeBasic}).Apply(req, Secrets{"username": "sk_test", "password": "pw:x"}))
+		user, pass, ok := req.BasicAuth()
+		require.True(t, ok)
+		require.Equal(t, "sk_test", user)
+		require.Equal(t, "pw:x", pass)
+	})
+
+	t.Run("HeadersDatadogWithPAT", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://api.datadoghq.com/api/v1/validate")
+		err := datadogSpec().Apply(req, Secrets{"api_key": "dd-api", "app_key": "dd-app", "pat": "dd-pat"})
+		require.NoError(t, err)
+		require.Equal(t, http.Header{
+			"Dd-Api-Key":         {"dd-api"},
+			"Dd-Application-Key": {"dd-app"},
+			"Authorization":      {"Bearer dd-pat"},
+		}, req.Header)
+	})
+
+	t.Run("HeadersDatadogWithoutPAT", func(t *testing.T) {
+		t.Parallel()
+		for _, secrets := range []Secrets{
+			{"api_key": "dd-api", "app_key": "dd-app"},
+			{"api_key": "dd-api", "app_key": "dd-app", "pat": ""},
+		} {
+			req := newRequest(t, "https://api.datadoghq.com/api/v1/validate")
+			require.NoError(t, datadogSpec().Apply(req, secrets))
+			require.Equal(t, http.Header{
+				"Dd-Api-Key":         {"dd-api"},
+				"Dd-Application-Key": {"dd-app"},
+			}, req.Header)
+		}
+	})
+
+	t.Run("HeadersSeveralFieldsAndStaticText", func(t *testing.T) {
+		t.Parallel()
+		spec := &Spec{Type: TypeHeaders, Headers: map[string]string{
+			"X-Auth":   "{{user}}:{{pass}};v=1",
+			"X-Static": "on",
+		}}
+		req := newRequest(t, "https://x.example/")
+		require.NoError(t, spec.Apply(req, Secrets{"user": "u", "pass": "p"}))
+		require.Equal(t, "u:p;v=1", req.Header.Get("X-Auth"))
+		require.Equal(t, "on", req.Header.Get("X-Static"))
+
+		req = newRequest(t, "https://x.example/")
+		require.NoError(t, spec.Apply(req, Secrets{"user": "u"}))
+		require.Empty(t, req.Header.Values("X-Auth"))
+	})
+
+	t.Run("NilHeaderMap", func(t *testing.T) {
+		t.Parallel()
+		req := &http.Request{}
+		require.NoError(t, (&Spec{Type: TypeBearer}).Apply(req, Secrets{"token": "t"}))
+		require.Equal(t, "Bearer t", req.Header.Get("Authorization"))
+	})
+
+	missing := []struct {
+		name    string
+		spec    *Spec
+		secrets Secrets
+		field   string
+		message string
+	}{
+		{"BearerNoToken", &Spec{Type: TypeBearer}, Secrets{"key": "s3cret-value"}, "token",
+			`credential has no field "token" required by auth type bearer`},
+		{"BearerEmptyToken", &Spec{Type: TypeBearer}, Secrets{"token": ""}, "token",
+			`credential has no field "token" required by auth type bearer`},
+		{"APIKeyHeader", &Spec{Type: TypeAPIKey}, Secrets{"token": "s3cret-value"}, "key",
+			`credential has no field "key" required by auth type api_key`},
+		{"APIKeyQuery", &Spec{Type: TypeAPIKey, In: InQuery, Name: "k"}, nil, "key",
+			`credential has no field "key" required by auth type api_key`},
+		{"BasicNoUsername", &Spec{Type: TypeBasic}, Secrets{"password": "s3cret-value"}, "username",
+			`credential has no field "username" required by auth type basic`},
+		{"BasicNoPassword", &Spec{Type: TypeBasic}, Secrets{"username": "s3cret-value"}, "password",
+			`credential has no field "password" required by auth type basic`},
+	}
+	for _, tc := range missing {
+		t.Run("Missing"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := newRequest(t, "https://x.example/?a=1")
+			err := tc.spec.Apply(req, tc.secrets)
+			var mfe *MissingFieldError
+			require.ErrorAs(t, err, &mfe)
+			require.Equal(t, tc.field, mfe.Field)
+			require.EqualError(t, err, tc.message)
+			require.NotContains(t, err.Error(), "s3cret-value")
+			require.Empty(t, req.Header)
+			require.Equal(t, "a=1", req.URL.RawQuery)
+		})
+	}
+
+	t.Run("HeaderInjectionRefused", func(t *testing.T) {
+		t.Parallel()
+		evil := "s3cret\r\nX-Evil: 1"
+		for _, tc := range []struct {
+			spec    *Spec
+			secrets Secrets
+		}{
+			{&Spec{Type: TypeBearer}, Secrets{"token": evil}},
+			{&Spec{Type: TypeAPIKey}, Secrets{"key": evil}},
+			{datadogSpec(), Secrets{"api_key": evil, "app_key": "a"}},
+		} {
+			req := newRequest(t, "https://x.example/")
+			err := tc.spec.Apply(req, tc.secrets)
+			require.ErrorContains(t, err, "not allowed in an HTTP header value")
+			require.NotContains(t, err.Error(), "s3cret")
+		}
+
+		// In a query parameter it is escaped, so it is fine.
+		req := newRequest(t, "https://x.example/")
+		require.NoError(t, (&Spec{Type: TypeAPIKey, In: InQuery, Name: "k"}).Apply(req, Secrets{"key": evil}))
+		require.Equal(t, evil, req.URL.Query().Get("k"))
+	})
+
+	t.Run("UnvalidatedSpecErrors", func(t *testing.T) {
+		t.Parallel()
+		req := newRequest(t, "https://x.example/")
+		require.ErrorContains(t, (&Spec{Type: "oauth3"}).Apply(req, nil), `auth.type: auth type "oauth3" is not known`)
+		require.ErrorContains(t, (&Spec{Type: TypeAPIKey, In: "cookie"}).Apply(req, Secrets{"key": "k"}), "auth.in")
+		require.ErrorContains(t, (&Spec{Type: TypeAPIKey, In: InQuery}).Apply(req, Secrets{"key": "k"}), "auth.name")
+		require.ErrorContains(t, (&Spec{Type: TypeHeaders, Headers: map[string]string{"X": "{{a"}}).Apply(req, Secrets{"a": "v"}), "auth.headers.X")
+		require.Error(t, (&Spec{Type: TypeBearer}).Apply(nil, Secrets{"token": "t"}))
+	})
+}
+
+func TestSpecValidate(t *testing.T) {
+	t.Parallel()
+
+	valid := []*Spec{
+		nil,
+		{},
+		{Type: TypeNone},
+		{Type: TypeBearer},
+		{Type: TypeBasic},
+		{Type: TypeAPIKey},
+		{Type: TypeAPIKey, In: InHeader, Name: "x-api-key"},
+		{Type: TypeAPIKey, In: InQuery, Name: "api_key"},
+		datadogSpec(),
+		{Type: TypeHeaders, Headers: map[string]string{"X-Static": "literal only"}},
+		{Type: TypeHeaders, Headers: map[string]string{"X-A": "{{a.b-c_9}}{{d}}"}},
+	}
+	for _, spec := range valid {
+		require.NoError(t, spec.Validate(), "%+v", spec)
+	}
+
+	invalid := []struct {
+		name  string
+		spec  *Spec
+		field string
+		want  string
+	}{
+		{"UnknownType", &Spec{Type: "oauth3"}, "auth.type", `auth type "oauth3" is not known`},
+		{"BadIn", &Spec{Type: TypeAPIKey, In: "cookie"}, "auth.in", `in "cookie" is not valid: want header or query`},
+		{"InOnBearer", &Spec{Type: TypeBearer, In: InHeader}, "auth.in", "in applies only to auth type api_key, not bearer"},
+		{"NameOnBasic", &Spec{Type: TypeBasic, Name: "x"}, "auth.name", "name applies only to auth type api_key, not basic"},
+		{"HeadersOnBearer", &Spec{Type: TypeBearer, Headers: map[string]string{"X": "y"}}, "auth.headers", "headers applies only to auth type headers"},
+		{"QueryWithoutName", &Spec{Type: TypeAPIKey, In: InQuery}, "auth.name", "name is required when in is query"},
+		{"BadAPIKeyHeader", &Spec{Type: TypeAPIKey, Name: "X API Key"}, "auth.name", `"X API Key" is not a valid HTTP header name`},
+		{"HeadersEmpty", &Spec{Type: TypeHeaders}, "auth.headers", "needs at least one header"},
+		{"HeaderNameInvalid", &Spec{Type: TypeHeaders, Headers: map[string]string{"X Foo": "{{a}}"}}, "auth.headers.X Foo", "not a valid HTTP header name"},
+		{"HeaderNameColon", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo:": "{{a}}"}}, "auth.headers.X-Foo:", "not a valid HTTP header name"},
+		{"HeaderDuplicateCase", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "{{a}}", "x-foo": "{{b}}"}}, "auth.headers.x-foo", "header names are case-insensitive"},
+		{"TemplateUnclosed", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "Bearer {{pat"}}, "auth.headers.X-Foo", `"{{" without a matching "}}"`},
+		{"TemplateStrayClose", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "pat}}"}}, "auth.headers.X-Foo", `"}}" without a matching "{{"`},
+		{"TemplateSpaces", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "{{ pat }}"}}, "auth.headers.X-Foo", "placeholder {{ pat }} is not valid"},
+		{"TemplateEmptyName", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "{{}}"}}, "auth.headers.X-Foo", "placeholder {{}} is not valid"},
+		{"TemplateOtherSyntax", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "{{.pat | upper}}"}}, "auth.headers.X-Foo", "is not valid"},
+		{"TemplateNewline", &Spec{Type: TypeHeaders, Headers: map[string]string{"X-Foo": "a\r\nX-Evil: 1"}}, "auth.headers.X-Foo", "control character"},
+	}
+	for _, tc := range invalid {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.spec.Validate()
+			var fe *FieldError
+			require.ErrorAs(t, err, &fe)
+			require.Equal(t, tc.field, fe.Field)
+			require.ErrorContains(t, err, tc.want)
+			require.Contains(t, err.Error(), tc.field+": ")
+		})
+	}
+}
+
+func TestSpecFieldsAndSensitive(t *testing.T) {
+	t.Parallel()
+
+	cases := []struct {
+		spec     *Spec
+		required []string
+		headers  []string
+		query    []string
+	}{
+		{&Spec{Type: TypeNone}, nil, nil, nil},
+		{&Spec{Type: TypeBearer}, []string{"token"}, []string{"Authorization"}, nil},
+		{&Spec{Type: TypeBasic}, []string{"username", "password"}, []string{"Authorization"}, nil},
+		{&Spec{Type: TypeAPIKey}, []string{"key"}, []string{"X-Api-Key"}, nil},
+		{&Spec{Type: TypeAPIKey, Name: "x-partner-key"}, []string{"key"}, []string{"X-Partner-Key"}, nil},
+		{&Spec{Type: TypeAPIKey, In: InQuery, Name: "api_key"}, []string{"key"}, nil, []string{"api_key"}},
+		{datadogSpec(), nil, []string{"Authorization", "Dd-Api-Key", "Dd-Application-Key"}, nil},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.required, tc.spec.RequiredFields(), "%+v", tc.spec)
+		require.Equal(t, tc.headers, tc.spec.SensitiveHeaders(), "%+v", tc.spec)
+		require.Equal(t, tc.query, tc.spec.SensitiveQuery(), "%+v", tc.spec)
+	}
+}

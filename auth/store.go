@@ -1,0 +1,281 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrCredentialNotFound is returned when a tenant has no credential of the
+// given ref.
+var ErrCredentialNotFound = errors.New("credential not found")
+
+// DefaultPrefix prefixes every Redis key the package writes.
+const DefaultPrefix = "callq"
+
+// Limits on what Put accepts; they keep one credential a small Redis value.
+const (
+	MaxFields          = 32
+	MaxFieldValueBytes = 16 << 10
+	maxIntegrationLen  = 128
+)
+
+var (
+	refPattern       = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	fieldNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+)
+
+// FieldError reports an invalid input and the path of the field at fault
+// ("ref", "fields.token", "auth.type"), so an API can name it to its caller.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string {
+	return e.Field + ": " + e.Message
+}
+
+func fieldErrorf(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	// Keyring seals literal field values. Required.
+	Keyring *Keyring
+	// Prefix prefixes every Redis key. Defaults to "callq".
+	Prefix string
+}
+
+func (c *StoreConfig) validate() error {
+	if c.Keyring == nil || len(c.Keyring.entries) == 0 {
+		return errors.New("StoreConfig.Keyring is required: parse one from CALLQ_SECRET_KEY with ParseKeyring")
+	}
+	if err := validatePrefix(c.Prefix); err != nil {
+		return fmt.Errorf("StoreConfig.Prefix %w", err)
+	}
+	return nil
+}
+
+func validatePrefix(prefix string) error {
+	// A brace would break the {tenant} hash tag that keeps a tenant's keys in
+	// one cluster slot.
+	if strings.ContainsAny(prefix, "{} ") {
+		return fmt.Errorf("%q must not contain braces or spaces", prefix)
+	}
+	return nil
+}
+
+// Store keeps credentials in Redis, their literal fields sealed, so a Redis
+// dump holds no secret in clear. A Store is safe for concurrent use.
+//
+// Layout: "<prefix>:{<tenant>}:cred:<ref>" holds the JSON of a Credential,
+// and the set "<prefix>:{<tenant>}:creds" its ref. The {tenant} hash tag
+// puts a tenant's keys in one cluster slot, so they can change in one
+// MULTI/EXEC and be read in one MGET.
+type Store struct {
+	rdb     redis.UniversalClient
+	keyring *Keyring
+	prefix  string
+	now     func() time.Time
+}
+
+// NewStore returns a Store over rdb.
+func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
+	if rdb == nil {
+		return nil, errors.New("redis client is nil: NewStore needs one")
+	}
+	if cfg == nil {
+		return nil, errors.New("StoreConfig is nil: NewStore needs at least a Keyring")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{rdb: rdb, keyring: cfg.Keyring, prefix: prefix, now: time.Now}, nil
+}
+
+func (s *Store) credKey(tenant, ref string) string {
+	return s.prefix + ":{" + tenant + "}:cred:" + ref
+}
+
+func (s *Store) setKey(tenant string) string {
+	return s.prefix + ":{" + tenant + "}:creds"
+}
+
+// Put creates or replaces the credential ref of tenant. Literal values are
+// sealed; "env:NAME" and "file:/path" are stored as references. Invalid input
+// is reported as a *FieldError.
+func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields map[string]string) (*Credential, error) {
+	if err := validateTenantRef(tenant, ref); err != nil {
+		return nil, err
+	}
+	if integration == "" {
+		return nil, fieldErrorf("integration", "integration is required")
+	}
+	if len(integration) > maxIntegrationLen || strings.IndexFunc(integration, notPrintable) >= 0 {
+		return nil, fieldErrorf("integration", "integration %q is not a valid integration name", integration)
+	}
+	if len(fields) == 0 {
+		return nil, fieldErrorf("fields", "a credential needs at least one field")
+	}
+	if len(fields) > MaxFields {
+		return nil, fieldErrorf("fields", "a credential has at most %d fields, this one has %d", MaxFields, len(fields))
+	}
+
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	sort.Strings(names) // report the same first error every time
+
+	cred := &Credential{
+		Ref:         ref,
+		Tenant:      tenant,
+		Integration: integration,
+		Fields:      make(map[string]Value, len(fields)),
+		UpdatedAt:   s.now().UTC(),
+	}
+	for _, name := range names {
+		if !fieldNamePattern.MatchString(name) {
+			return nil, fieldErrorf("fields", "field name %q is not valid: want 1 to 64 of A-Z a-z 0-9 _ . -", name)
+		}
+		raw := fields[name]
+		if len(raw) > MaxFieldValueBytes {
+			return nil, fieldErrorf("fields."+name, "value is %d bytes, at most %d are allowed", len(raw), MaxFieldValueBytes)
+		}
+		v, err := ParseValue(s.keyring, raw, fieldAAD(tenant, ref, name))
+		if err != nil {
+			return nil, fieldErrorf("fields."+name, "%s", err.Error())
+		}
+		cred.Fields[name] = v
+	}
+
+	b, err := json.Marshal(cred)
+	if err != nil {
+		return nil, fmt.Errorf("encoding credential %q failed: %w", ref, err)
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.Set(ctx, s.credKey(tenant, ref), b, 0)
+	pipe.SAdd(ctx, s.setKey(tenant), ref)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("storing credential %q failed: %w", ref, err)
+	}
+	return cred, nil
+}
+
+// Get returns the credential ref of tenant, or an error matching
+// ErrCredentialNotFound.
+func (s *Store) Get(ctx context.Context, tenant, ref string) (*Credential, error) {
+	if err := validateTenantRef(tenant, ref); err != nil {
+		return nil, err
+	}
+	b, err := s.rdb.Get(ctx, s.credKey(tenant, ref)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, notFound(tenant, ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading credential %q failed: %w", ref, err)
+	}
+	return decodeCredential(b, tenant, ref)
+}
+
+// List returns every credential of tenant, sorted by ref.
+func (s *Store) List(ctx context.Context, tenant string) ([]*Credential, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, &FieldError{Field: "tenant", Message: err.Error()}
+	}
+	refs, err := s.rdb.SMembers(ctx, s.setKey(tenant)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing credentials of tenant %q failed: %w", tenant, err)
+	}
+	if len(refs) == 0 {
+		return []*Credential{}, nil
+	}
+	sort.Strings(refs)
+
+	keys := make([]string, len(refs))
+	for i, ref := range refs {
+		keys[i] = s.credKey(tenant, ref)
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading credentials of tenant %q failed: %w", tenant, err)
+	}
+
+	creds := make([]*Credential, 0, len(refs))
+	for i, val := range vals {
+		str, ok := val.(string)
+		if !ok {
+			// A ref whose key is gone (deleted between SMEMBERS and MGET) is
+			// not a credential any more.
+			continue
+		}
+		cred, err := decodeCredential([]byte(str), tenant, refs[i])
+		if err != nil {
+			return nil, err
+		}
+		creds = append(creds, cred)
+	}
+	return creds, nil
+}
+
+// Delete removes the credential ref of tenant, or returns an error matching
+// ErrCredentialNotFound if there is none.
+func (s *Store) Delete(ctx context.Context, tenant, ref string) error {
+	if err := validateTenantRef(tenant, ref); err != nil {
+		return err
+	}
+	pipe := s.rdb.TxPipeline()
+	del := pipe.Del(ctx, s.credKey(tenant, ref))
+	pipe.SRem(ctx, s.setKey(tenant), ref)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("deleting credential %q failed: %w", ref, err)
+	}
+	if del.Val() == 0 {
+		return notFound(tenant, ref)
+	}
+	return nil
+}
+
+func validateTenantRef(tenant, ref string) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return &FieldError{Field: "tenant", Message: err.Error()}
+	}
+	if !refPattern.MatchString(ref) {
+		return fieldErrorf("ref", "credential ref %q is not valid: want 1 to 128 of A-Z a-z 0-9 . _ : -", ref)
+	}
+	return nil
+}
+
+func decodeCredential(b []byte, tenant, ref string) (*Credential, error) {
+	var cred Credential
+	if err := json.Unmarshal(b, &cred); err != nil {
+		return nil, fmt.Errorf("credential %q of tenant %q is corrupt in Redis: %w", ref, tenant, err)
+	}
+	// The key names both; a mismatch means someone wrote the key by hand.
+	if cred.Tenant != tenant || cred.Ref != ref {
+		return nil, fmt.Errorf("credential %q of tenant %q is corrupt in Redis: it names tenant %q and ref %q", ref, tenant, cred.Tenant, cred.Ref)
+	}
+	return &cred, nil
+}
+
+func notFound(tenant, ref string) error {
+	return fmt.Errorf("%w: tenant %q has no credential %q", ErrCredentialNotFound, tenant, ref)
+}
+
+func notPrintable(r rune) bool {
+	return !unicode.IsPrint(r) || unicode.IsSpace(r)
+}

@@ -1,0 +1,159 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// ValueKind says where a credential field's secret lives.
+type ValueKind string
+
+const (
+	// KindLiteral is a value given inline, stored sealed under the keyring.
+	KindLiteral ValueKind = "literal"
+	// KindEnv is read from an environment variable of the worker.
+	KindEnv ValueKind = "env"
+	// KindFile is read from a file on the worker (a mounted secret, say).
+	KindFile ValueKind = "file"
+)
+
+const (
+	envPrefix  = "env:"
+	filePrefix = "file:"
+
+	// maxFileValueBytes bounds what a file: source may hold, so that a
+	// mistaken path (a log, /dev/zero) fails instead of filling memory.
+	maxFileValueBytes = 64 << 10
+)
+
+var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Value is a credential field value as stored: a sealed literal, or a
+// reference to an environment variable or file that is resolved at call
+// time. A Value never holds a secret in clear.
+type Value struct {
+	Kind   ValueKind `json:"kind"`
+	Ref    string    `json:"ref,omitempty"`    // env var name or file path (not secret)
+	Sealed string    `json:"sealed,omitempty"` // for literal
+}
+
+// ParseValue turns a raw field value into a Value: "env:NAME" (NAME matching
+// [A-Za-z_][A-Za-z0-9_]*), "file:/abs/path" (absolute), or anything else a
+// literal, sealed under k with aad. The source is not checked here: it only
+// has to exist on the workers, at call time.
+func ParseValue(k *Keyring, raw string, aad []byte) (Value, error) {
+	switch {
+	case strings.HasPrefix(raw, envPrefix):
+		name := strings.TrimPrefix(raw, envPrefix)
+		if !envNamePattern.MatchString(name) {
+			return Value{}, fmt.Errorf("env var name %q is not valid: want [A-Za-z_][A-Za-z0-9_]*", name)
+		}
+		return Value{Kind: KindEnv, Ref: name}, nil
+
+	case strings.HasPrefix(raw, filePrefix):
+		path := strings.TrimPrefix(raw, filePrefix)
+		if path == "" {
+			return Value{}, errors.New("file path is empty: want file:/absolute/path")
+		}
+		if strings.ContainsRune(path, 0) {
+			return Value{}, errors.New("file path contains a NUL byte")
+		}
+		if !filepath.IsAbs(path) {
+			return Value{}, fmt.Errorf("file path %q is not absolute: workers may run in any directory", path)
+		}
+		return Value{Kind: KindFile, Ref: filepath.Clean(path)}, nil
+
+	default:
+		if raw == "" {
+			return Value{}, errors.New("value is empty")
+		}
+		sealed, err := k.Seal([]byte(raw), aad)
+		if err != nil {
+			return Value{}, fmt.Errorf("sealing the value failed: %w", err)
+		}
+		return Value{Kind: KindLiteral, Sealed: sealed}, nil
+	}
+}
+
+// Resolve returns the secret the value stands for. Env vars and files are
+// read on every call, so a rotated secret takes effect at once; trailing
+// "\r\n" is trimmed from file contents, as editors and `echo` add it.
+// Literals are opened with k and aad. Errors name the source, never the
+// secret.
+func (v Value) Resolve(k *Keyring, aad []byte) (string, error) {
+	switch v.Kind {
+	case KindEnv:
+		secret, ok := os.LookupEnv(v.Ref)
+		if !ok {
+			return "", fmt.Errorf("env var %s is not set", v.Ref)
+		}
+		if secret == "" {
+			return "", fmt.Errorf("env var %s is empty", v.Ref)
+		}
+		return secret, nil
+
+	case KindFile:
+		return readSecretFile(v.Ref)
+
+	case KindLiteral:
+		plaintext, err := k.Open(v.Sealed, aad)
+		if err != nil {
+			return "", fmt.Errorf("literal value cannot be opened: %w", err)
+		}
+		return string(plaintext), nil
+
+	default:
+		return "", fmt.Errorf("value kind %q is not known: want literal, env or file", v.Kind)
+	}
+}
+
+// String describes the value without its secret, for listings and logs.
+func (v Value) String() string {
+	switch v.Kind {
+	case KindEnv:
+		return envPrefix + v.Ref
+	case KindFile:
+		return filePrefix + v.Ref
+	case KindLiteral:
+		return "literal"
+	default:
+		return string(v.Kind)
+	}
+}
+
+func readSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("secret file %s cannot be opened: %w", path, pathErrCause(err))
+	}
+	defer f.Close()
+
+	b, err := io.ReadAll(io.LimitReader(f, maxFileValueBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("secret file %s cannot be read: %w", path, pathErrCause(err))
+	}
+	if len(b) > maxFileValueBytes {
+		return "", fmt.Errorf("secret file %s is larger than %d bytes", path, maxFileValueBytes)
+	}
+	secret := strings.TrimRight(string(b), "\r\n")
+	if secret == "" {
+		return "", fmt.Errorf("secret file %s is empty", path)
+	}
+	return secret, nil
+}
+
+// pathErrCause strips the *fs.PathError wrapper, which repeats the path the
+// message already names.
+func pathErrCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/tasks"
+)
+
+// env returns the environment variable name, or def.
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// serverConfig is what callq api, worker and dev read from flags and env.
+type serverConfig struct {
+	redisURL         string
+	integrations     string
+	secretKey        string
+	apiAddr          string
+	concurrency      int
+	queues           string
+	resultTTL        time.Duration
+	maxRequestBytes  int64
+	maxResponseBytes int64
+	logLevel         string
+	logFormat        string
+}
+
+func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
+	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL: redis://, rediss:// or redis-sentinel:// (REDIS_URL)")
+	fs.StringVar(&c.integrations, "integrations", env("CALLQ_INTEGRATIONS", defIntegrations), "integration catalog file (CALLQ_INTEGRATIONS)")
+	fs.StringVar(&c.apiAddr, "addr", env("CALLQ_API_ADDR", ":8080"), "API listen address (CALLQ_API_ADDR)")
+	fs.IntVar(&c.concurrency, "concurrency", envInt("CALLQ_CONCURRENCY", 50), "calls a worker runs at once (CALLQ_CONCURRENCY)")
+	fs.StringVar(&c.queues, "queues", env("CALLQ_QUEUES", "critical=6,default=3,low=1"), "queues and priorities (CALLQ_QUEUES)")
+	fs.DurationVar(&c.resultTTL, "result-ttl", envDuration("CALLQ_RESULT_TTL", tasks.DefaultResultTTL), "how long records live after a call finishes (CALLQ_RESULT_TTL)")
+	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
+	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(envInt("CALLQ_MAX_RESPONSE_BYTES", 1<<20)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
+	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
+	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
+	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+// queueMap parses "critical=6,default=3,low=1".
+func parseQueues(s string) (map[string]int, []string, error) {
+	out := map[string]int{}
+	var names []string
+	for part := range strings.SplitSeq(s, ",") {
+		name, prio, ok := strings.Cut(strings.TrimSpace(part), "=")
+		p, err := strconv.Atoi(prio)
+		if !ok || name == "" || err != nil || p < 1 {
+			return nil, nil, fmt.Errorf("CALLQ_QUEUES: %q is not name=priority with a priority of at least 1", part)
+		}
+		out[name] = p
+		names = append(names, name)
+	}
+	return out, names, nil
+}
+
+func (c *serverConfig) logger(w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.logLevel)
+	if err != nil || c.logLevel == "" {
+		return zerolog.Logger{}, fmt.Errorf("CALLQ_LOG_LEVEL: %q is not one of debug, info, warn, error", c.logLevel)
+	}
+	switch c.logFormat {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Logger{}, fmt.Errorf("CALLQ_LOG_FORMAT: %q is not json or console", c.logFormat)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// openRedis connects to REDIS_URL, or to a cluster when
+// CALLQ_REDIS_CLUSTER_ADDRS is set.
+func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error) {
+	var rdb redis.UniversalClient
+	if addrs := os.Getenv("CALLQ_REDIS_CLUSTER_ADDRS"); addrs != "" {
+		opt := &redis.ClusterOptions{Addrs: strings.Split(addrs, ",")}
+		if u, err := url.Parse(rawURL); err == nil && u.User != nil {
+			opt.Username = u.User.Username()
+			opt.Password, _ = u.User.Password()
+		}
+		rdb = redis.NewClusterClient(opt)
+	} else {
+		var err error
+		rdb, err = parseRedisURL(rawURL)
+		if err != nil {
+			return nil, err
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", redactURL(rawURL), err)
+	}
+	return rdb, nil
+}
+
+// parseRedisURL reads redis://, rediss:// and
+// redis-sentinel://[user:pass@]host:port[,host:port...]/master[/db][?sentinel_password=...].
+func parseRedisURL(raw string) (redis.UniversalClient, error) {
+	if !strings.HasPrefix(raw, "redis-sentinel://") {
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		return redis.NewClient(opt), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("REDIS_URL: not a valid redis-sentinel:// URL")
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if u.Host == "" || parts[0] == "" {
+		return nil, errors.New("REDIS_URL: redis-sentinel:// needs sentinel addresses and a master name: redis-sentinel://host:26379,host2:26379/mymaster[/db]")
+	}
+	opt := &redis.FailoverOptions{MasterName: parts[0], SentinelAddrs: strings.Split(u.Host, ",")}
+	if len(parts) > 1 {
+		if opt.DB, err = strconv.Atoi(parts[1]); err != nil {
+			return nil, errors.New("REDIS_URL: the database after the master name must be a number")
+		}
+	}
+	if u.User != nil {
+		opt.Username = u.User.Username()
+		opt.Password, _ = u.User.Password()
+	}
+	opt.SentinelPassword = u.Query().Get("sentinel_password")
+	return redis.NewFailoverClient(opt), nil
+}
+
+// redactURL hides a password in a Redis URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

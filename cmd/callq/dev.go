@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/mccutchen/go-httpbin/v2/httpbin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/auth"
+)
+
+// devTenant is the tenant of callq dev's API key.
+const devTenant = "dev"
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg serverConfig
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	cfg.flags(fs, "deploy/integrations.example.yaml")
+	fs.Lookup("log-format").DefValue = "console"
+	if os.Getenv("CALLQ_LOG_FORMAT") == "" {
+		cfg.logFormat = "console"
+	}
+	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		return fmt.Errorf("start the embedded Redis: %w", err)
+	}
+	defer mr.Close()
+	// miniredis expires keys only when its clock moves; move it with the
+	// wall clock so record TTLs behave as on Redis.
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	if cfg.secretKey == "" {
+		if cfg.secretKey, err = auth.GenerateKey(); err != nil {
+			return err
+		}
+	}
+	s, err := newStack(cfg, rdb, log)
+	if err != nil {
+		return err
+	}
+	defer s.records.Close()
+	apiKey := os.Getenv("CALLQ_DEV_API_KEY")
+	if apiKey != "" {
+		if _, err := s.keys.CreateWithSecret(ctx, devTenant, auth.RoleAdmin, apiKey); err != nil {
+			return fmt.Errorf("CALLQ_DEV_API_KEY: %w", err)
+		}
+	} else if _, apiKey, err = s.keys.Create(ctx, devTenant, auth.RoleAdmin); err != nil {
+		return err
+	}
+
+	h, err := s.apiHandler()
+	if err != nil {
+		return err
+	}
+	w, err := s.worker()
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+	defer w.Shutdown()
+	ln, err := net.Listen("tcp", cfg.apiAddr)
+	if err != nil {
+		return err
+	}
+	if *httpbinAddr != "" {
+		hln, err := net.Listen("tcp", *httpbinAddr)
+		if err != nil {
+			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", *httpbinAddr, err)
+		}
+		hsrv := &http.Server{Handler: httpbin.New(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = hsrv.Serve(hln) }()
+		defer hsrv.Close()
+	}
+	fmt.Fprintf(stdout, `callq dev: API on http://%s, worker running, embedded Redis (nothing is kept when it stops).
+WARNING: development mode. The secret key and API key below are for this process only; do not use dev mode in production.
+  integrations:     %s
+  tenant:           %s
+  CALLQ_API_KEY=%s
+`, ln.Addr(), cfg.integrations, devTenant, apiKey)
+	return serveAPI(ctx, ln, h, log)
+}

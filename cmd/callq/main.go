@@ -1,0 +1,79 @@
+// Command callq is the one binary of callq: the API, the worker, the
+// embedded dev mode, and a CLI over the HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `callq: an asynchronous executor of outbound API calls.
+
+Usage:
+  callq dev [--integrations FILE] [--addr :8080]   API and worker in one process on an embedded Redis
+  callq api                                        the HTTP API (production)
+  callq worker                                     a worker (production); SIGTERM drains
+  callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON]
+             [--credential REF] [--correlation-id ID] [--timeout 10s] [--wait 30s]
+  callq get ID [--wait 30s]
+  callq creds put REF --integration NAME --field KEY=VALUE...
+  callq creds list | rm REF
+  callq keys create --tenant T --role producer|admin | list | revoke ID
+  callq integrations [--integrations FILE]         list the catalog
+
+Configuration comes from flags and the environment: REDIS_URL, CALLQ_INTEGRATIONS,
+CALLQ_SECRET_KEY, CALLQ_API_ADDR, CALLQ_CONCURRENCY, CALLQ_QUEUES, CALLQ_RESULT_TTL,
+CALLQ_MAX_REQUEST_BYTES, CALLQ_MAX_RESPONSE_BYTES, CALLQ_LOG_LEVEL, CALLQ_LOG_FORMAT;
+the CLI commands use CALLQ_URL (default http://127.0.0.1:8080) and CALLQ_API_KEY.
+`
+
+// errUsage marks an error the user fixes by reading the usage.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errUsage) {
+			fmt.Fprintf(os.Stderr, "callq: %v\n\n%s", err, usage)
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "callq: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(ctx, rest, stdout, stderr)
+	case "api":
+		return runAPI(ctx, rest, stderr)
+	case "worker":
+		return runWorker(ctx, rest, stderr)
+	case "call":
+		return runCall(ctx, rest, stdout)
+	case "get":
+		return runGet(ctx, rest, stdout)
+	case "creds":
+		return runCreds(ctx, rest, stdout)
+	case "keys":
+		return runKeys(ctx, rest, stdout)
+	case "integrations":
+		return runIntegrations(rest, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/producer"
+	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
+)
+
+// stack is what the api, worker and dev commands run on.
+type stack struct {
+	cfg     serverConfig
+	log     zerolog.Logger
+	rdb     redis.UniversalClient
+	catalog *tasks.Catalog
+	keyring *auth.Keyring
+	records *tasks.Store
+	creds   *auth.Store
+	keys    *auth.KeyStore
+	queues  map[string]int
+	qnames  []string
+}
+
+func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
+	s := &stack{cfg: cfg, log: log, rdb: rdb}
+	var err error
+	if cfg.integrations == "" {
+		return nil, fmt.Errorf("no integration catalog: set CALLQ_INTEGRATIONS or --integrations (see deploy/integrations.example.yaml)")
+	}
+	if s.catalog, err = tasks.LoadCatalog(cfg.integrations); err != nil {
+		return nil, err
+	}
+	if cfg.secretKey == "" {
+		return nil, fmt.Errorf("CALLQ_SECRET_KEY is required: base64 of 32 random bytes (openssl rand -base64 32), or kid:key,kid:key")
+	}
+	if s.keyring, err = auth.ParseKeyring(cfg.secretKey); err != nil {
+		return nil, fmt.Errorf("CALLQ_SECRET_KEY: %w", err)
+	}
+	if s.queues, s.qnames, err = parseQueues(cfg.queues); err != nil {
+		return nil, err
+	}
+	if s.records, err = tasks.NewStore(rdb, &tasks.StoreConfig{ResultTTL: cfg.resultTTL}); err != nil {
+		return nil, err
+	}
+	if s.creds, err = auth.NewStore(rdb, &auth.StoreConfig{Keyring: s.keyring}); err != nil {
+		return nil, err
+	}
+	s.keys = auth.NewKeyStore(rdb, "")
+	return s, nil
+}
+
+func (s *stack) apiHandler() (http.Handler, error) {
+	client, err := producer.NewClient(s.rdb, "default", &producer.Config{
+		Catalog: s.catalog,
+		Records: s.records,
+		Limits:  &tasks.Limits{MaxRequestBytes: s.cfg.maxRequestBytes, Queues: s.qnames},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return producer.NewHandler(&producer.HandlerConfig{
+		Client:      client,
+		Credentials: s.creds,
+		Keys:        s.keys,
+		Ready:       func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
+		Logger:      &s.log,
+	})
+}
+
+func (s *stack) worker() (*worker.Worker, error) {
+	return worker.New(s.rdb, &worker.Config{
+		Catalog:          s.catalog,
+		Records:          s.records,
+		Credentials:      s.creds,
+		Keyring:          s.keyring,
+		Concurrency:      s.cfg.concurrency,
+		Queues:           s.queues,
+		MaxResponseBytes: s.cfg.maxResponseBytes,
+		Logger:           &s.log,
+	})
+}
+
+// serveAPI serves h on ln until ctx ends, then drains requests in flight.
+func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log zerolog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      producer.DefaultMaxWait + 15*time.Second, // room for ?wait=60s
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Msg("API listening")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), producer.DefaultMaxWait+5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
+	var cfg serverConfig
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	cfg.flags(fs, "")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg.redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	s, err := newStack(cfg, rdb, log)
+	if err != nil {
+		return err
+	}
+	defer s.records.Close()
+	h, err := s.apiHandler()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.apiAddr)
+	if err != nil {
+		return err
+	}
+	return serveAPI(ctx, ln, h, log)
+}
+
+func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
+	var cfg serverConfig
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	cfg.flags(fs, "")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	log, err := cfg.logger(stderr)
+	if err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg.redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	s, err := newStack(cfg, rdb, log)
+	if err != nil {
+		return err
+	}
+	defer s.records.Close()
+	w, err := s.worker()
+	if err != nil {
+		return err
+	}
+	log.Info().Int("concurrency", cfg.concurrency).Str("queues", cfg.queues).Msg("worker starting")
+	err = w.Run(ctx)
+	log.Info().Msg("worker stopped")
+	return err
+}

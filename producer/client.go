@@ -1,0 +1,245 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/tasks"
+)
+
+// Errors the client returns.
+var (
+	// ErrNotFound: no call under that correlation ID in this tenant.
+	ErrNotFound = tasks.ErrNotFound
+	// ErrConflict: the correlation ID is taken by a call with another payload.
+	ErrConflict = errors.New("producer: correlation_id is already used by a different call")
+	// ErrFinished: the call has finished and can no longer be canceled.
+	ErrFinished = tasks.ErrFinished
+)
+
+// Config configures a Client.
+type Config struct {
+	// Catalog is the integration catalog calls are checked against. Required.
+	Catalog *tasks.Catalog
+	// Records is the record store. Default: a store with default settings
+	// over the client's Redis.
+	Records *tasks.Store
+	// Limits bound what a call may carry. Default: tasks.Limits defaults.
+	Limits *tasks.Limits
+}
+
+func (c *Config) validate() error {
+	if c.Catalog == nil {
+		return errors.New("Catalog is required.")
+	}
+	return nil
+}
+
+// Client enqueues and looks up the calls of one tenant. It is safe for
+// concurrent use; make one per process and tenant and share it.
+type Client struct {
+	cfg       Config
+	tenant    string
+	asynq     *asynq.Client
+	inspector *asynq.Inspector
+	ownStore  bool
+}
+
+// NewClient returns a client of tenant's calls over rdb.
+func NewClient(rdb redis.UniversalClient, tenant string, cfg *Config) (*Client, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	c := *cfg
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	if err := auth.ValidateTenant(tenant); err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	own := false
+	if c.Records == nil {
+		s, err := tasks.NewStore(rdb, nil)
+		if err != nil {
+			return nil, err
+		}
+		c.Records, own = s, true
+	}
+	return &Client{
+		cfg:       c,
+		tenant:    tenant,
+		asynq:     asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		ownStore:  own,
+	}, nil
+}
+
+// Tenant is the tenant this client works in.
+func (c *Client) Tenant() string { return c.tenant }
+
+// forTenant returns a view of c over another tenant, sharing its connections.
+func (c *Client) forTenant(tenant string) *Client {
+	cp := *c
+	cp.tenant = tenant
+	cp.ownStore = false
+	return &cp
+}
+
+// Close releases what the client opened itself. The Redis client passed to
+// NewClient is the caller's to close.
+func (c *Client) Close() error {
+	if c.ownStore {
+		return c.cfg.Records.Close()
+	}
+	return nil
+}
+
+// Option adjusts one Enqueue.
+type Option func(*tasks.Call)
+
+// WithQueue sends the call to queue (one of CALLQ_QUEUES).
+func WithQueue(queue string) Option { return func(c *tasks.Call) { c.Queue = queue } }
+
+// WithDelay holds the call back for d before its first attempt.
+func WithDelay(d time.Duration) Option { return func(c *tasks.Call) { c.Delay = tasks.Duration(d) } }
+
+// WithCorrelationID sets the call's correlation ID (its idempotency key).
+func WithCorrelationID(id string) Option { return func(c *tasks.Call) { c.CorrelationID = id } }
+
+// WithTimeout sets the call's timeout, at most the integration's max_timeout.
+func WithTimeout(d time.Duration) Option { return func(c *tasks.Call) { c.Timeout = tasks.Duration(d) } }
+
+// WithCredential names the credential to use.
+func WithCredential(ref string) Option { return func(c *tasks.Call) { c.Credential = ref } }
+
+// Enqueued is the answer to Enqueue.
+type Enqueued struct {
+	// Record is the call's record: new, or the existing one if Duplicate.
+	Record *tasks.Record
+	// Duplicate is true when a call with this correlation ID and the same
+	// payload was already enqueued: a safe retry, nothing new was queued.
+	Duplicate bool
+}
+
+// Enqueue validates call and queues it. Enqueueing the same correlation ID
+// with the same payload again returns the existing record with Duplicate
+// set; with another payload it fails with ErrConflict. Invalid calls fail
+// with a *tasks.FieldError. call is not modified.
+func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) (*Enqueued, error) {
+	cp := *call
+	for _, o := range opts {
+		o(&cp)
+	}
+	in, err := cp.Normalize(c.cfg.Catalog, c.cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	task, err := tasks.NewCallTask(c.tenant, &cp, in)
+	if err != nil {
+		return nil, err
+	}
+	rec := tasks.NewRecord(c.tenant, &cp, in, time.Now())
+	fp := cp.Fingerprint()
+	existing, existingFP, err := c.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
+	switch {
+	case errors.Is(err, tasks.ErrExists):
+		if existingFP != fp {
+			return &Enqueued{Record: existing}, ErrConflict
+		}
+		if existing.Status == tasks.StatusQueued {
+			// A producer may have died between writing the record and
+			// queueing its task; queue it again (asynq refuses a second
+			// task with the same ID, so this cannot run the call twice).
+			if err := c.enqueueTask(ctx, task, &cp); err != nil {
+				return nil, err
+			}
+		}
+		return &Enqueued{Record: existing, Duplicate: true}, nil
+	case err != nil:
+		return nil, err
+	}
+	if err := c.enqueueTask(ctx, task, &cp); err != nil {
+		// Nothing is queued: take the record back so it does not lie.
+		_ = c.cfg.Records.Delete(context.WithoutCancel(ctx), c.tenant, cp.CorrelationID)
+		return nil, err
+	}
+	return &Enqueued{Record: rec}, nil
+}
+
+func (c *Client) enqueueTask(ctx context.Context, task *asynq.Task, call *tasks.Call) error {
+	_, err := c.asynq.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// The task exists. If it is a leftover of an earlier call whose
+		// record has expired (archived, say), it is not this call's: replace
+		// it. A pending or running one is this call's own.
+		id := tasks.TaskID(c.tenant, call.CorrelationID)
+		info, ierr := c.inspector.GetTaskInfo(call.Queue, id)
+		if ierr != nil || info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
+			return nil
+		}
+		if derr := c.inspector.DeleteTask(call.Queue, id); derr != nil {
+			return fmt.Errorf("replace a stale task: %w", derr)
+		}
+		_, err = c.asynq.EnqueueContext(ctx, task)
+	}
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	return nil
+}
+
+// Get returns the record of a call.
+func (c *Client) Get(ctx context.Context, id string) (*tasks.Record, error) {
+	if !tasks.ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return c.cfg.Records.Get(ctx, c.tenant, id)
+}
+
+// Wait returns the record once the call has finished. When ctx ends first
+// it returns the record as it stands with ctx's error.
+func (c *Client) Wait(ctx context.Context, id string) (*tasks.Record, error) {
+	if !tasks.ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return c.cfg.Records.Wait(ctx, c.tenant, id)
+}
+
+// Cancel cancels a call that has not finished: a queued or retrying call
+// never runs again; a running one has its request aborted (the upstream may
+// already have received it, and the record says so). A finished call
+// returns its record with ErrFinished.
+func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
+	if !tasks.ValidID(id) {
+		return nil, ErrNotFound
+	}
+	wasRunning := false
+	rec, err := c.cfg.Records.Update(ctx, c.tenant, id, func(r *tasks.Record) error {
+		wasRunning = r.Status == tasks.StatusRunning
+		now := time.Now().UTC()
+		msg := "canceled by request"
+		if wasRunning {
+			msg += " while an attempt was running; the upstream may have received that request"
+		}
+		r.Status, r.CompletedAt, r.NextAttemptAt = tasks.StatusCanceled, &now, nil
+		r.Error = &tasks.CallError{Kind: tasks.KindCanceled, Message: msg}
+		return nil
+	})
+	if err != nil {
+		return rec, err
+	}
+	taskID := tasks.TaskID(c.tenant, id)
+	if err := c.inspector.DeleteTask(rec.Queue, taskID); err != nil {
+		// Active (or already gone): tell the worker running it to stop.
+		// The worker also checks the record before every attempt, so a
+		// task that slips through does nothing.
+		_ = c.inspector.CancelProcessing(taskID)
+	}
+	return rec, nil
+}

@@ -1,0 +1,342 @@
+package tasks
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/callq/callq/auth"
+)
+
+// Catalog is the set of integrations callq may call, loaded from YAML. It is
+// read once at start and kept in memory by every process.
+type Catalog struct {
+	byName map[string]*Integration
+	names  []string
+}
+
+// Integration is one third-party API: where it lives, how it authenticates,
+// and the execution policy its calls get unless they say otherwise.
+type Integration struct {
+	Name              string            `yaml:"-" json:"name"`
+	BaseURL           string            `yaml:"base_url" json:"base_url"`
+	Auth              auth.Spec         `yaml:"auth" json:"auth"`
+	Headers           map[string]string `yaml:"headers" json:"headers,omitempty"`
+	Timeout           Duration          `yaml:"timeout" json:"timeout"`
+	MaxTimeout        Duration          `yaml:"max_timeout" json:"max_timeout"`
+	Retry             RetryPolicy       `yaml:"retry" json:"retry"`
+	DefaultCredential string            `yaml:"default_credential" json:"default_credential,omitempty"`
+	TLS               TLSConfig         `yaml:"tls" json:"tls"`
+
+	base *url.URL
+}
+
+// TLSConfig adjusts how callq verifies an integration's server.
+type TLSConfig struct {
+	// CAFile is a PEM bundle trusted in addition to the system roots.
+	CAFile string `yaml:"ca_file" json:"ca_file,omitempty"`
+	// InsecureSkipVerify turns verification off. For tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify" json:"insecure_skip_verify,omitempty"`
+}
+
+// RetryPolicy says how often and how patiently a call is retried. In a call,
+// a zero field inherits the integration's value.
+type RetryPolicy struct {
+	// MaxAttempts counts every attempt, the first included. Default 5.
+	MaxAttempts int `yaml:"max_attempts" json:"max_attempts,omitempty"`
+	// InitialInterval is the backoff cap before the second attempt. Default 1s.
+	InitialInterval Duration `yaml:"initial_interval" json:"initial_interval,omitempty"`
+	// MaxInterval caps any one backoff. Default 1m.
+	MaxInterval Duration `yaml:"max_interval" json:"max_interval,omitempty"`
+	// Multiplier grows the cap after each attempt. Default 2.
+	Multiplier float64 `yaml:"multiplier" json:"multiplier,omitempty"`
+	// MaxElapsed bounds the time from the first attempt to the last. Default 1h.
+	MaxElapsed Duration `yaml:"max_elapsed" json:"max_elapsed,omitempty"`
+}
+
+// Defaults for an integration's policy.
+const (
+	DefaultTimeout    = 5 * time.Second
+	DefaultMaxTimeout = 30 * time.Second
+)
+
+// DefaultRetryPolicy is the policy of an integration whose catalog entry
+// sets none.
+var DefaultRetryPolicy = RetryPolicy{
+	MaxAttempts:     5,
+	InitialInterval: Duration(time.Second),
+	MaxInterval:     Duration(time.Minute),
+	Multiplier:      2,
+	MaxElapsed:      Duration(time.Hour),
+}
+
+// Merge returns p with the non-zero fields of o.
+func (p RetryPolicy) Merge(o *RetryPolicy) RetryPolicy {
+	if o == nil {
+		return p
+	}
+	if o.MaxAttempts > 0 {
+		p.MaxAttempts = o.MaxAttempts
+	}
+	if o.InitialInterval > 0 {
+		p.InitialInterval = o.InitialInterval
+	}
+	if o.MaxInterval > 0 {
+		p.MaxInterval = o.MaxInterval
+	}
+	if o.Multiplier > 0 {
+		p.Multiplier = o.Multiplier
+	}
+	if o.MaxElapsed > 0 {
+		p.MaxElapsed = o.MaxElapsed
+	}
+	return p
+}
+
+func (p *RetryPolicy) validate(prefix string, partial bool) error {
+	switch {
+	case p.MaxAttempts < 0 || p.MaxAttempts > maxMaxAttempts || (!partial && p.MaxAttempts == 0):
+		return fieldErr(prefix+".max_attempts", "must be between 1 and %d", maxMaxAttempts)
+	case p.InitialInterval < 0:
+		return fieldErr(prefix+".initial_interval", "must not be negative")
+	case p.MaxInterval < 0:
+		return fieldErr(prefix+".max_interval", "must not be negative")
+	case p.Multiplier != 0 && p.Multiplier < 1:
+		return fieldErr(prefix+".multiplier", "must be at least 1")
+	case p.MaxElapsed < 0:
+		return fieldErr(prefix+".max_elapsed", "must not be negative")
+	}
+	return nil
+}
+
+// Lookup returns the integration called name.
+func (c *Catalog) Lookup(name string) (*Integration, bool) {
+	in, ok := c.byName[name]
+	return in, ok
+}
+
+// Names lists the integrations in order.
+func (c *Catalog) Names() []string { return slices.Clone(c.names) }
+
+// All lists the integrations in name order.
+func (c *Catalog) All() []*Integration {
+	out := make([]*Integration, 0, len(c.names))
+	for _, n := range c.names {
+		out = append(out, c.byName[n])
+	}
+	return out
+}
+
+// CatalogError is a catalog that cannot be loaded. It names the integration
+// and key at fault.
+type CatalogError struct {
+	Integration string
+	Key         string
+	Line        int
+	Message     string
+}
+
+func (e *CatalogError) Error() string {
+	var b strings.Builder
+	b.WriteString("catalog")
+	if e.Line > 0 {
+		fmt.Fprintf(&b, " line %d", e.Line)
+	}
+	if e.Integration != "" {
+		fmt.Fprintf(&b, ": integration %q", e.Integration)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": key %q", e.Key)
+	}
+	return b.String() + ": " + e.Message
+}
+
+// LoadCatalog reads a catalog file.
+func LoadCatalog(path string) (*Catalog, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	cat, err := ParseCatalog(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cat, nil
+}
+
+// The keys each level of the catalog may hold. Anything else is a load error:
+// a typo such as "retyr" must not silently fall back to a default.
+var catalogKeys = map[string][]string{
+	"":            {"integrations"},
+	"integration": {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "default_credential", "tls"},
+	"auth":        {"type", "in", "name", "headers"},
+	"retry":       {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
+	"tls":         {"ca_file", "insecure_skip_verify"},
+}
+
+// ParseCatalog reads a catalog from YAML.
+func ParseCatalog(b []byte) (*Catalog, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, &CatalogError{Message: "invalid YAML: " + err.Error()}
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, &CatalogError{Message: "must be a mapping with an integrations key"}
+	}
+	root := doc.Content[0]
+	if err := checkKeys(root, "", "", ""); err != nil {
+		return nil, err
+	}
+	ints := mapValue(root, "integrations")
+	if ints == nil || ints.Kind != yaml.MappingNode || len(ints.Content) == 0 {
+		return nil, &CatalogError{Key: "integrations", Message: "must map at least one integration name to its settings"}
+	}
+	cat := &Catalog{byName: map[string]*Integration{}}
+	for i := 0; i < len(ints.Content); i += 2 {
+		name, node := ints.Content[i].Value, ints.Content[i+1]
+		in, err := parseIntegration(name, node)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := cat.byName[name]; dup {
+			return nil, &CatalogError{Integration: name, Line: ints.Content[i].Line, Message: "is defined twice"}
+		}
+		cat.byName[name] = in
+		cat.names = append(cat.names, name)
+	}
+	slices.Sort(cat.names)
+	return cat, nil
+}
+
+var integrationName = idPattern
+
+func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
+	fail := func(key string, line int, format string, args ...any) error {
+		return &CatalogError{Integration: name, Key: key, Line: line, Message: fmt.Sprintf(format, args...)}
+	}
+	if !integrationName.MatchString(name) {
+		return nil, fail("", node.Line, "name must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+	}
+	if node.Kind != yaml.MappingNode {
+		return nil, fail("", node.Line, "must be a mapping of settings")
+	}
+	if err := checkKeys(node, "integration", name, ""); err != nil {
+		return nil, err
+	}
+	for _, sub := range []string{"auth", "retry", "tls"} {
+		if v := mapValue(node, sub); v != nil {
+			if v.Kind != yaml.MappingNode {
+				return nil, fail(sub, v.Line, "must be a mapping")
+			}
+			if err := checkKeys(v, sub, name, sub+"."); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if v := mapValue(node, "rate_limit"); v != nil {
+		return nil, fail("rate_limit", v.Line, "fleet-wide rate limits are not implemented in this version of callq; remove the key")
+	}
+	in := &Integration{Name: name}
+	if err := node.Decode(in); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, fail("", node.Line, "%s", strings.Join(te.Errors, "; "))
+		}
+		return nil, fail("", node.Line, "%v", err)
+	}
+	if in.BaseURL == "" {
+		return nil, fail("base_url", node.Line, "is required")
+	}
+	u, err := url.Parse(in.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fail("base_url", node.Line, "must be an absolute http or https URL, got %q", in.BaseURL)
+	}
+	if u.User != nil || u.Fragment != "" || u.RawQuery != "" {
+		return nil, fail("base_url", node.Line, "must not hold userinfo, a query or a fragment")
+	}
+	in.base = u
+	if in.Auth.Type == "" {
+		in.Auth.Type = auth.TypeNone
+	}
+	if err := in.Auth.Validate(); err != nil {
+		return nil, fail("auth", node.Line, "%v", err)
+	}
+	sensitive := in.Auth.SensitiveHeaders()
+	for h := range in.Headers {
+		if !headerNamePattern.MatchString(h) {
+			return nil, fail("headers."+h, node.Line, "is not a valid header name")
+		}
+		if slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, h) }) {
+			return nil, fail("headers."+h, node.Line, "is set by the auth block; do not set it in headers")
+		}
+	}
+	if in.Timeout == 0 {
+		in.Timeout = Duration(DefaultTimeout)
+	}
+	if in.MaxTimeout == 0 {
+		in.MaxTimeout = Duration(DefaultMaxTimeout)
+	}
+	if in.Timeout < 0 || in.MaxTimeout < 0 {
+		return nil, fail("timeout", node.Line, "must not be negative")
+	}
+	if in.Timeout > in.MaxTimeout {
+		return nil, fail("timeout", node.Line, "%s is above max_timeout %s", in.Timeout, in.MaxTimeout)
+	}
+	in.Retry = DefaultRetryPolicy.Merge(&in.Retry)
+	if err := in.Retry.validate("retry", false); err != nil {
+		var fe *FieldError
+		errors.As(err, &fe)
+		return nil, fail(fe.Field, node.Line, "%s", fe.Message)
+	}
+	if in.DefaultCredential != "" && !ValidID(in.DefaultCredential) {
+		return nil, fail("default_credential", node.Line, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+	}
+	if in.TLS.CAFile != "" {
+		if _, err := os.Stat(in.TLS.CAFile); err != nil {
+			return nil, fail("tls.ca_file", node.Line, "cannot be read: %v", err)
+		}
+	}
+	return in, nil
+}
+
+func checkKeys(m *yaml.Node, level, integration, prefix string) error {
+	allowed := catalogKeys[level]
+	for i := 0; i < len(m.Content); i += 2 {
+		k := m.Content[i]
+		if !slices.Contains(allowed, k.Value) {
+			return &CatalogError{Integration: integration, Key: prefix + k.Value, Line: k.Line,
+				Message: fmt.Sprintf("is not a known key; expected one of %s", strings.Join(allowed, ", "))}
+		}
+	}
+	return nil
+}
+
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// Base returns the integration's parsed base URL.
+func (in *Integration) Base() *url.URL { u := *in.base; return &u }
+
+// EffectiveTimeout is the timeout of a call to this integration: the call's,
+// else the integration's, never above max_timeout.
+func (in *Integration) EffectiveTimeout(call time.Duration) time.Duration {
+	t := in.Timeout.D()
+	if call > 0 {
+		t = call
+	}
+	return min(t, in.MaxTimeout.D())
+}

@@ -1,0 +1,498 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Store errors.
+var (
+	// ErrNotFound: no record under that tenant and correlation ID (never
+	// created, or expired after CALLQ_RESULT_TTL).
+	ErrNotFound = errors.New("tasks: record not found")
+	// ErrExists: Create found a record under that correlation ID already.
+	ErrExists = errors.New("tasks: record exists")
+	// ErrFinished: the record is terminal and no longer changes.
+	ErrFinished = errors.New("tasks: record is finished")
+	// ErrChanged: the record changed since it was read.
+	ErrChanged = errors.New("tasks: record changed concurrently")
+)
+
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	// Prefix begins every Redis key. Default "callq".
+	Prefix string
+	// ResultTTL is how long a record lives after the call finishes.
+	// Default 24h (CALLQ_RESULT_TTL).
+	ResultTTL time.Duration
+	// PendingTTL bounds the life of a record that never finishes (its task
+	// lost with a flushed Redis, say). Default 7 days, plus the call's delay.
+	PendingTTL time.Duration
+}
+
+// Defaults for StoreConfig.
+const (
+	DefaultPrefix     = "callq"
+	DefaultResultTTL  = 24 * time.Hour
+	DefaultPendingTTL = 7 * 24 * time.Hour
+)
+
+func (c *StoreConfig) validate() error {
+	if c.ResultTTL < 0 {
+		return errors.New("ResultTTL must not be negative.")
+	}
+	if c.PendingTTL < 0 {
+		return errors.New("PendingTTL must not be negative.")
+	}
+	return nil
+}
+
+// Store keeps records in Redis. Each record is a hash: "rec" (the JSON of
+// the record as last written), "status" (authoritative, so a worker can mark
+// an attempt running without rewriting the record), "run" (the attempt in
+// progress), "fp" (the call's fingerprint) and "v" (a version for
+// compare-and-set). Every change goes through a Lua script, so a terminal
+// record is never overwritten and a finished call's waiters are notified in
+// the same round trip as the write.
+type Store struct {
+	rdb      redis.UniversalClient
+	cfg      StoreConfig
+	channel  string
+	notifier *notifier
+}
+
+// NewStore returns a Store over rdb.
+func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
+	c := StoreConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.ResultTTL == 0 {
+		c.ResultTTL = DefaultResultTTL
+	}
+	if c.PendingTTL == 0 {
+		c.PendingTTL = DefaultPendingTTL
+	}
+	s := &Store{rdb: rdb, cfg: c, channel: c.Prefix + ":done"}
+	s.notifier = newNotifier(rdb, s.channel)
+	return s, nil
+}
+
+// Close stops the store's pub/sub subscription, if any.
+func (s *Store) Close() error { return s.notifier.close() }
+
+// ResultTTL is how long finished records live.
+func (s *Store) ResultTTL() time.Duration { return s.cfg.ResultTTL }
+
+func (s *Store) key(tenant, id string) string {
+	return s.cfg.Prefix + ":call:" + tenant + ":" + id
+}
+
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'fp')
+  return {0, v[1], v[2], v[3] or '', v[4] or ''}
+end
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1}
+`)
+
+// Create stores a new record of a call with the given fingerprint. If a
+// record exists under that correlation ID it returns that record, its
+// fingerprint and ErrExists.
+func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration) (*Record, string, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil, "", err
+	}
+	ttl := s.cfg.PendingTTL + delay
+	res, err := createScript.Run(ctx, s.rdb, []string{s.key(rec.Tenant, rec.CorrelationID)},
+		b, string(rec.Status), fingerprint, ttl.Milliseconds()).Slice()
+	if err != nil {
+		return nil, "", fmt.Errorf("create record: %w", err)
+	}
+	if res[0].(int64) == 1 {
+		return nil, "", nil
+	}
+	existing, err := decodeRecord(res[1], res[2], res[3])
+	if err != nil {
+		return nil, "", err
+	}
+	fp, _ := res[4].(string)
+	return existing, fp, ErrExists
+}
+
+// Get returns a record.
+func (s *Store) Get(ctx context.Context, tenant, id string) (*Record, error) {
+	rec, _, err := s.get(ctx, tenant, id)
+	return rec, err
+}
+
+func (s *Store) get(ctx context.Context, tenant, id string) (*Record, int64, error) {
+	v, err := s.rdb.HMGet(ctx, s.key(tenant, id), "rec", "status", "run", "v").Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("get record: %w", err)
+	}
+	if v[0] == nil {
+		return nil, 0, ErrNotFound
+	}
+	rec, err := decodeRecord(v[0], v[1], v[2])
+	if err != nil {
+		return nil, 0, err
+	}
+	ver, _ := strconv.ParseInt(fmt.Sprint(v[3]), 10, 64)
+	return rec, ver, nil
+}
+
+// RunMarker describes the attempt a worker is making, kept beside the record
+// while it runs so a lost worker's attempt is not forgotten.
+type RunMarker struct {
+	Attempt   int       `json:"attempt"`
+	StartedAt time.Time `json:"started_at"`
+	Worker    string    `json:"worker,omitempty"`
+}
+
+func decodeRecord(recv, statusv, runv any) (*Record, error) {
+	recs, _ := recv.(string)
+	rec := &Record{}
+	if err := json.Unmarshal([]byte(recs), rec); err != nil {
+		return nil, fmt.Errorf("decode record: %w", err)
+	}
+	if st, _ := statusv.(string); st != "" {
+		rec.Status = Status(st)
+	}
+	if runs, _ := runv.(string); runs != "" && rec.Status == StatusRunning {
+		var run RunMarker
+		if json.Unmarshal([]byte(runs), &run) == nil && rec.StartedAt == nil {
+			t := run.StartedAt
+			rec.StartedAt = &t
+		}
+	}
+	return rec, nil
+}
+
+var beginScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run')
+if not v[1] then return {-1} end
+local st = v[2]
+if st == 'succeeded' or st == 'failed' or st == 'canceled' then return {0, v[1], st, ''} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'run', ARGV[1])
+local ver = redis.call('HINCRBY', KEYS[1], 'v', 1)
+return {ver, v[1], st, v[3] or ''}
+`)
+
+// Begun is a record as a worker found it when it began an attempt.
+type Begun struct {
+	// Record is the record before this attempt (status as it was).
+	Record *Record
+	// Version is the record's version; pass it to Write.
+	Version int64
+	// Lost is the marker of an attempt that was running when its worker
+	// died (the record was still running when this attempt began).
+	Lost *RunMarker
+}
+
+// Begin marks the call running for the attempt described by run, in one
+// round trip. It returns ErrFinished (with the record) if the call is already
+// terminal (canceled before it ran, say) and ErrNotFound if the record is
+// gone.
+func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*Begun, error) {
+	mb, _ := json.Marshal(run)
+	res, err := beginScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, mb).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("begin attempt: %w", err)
+	}
+	ver := res[0].(int64)
+	if ver == -1 {
+		return nil, ErrNotFound
+	}
+	rec, err := decodeRecord(res[1], res[2], nil)
+	if err != nil {
+		return nil, err
+	}
+	if ver == 0 {
+		return &Begun{Record: rec}, ErrFinished
+	}
+	b := &Begun{Record: rec, Version: ver}
+	if runs, _ := res[3].(string); runs != "" && rec.Status == StatusRunning {
+		var lost RunMarker
+		if json.Unmarshal([]byte(runs), &lost) == nil {
+			b.Lost = &lost
+		}
+	}
+	return b, nil
+}
+
+var writeScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'v')
+if not v[1] then return -1 end
+if v[1] == 'succeeded' or v[1] == 'failed' or v[1] == 'canceled' then return 0 end
+if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2])
+redis.call('HDEL', KEYS[1], 'run')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return 1
+`)
+
+// Write replaces the record, unless it is terminal (ErrFinished), gone
+// (ErrNotFound) or, when version is not zero, changed since that version
+// (ErrChanged). A terminal write sets the result TTL and wakes waiters.
+func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ttl := s.cfg.PendingTTL
+	channel, msg := "", ""
+	if rec.Status.Terminal() {
+		ttl = s.cfg.ResultTTL
+		channel, msg = s.channel, rec.Tenant+":"+rec.CorrelationID
+	} else if rec.NextAttemptAt != nil {
+		ttl += time.Until(*rec.NextAttemptAt)
+	}
+	ver := ""
+	if version != 0 {
+		ver = strconv.FormatInt(version, 10)
+	}
+	n, err := writeScript.Run(ctx, s.rdb, []string{s.key(rec.Tenant, rec.CorrelationID)},
+		b, string(rec.Status), ttl.Milliseconds(), ver, channel, msg).Int()
+	if err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	switch n {
+	case -1:
+		return ErrNotFound
+	case 0:
+		return ErrFinished
+	case -2:
+		return ErrChanged
+	}
+	return nil
+}
+
+// Update reads the record, applies fn and writes it back if nothing changed
+// in between, trying again a few times if something did. fn returning an
+// error aborts the update with that error.
+func (s *Store) Update(ctx context.Context, tenant, id string, fn func(*Record) error) (*Record, error) {
+	for range 10 {
+		rec, ver, err := s.get(ctx, tenant, id)
+		if err != nil {
+			return nil, err
+		}
+		if rec.Status.Terminal() {
+			return rec, ErrFinished
+		}
+		if err := fn(rec); err != nil {
+			return rec, err
+		}
+		switch err := s.Write(ctx, rec, ver); {
+		case errors.Is(err, ErrChanged):
+			continue
+		case errors.Is(err, ErrFinished):
+			cur, gerr := s.Get(ctx, tenant, id)
+			if gerr != nil {
+				return nil, gerr
+			}
+			return cur, ErrFinished
+		case err != nil:
+			return nil, err
+		}
+		return rec, nil
+	}
+	return nil, ErrChanged
+}
+
+// Delete removes a record (used to undo a Create whose task could not be
+// enqueued).
+func (s *Store) Delete(ctx context.Context, tenant, id string) error {
+	return s.rdb.Del(ctx, s.key(tenant, id)).Err()
+}
+
+// Wait returns the record once it is terminal, or ctx's error (with the
+// record as it stands) when ctx ends first. It is woken by pub/sub, not by
+// polling.
+func (s *Store) Wait(ctx context.Context, tenant, id string) (*Record, error) {
+	w, err := s.notifier.subscribe(ctx, tenant+":"+id)
+	if err != nil {
+		return nil, err
+	}
+	defer s.notifier.unsubscribe(w)
+	for {
+		rec, err := s.Get(ctx, tenant, id)
+		if err != nil {
+			return nil, err
+		}
+		if rec.Status.Terminal() {
+			return rec, nil
+		}
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			return rec, ctx.Err()
+		}
+	}
+}
+
+// notifier holds one subscription to the completion channel per process and
+// hands each message to the local waiters of that call. One shared
+// subscription costs no round trip per wait and cannot miss a completion
+// between subscribing and reading the record.
+type notifier struct {
+	rdb     redis.UniversalClient
+	channel string
+
+	mu      sync.Mutex
+	started bool
+	pubsub  *redis.PubSub
+	waiters map[string]map[*waiter]struct{}
+	ready   chan struct{}
+	done    chan struct{}
+}
+
+type waiter struct {
+	key string
+	ch  chan struct{}
+}
+
+func newNotifier(rdb redis.UniversalClient, channel string) *notifier {
+	return &notifier{rdb: rdb, channel: channel, waiters: map[string]map[*waiter]struct{}{}}
+}
+
+func (n *notifier) subscribe(ctx context.Context, key string) (*waiter, error) {
+	if err := n.start(ctx); err != nil {
+		return nil, err
+	}
+	w := &waiter{key: key, ch: make(chan struct{}, 1)}
+	n.mu.Lock()
+	if n.waiters[key] == nil {
+		n.waiters[key] = map[*waiter]struct{}{}
+	}
+	n.waiters[key][w] = struct{}{}
+	n.mu.Unlock()
+	return w, nil
+}
+
+func (n *notifier) unsubscribe(w *waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.waiters[w.key], w)
+	if len(n.waiters[w.key]) == 0 {
+		delete(n.waiters, w.key)
+	}
+}
+
+// start subscribes once and waits for Redis to confirm, so that every
+// completion published after the caller reads the record reaches it.
+func (n *notifier) start(ctx context.Context) error {
+	n.mu.Lock()
+	if n.started {
+		ready := n.ready
+		n.mu.Unlock()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		n.mu.Lock()
+		ok := n.started
+		n.mu.Unlock()
+		if !ok {
+			return errors.New("subscribe to completions: the subscription failed; try again")
+		}
+		return nil
+	}
+	n.started = true
+	n.ready = make(chan struct{})
+	n.done = make(chan struct{})
+	ps := n.rdb.Subscribe(context.WithoutCancel(ctx), n.channel)
+	n.pubsub = ps
+	n.mu.Unlock()
+
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		n.mu.Lock()
+		n.started = false
+		n.pubsub = nil
+		close(n.ready)
+		n.mu.Unlock()
+		return fmt.Errorf("subscribe to completions: %w", err)
+	}
+	close(n.ready)
+	go n.loop(ps)
+	return nil
+}
+
+func (n *notifier) loop(ps *redis.PubSub) {
+	defer close(n.done)
+	for {
+		msg, err := ps.Receive(context.Background())
+		if err != nil {
+			if errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			// go-redis reconnects and resubscribes on the next Receive;
+			// completions published meanwhile were missed, so every waiter
+			// reads its record again.
+			n.wakeAll()
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			n.wake(m.Payload)
+		case *redis.Subscription:
+			n.wakeAll() // a resubscription after a reconnect
+		}
+	}
+}
+
+func (n *notifier) wake(key string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for w := range n.waiters[key] {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (n *notifier) wakeAll() {
+	n.mu.Lock()
+	keys := make([]string, 0, len(n.waiters))
+	for k := range n.waiters {
+		keys = append(keys, k)
+	}
+	n.mu.Unlock()
+	for _, k := range keys {
+		n.wake(k)
+	}
+}
+
+func (n *notifier) close() error {
+	n.mu.Lock()
+	ps, started := n.pubsub, n.started
+	n.mu.Unlock()
+	if !started || ps == nil {
+		return nil
+	}
+	err := ps.Close()
+	<-n.done
+	return err
+}

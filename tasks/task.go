@@ -1,0 +1,57 @@
+package tasks
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// TypeCall is the asynq task type of a call to execute.
+const TypeCall = "call:execute"
+
+// Payload is the asynq task payload of a call: the normalized call and the
+// tenant it belongs to.
+type Payload struct {
+	Tenant string `json:"tenant"`
+	Call   Call   `json:"call"`
+}
+
+// TaskID is the asynq task ID of a call: unique per tenant and correlation
+// ID, so asynq itself refuses a second task for the same call.
+func TaskID(tenant, correlationID string) string { return tenant + ":" + correlationID }
+
+// NewCallTask builds the asynq task of a normalized call. asynq keeps
+// timeouts in whole seconds, so the task's deadline is set a few seconds
+// above the call's own, which the worker enforces with its own context.
+func NewCallTask(tenant string, c *Call, in *Integration) (*asynq.Task, error) {
+	b, err := json.Marshal(Payload{Tenant: tenant, Call: *c})
+	if err != nil {
+		return nil, fmt.Errorf("encode call: %w", err)
+	}
+	policy := in.Retry.Merge(c.Retry)
+	timeout := in.EffectiveTimeout(c.Timeout.D())
+	opts := []asynq.Option{
+		asynq.TaskID(TaskID(tenant, c.CorrelationID)),
+		asynq.Queue(c.Queue),
+		// One spare retry: an attempt lost with its worker is counted by
+		// asynq too, and the worker, not asynq, decides when attempts run
+		// out, so it can write the record's final state.
+		asynq.MaxRetry(policy.MaxAttempts),
+		asynq.Timeout(timeout.Truncate(time.Second) + 10*time.Second),
+	}
+	if c.Delay > 0 {
+		opts = append(opts, asynq.ProcessIn(c.Delay.D()))
+	}
+	return asynq.NewTask(TypeCall, b, opts...), nil
+}
+
+// DecodePayload reads a call task's payload.
+func DecodePayload(b []byte) (*Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("decode call payload: %w", err)
+	}
+	return &p, nil
+}

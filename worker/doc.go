@@ -1,0 +1,6 @@
+// Package worker executes calls: it wires an asynq server to the call
+// handler, which resolves the integration and credential, builds and signs
+// the request, runs it under the call's timeout, classifies the outcome with
+// the retry policy (CheckRetry, Backoff) and writes the record honestly:
+// every attempt in its history, the last response kept on failure.
+package worker

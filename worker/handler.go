@@ -1,0 +1,336 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/tasks"
+)
+
+// userAgent is sent unless the call or integration sets its own.
+const userAgent = "callq/1"
+
+// ProcessCall is the asynq handler of a call task. It makes one attempt and
+// writes the record: succeeded, failed, or retrying with the wait it chose
+// (returned to asynq in a retryError). It returns nil once the record is
+// terminal, because the record, not asynq's archive, is the truth.
+func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodePayload(t.Payload())
+	if err != nil {
+		w.log.Error().Err(err).Msg("dropping a call task whose payload cannot be read")
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	call, tenant := &p.Call, p.Tenant
+	log := w.log.With().Str("correlation_id", call.CorrelationID).Str("tenant", tenant).
+		Str("integration", call.Integration).Logger()
+
+	start := time.Now()
+	retried, _ := asynq.GetRetryCount(ctx)
+	begun, err := w.cfg.Records.Begin(ctx, tenant, call.CorrelationID,
+		tasks.RunMarker{Attempt: retried + 1, StartedAt: start.UTC(), Worker: w.cfg.Name})
+	switch {
+	case errors.Is(err, tasks.ErrFinished):
+		log.Info().Str("status", string(begun.Record.Status)).Msg("call already finished; not attempting it")
+		return nil
+	case errors.Is(err, tasks.ErrNotFound):
+		log.Warn().Msg("call has no record (expired or deleted); not attempting it")
+		return nil
+	case err != nil:
+		return err // Redis trouble: asynq retries the task later
+	}
+	rec := begun.Record
+	rec.Status = tasks.StatusRunning
+	if begun.Lost != nil {
+		// The previous attempt's worker died after marking it running: the
+		// upstream may have received that request. Say so in the history.
+		rec.History = append(rec.History, tasks.Attempt{
+			Attempt:   len(rec.History) + 1,
+			StartedAt: begun.Lost.StartedAt,
+			Error:     fmt.Sprintf("attempt interrupted: worker %s stopped before recording an outcome; the upstream may have received the request", begun.Lost.Worker),
+		})
+		rec.Attempts = len(rec.History)
+		log.Warn().Int("attempt", rec.Attempts).Str("lost_worker", begun.Lost.Worker).Msg("previous attempt was interrupted")
+	}
+	if rec.StartedAt == nil {
+		t := start.UTC()
+		rec.StartedAt = &t
+	}
+
+	in, ok := w.cfg.Catalog.Lookup(call.Integration)
+	if !ok {
+		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, &tasks.CallError{
+			Kind: tasks.KindValidation, Message: fmt.Sprintf("integration %q is not in this worker's catalog", call.Integration)})
+	}
+	policy := in.Retry.Merge(call.Retry)
+	rec.MaxAttempts = policy.MaxAttempts
+	if rec.Attempts >= policy.MaxAttempts {
+		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, &tasks.CallError{
+			Kind: tasks.KindInternal, Message: fmt.Sprintf("all %d attempts were used; the last was interrupted", policy.MaxAttempts)})
+	}
+
+	out := w.attempt(ctx, tenant, call, in)
+	attemptNo := len(rec.History) + 1
+	entry := tasks.Attempt{Attempt: attemptNo, StartedAt: start.UTC(), DurationMS: out.duration.Milliseconds()}
+	if out.response != nil {
+		entry.Status = out.response.Status
+		rec.Response = out.response
+	}
+	if out.err != nil {
+		entry.Error = out.err.Message
+	}
+	rec.History = append(rec.History, entry)
+	rec.Attempts = len(rec.History)
+	rec.NextAttemptAt = nil
+
+	ev := log.Info()
+	if out.err != nil {
+		ev = log.Warn().Str("error_kind", string(out.err.Kind)).Str("error", out.err.Message)
+	}
+	ev = ev.Int("attempt", attemptNo).Int("status", entry.Status).Int64("duration_ms", entry.DurationMS)
+
+	switch {
+	case out.err == nil:
+		ev.Str("outcome", string(tasks.StatusSucceeded)).Msg("attempt")
+		return w.finish(ctx, log, rec, begun.Version, tasks.StatusSucceeded, nil)
+	case out.err.Kind == tasks.KindCanceled:
+		// The task's context ended: canceled through the API (the record is
+		// already terminal and this write is refused) or the worker is
+		// shutting down (asynq puts the task back; the next attempt runs).
+		ev.Str("outcome", "interrupted").Msg("attempt")
+		rec.Status, rec.Error = tasks.StatusRetrying, out.err
+		if err := w.cfg.Records.Write(context.WithoutCancel(ctx), rec, begun.Version); err != nil && !errors.Is(err, tasks.ErrFinished) {
+			log.Error().Err(err).Msg("could not record an interrupted attempt")
+		}
+		return ctx.Err()
+	case !out.retry || attemptNo >= policy.MaxAttempts:
+		ev.Str("outcome", string(tasks.StatusFailed)).Msg("attempt")
+		if out.retry {
+			out.err.Message += fmt.Sprintf(" (after %d attempts)", attemptNo)
+		}
+		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, out.err)
+	}
+
+	delay := w.cfg.Backoff(policy, attemptNo)
+	if out.hasRetryAfter {
+		delay = out.retryAfter
+	}
+	if budget := policy.MaxElapsed.D(); budget > 0 && time.Since(*rec.StartedAt)+delay > budget {
+		ev.Str("outcome", string(tasks.StatusFailed)).Msg("attempt")
+		if out.hasRetryAfter {
+			ra := tasks.Duration(out.retryAfter)
+			out.err.Kind = tasks.KindRateLimited
+			out.err.RetryAfter = &ra
+			out.err.Message += fmt.Sprintf("; the upstream asked to wait %s, past the retry budget of %s", out.retryAfter, budget)
+		} else {
+			out.err.Message += fmt.Sprintf("; the retry budget of %s is spent", budget)
+		}
+		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, out.err)
+	}
+	next := time.Now().Add(delay).UTC()
+	rec.Status, rec.Error, rec.NextAttemptAt = tasks.StatusRetrying, out.err, &next
+	ev.Str("outcome", string(tasks.StatusRetrying)).Dur("retry_in", delay).Msg("attempt")
+	if err := w.cfg.Records.Write(ctx, rec, begun.Version); err != nil {
+		if errors.Is(err, tasks.ErrFinished) {
+			return nil // canceled while the attempt ran
+		}
+		return err
+	}
+	return &retryError{delay: delay, err: out.err}
+}
+
+// finish writes a terminal record.
+func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, status tasks.Status, cerr *tasks.CallError) error {
+	now := time.Now().UTC()
+	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
+	err := w.cfg.Records.Write(context.WithoutCancel(ctx), rec, version)
+	switch {
+	case errors.Is(err, tasks.ErrFinished):
+		log.Info().Msg("call was canceled while its attempt ran; outcome not recorded")
+		return nil
+	case err != nil:
+		log.Error().Err(err).Msg("could not write the call's record")
+		return err
+	}
+	return nil
+}
+
+// outcome is what one attempt came to.
+type outcome struct {
+	response      *tasks.Response
+	err           *tasks.CallError
+	retry         bool
+	retryAfter    time.Duration
+	hasRetryAfter bool
+	duration      time.Duration
+}
+
+// attempt makes one request. Every message it returns has passed through the
+// credential's redactor.
+func (w *Worker) attempt(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (out outcome) {
+	start := time.Now()
+	defer func() { out.duration = time.Since(start) }()
+	fail := func(kind tasks.ErrorKind, format string, args ...any) outcome {
+		return outcome{err: &tasks.CallError{Kind: kind, Message: fmt.Sprintf(format, args...)}}
+	}
+
+	u, err := in.URL(call.Path, call.Query)
+	if err != nil {
+		return fail(tasks.KindValidation, "path: %v", err)
+	}
+	secrets, redactor, cerr := w.credential(ctx, tenant, call, in)
+	if cerr != nil {
+		return outcome{err: cerr}
+	}
+
+	timeout := in.EffectiveTimeout(call.Timeout.D())
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	body, contentType := call.RequestBody()
+	req, err := http.NewRequestWithContext(actx, call.Method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return fail(tasks.KindValidation, "cannot build the request: %s", redactor.String(err.Error()))
+	}
+	req.URL = u // keep the caller's path encoding exactly
+	if body == nil {
+		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
+	}
+	req.Header.Set("User-Agent", userAgent)
+	for k, v := range in.Headers {
+		req.Header.Set(k, v)
+	}
+	for k, v := range call.Headers {
+		req.Header.Set(k, v)
+	}
+	if contentType != "" && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if err := in.Auth.Apply(req, secrets); err != nil {
+		return fail(tasks.KindCredential, "%s", redactor.String(err.Error()))
+	}
+	// Defense in depth: the request leaves for the integration's origin only.
+	if base := in.Base(); req.URL.Scheme != base.Scheme || req.URL.Host != base.Host {
+		return fail(tasks.KindValidation, "path: would leave the integration's origin")
+	}
+
+	resp, err := w.clients[in.Name].Do(req)
+	if err != nil {
+		retry, kind := w.cfg.CheckRetry(ctx, nil, err)
+		return outcome{err: &tasks.CallError{Kind: kind, Message: redactor.String(transportMessage(kind, err, timeout))}, retry: retry}
+	}
+	defer resp.Body.Close()
+	r, readErr := readResponse(resp, w.cfg.MaxResponseBytes, redactor, in)
+	out.response = r
+	if readErr != nil {
+		retry, kind := w.cfg.CheckRetry(ctx, nil, readErr)
+		out.err = &tasks.CallError{Kind: kind, Message: redactor.String("reading the response body: " + transportMessage(kind, readErr, timeout))}
+		out.retry = retry
+		return out
+	}
+	retry, kind := w.cfg.CheckRetry(ctx, resp, nil)
+	if kind == "" {
+		return out
+	}
+	out.retry = retry
+	out.err = &tasks.CallError{Kind: kind, Message: fmt.Sprintf("upstream answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			out.retryAfter, out.hasRetryAfter = d, true
+			ra := tasks.Duration(d)
+			out.err.RetryAfter = &ra
+		}
+	}
+	return out
+}
+
+// credential resolves the call's credential. A credential is used only for
+// its own tenant (the store is keyed by tenant) and its own integration.
+func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (auth.Secrets, *auth.Redactor, *tasks.CallError) {
+	empty := auth.NewRedactor()
+	if call.Credential == "" {
+		if in.Auth.Type == auth.TypeNone {
+			return auth.Secrets{}, empty, nil
+		}
+		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("integration %q needs a credential and the call names none", in.Name)}
+	}
+	cred, err := w.cfg.Credentials.Get(ctx, tenant, call.Credential)
+	if errors.Is(err, auth.ErrCredentialNotFound) {
+		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("credential %q does not exist", call.Credential)}
+	}
+	if err != nil {
+		return nil, empty, &tasks.CallError{Kind: tasks.KindInternal, Message: "reading the credential: " + err.Error()}
+	}
+	if cred.Integration != in.Name {
+		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("credential %q belongs to integration %q, not %q", call.Credential, cred.Integration, in.Name)}
+	}
+	secrets, err := cred.Resolve(w.cfg.Keyring)
+	if err != nil {
+		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("credential %q: %v", call.Credential, err)}
+	}
+	return secrets, auth.NewSecretsRedactor(&in.Auth, secrets), nil
+}
+
+func transportMessage(kind tasks.ErrorKind, err error, timeout time.Duration) string {
+	if kind == tasks.KindTimeout {
+		return fmt.Sprintf("no complete response within the timeout of %s", timeout)
+	}
+	// url.Error repeats the URL, which may carry an api_key query parameter.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// readResponse reads up to max bytes of the body and keeps the response in
+// the record's form, with credential values redacted and sensitive headers
+// left out.
+func readResponse(resp *http.Response, max int64, redactor *auth.Redactor, in *tasks.Integration) (*tasks.Response, error) {
+	r := &tasks.Response{Status: resp.StatusCode, Headers: make(map[string]string, len(resp.Header))}
+	sensitive := in.Auth.SensitiveHeaders()
+	for k, vs := range resp.Header {
+		if k == "Set-Cookie" || slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, k) }) {
+			continue
+		}
+		r.Headers[k] = redactor.String(strings.Join(vs, ", "))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if int64(len(body)) > max {
+		body, r.Truncated = body[:max], true
+	}
+	r.Size = int64(len(body))
+	if resp.ContentLength > r.Size {
+		r.Size = resp.ContentLength
+	}
+	if len(body) == 0 {
+		return r, err
+	}
+	body = redactor.Bytes(body)
+	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	isJSON := mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
+	switch {
+	case isJSON && !r.Truncated && json.Valid(body):
+		r.Body = json.RawMessage(body)
+	case utf8.Valid(body):
+		s := string(body)
+		r.BodyText = &s
+	default:
+		r.BodyBase64 = base64.StdEncoding.EncodeToString(body)
+	}
+	return r, err
+}

@@ -1,0 +1,245 @@
+package worker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/tasks"
+)
+
+// Config configures a Worker.
+type Config struct {
+	// Catalog is the integration catalog. Required.
+	Catalog *tasks.Catalog
+	// Records is the record store. Required.
+	Records *tasks.Store
+	// Credentials is the credential store. Required.
+	Credentials *auth.Store
+	// Keyring opens sealed credential fields. Required.
+	Keyring *auth.Keyring
+	// Concurrency is how many calls run at once. Default 50
+	// (CALLQ_CONCURRENCY): calls wait on the network, not the CPU.
+	Concurrency int
+	// Queues maps queue names to priorities. Default critical=6, default=3,
+	// low=1 (CALLQ_QUEUES).
+	Queues map[string]int
+	// MaxResponseBytes bounds the response body kept. Default 1 MiB
+	// (CALLQ_MAX_RESPONSE_BYTES); a longer body is cut and marked truncated.
+	MaxResponseBytes int64
+	// TaskCheckInterval is how long an idle worker sleeps between polls for
+	// new calls: it sets idle pickup latency. Default 20ms (asynq's is 1s).
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often retries and delayed calls that
+	// are due are moved to their queue. Default 250ms (asynq's is 5s, which
+	// would make a 1s backoff up to 6s).
+	DelayedTaskCheckInterval time.Duration
+	// ShutdownTimeout is how long Shutdown waits for calls in flight before
+	// handing them back to the queue. Default 30s.
+	ShutdownTimeout time.Duration
+	// CheckRetry classifies outcomes. Default DefaultCheckRetry.
+	CheckRetry CheckRetry
+	// Backoff spaces retries. Default DefaultBackoff.
+	Backoff Backoff
+	// Logger receives one event per attempt and asynq's own logs. Default:
+	// a disabled logger.
+	Logger *zerolog.Logger
+	// Name identifies this worker in records of lost attempts. Default
+	// hostname:pid.
+	Name string
+}
+
+// Defaults for Config.
+const (
+	DefaultConcurrency              = 50
+	DefaultMaxResponseBytes         = 1 << 20
+	DefaultTaskCheckInterval        = 20 * time.Millisecond
+	DefaultDelayedTaskCheckInterval = 250 * time.Millisecond
+	DefaultShutdownTimeout          = 30 * time.Second
+)
+
+// DefaultQueues are the queue priorities used unless CALLQ_QUEUES says
+// otherwise.
+var DefaultQueues = map[string]int{"critical": 6, "default": 3, "low": 1}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Catalog == nil:
+		return errors.New("Catalog is required.")
+	case c.Records == nil:
+		return errors.New("Records is required.")
+	case c.Credentials == nil:
+		return errors.New("Credentials is required.")
+	case c.Keyring == nil:
+		return errors.New("Keyring is required.")
+	case c.Concurrency < 0:
+		return errors.New("Concurrency must not be negative.")
+	case c.MaxResponseBytes < 0:
+		return errors.New("MaxResponseBytes must not be negative.")
+	}
+	for q, p := range c.Queues {
+		if p < 1 {
+			return fmt.Errorf("Queues: queue %q must have a priority of at least 1.", q)
+		}
+	}
+	return nil
+}
+
+func (c *Config) withDefaults() {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = DefaultQueues
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if c.TaskCheckInterval == 0 {
+		c.TaskCheckInterval = DefaultTaskCheckInterval
+	}
+	if c.DelayedTaskCheckInterval == 0 {
+		c.DelayedTaskCheckInterval = DefaultDelayedTaskCheckInterval
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.CheckRetry == nil {
+		c.CheckRetry = DefaultCheckRetry
+	}
+	if c.Backoff == nil {
+		c.Backoff = DefaultBackoff
+	}
+	if c.Logger == nil {
+		nop := zerolog.Nop()
+		c.Logger = &nop
+	}
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+}
+
+// Worker executes calls from Redis.
+type Worker struct {
+	cfg     Config
+	srv     *asynq.Server
+	log     zerolog.Logger
+	clients map[string]*http.Client
+}
+
+// New returns a Worker over rdb. It does not start it.
+func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	c := *cfg
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	c.withDefaults()
+	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{}}
+	for _, in := range c.Catalog.All() {
+		client, err := newHTTPClient(in, c.Concurrency)
+		if err != nil {
+			return nil, fmt.Errorf("worker: integration %q: %w", in.Name, err)
+		}
+		w.clients[in.Name] = client
+	}
+	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              c.Concurrency,
+		Queues:                   c.Queues,
+		TaskCheckInterval:        c.TaskCheckInterval,
+		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
+		ShutdownTimeout:          c.ShutdownTimeout,
+		RetryDelayFunc:           retryDelay,
+		Logger:                   NewAsynqLogger(c.Logger),
+		LogLevel:                 asynqLevel(c.Logger.GetLevel()),
+	})
+	return w, nil
+}
+
+// Start begins processing in the background.
+func (w *Worker) Start() error {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeCall, w.ProcessCall)
+	return w.srv.Start(mux)
+}
+
+// Shutdown stops taking calls and waits up to ShutdownTimeout for those in
+// flight; calls still running then go back to their queue (at least once).
+func (w *Worker) Shutdown() { w.srv.Shutdown() }
+
+// Run starts the worker and shuts it down when ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	w.Shutdown()
+	return nil
+}
+
+// newHTTPClient builds the client of one integration: its own keep-alive
+// pool sized to the worker's concurrency, its TLS settings, and no redirect
+// following, so credentials never reach another origin and a 3xx is the
+// call's result.
+func newHTTPClient(in *tasks.Integration, concurrency int) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 0
+	tr.MaxIdleConnsPerHost = concurrency
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	if in.TLS.CAFile != "" || in.TLS.InsecureSkipVerify {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: in.TLS.InsecureSkipVerify} //nolint:gosec // opted into per integration
+		if in.TLS.CAFile != "" {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				pool = x509.NewCertPool()
+			}
+			pem, err := os.ReadFile(in.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read tls.ca_file: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls.ca_file %s holds no PEM certificate", in.TLS.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		tr.TLSClientConfig = tc
+	}
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
+// retryError carries the wait the handler chose (backoff or Retry-After) to
+// asynq's RetryDelayFunc.
+type retryError struct {
+	delay time.Duration
+	err   error
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+func retryDelay(n int, err error, t *asynq.Task) time.Duration {
+	var re *retryError
+	if errors.As(err, &re) {
+		return re.delay
+	}
+	// Errors before an attempt (Redis unreachable, say): a short, growing wait.
+	return min(time.Duration(n+1)*time.Second, 30*time.Second)
+}
