@@ -3,12 +3,27 @@ package auth
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
 // Secrets are a credential's resolved field values, by field name. They are
 // secret: keep them out of logs, records and errors.
 type Secrets map[string]string
+
+// String lists the field names only, so that printing Secrets with fmt, by
+// mistake, does not leak them.
+func (s Secrets) String() string {
+	names := make([]string, 0, len(s))
+	for name := range s {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return "auth.Secrets[" + strings.Join(names, " ") + "]"
+}
+
+// GoString is String, for %#v.
+func (s Secrets) GoString() string { return s.String() }
 
 // Credential is a tenant's named set of secret fields for one integration.
 // Its Fields hold sealed literals or references, never secrets in clear.

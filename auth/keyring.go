@@ -126,6 +126,22 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
+// String describes the ring by key ids only. It exists so that printing a
+// Keyring with fmt cannot dump the ciphers' key schedules.
+func (k *Keyring) String() string {
+	if k == nil {
+		return "auth.Keyring(nil)"
+	}
+	ids := make([]string, len(k.entries))
+	for i, e := range k.entries {
+		ids[i] = e.id
+	}
+	return "auth.Keyring(" + strings.Join(ids, ",") + ")"
+}
+
+// GoString is String, for %#v.
+func (k *Keyring) GoString() string { return k.String() }
+
 // GenerateKey returns a new random key in the form ParseKeyring accepts:
 // base64 (standard encoding) of 32 bytes.
 func GenerateKey() (string, error) {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -211,4 +212,22 @@ func TestKeyringSealOpen(t *testing.T) {
 		_, err = nilRing.Open("v1.k1.AAAA", aad)
 		require.ErrorContains(t, err, "CALLQ_SECRET_KEY")
 	})
+}
+
+func TestNothingSecretPrints(t *testing.T) {
+	t.Parallel()
+
+	key, err := GenerateKey()
+	require.NoError(t, err)
+	ring, err := ParseKeyring("new:" + key)
+	require.NoError(t, err)
+	secrets := Secrets{"token": "ghp_secret", "key": "k-secret"}
+	redactor := NewRedactor("ghp_secret")
+
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		require.Equal(t, "auth.Keyring(new)", fmt.Sprintf(verb, ring))
+		require.Equal(t, "auth.Secrets[key token]", fmt.Sprintf(verb, secrets))
+		require.Equal(t, "auth.Redactor(1 values)", fmt.Sprintf(verb, redactor))
+		require.NotContains(t, fmt.Sprintf(verb, struct{ S Secrets }{secrets}), "secret")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"sort"
 	"strings"
@@ -122,6 +123,16 @@ func jsonEscape(v string, escapeHTML bool) string {
 	}
 	out := strings.TrimSuffix(buf.String(), "\n")
 	return out[1 : len(out)-1] // drop the quotes
+}
+
+// Format prints no secret for any verb: a Redactor holds the secrets it
+// redacts, and its String method redacts rather than describes.
+func (r *Redactor) Format(f fmt.State, _ rune) {
+	n := 0
+	if r != nil {
+		n = len(r.values)
+	}
+	fmt.Fprintf(f, "auth.Redactor(%d values)", n)
 }
 
 // Empty reports whether r redacts nothing.
