@@ -154,7 +154,7 @@ func (s *Spec) RequiredFields() []string {
 	case TypeAPIKey:
 		return []string{FieldKey}
 	case TypeBasic:
-		return []string{FieldUsername, FieldPassword}
+		return []string{FieldUsername}
 	default:
 		return nil
 	}
@@ -219,11 +219,9 @@ func (s *Spec) Apply(req *http.Request, secrets Secrets) error {
 		if err != nil {
 			return err
 		}
-		password, err := requireField(secrets, FieldPassword, t, false)
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth(username, password)
+		// The password may be absent: Stripe, for one, sends its secret key
+		// as the username with an empty password.
+		req.SetBasicAuth(username, secrets[FieldPassword])
 		return nil
 
 	case TypeHeaders:

@@ -88,6 +88,17 @@ func TestSpecApply(t *testing.T) {
 		require.Equal(t, "pw:x", pass)
 	})
 
+	t.Run("BasicWithoutPassword", func(t *testing.T) {
+		t.Parallel()
+		// Stripe: the secret key is the username, the password empty.
+		req := newRequest(t, "https://api.stripe.com/v1/charges")
+		require.NoError(t, (&Spec{Type: TypeBasic}).Apply(req, Secrets{"username": "sk_test_123"}))
+		user, pass, ok := req.BasicAuth()
+		require.True(t, ok)
+		require.Equal(t, "sk_test_123", user)
+		require.Empty(t, pass)
+	})
+
 	t.Run("HeadersDatadogWithPAT", func(t *testing.T) {
 		t.Parallel()
 		req := newRequest(t, "https://api.datadoghq.com/api/v1/validate")
@@ -155,8 +166,6 @@ func TestSpecApply(t *testing.T) {
 			`credential has no field "key" required by auth type api_key`},
 		{"BasicNoUsername", &Spec{Type: TypeBasic}, Secrets{"password": "s3cret-value"}, "username",
 			`credential has no field "username" required by auth type basic`},
-		{"BasicNoPassword", &Spec{Type: TypeBasic}, Secrets{"username": "s3cret-value"}, "password",
-			`credential has no field "password" required by auth type basic`},
 	}
 	for _, tc := range missing {
 		t.Run("Missing"+tc.name, func(t *testing.T) {
@@ -275,7 +284,7 @@ func TestSpecFieldsAndSensitive(t *testing.T) {
 	}{
 		{&Spec{Type: TypeNone}, nil, nil, nil},
 		{&Spec{Type: TypeBearer}, []string{"token"}, []string{"Authorization"}, nil},
-		{&Spec{Type: TypeBasic}, []string{"username", "password"}, []string{"Authorization"}, nil},
+		{&Spec{Type: TypeBasic}, []string{"username"}, []string{"Authorization"}, nil},
 		{&Spec{Type: TypeAPIKey}, []string{"key"}, []string{"X-Api-Key"}, nil},
 		{&Spec{Type: TypeAPIKey, Name: "x-partner-key"}, []string{"key"}, []string{"X-Partner-Key"}, nil},
 		{&Spec{Type: TypeAPIKey, In: InQuery, Name: "api_key"}, []string{"key"}, nil, []string{"api_key"}},

@@ -195,7 +195,9 @@ func (w *Worker) attempt(ctx context.Context, tenant string, call *tasks.Call, i
 	}
 	secrets, redactor, cerr := w.credential(ctx, tenant, call, in)
 	if cerr != nil {
-		return outcome{err: cerr}
+		// A store that could not be read is worth another try; a credential
+		// that is missing or wrong is not.
+		return outcome{err: cerr, retry: cerr.Kind == tasks.KindInternal}
 	}
 
 	timeout := in.EffectiveTimeout(call.Timeout.D())

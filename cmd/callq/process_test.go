@@ -1,0 +1,647 @@
+package main
+
+// Process-level tests: the callq binary is built once and run as separate
+// `api` and `worker` processes against a real redis-server, with a real HTTP
+// upstream. They check at-least-once delivery when a worker is SIGKILLed
+// mid-call and the drain on SIGTERM.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/redistest"
+	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
+)
+
+// ---------------------------------------------------------------------------
+// The binary, built once for the package.
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// callqBinary builds ./ (this package) once and returns the binary's path.
+func callqBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "callq-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDir = dir
+		bin := filepath.Join(dir, "callq")
+		start := time.Now()
+		out, err := exec.Command("go", "build", "-o", bin, "./").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build -o %s ./: %v\n%s", bin, err, out)
+			return
+		}
+		buildBin = bin
+		t.Logf("built %s in %s", bin, time.Since(start).Round(time.Millisecond))
+	})
+	if buildErr != nil {
+		t.Fatalf("cannot build callq: %v", buildErr)
+	}
+	return buildBin
+}
+
+// ---------------------------------------------------------------------------
+// Child processes and their logs.
+
+// childEnv is the test's environment without any CALLQ_* or REDIS_URL a
+// developer may have set, plus extra.
+func childEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "CALLQ_") || strings.HasPrefix(kv, "REDIS_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// child is one callq process, its stdout and stderr kept in files.
+type child struct {
+	name      string
+	cmd       *exec.Cmd
+	stdout    string // file path
+	stderr    string // file path
+	done      chan struct{}
+	waitErr   error     // valid once done is closed
+	exitedAt  time.Time // valid once done is closed
+	startedAt time.Time
+}
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitCode is the exit status, -1 when killed by a signal. Only after done.
+func (c *child) exitCode() int { return c.cmd.ProcessState.ExitCode() }
+
+func (c *child) signal(sig syscall.Signal) error { return c.cmd.Process.Signal(sig) }
+
+// kill SIGKILLs the process and waits until it is reaped.
+func (c *child) kill() {
+	if !c.exited() {
+		_ = c.signal(syscall.SIGKILL)
+	}
+	<-c.done
+}
+
+// logs returns what the process wrote so far.
+func (c *child) logs() string {
+	var b strings.Builder
+	for _, p := range []string{c.stdout, c.stderr} {
+		data, _ := os.ReadFile(p)
+		b.Write(data)
+	}
+	return b.String()
+}
+
+// procs starts the processes of one test and, if the test fails, logs the
+// tail of each one's output once all of them are stopped.
+type procs struct {
+	t   *testing.T
+	bin string
+	dir string
+
+	mu   sync.Mutex
+	list []*child
+}
+
+func newProcs(t *testing.T) *procs {
+	p := &procs{t: t, bin: callqBinary(t), dir: t.TempDir()}
+	// Registered before any process starts, so it runs after they are all
+	// killed (cleanups run last-in first-out) and sees their complete logs.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("process logs (tails):\n%s", p.tails(60))
+		}
+	})
+	return p
+}
+
+// start runs the callq binary with args in dir (the test's directory when
+// empty). The process is SIGKILLed at cleanup if still running.
+func (p *procs) start(name, dir string, env []string, args ...string) *child {
+	t := p.t
+	t.Helper()
+	c := &child{
+		name:   name,
+		stdout: filepath.Join(p.dir, name+".stdout.log"),
+		stderr: filepath.Join(p.dir, name+".stderr.log"),
+		done:   make(chan struct{}),
+	}
+	outf, err := os.Create(c.stdout)
+	require.NoError(t, err)
+	errf, err := os.Create(c.stderr)
+	require.NoError(t, err)
+	c.cmd = exec.Command(p.bin, args...)
+	c.cmd.Env = env
+	c.cmd.Dir = dir
+	c.cmd.Stdout, c.cmd.Stderr = outf, errf
+	err = c.cmd.Start()
+	_ = outf.Close() // the child holds its own descriptors
+	_ = errf.Close()
+	require.NoError(t, err, "start callq %s", strings.Join(args, " "))
+	c.startedAt = time.Now()
+	go func() {
+		c.waitErr = c.cmd.Wait()
+		c.exitedAt = time.Now()
+		close(c.done)
+	}()
+	p.mu.Lock()
+	p.list = append(p.list, c)
+	p.mu.Unlock()
+	t.Cleanup(c.kill)
+	t.Logf("started %s (pid %d): callq %s", name, c.cmd.Process.Pid, strings.Join(args, " "))
+	return c
+}
+
+// tails is the last n lines of every process's output.
+func (p *procs) tails(n int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, c := range p.list {
+		state := "running"
+		if c.exited() {
+			state = fmt.Sprintf("exited: %v", c.waitErr)
+		}
+		for _, f := range []struct{ label, path string }{{"stdout", c.stdout}, {"stderr", c.stderr}} {
+			data, _ := os.ReadFile(f.path)
+			if len(data) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "--- %s (pid %d, %s) %s, last %d lines ---\n%s\n", c.name, c.cmd.Process.Pid, state, f.label, n, tailLines(data, n))
+		}
+	}
+	return b.String()
+}
+
+func tailLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitHTTP polls url until it answers 200, failing the test if c exits or
+// the bound passes.
+func waitHTTP(t *testing.T, c *child, url string, bound time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(bound)
+	var last string
+	for {
+		if c.exited() {
+			t.Fatalf("%s exited (%v) before %s answered 200", c.name, c.waitErr, url)
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer 200 within %s (last: %s)", url, bound, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The upstream: answers /slow after a delay and remembers every request.
+
+type hit struct{ start, end time.Time }
+
+type upstream struct {
+	*httptest.Server
+	delay time.Duration
+
+	mu    sync.Mutex
+	hits  map[string][]*hit // by X-Test-Call
+	total int
+}
+
+func newUpstream(t *testing.T, delay time.Duration) *upstream {
+	u := &upstream{delay: delay, hits: map[string][]*hit{}}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			http.NotFound(w, r)
+			return
+		}
+		h := &hit{start: time.Now()}
+		id := r.Header.Get("X-Test-Call")
+		u.mu.Lock()
+		u.hits[id] = append(u.hits[id], h)
+		u.total++
+		u.mu.Unlock()
+		time.Sleep(u.delay) // on purpose not cut short when the client goes away
+		u.mu.Lock()
+		h.end = time.Now()
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.total
+}
+
+// hitsOf returns copies of the requests that carried id.
+func (u *upstream) hitsOf(id string) []hit {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]hit, 0, len(u.hits[id]))
+	for _, h := range u.hits[id] {
+		out = append(out, *h)
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// A deployment: redis-server, the upstream, `callq api`, an admin key; the
+// test starts workers.
+
+type deployment struct {
+	t        *testing.T
+	procs    *procs
+	up       *upstream
+	redis    *redistest.Server
+	env      []string // for api and worker processes
+	api      *child
+	apiURL   string
+	apiKey   string
+	http     *http.Client
+	workerNo int
+}
+
+func deploy(t *testing.T, upstreamDelay time.Duration) *deployment {
+	t.Helper()
+	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
+	d.redis = redistest.Start(t)
+	d.up = newUpstream(t, upstreamDelay)
+
+	catalog := filepath.Join(t.TempDir(), "integrations.yaml")
+	require.NoError(t, os.WriteFile(catalog, fmt.Appendf(nil, `integrations:
+  slow:
+    base_url: %s
+    auth: {type: none}
+    timeout: 10s
+    retry: {max_attempts: 5}
+`, d.up.URL), 0o644))
+	secret, err := auth.GenerateKey()
+	require.NoError(t, err)
+
+	// The admin key, made the way an operator bootstraps access.
+	keys := exec.Command(d.procs.bin, "keys", "create", "--tenant", "acme", "--role", "admin")
+	keys.Env = childEnv("REDIS_URL=" + d.redis.URL)
+	var stderr bytes.Buffer
+	keys.Stderr = &stderr
+	out, err := keys.Output()
+	require.NoError(t, err, "callq keys create: %s", stderr.String())
+	var created struct {
+		Key    string `json:"key"`
+		Tenant string `json:"tenant"`
+	}
+	require.NoError(t, json.Unmarshal(out, &created), "callq keys create printed %q", out)
+	require.NotEmpty(t, created.Key, "callq keys create printed %q", out)
+	require.Equal(t, "acme", created.Tenant)
+	d.apiKey = created.Key
+
+	addr := freeAddr(t)
+	d.apiURL = "http://" + addr
+	d.env = childEnv(
+		"REDIS_URL="+d.redis.URL,
+		"CALLQ_INTEGRATIONS="+catalog,
+		"CALLQ_SECRET_KEY="+secret,
+		"CALLQ_LOG_LEVEL=debug",
+	)
+	d.api = d.procs.start("api", "", append(slices.Clone(d.env), "CALLQ_API_ADDR="+addr), "api")
+	waitHTTP(t, d.api, d.apiURL+"/healthz", 15*time.Second)
+	waitHTTP(t, d.api, d.apiURL+"/readyz", 15*time.Second)
+	return d
+}
+
+// startWorker starts a `callq worker` process with concurrency 20.
+func (d *deployment) startWorker() *child {
+	d.workerNo++
+	return d.procs.start(fmt.Sprintf("worker%d", d.workerNo), "", append(slices.Clone(d.env), "CALLQ_CONCURRENCY=20"), "worker")
+}
+
+// do sends an API request and decodes a JSON answer into out.
+func (d *deployment) do(method, path string, body any, out any) int {
+	d.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(d.t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, d.apiURL+path, rd)
+	require.NoError(d.t, err)
+	req.Header.Set("Authorization", "Bearer "+d.apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := d.http.Do(req)
+	require.NoError(d.t, err, "%s %s", method, path)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(d.t, err)
+	if out != nil && resp.StatusCode < 300 {
+		require.NoError(d.t, json.Unmarshal(data, out), "%s %s answered %d %s", method, path, resp.StatusCode, data)
+	}
+	if resp.StatusCode >= 300 {
+		d.t.Logf("%s %s answered %d %s", method, path, resp.StatusCode, data)
+	}
+	return resp.StatusCode
+}
+
+// enqueue POSTs one GET /slow call, the ID also sent upstream as X-Test-Call.
+func (d *deployment) enqueue(id string) {
+	d.t.Helper()
+	var ans struct {
+		CorrelationID string `json:"correlation_id"`
+		Status        string `json:"status"`
+	}
+	code := d.do(http.MethodPost, "/v1/calls", map[string]any{
+		"integration": "slow", "method": "GET", "path": "/slow",
+		"headers": map[string]string{"X-Test-Call": id}, "correlation_id": id,
+	}, &ans)
+	require.Equal(d.t, http.StatusAccepted, code, "enqueue %s", id)
+	require.Equal(d.t, id, ans.CorrelationID)
+	require.Equal(d.t, "queued", ans.Status)
+}
+
+// waitAllTerminal polls GET /v1/calls/{id}?wait= until every call is
+// terminal, or fails the test at deadline with the statuses it saw.
+func (d *deployment) waitAllTerminal(ids []string, deadline time.Time) map[string]*tasks.Record {
+	d.t.Helper()
+	recs := map[string]*tasks.Record{}
+	for _, id := range ids {
+		for {
+			wait := min(30*time.Second, time.Until(deadline).Truncate(time.Second))
+			if wait < time.Second {
+				wait = time.Second
+			}
+			var rec tasks.Record
+			code := d.do(http.MethodGet, "/v1/calls/"+id+"?wait="+wait.String(), nil, &rec)
+			require.Equal(d.t, http.StatusOK, code, "GET /v1/calls/%s", id)
+			recs[id] = &rec
+			if rec.Status.Terminal() {
+				break
+			}
+			if time.Now().After(deadline) {
+				var b strings.Builder
+				for _, id := range ids {
+					if r := recs[id]; r != nil {
+						fmt.Fprintf(&b, "  %s: %s (attempts %d)\n", id, r.Status, r.Attempts)
+					} else {
+						fmt.Fprintf(&b, "  %s: not looked at yet\n", id)
+					}
+				}
+				d.t.Fatalf("calls not all terminal by the deadline; %s is still %s:\n%s", id, rec.Status, b.String())
+			}
+		}
+	}
+	return recs
+}
+
+func historyString(rec *tasks.Record) string {
+	b, _ := json.MarshalIndent(rec.History, "", "  ")
+	return string(b)
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+// TestProcessWorkerKilledMidCall SIGKILLs a worker while its calls are at
+// the upstream and checks that asynq's lease recovery lets a second worker
+// finish every call, with the cut-off attempt kept in the history.
+func TestProcessWorkerKilledMidCall(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("takes 60-120s: waits for asynq's lease recovery")
+	}
+	d := deploy(t, 2*time.Second)
+	w1 := d.startWorker()
+
+	const n = 20
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("kill-%02d", i)
+		d.enqueue(ids[i])
+	}
+
+	// Wait until the worker is mid-call on a good part of them.
+	deadline := time.Now().Add(20 * time.Second)
+	for d.up.count() < n/2 {
+		if w1.exited() {
+			t.Fatalf("worker1 exited (%v) before calling the upstream", w1.waitErr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream received %d requests in 20s; expected at least %d", d.up.count(), n/2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	killSent := time.Now()
+	require.NoError(t, w1.signal(syscall.SIGKILL))
+	<-w1.done
+	killDone := time.Now()
+	require.Equal(t, -1, w1.exitCode(), "worker1 should have died of SIGKILL: %v", w1.waitErr)
+	seenAtKill := d.up.count()
+	t.Logf("SIGKILLed worker1 (pid %d) with %d upstream requests seen", w1.cmd.Process.Pid, seenAtKill)
+
+	// The calls whose request had reached the upstream and had not been
+	// answered when worker1 died: no outcome can have been recorded for them.
+	var inFlight []string
+	for _, id := range ids {
+		hs := d.up.hitsOf(id)
+		if len(hs) > 0 && hs[0].start.Before(killSent) && (hs[0].end.IsZero() || hs[0].end.After(killDone)) {
+			inFlight = append(inFlight, id)
+		}
+	}
+	require.NotEmpty(t, inFlight, "no call was in flight at the kill; the test proved nothing")
+	t.Logf("%d calls in flight at the kill: %v", len(inFlight), inFlight)
+
+	w2 := d.startWorker()
+	recs := d.waitAllTerminal(ids, killSent.Add(4*time.Minute))
+	allDone := time.Now()
+	var lastCompleted time.Time
+	for _, rec := range recs {
+		if rec.CompletedAt != nil && rec.CompletedAt.After(lastCompleted) {
+			lastCompleted = *rec.CompletedAt
+		}
+	}
+	t.Logf("recovery: every call terminal %s after the SIGKILL (last completed_at %s after it)",
+		allDone.Sub(killSent).Round(100*time.Millisecond), lastCompleted.Sub(killSent).Round(100*time.Millisecond))
+	require.False(t, w2.exited(), "worker2 exited: %v", w2.waitErr)
+
+	lostMark := fmt.Sprintf(":%d stopped", w1.cmd.Process.Pid) // the worker name is hostname:pid
+	for _, id := range ids {
+		rec := recs[id]
+		hist := historyString(rec)
+		require.Equal(t, tasks.StatusSucceeded, rec.Status, "call %s: error %+v, history %s", id, rec.Error, hist)
+		require.Equal(t, len(rec.History), rec.Attempts, "call %s: attempts must equal len(history) %s", id, hist)
+		require.NotEmpty(t, rec.History, "call %s", id)
+		require.NotNil(t, rec.Response, "call %s", id)
+		require.Equal(t, http.StatusOK, rec.Response.Status, "call %s", id)
+		require.JSONEq(t, `{"ok":true}`, string(rec.Response.Body), "call %s", id)
+		last := rec.History[len(rec.History)-1]
+		require.Equal(t, http.StatusOK, last.Status, "call %s: the last attempt should be the success: %s", id, hist)
+		require.Empty(t, last.Error, "call %s: %s", id, hist)
+		for i, a := range rec.History {
+			require.Equal(t, i+1, a.Attempt, "call %s: attempts are numbered 1..n: %s", id, hist)
+			if i < len(rec.History)-1 {
+				// The upstream always answers 200 within the timeout, so an
+				// attempt before the last can only be one that was cut off.
+				require.Contains(t, a.Error, "interrupted", "call %s: attempt %d: %s", id, a.Attempt, hist)
+				require.Contains(t, a.Error, lostMark, "call %s: the interrupted attempt should name worker1: %s", id, hist)
+			}
+		}
+		hs := d.up.hitsOf(id)
+		require.NotEmpty(t, hs, "call %s never reached the upstream but succeeded", id)
+		require.LessOrEqual(t, len(hs), rec.Attempts, "call %s reached the upstream more often than it has attempts: %s", id, hist)
+	}
+	for _, id := range inFlight {
+		rec := recs[id]
+		hist := historyString(rec)
+		require.GreaterOrEqual(t, len(rec.History), 2, "call %s was in flight at the kill: its history should hold the interrupted attempt and a later success: %s", id, hist)
+		require.Contains(t, rec.History[0].Error, "interrupted", "call %s: %s", id, hist)
+		require.Contains(t, rec.History[0].Error, "the upstream may have received the request", "call %s: %s", id, hist)
+		require.Len(t, d.up.hitsOf(id), 2, "call %s: once before the kill, once after recovery", id)
+	}
+	require.Contains(t, w2.logs(), "previous attempt was interrupted", "worker2 should log the interrupted attempts")
+}
+
+// TestProcessWorkerSIGTERMDrains SIGTERMs a worker under load with short
+// calls: it must finish its calls in flight and exit 0 within its
+// ShutdownTimeout; a second worker then takes the rest, and every call
+// succeeds after exactly one attempt.
+func TestProcessWorkerSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	d := deploy(t, 300*time.Millisecond)
+	w1 := d.startWorker()
+
+	const n = 150
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("term-%03d", i)
+		d.enqueue(ids[i])
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for d.up.count() < 30 {
+		if w1.exited() {
+			t.Fatalf("worker1 exited (%v) before calling the upstream", w1.waitErr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream received %d requests in 20s; expected at least 30", d.up.count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	termSent := time.Now()
+	require.NoError(t, w1.signal(syscall.SIGTERM))
+	seenAtTerm := d.up.count()
+	select {
+	case <-w1.done:
+	case <-time.After(worker.DefaultShutdownTimeout + 15*time.Second):
+		t.Fatalf("worker1 still running %s after SIGTERM", worker.DefaultShutdownTimeout+15*time.Second)
+	}
+	took := w1.exitedAt.Sub(termSent)
+	t.Logf("worker1 exited %s after SIGTERM (status %d); the upstream had seen %d requests at SIGTERM, %d at exit",
+		took.Round(time.Millisecond), w1.exitCode(), seenAtTerm, d.up.count())
+	require.Equal(t, 0, w1.exitCode(), "worker1 should exit 0 on SIGTERM: %v", w1.waitErr)
+	require.Less(t, took, worker.DefaultShutdownTimeout, "worker1 should exit within its ShutdownTimeout")
+	require.Contains(t, w1.logs(), "worker stopped")
+	require.Less(t, d.up.count(), n, "worker1 drained the whole queue before SIGTERM; the test proved nothing")
+
+	// After the exit nothing is running: calls are either finished or were
+	// never taken.
+	for _, id := range ids {
+		var rec tasks.Record
+		require.Equal(t, http.StatusOK, d.do(http.MethodGet, "/v1/calls/"+id, nil, &rec))
+		require.NotEqual(t, tasks.StatusRunning, rec.Status, "call %s is still running after worker1 exited: %s", id, historyString(&rec))
+	}
+
+	w2 := d.startWorker()
+	recs := d.waitAllTerminal(ids, time.Now().Add(90*time.Second))
+	require.False(t, w2.exited(), "worker2 exited: %v", w2.waitErr)
+	for _, id := range ids {
+		rec := recs[id]
+		hist := historyString(rec)
+		require.Equal(t, tasks.StatusSucceeded, rec.Status, "call %s: error %+v, history %s", id, rec.Error, hist)
+		require.Equal(t, 1, rec.Attempts, "call %s: a drained worker interrupts nothing: %s", id, hist)
+		require.Len(t, rec.History, 1, "call %s: %s", id, hist)
+		require.Equal(t, http.StatusOK, rec.History[0].Status, "call %s: %s", id, hist)
+		require.Len(t, d.up.hitsOf(id), 1, "call %s reached the upstream more than once", id)
+	}
+	// Nothing in worker1's log about giving calls back unfinished.
+	sc := bufio.NewScanner(strings.NewReader(w1.logs()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		require.NotContains(t, line, `"outcome":"interrupted"`, "worker1 cut a call short while draining")
+	}
+}
