@@ -113,7 +113,9 @@ func WithDelay(d time.Duration) Option { return func(c *tasks.Call) { c.Delay = 
 func WithCorrelationID(id string) Option { return func(c *tasks.Call) { c.CorrelationID = id } }
 
 // WithTimeout sets the call's timeout, at most the integration's max_timeout.
-func WithTimeout(d time.Duration) Option { return func(c *tasks.Call) { c.Timeout = tasks.Duration(d) } }
+func WithTimeout(d time.Duration) Option {
+	return func(c *tasks.Call) { c.Timeout = tasks.Duration(d) }
+}
 
 // WithCredential names the credential to use.
 func WithCredential(ref string) Option { return func(c *tasks.Call) { c.Credential = ref } }

@@ -292,14 +292,15 @@ func (e *env) taskInfo(tenant, queue, id string) (*asynq.TaskInfo, error) {
 	return e.inspector.GetTaskInfo(queue, tasks.TaskID(tenant, id))
 }
 
-// finish completes a call through the record store as a worker would: Begin
-// an attempt, then Write a terminal record.
-func (e *env) finish(tb testing.TB, tenant, id string, status tasks.Status) {
-	tb.Helper()
-	ctx := context.Background()
+// complete finishes a call through the record store as a worker would:
+// Begin an attempt, then Write a terminal record. It is safe to call from
+// any goroutine.
+func (e *env) complete(ctx context.Context, tenant, id string, status tasks.Status) error {
 	started := time.Now().UTC()
 	b, err := e.records.Begin(ctx, tenant, id, tasks.RunMarker{Attempt: 1, StartedAt: started, Worker: "test-worker"})
-	require.NoError(tb, err)
+	if err != nil {
+		return err
+	}
 	rec := b.Record
 	done := time.Now().UTC()
 	rec.Status = status
@@ -309,5 +310,11 @@ func (e *env) finish(tb testing.TB, tenant, id string, status tasks.Status) {
 	rec.NextAttemptAt = nil
 	rec.Response = &tasks.Response{Status: 200, Headers: map[string]string{"Content-Type": "application/json"}, Body: json.RawMessage(`{"ok":true}`), Size: 11}
 	rec.History = append(rec.History, tasks.Attempt{Attempt: 1, StartedAt: started, DurationMS: 1, Status: 200})
-	require.NoError(tb, e.records.Write(ctx, rec, b.Version))
+	return e.records.Write(ctx, rec, b.Version)
+}
+
+// finish is complete for the test goroutine.
+func (e *env) finish(tb testing.TB, tenant, id string, status tasks.Status) {
+	tb.Helper()
+	require.NoError(tb, e.complete(context.Background(), tenant, id, status))
 }
