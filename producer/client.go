@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -21,6 +24,10 @@ var (
 	ErrConflict = errors.New("producer: correlation_id is already used by a different call")
 	// ErrFinished: the call has finished and can no longer be canceled.
 	ErrFinished = tasks.ErrFinished
+	// ErrNotFinished: the call has not finished, so it has no webhook to redeliver yet.
+	ErrNotFinished = errors.New("producer: the call has not finished")
+	// ErrNoWebhook: the call was enqueued without a webhook.
+	ErrNoWebhook = errors.New("producer: the call has no webhook")
 )
 
 // Config configures a Client.
@@ -32,6 +39,14 @@ type Config struct {
 	Records *tasks.Store
 	// Limits bound what a call may carry. Default: tasks.Limits defaults.
 	Limits *tasks.Limits
+	// WebhooksEnabled accepts calls with a webhook. Set it when the workers
+	// have CALLQ_WEBHOOK_SECRET; otherwise such calls are refused at enqueue
+	// rather than accepted with a webhook nobody can sign.
+	WebhooksEnabled bool
+	// WebhookAllowPrivate accepts webhook URLs naming loopback, private or
+	// link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE). The worker checks
+	// the address it dials in any case; this refuses the obvious ones early.
+	WebhookAllowPrivate bool
 }
 
 func (c *Config) validate() error {
@@ -142,6 +157,11 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
+	if cp.Webhook != nil {
+		if err := c.checkWebhook(cp.Webhook.URL); err != nil {
+			return nil, err
+		}
+	}
 	task, err := tasks.NewCallTask(c.tenant, &cp, in)
 	if err != nil {
 		return nil, err
@@ -240,8 +260,69 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	if err := c.inspector.DeleteTask(rec.Queue, taskID); err != nil {
 		// Active (or already gone): tell the worker running it to stop.
 		// The worker also checks the record before every attempt, so a
-		// task that slips through does nothing.
+		// task that slips through does nothing but queue this webhook,
+		// which its task ID keeps from being queued twice.
 		_ = c.inspector.CancelProcessing(taskID)
 	}
+	if rec.Webhook != nil {
+		task, err := tasks.NewWebhookTask(rec, false)
+		if err == nil {
+			_, err = c.asynq.EnqueueContext(ctx, task)
+		}
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return rec, fmt.Errorf("the call is canceled but its webhook could not be queued: %w", err)
+		}
+	}
 	return rec, nil
+}
+
+// RedeliverWebhook queues a fresh delivery of a finished call's webhook,
+// with the same webhook-id and body as the first.
+func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record, error) {
+	rec, err := c.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rec.Webhook == nil:
+		return rec, ErrNoWebhook
+	case !rec.Status.Terminal():
+		return rec, ErrNotFinished
+	}
+	task, err := tasks.NewWebhookTask(rec, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.asynq.EnqueueContext(ctx, task); err != nil {
+		return nil, fmt.Errorf("enqueue webhook: %w", err)
+	}
+	rec.Webhook = &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
+	if err := c.cfg.Records.SetWebhook(ctx, c.tenant, id, rec.Webhook); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// checkWebhook refuses webhook URLs callq will not deliver to.
+func (c *Client) checkWebhook(raw string) error {
+	if !c.cfg.WebhooksEnabled {
+		return &tasks.FieldError{Field: "webhook", Message: "webhooks are not configured on this callq (CALLQ_WEBHOOK_SECRET is not set)"}
+	}
+	if c.cfg.WebhookAllowPrivate {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return &tasks.FieldError{Field: "webhook.url", Message: "is not a valid URL"}
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		host = "127.0.0.1"
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if err := tasks.CheckWebhookAddr(ip); err != nil {
+			return &tasks.FieldError{Field: "webhook.url", Message: err.Error()}
+		}
+	}
+	return nil
 }

@@ -102,6 +102,7 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 		"GET":    h.authed(auth.RoleProducer, h.getCall),
 		"DELETE": h.authed(auth.RoleProducer, h.cancelCall),
 	})
+	h.route("/v1/calls/{id}/webhook/redeliver", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.redeliverWebhook)})
 	h.route("/v1/credentials", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.listCredentials)})
 	h.route("/v1/credentials/{ref}", map[string]http.HandlerFunc{
 		"GET":    h.authed(auth.RoleAdmin, h.getCredential),
@@ -484,6 +485,18 @@ func (h *handler) cancelCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answerRecord(w, r, rec, err, http.StatusOK)
+}
+
+func (h *handler) redeliverWebhook(w http.ResponseWriter, r *http.Request) {
+	rec, err := h.client(r).RedeliverWebhook(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNoWebhook):
+		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q was enqueued without a webhook", rec.CorrelationID)})
+	case errors.Is(err, ErrNotFinished):
+		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q has not finished (%s); its webhook is sent when it does", rec.CorrelationID, rec.Status)})
+	default:
+		h.answerRecord(w, r, rec, err, http.StatusAccepted)
+	}
 }
 
 // credentialView is a credential as the API shows it: field names, never values.

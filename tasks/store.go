@@ -103,8 +103,8 @@ func (s *Store) key(tenant, id string) string {
 
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'fp')
-  return {0, v[1], v[2], v[3] or '', v[4] or ''}
+  local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'fp', 'wh')
+  return {0, v[1], v[2], v[3] or '', v[4] or '', v[5] or ''}
 end
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -128,7 +128,7 @@ func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, del
 	if res[0].(int64) == 1 {
 		return nil, "", nil
 	}
-	existing, err := decodeRecord(res[1], res[2], res[3])
+	existing, err := decodeRecord(res[1], res[2], res[3], res[5])
 	if err != nil {
 		return nil, "", err
 	}
@@ -143,14 +143,14 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Record, error) {
 }
 
 func (s *Store) get(ctx context.Context, tenant, id string) (*Record, int64, error) {
-	v, err := s.rdb.HMGet(ctx, s.key(tenant, id), "rec", "status", "run", "v").Result()
+	v, err := s.rdb.HMGet(ctx, s.key(tenant, id), "rec", "status", "run", "v", "wh").Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("get record: %w", err)
 	}
 	if v[0] == nil {
 		return nil, 0, ErrNotFound
 	}
-	rec, err := decodeRecord(v[0], v[1], v[2])
+	rec, err := decodeRecord(v[0], v[1], v[2], v[4])
 	if err != nil {
 		return nil, 0, err
 	}
@@ -166,7 +166,9 @@ type RunMarker struct {
 	Worker    string    `json:"worker,omitempty"`
 }
 
-func decodeRecord(recv, statusv, runv any) (*Record, error) {
+// decodeRecord assembles a record from its hash fields: the JSON, overlaid
+// with the authoritative status, the running attempt and the webhook state.
+func decodeRecord(recv, statusv, runv, whv any) (*Record, error) {
 	recs, _ := recv.(string)
 	rec := &Record{}
 	if err := json.Unmarshal([]byte(recs), rec); err != nil {
@@ -182,6 +184,12 @@ func decodeRecord(recv, statusv, runv any) (*Record, error) {
 			rec.StartedAt = &t
 		}
 	}
+	if whs, _ := whv.(string); whs != "" {
+		var wh WebhookState
+		if json.Unmarshal([]byte(whs), &wh) == nil {
+			rec.Webhook = &wh
+		}
+	}
 	return rec, nil
 }
 
@@ -189,7 +197,9 @@ var beginScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run')
 if not v[1] then return {-1} end
 local st = v[2]
-if st == 'succeeded' or st == 'failed' or st == 'canceled' then return {0, v[1], st, ''} end
+if st == 'succeeded' or st == 'failed' or st == 'canceled' then
+  return {0, v[1], st, '', redis.call('HGET', KEYS[1], 'wh') or ''}
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'run', ARGV[1])
 local ver = redis.call('HINCRBY', KEYS[1], 'v', 1)
 return {ver, v[1], st, v[3] or ''}
@@ -220,7 +230,11 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 	if ver == -1 {
 		return nil, ErrNotFound
 	}
-	rec, err := decodeRecord(res[1], res[2], nil)
+	var wh any
+	if len(res) > 4 {
+		wh = res[4]
+	}
+	rec, err := decodeRecord(res[1], res[2], nil, wh)
 	if err != nil {
 		return nil, err
 	}
@@ -316,6 +330,30 @@ func (s *Store) Update(ctx context.Context, tenant, id string, fn func(*Record) 
 		return rec, nil
 	}
 	return nil, ErrChanged
+}
+
+var webhookScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'wh', ARGV[1])
+return 1
+`)
+
+// SetWebhook records the delivery state of a call's webhook. The record may
+// have expired meanwhile (deliveries are retried for about a day): then
+// there is nothing to update and it returns ErrNotFound.
+func (s *Store) SetWebhook(ctx context.Context, tenant, id string, state *WebhookState) error {
+	b, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	n, err := webhookScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, b).Int()
+	if err != nil {
+		return fmt.Errorf("write webhook state: %w", err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // Delete removes a record (used to undo a Create whose task could not be

@@ -46,8 +46,10 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		tasks.RunMarker{Attempt: retried + 1, StartedAt: start.UTC(), Worker: w.cfg.Name})
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
+		// Canceled before it ran, or run to the end by a worker that died
+		// before it queued the webhook: queue it now (at most once).
 		log.Info().Str("status", string(begun.Record.Status)).Msg("call already finished; not attempting it")
-		return nil
+		return w.enqueueWebhook(ctx, begun.Record)
 	case errors.Is(err, tasks.ErrNotFound):
 		log.Warn().Msg("call has no record (expired or deleted); not attempting it")
 		return nil
@@ -167,7 +169,9 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 		log.Error().Err(err).Msg("could not write the call's record")
 		return err
 	}
-	return nil
+	// If this fails, asynq runs the task again; it finds the record
+	// finished and queues the webhook then.
+	return w.enqueueWebhook(context.WithoutCancel(ctx), rec)
 }
 
 // outcome is what one attempt came to.

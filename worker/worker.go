@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -58,6 +59,18 @@ type Config struct {
 	// Name identifies this worker in records of lost attempts. Default
 	// hostname:pid.
 	Name string
+
+	// WebhookSecrets sign completion webhooks (CALLQ_WEBHOOK_SECRET). Without
+	// them a call's webhook fails to deliver, saying why.
+	WebhookSecrets *auth.WebhookSecrets
+	// WebhookAllowPrivate lets webhooks reach loopback, private and
+	// link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE). Default false.
+	WebhookAllowPrivate bool
+	// WebhookSchedule is the wait before each redelivery; its length bounds
+	// the attempts. Default DefaultWebhookSchedule (about a day).
+	WebhookSchedule []time.Duration
+	// WebhookTimeout bounds one delivery. Default 15s.
+	WebhookTimeout time.Duration
 }
 
 // Defaults for Config.
@@ -85,6 +98,8 @@ func (c *Config) validate() error {
 		return errors.New("Keyring is required.")
 	case c.Concurrency < 0:
 		return errors.New("Concurrency must not be negative.")
+	case c.WebhookTimeout < 0:
+		return errors.New("WebhookTimeout must not be negative.")
 	case c.MaxResponseBytes < 0:
 		return errors.New("MaxResponseBytes must not be negative.")
 	}
@@ -125,18 +140,31 @@ func (c *Config) withDefaults() {
 		nop := zerolog.Nop()
 		c.Logger = &nop
 	}
+	if len(c.WebhookSchedule) == 0 {
+		c.WebhookSchedule = DefaultWebhookSchedule
+	}
+	if c.WebhookTimeout == 0 {
+		c.WebhookTimeout = DefaultWebhookTimeout
+	}
+	if _, ok := c.Queues[tasks.WebhookQueue]; !ok {
+		q := maps.Clone(c.Queues)
+		q[tasks.WebhookQueue] = DefaultWebhookQueuePriority
+		c.Queues = q
+	}
 	if c.Name == "" {
 		host, _ := os.Hostname()
 		c.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
 	}
 }
 
-// Worker executes calls from Redis.
+// Worker executes calls from Redis and delivers their webhooks.
 type Worker struct {
 	cfg     Config
 	srv     *asynq.Server
+	queue   *asynq.Client
 	log     zerolog.Logger
 	clients map[string]*http.Client
+	hooks   *http.Client
 }
 
 // New returns a Worker over rdb. It does not start it.
@@ -157,6 +185,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		}
 		w.clients[in.Name] = client
 	}
+	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
+	w.queue = asynq.NewClientFromRedisClient(rdb)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
 		Queues:                   c.Queues,
@@ -174,6 +204,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(tasks.TypeCall, w.ProcessCall)
+	mux.HandleFunc(tasks.TypeWebhook, w.ProcessWebhook)
 	return w.srv.Start(mux)
 }
 

@@ -39,6 +39,9 @@ type serverConfig struct {
 	maxResponseBytes int64
 	logLevel         string
 	logFormat        string
+	webhookSecret    string
+	webhookPrivate   bool
+	webhookSchedule  string
 }
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
@@ -52,7 +55,26 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(envInt("CALLQ_MAX_RESPONSE_BYTES", 1<<20)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
+	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", os.Getenv("CALLQ_WEBHOOK_ALLOW_PRIVATE") == "true", "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
+	fs.StringVar(&c.webhookSchedule, "webhook-schedule", os.Getenv("CALLQ_WEBHOOK_SCHEDULE"), "waits before webhook redeliveries, e.g. 5s,30s,2m (CALLQ_WEBHOOK_SCHEDULE; default about a day)")
 	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
+	c.webhookSecret = os.Getenv("CALLQ_WEBHOOK_SECRET")
+}
+
+// parseSchedule reads "5s,30s,2m".
+func parseSchedule(s string) ([]time.Duration, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []time.Duration
+	for part := range strings.SplitSeq(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("CALLQ_WEBHOOK_SCHEDULE: %q is not a positive duration", part)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 func envInt(name string, def int) int {

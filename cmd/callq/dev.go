@@ -66,6 +66,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
+	if cfg.webhookSecret == "" {
+		if cfg.webhookSecret, err = auth.GenerateWebhookSecret(); err != nil {
+			return err
+		}
+	}
+	cfg.webhookPrivate = true // receivers in development are on this machine
 	s, err := newStack(cfg, rdb, log)
 	if err != nil {
 		return err
@@ -110,6 +116,7 @@ WARNING: development mode. The secret key and API key below are for this process
   integrations:     %s
   tenant:           %s
   CALLQ_API_KEY=%s
-`, ln.Addr(), cfg.integrations, devTenant, apiKey)
+  CALLQ_WEBHOOK_SECRET=%s  (webhooks may reach private addresses in dev mode)
+`, ln.Addr(), cfg.integrations, devTenant, apiKey, cfg.webhookSecret)
 	return serveAPI(ctx, ln, h, log)
 }

@@ -31,6 +31,8 @@ type stack struct {
 	keys    *auth.KeyStore
 	queues  map[string]int
 	qnames  []string
+	hooks   *auth.WebhookSecrets
+	sched   []time.Duration
 }
 
 func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
@@ -58,14 +60,24 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 		return nil, err
 	}
 	s.keys = auth.NewKeyStore(rdb, "")
+	if cfg.webhookSecret != "" {
+		if s.hooks, err = auth.ParseWebhookSecrets(cfg.webhookSecret); err != nil {
+			return nil, fmt.Errorf("CALLQ_WEBHOOK_SECRET: %w", err)
+		}
+	}
+	if s.sched, err = parseSchedule(cfg.webhookSchedule); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
 func (s *stack) apiHandler() (http.Handler, error) {
 	client, err := producer.NewClient(s.rdb, "default", &producer.Config{
-		Catalog: s.catalog,
-		Records: s.records,
-		Limits:  &tasks.Limits{MaxRequestBytes: s.cfg.maxRequestBytes, Queues: s.qnames},
+		Catalog:             s.catalog,
+		Records:             s.records,
+		Limits:              &tasks.Limits{MaxRequestBytes: s.cfg.maxRequestBytes, Queues: s.qnames},
+		WebhooksEnabled:     s.hooks != nil,
+		WebhookAllowPrivate: s.cfg.webhookPrivate,
 	})
 	if err != nil {
 		return nil, err
@@ -89,6 +101,10 @@ func (s *stack) worker() (*worker.Worker, error) {
 		Queues:           s.queues,
 		MaxResponseBytes: s.cfg.maxResponseBytes,
 		Logger:           &s.log,
+
+		WebhookSecrets:      s.hooks,
+		WebhookAllowPrivate: s.cfg.webhookPrivate,
+		WebhookSchedule:     s.sched,
 	})
 }
 

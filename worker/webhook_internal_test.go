@@ -1,0 +1,79 @@
+package worker
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestWebhookClientRefusesPrivateAddresses(t *testing.T) {
+	t.Parallel()
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a refused delivery reached the receiver: %s", r.URL)
+	}))
+	defer receiver.Close()
+	port := receiver.URL[strings.LastIndex(receiver.URL, ":")+1:]
+
+	client := newWebhookClient(false)
+	client.Timeout = 2 * time.Second
+	for _, url := range []string{
+		"http://127.0.0.1:" + port + "/hook",
+		"http://localhost:" + port + "/hook", // a name that resolves to loopback
+		"http://[::1]:" + port + "/hook",
+		"http://10.0.0.1/hook",
+		"http://192.168.1.1/hook",
+		"http://172.16.0.1/hook",
+		"http://169.254.169.254/latest/meta-data/", // cloud metadata
+		"http://[fe80::1]/hook",
+		"http://[fd00::1]/hook",
+		"http://0.0.0.0:" + port + "/hook",
+		"http://100.64.0.1/hook",
+		"http://[::ffff:127.0.0.1]:" + port + "/hook",
+		"http://[64:ff9b::a9fe:a9fe]/hook", // NAT64 wrapping of 169.254.169.254
+	} {
+		_, err := client.Post(url, "application/json", strings.NewReader("{}"))
+		require.Error(t, err, url)
+		var ae *addrError
+		require.True(t, errors.As(err, &ae), "%s: refused by the address check, got %v", url, err)
+		require.Contains(t, ae.Error(), "CALLQ_WEBHOOK_ALLOW_PRIVATE", url)
+	}
+
+	allowed := newWebhookClient(true)
+	resp, err := allowed.Post(receiverOK(t), "application/json", strings.NewReader("{}"))
+	require.NoError(t, err, "with the flag, loopback is allowed")
+	resp.Body.Close()
+}
+
+func receiverOK(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestWebhookClientDoesNotFollowRedirects(t *testing.T) {
+	t.Parallel()
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the redirect was followed")
+	}))
+	defer target.Close()
+	src := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusTemporaryRedirect))
+	defer src.Close()
+	resp, err := newWebhookClient(true).Post(src.URL, "application/json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+}
+
+func TestJitterBounds(t *testing.T) {
+	t.Parallel()
+	for range 1000 {
+		d := jitter(10 * time.Second)
+		require.GreaterOrEqual(t, d, 9*time.Second)
+		require.LessOrEqual(t, d, 11*time.Second)
+	}
+}
