@@ -256,6 +256,9 @@ func (c *Call) Normalize(cat *Catalog, limits *Limits) (*Integration, error) {
 	}
 	if c.Queue == "" {
 		c.Queue = DefaultQueue
+		if !slices.Contains(lim.Queues, DefaultQueue) {
+			c.Queue = lim.Queues[0] // CALLQ_QUEUES without "default": its first queue
+		}
 	}
 	if !slices.Contains(lim.Queues, c.Queue) {
 		return nil, fieldErr("queue", "unknown queue %q; queues: %s", c.Queue, strings.Join(lim.Queues, ", "))
@@ -343,11 +346,16 @@ func (c *Call) normalizeBody(lim Limits) error {
 			return tooLarge("body_text", len(*c.BodyText))
 		}
 	case c.BodyBase64 != "":
+		// Refuse what is surely too large before decoding it.
 		if int64(base64.StdEncoding.DecodedLen(len(c.BodyBase64))) > lim.MaxRequestBytes+2 {
 			return tooLarge("body_base64", base64.StdEncoding.DecodedLen(len(c.BodyBase64)))
 		}
-		if _, err := base64.StdEncoding.DecodeString(c.BodyBase64); err != nil {
+		b, err := base64.StdEncoding.DecodeString(c.BodyBase64)
+		if err != nil {
 			return fieldErr("body_base64", "is not valid standard base64")
+		}
+		if int64(len(b)) > lim.MaxRequestBytes {
+			return tooLarge("body_base64", len(b))
 		}
 	}
 	return nil

@@ -290,12 +290,21 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if in.Timeout > in.MaxTimeout {
 		return nil, fail("timeout", node.Line, "%s is above max_timeout %s", in.Timeout, in.MaxTimeout)
 	}
-	in.Retry = DefaultRetryPolicy.Merge(&in.Retry)
-	if err := in.Retry.validate("retry", false); err != nil {
+	// Check what the file says before defaults fill the gaps: a zero or
+	// negative value written out is a mistake, not a request for the default.
+	if retry := mapValue(node, "retry"); retry != nil {
+		for _, k := range []string{"max_attempts", "multiplier"} {
+			if v := mapValue(retry, k); v != nil && strings.TrimSpace(v.Value) == "0" {
+				return nil, fail("retry."+k, v.Line, "must not be 0")
+			}
+		}
+	}
+	if err := in.Retry.validate("retry", true); err != nil {
 		var fe *FieldError
 		errors.As(err, &fe)
 		return nil, fail(fe.Field, node.Line, "%s", fe.Message)
 	}
+	in.Retry = DefaultRetryPolicy.Merge(&in.Retry)
 	if in.DefaultCredential != "" && !ValidID(in.DefaultCredential) {
 		return nil, fail("default_credential", node.Line, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
 	}

@@ -3,6 +3,7 @@ package tasks
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -26,6 +27,9 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads a duration string or a number of seconds.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // as for any other optional field
+	}
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -36,6 +40,16 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	secs, err := strconv.ParseFloat(string(b), 64)
 	if err != nil {
 		return fmt.Errorf("must be a duration such as \"10s\" or a number of seconds")
+	}
+	return d.fromSeconds(secs)
+}
+
+// maxSeconds keeps a number of seconds inside time.Duration's range.
+const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+func (d *Duration) fromSeconds(secs float64) error {
+	if secs > maxSeconds || secs < -maxSeconds {
+		return fmt.Errorf("%g seconds is out of range", secs)
 	}
 	*d = Duration(secs * float64(time.Second))
 	return nil
@@ -48,8 +62,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		if err != nil {
 			return err
 		}
-		*d = Duration(secs * float64(time.Second))
-		return nil
+		return d.fromSeconds(secs)
 	}
 	return d.parse(n.Value)
 }

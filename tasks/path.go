@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 var doubleEncoded = regexp.MustCompile(`%[0-9A-Fa-f]{2}`)
@@ -20,6 +21,8 @@ var lookalikes = []rune{
 	'\uFF1A', '\uFE55', '\uFE13', '\u2236', // colons
 	'\uFF20', '\uFE6B', // at signs
 	'\uFF1F', '\uFE56', '\uFF03', '\uFE5F', // ? and #
+	'\u2100', '\u2101', '\u2105', '\u2106', // a/c, a/s, c/o, c/u: fold to a slash
+	'\uFF05', '\uFE6A', // percent signs: fold into a second encoding
 }
 
 // ValidatePath checks that p is a path relative to an integration's base URL
@@ -57,6 +60,10 @@ func ValidatePath(p string) error {
 	decoded, err := url.PathUnescape(p)
 	if err != nil {
 		return bad("has an invalid percent-encoding")
+	}
+	if !utf8.ValidString(decoded) {
+		// Overlong forms such as %c0%ae ("."): some servers still decode them.
+		return bad("must percent-encode valid UTF-8 only")
 	}
 	if doubleEncoded.MatchString(decoded) {
 		return bad("must not be percent-encoded twice")
@@ -106,11 +113,8 @@ func (in *Integration) URL(p string, q Query) (*url.URL, error) {
 	}
 	u := *in.base
 	u.Path = strings.TrimSuffix(in.base.Path, "/") + decoded
+	// Keep the caller's encoding exactly (Go would choose its own).
 	u.RawPath = strings.TrimSuffix(in.base.EscapedPath(), "/") + p
-	if u.EscapedPath() != u.RawPath {
-		// Go chose its own encoding; keep the caller's bytes exactly.
-		u.RawPath = strings.TrimSuffix(in.base.EscapedPath(), "/") + p
-	}
 	if len(q) > 0 {
 		vals := in.base.Query()
 		for k, vs := range q {

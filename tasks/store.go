@@ -371,20 +371,37 @@ func (s *Store) Wait(ctx context.Context, tenant, id string) (*Record, error) {
 		return nil, err
 	}
 	defer s.notifier.unsubscribe(w)
-	for {
-		rec, err := s.Get(ctx, tenant, id)
-		if err != nil {
-			return nil, err
-		}
-		if rec.Status.Terminal() {
-			return rec, nil
-		}
+	rec, err := s.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	for !rec.Status.Terminal() {
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
 			return rec, ctx.Err()
 		}
+		// A wake-up may come from a lost connection (every waiter reads its
+		// record again then); while Redis is away, keep the last record
+		// read and wait on, rather than fail a waiter an outage would not.
+		switch cur, err := s.Get(ctx, tenant, id); {
+		case err == nil:
+			rec = cur
+		case errors.Is(err, ErrNotFound):
+			return nil, err
+		default:
+			select {
+			case w.ch <- struct{}{}: // read again shortly
+			default:
+			}
+			select {
+			case <-time.After(250 * time.Millisecond):
+			case <-ctx.Done():
+				return rec, ctx.Err()
+			}
+		}
 	}
+	return rec, nil
 }
 
 // notifier holds one subscription to the completion channel per process and

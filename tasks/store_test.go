@@ -1,0 +1,603 @@
+package tasks_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/internal/redistest"
+	"github.com/callq/callq/tasks"
+)
+
+// storeEnv is what a store test works with: a real redis-server, a client
+// on it and a Store.
+type storeEnv struct {
+	srv   *redistest.Server
+	rdb   *redis.Client
+	store *tasks.Store
+	cfg   tasks.StoreConfig
+	ctx   context.Context
+}
+
+// parallelRedis marks t parallel unless the suite shares one external Redis
+// (CALLQ_TEST_REDIS_URL), which each redistest.Start flushes.
+func parallelRedis(t *testing.T) {
+	if os.Getenv(redistest.EnvURL) == "" {
+		t.Parallel()
+	}
+}
+
+func setup(t *testing.T) *storeEnv {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	cfg := tasks.StoreConfig{Prefix: "test", ResultTTL: time.Hour, PendingTTL: 2 * time.Hour}
+	store, err := tasks.NewStore(rdb, &cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return &storeEnv{srv: srv, rdb: rdb, store: store, cfg: cfg, ctx: ctx}
+}
+
+var testNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// newRecord is a queued record of tenant and id.
+func newRecord(tenant, id string) *tasks.Record {
+	return &tasks.Record{
+		CorrelationID: id,
+		Tenant:        tenant,
+		Status:        tasks.StatusQueued,
+		Integration:   "gh",
+		Method:        "GET",
+		Path:          "/repos",
+		Queue:         "default",
+		MaxAttempts:   3,
+		History:       []tasks.Attempt{},
+		CreatedAt:     testNow,
+	}
+}
+
+// create stores a new queued record and returns it.
+func (e *storeEnv) create(t *testing.T, tenant, id string) *tasks.Record {
+	t.Helper()
+	rec := newRecord(tenant, id)
+	existing, fp, err := e.store.Create(e.ctx, rec, "fp-"+id, 0)
+	require.NoError(t, err)
+	require.Nil(t, existing)
+	require.Empty(t, fp)
+	return rec
+}
+
+// finish writes rec as succeeded with the given upstream status.
+func (e *storeEnv) finish(t *testing.T, rec *tasks.Record, status int) {
+	t.Helper()
+	done := *rec
+	done.Status = tasks.StatusSucceeded
+	done.Attempts = 1
+	done.Response = &tasks.Response{Status: status, Headers: map[string]string{}}
+	completed := testNow.Add(time.Second)
+	done.CompletedAt = &completed
+	require.NoError(t, e.store.Write(e.ctx, &done, 0))
+}
+
+// pttl is the remaining TTL of the record's key.
+func (e *storeEnv) pttl(t *testing.T, tenant, id string) time.Duration {
+	t.Helper()
+	d, err := e.rdb.PTTL(e.ctx, e.cfg.Prefix+":call:"+tenant+":"+id).Result()
+	require.NoError(t, err)
+	return d
+}
+
+func TestNewStoreConfig(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	s, err := tasks.NewStore(rdb, nil)
+	require.NoError(t, err)
+	require.Equal(t, tasks.DefaultResultTTL, s.ResultTTL())
+	require.Equal(t, 24*time.Hour, s.ResultTTL())
+	require.NoError(t, s.Close(), "closing a store that never subscribed")
+
+	s, err = tasks.NewStore(rdb, &tasks.StoreConfig{ResultTTL: time.Minute})
+	require.NoError(t, err)
+	require.Equal(t, time.Minute, s.ResultTTL())
+
+	_, err = tasks.NewStore(rdb, &tasks.StoreConfig{ResultTTL: -time.Second})
+	require.Error(t, err)
+	_, err = tasks.NewStore(rdb, &tasks.StoreConfig{PendingTTL: -time.Second})
+	require.Error(t, err)
+}
+
+func TestStoreCreateGet(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+
+	rec := newRecord("acme", "order-1")
+	existing, fp, err := e.store.Create(e.ctx, rec, "fp-a", 0)
+	require.NoError(t, err)
+	require.Nil(t, existing)
+	require.Empty(t, fp)
+	require.InDelta(t, e.cfg.PendingTTL, e.pttl(t, "acme", "order-1"), float64(5*time.Second))
+
+	got, err := e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, rec, got)
+
+	// The same ID again reports the existing record and its fingerprint.
+	again := newRecord("acme", "order-1")
+	again.Path = "/other"
+	existing, fp, err = e.store.Create(e.ctx, again, "fp-b", 0)
+	require.ErrorIs(t, err, tasks.ErrExists)
+	require.Equal(t, "fp-a", fp)
+	require.Equal(t, rec, existing)
+	got, err = e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, "/repos", got.Path, "a second Create does not overwrite")
+
+	// Another tenant's ID is its own record.
+	other := newRecord("globex", "order-1")
+	existing, _, err = e.store.Create(e.ctx, other, "fp-c", 0)
+	require.NoError(t, err)
+	require.Nil(t, existing)
+	got, err = e.store.Get(e.ctx, "globex", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, "globex", got.Tenant)
+
+	// A delayed call's record lives the delay longer.
+	_, _, err = e.store.Create(e.ctx, newRecord("acme", "later"), "fp", 3*time.Hour)
+	require.NoError(t, err)
+	require.InDelta(t, e.cfg.PendingTTL+3*time.Hour, e.pttl(t, "acme", "later"), float64(5*time.Second))
+
+	got, err = e.store.Get(e.ctx, "acme", "missing")
+	require.ErrorIs(t, err, tasks.ErrNotFound)
+	require.Nil(t, got)
+	_, err = e.store.Get(e.ctx, "initech", "order-1")
+	require.ErrorIs(t, err, tasks.ErrNotFound)
+}
+
+func TestStoreBegin(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "order-1")
+
+	first := tasks.RunMarker{Attempt: 1, StartedAt: testNow.Add(time.Second), Worker: "w1"}
+	b, err := e.store.Begin(e.ctx, "acme", "order-1", first)
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusQueued, b.Record.Status, "the record as it was before the attempt")
+	require.Nil(t, b.Lost)
+	require.Equal(t, int64(2), b.Version)
+
+	got, err := e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusRunning, got.Status)
+	require.NotNil(t, got.StartedAt)
+	require.True(t, got.StartedAt.Equal(first.StartedAt), "started_at comes from the run marker")
+
+	// A second Begin while running: the first worker was lost.
+	second := tasks.RunMarker{Attempt: 2, StartedAt: testNow.Add(time.Minute), Worker: "w2"}
+	b2, err := e.store.Begin(e.ctx, "acme", "order-1", second)
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusRunning, b2.Record.Status)
+	require.Equal(t, int64(3), b2.Version)
+	require.NotNil(t, b2.Lost)
+	require.Equal(t, 1, b2.Lost.Attempt)
+	require.Equal(t, "w1", b2.Lost.Worker)
+	require.True(t, b2.Lost.StartedAt.Equal(first.StartedAt))
+
+	// A write clears the marker: the next Begin finds no lost attempt.
+	retrying := *b2.Record
+	retrying.Status = tasks.StatusRetrying
+	retrying.Attempts = 2
+	require.NoError(t, e.store.Write(e.ctx, &retrying, b2.Version))
+	b3, err := e.store.Begin(e.ctx, "acme", "order-1", tasks.RunMarker{Attempt: 3, StartedAt: testNow})
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusRetrying, b3.Record.Status)
+	require.Equal(t, 2, b3.Record.Attempts)
+	require.Nil(t, b3.Lost)
+
+	// Begin on a terminal record reports it and changes nothing.
+	canceled := *b3.Record
+	canceled.Status = tasks.StatusCanceled
+	require.NoError(t, e.store.Write(e.ctx, &canceled, 0))
+	b4, err := e.store.Begin(e.ctx, "acme", "order-1", tasks.RunMarker{Attempt: 4, StartedAt: testNow})
+	require.ErrorIs(t, err, tasks.ErrFinished)
+	require.NotNil(t, b4)
+	require.Equal(t, tasks.StatusCanceled, b4.Record.Status)
+	got, err = e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusCanceled, got.Status)
+
+	b5, err := e.store.Begin(e.ctx, "acme", "missing", first)
+	require.ErrorIs(t, err, tasks.ErrNotFound)
+	require.Nil(t, b5)
+	exists, err := e.rdb.Exists(e.ctx, "test:call:acme:missing").Result()
+	require.NoError(t, err)
+	require.Zero(t, exists, "Begin does not create a record")
+}
+
+func TestStoreWrite(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := e.create(t, "acme", "order-1")
+
+	b, err := e.store.Begin(e.ctx, "acme", "order-1", tasks.RunMarker{Attempt: 1, StartedAt: testNow})
+	require.NoError(t, err)
+
+	// A stale version is refused.
+	stale := *b.Record
+	stale.Attempts = 99
+	require.ErrorIs(t, e.store.Write(e.ctx, &stale, b.Version-1), tasks.ErrChanged)
+	got, err := e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Zero(t, got.Attempts)
+
+	// The right version is taken, and bumps the version.
+	retrying := *b.Record
+	retrying.Status = tasks.StatusRetrying
+	retrying.Attempts = 1
+	next := time.Now().Add(time.Hour)
+	retrying.NextAttemptAt = &next
+	require.NoError(t, e.store.Write(e.ctx, &retrying, b.Version))
+	require.ErrorIs(t, e.store.Write(e.ctx, &retrying, b.Version), tasks.ErrChanged, "the version moved on")
+	got, err = e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusRetrying, got.Status)
+	require.Equal(t, 1, got.Attempts)
+	require.InDelta(t, e.cfg.PendingTTL+time.Hour, e.pttl(t, "acme", "order-1"), float64(5*time.Second),
+		"a pending record lives past its next attempt")
+
+	// A terminal write publishes, sets the result TTL and freezes the record.
+	sub := e.rdb.Subscribe(e.ctx, "test:done")
+	t.Cleanup(func() { _ = sub.Close() })
+	_, err = sub.Receive(e.ctx)
+	require.NoError(t, err)
+
+	done := *got
+	done.Status = tasks.StatusFailed
+	done.Error = &tasks.CallError{Kind: tasks.KindHTTPStatus, Message: "404 Not Found"}
+	require.NoError(t, e.store.Write(e.ctx, &done, 0))
+
+	msg, err := sub.ReceiveMessage(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, "test:done", msg.Channel)
+	require.Equal(t, "acme:order-1", msg.Payload)
+	ttl := e.pttl(t, "acme", "order-1")
+	require.InDelta(t, e.cfg.ResultTTL, ttl, float64(5*time.Second))
+	require.LessOrEqual(t, ttl, e.cfg.ResultTTL)
+
+	again := done
+	again.Status = tasks.StatusSucceeded
+	require.ErrorIs(t, e.store.Write(e.ctx, &again, 0), tasks.ErrFinished)
+	nonTerminal := done
+	nonTerminal.Status = tasks.StatusRunning
+	require.ErrorIs(t, e.store.Write(e.ctx, &nonTerminal, 0), tasks.ErrFinished)
+	got, err = e.store.Get(e.ctx, "acme", "order-1")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusFailed, got.Status)
+	require.Equal(t, done.Error, got.Error)
+
+	// No record, no write.
+	ghost := newRecord("acme", "ghost")
+	require.ErrorIs(t, e.store.Write(e.ctx, ghost, 0), tasks.ErrNotFound)
+	_, err = e.store.Get(e.ctx, "acme", "ghost")
+	require.ErrorIs(t, err, tasks.ErrNotFound)
+	_ = rec
+}
+
+func TestStoreUpdate(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+
+	t.Run("applies", func(t *testing.T) {
+		e.create(t, "acme", "u1")
+		got, err := e.store.Update(e.ctx, "acme", "u1", func(r *tasks.Record) error {
+			r.Webhook = &tasks.WebhookState{URL: "https://svc.example/h", Status: "delivered", Attempts: 1}
+			return nil
+		})
+		require.NoError(t, err)
+		require.Equal(t, "delivered", got.Webhook.Status)
+		stored, err := e.store.Get(e.ctx, "acme", "u1")
+		require.NoError(t, err)
+		require.Equal(t, got, stored)
+	})
+
+	t.Run("fn error aborts", func(t *testing.T) {
+		e.create(t, "acme", "u2")
+		boom := errors.New("boom")
+		got, err := e.store.Update(e.ctx, "acme", "u2", func(r *tasks.Record) error {
+			r.Attempts = 42
+			return boom
+		})
+		require.ErrorIs(t, err, boom)
+		require.NotNil(t, got)
+		stored, err := e.store.Get(e.ctx, "acme", "u2")
+		require.NoError(t, err)
+		require.Zero(t, stored.Attempts)
+	})
+
+	t.Run("retries after a concurrent change", func(t *testing.T) {
+		e.create(t, "acme", "u3")
+		calls := 0
+		got, err := e.store.Update(e.ctx, "acme", "u3", func(r *tasks.Record) error {
+			calls++
+			if calls == 1 {
+				// Someone else writes between our read and our write.
+				other := *r
+				other.Path = "/changed"
+				require.NoError(t, e.store.Write(e.ctx, &other, 0))
+			}
+			r.Attempts = calls
+			return nil
+		})
+		require.NoError(t, err)
+		require.Equal(t, 2, calls)
+		require.Equal(t, 2, got.Attempts)
+		require.Equal(t, "/changed", got.Path, "the second try saw the concurrent change")
+		stored, err := e.store.Get(e.ctx, "acme", "u3")
+		require.NoError(t, err)
+		require.Equal(t, got, stored)
+	})
+
+	t.Run("gives up after repeated changes", func(t *testing.T) {
+		e.create(t, "acme", "u4")
+		calls := 0
+		got, err := e.store.Update(e.ctx, "acme", "u4", func(r *tasks.Record) error {
+			calls++
+			other := *r
+			require.NoError(t, e.store.Write(e.ctx, &other, 0))
+			return nil
+		})
+		require.ErrorIs(t, err, tasks.ErrChanged)
+		require.Nil(t, got)
+		require.Equal(t, 10, calls)
+	})
+
+	t.Run("finished concurrently", func(t *testing.T) {
+		rec := e.create(t, "acme", "u5")
+		got, err := e.store.Update(e.ctx, "acme", "u5", func(r *tasks.Record) error {
+			e.finish(t, rec, 204)
+			r.Attempts = 7
+			return nil
+		})
+		require.ErrorIs(t, err, tasks.ErrFinished)
+		require.Equal(t, tasks.StatusSucceeded, got.Status)
+		require.Equal(t, 204, got.Response.Status)
+	})
+
+	t.Run("terminal", func(t *testing.T) {
+		rec := e.create(t, "acme", "u6")
+		e.finish(t, rec, 200)
+		called := false
+		got, err := e.store.Update(e.ctx, "acme", "u6", func(r *tasks.Record) error { called = true; return nil })
+		require.ErrorIs(t, err, tasks.ErrFinished)
+		require.False(t, called)
+		require.Equal(t, tasks.StatusSucceeded, got.Status)
+	})
+
+	t.Run("missing", func(t *testing.T) {
+		got, err := e.store.Update(e.ctx, "acme", "nope", func(r *tasks.Record) error { return nil })
+		require.ErrorIs(t, err, tasks.ErrNotFound)
+		require.Nil(t, got)
+	})
+}
+
+func TestStoreDelete(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "d1")
+	e.create(t, "acme", "d2")
+	require.NoError(t, e.store.Delete(e.ctx, "acme", "d1"))
+	_, err := e.store.Get(e.ctx, "acme", "d1")
+	require.ErrorIs(t, err, tasks.ErrNotFound)
+	_, err = e.store.Get(e.ctx, "acme", "d2")
+	require.NoError(t, err, "only the named record goes")
+	require.NoError(t, e.store.Delete(e.ctx, "acme", "d1"), "deleting twice is fine")
+
+	// The ID is free again.
+	existing, _, err := e.store.Create(e.ctx, newRecord("acme", "d1"), "fp-new", 0)
+	require.NoError(t, err)
+	require.Nil(t, existing)
+}
+
+func TestStoreRecordJSONInRedis(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "j1")
+	raw, err := e.rdb.HGet(e.ctx, "test:call:acme:j1", "rec").Result()
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(raw), &m))
+	require.Equal(t, "queued", m["status"])
+	require.Equal(t, "j1", m["correlation_id"])
+	fp, err := e.rdb.HGet(e.ctx, "test:call:acme:j1", "fp").Result()
+	require.NoError(t, err)
+	require.Equal(t, "fp-j1", fp)
+}
+
+func TestStoreWaitTerminal(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := e.create(t, "acme", "w1")
+	e.finish(t, rec, 200)
+
+	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	got, err := e.store.Wait(ctx, "acme", "w1")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusSucceeded, got.Status)
+	require.Less(t, time.Since(start), 2*time.Second)
+
+	got, err = e.store.Wait(ctx, "acme", "missing")
+	require.ErrorIs(t, err, tasks.ErrNotFound)
+	require.Nil(t, got)
+}
+
+func TestStoreWaitWokenByWrite(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := e.create(t, "acme", "w2")
+
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	type result struct {
+		rec     *tasks.Record
+		err     error
+		elapsed time.Duration
+	}
+	res := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		r, err := e.store.Wait(ctx, "acme", "w2")
+		res <- result{r, err, time.Since(start)}
+	}()
+
+	// Non-terminal writes do not end the wait.
+	time.Sleep(100 * time.Millisecond)
+	running := *rec
+	running.Status = tasks.StatusRunning
+	require.NoError(t, e.store.Write(e.ctx, &running, 0))
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case r := <-res:
+		t.Fatalf("Wait returned before the call finished: %+v, %v", r.rec, r.err)
+	default:
+	}
+
+	e.finish(t, rec, 201)
+	r := <-res
+	require.NoError(t, r.err)
+	require.Equal(t, tasks.StatusSucceeded, r.rec.Status)
+	require.Equal(t, 201, r.rec.Response.Status)
+	require.Less(t, r.elapsed, 5*time.Second, "woken by the write, not by the deadline")
+	t.Logf("waiter returned %s after start (~%s after the write)", r.elapsed, r.elapsed-200*time.Millisecond)
+}
+
+func TestStoreWaitDeadline(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "w3")
+
+	ctx, cancel := context.WithTimeout(e.ctx, 200*time.Millisecond)
+	defer cancel()
+	got, err := e.store.Wait(ctx, "acme", "w3")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotNil(t, got, "the record as it stands comes with the error")
+	require.Equal(t, tasks.StatusQueued, got.Status)
+	require.Equal(t, "w3", got.CorrelationID)
+
+	canceled, cancel2 := context.WithCancel(e.ctx)
+	cancel2()
+	_, err = e.store.Wait(canceled, "acme", "w3")
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestStoreWaitMany(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	const n = 40
+	recs := make([]*tasks.Record, n)
+	for i := range n {
+		recs[i] = e.create(t, "acme", fmt.Sprintf("m%d", i))
+	}
+	e.create(t, "acme", "never")
+
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	type result struct {
+		id  string
+		rec *tasks.Record
+		err error
+	}
+	results := make(chan result, 2*n)
+	var wg sync.WaitGroup
+	for i := range n {
+		id := fmt.Sprintf("m%d", i)
+		for range 2 { // two waiters per call
+			wg.Go(func() {
+				r, err := e.store.Wait(ctx, "acme", id)
+				results <- result{id, r, err}
+			})
+		}
+	}
+	// A waiter on a call that never finishes is not woken by the others.
+	neverCtx, neverCancel := context.WithTimeout(e.ctx, 1500*time.Millisecond)
+	defer neverCancel()
+	neverDone := make(chan result, 1)
+	go func() {
+		r, err := e.store.Wait(neverCtx, "acme", "never")
+		neverDone <- result{"never", r, err}
+	}()
+
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	for i, rec := range recs {
+		e.finish(t, rec, 200+i)
+	}
+	wg.Wait()
+	close(results)
+	seen := map[string]int{}
+	for r := range results {
+		require.NoError(t, r.err, r.id)
+		require.Equal(t, r.id, r.rec.CorrelationID)
+		require.Equal(t, tasks.StatusSucceeded, r.rec.Status)
+		var i int
+		_, err := fmt.Sscanf(r.id, "m%d", &i)
+		require.NoError(t, err)
+		require.Equal(t, 200+i, r.rec.Response.Status, "each waiter gets its own call's record")
+		seen[r.id]++
+	}
+	require.Len(t, seen, n)
+	for id, c := range seen {
+		require.Equal(t, 2, c, id)
+	}
+	require.Less(t, time.Since(start), 5*time.Second)
+
+	r := <-neverDone
+	require.ErrorIs(t, r.err, context.DeadlineExceeded)
+	require.Equal(t, tasks.StatusQueued, r.rec.Status)
+}
+
+func TestStoreWaitAcrossRedisRestart(t *testing.T) {
+	if os.Getenv(redistest.EnvURL) != "" {
+		t.Skip("needs a redistest-owned redis-server to restart")
+	}
+	t.Parallel()
+	e := setup(t)
+	rec := e.create(t, "acme", "r1")
+	// Only a saved dump survives the restart.
+	require.NoError(t, e.rdb.Save(e.ctx).Err())
+
+	ctx, cancel := context.WithTimeout(e.ctx, 15*time.Second)
+	defer cancel()
+	type result struct {
+		rec *tasks.Record
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		r, err := e.store.Wait(ctx, "acme", "r1")
+		res <- result{r, err}
+	}()
+	time.Sleep(100 * time.Millisecond)
+
+	e.srv.Restart(t)
+	// Finish the call at once: the completion may be published before the
+	// store's subscription is back, and the waiter must still learn of it.
+	e.finish(t, rec, 200)
+
+	r := <-res
+	require.NoError(t, r.err)
+	require.Equal(t, tasks.StatusSucceeded, r.rec.Status)
+	require.NoError(t, ctx.Err(), "woken before the deadline")
+}
