@@ -242,7 +242,7 @@ func runCreds(ctx context.Context, args []string, stdout io.Writer) error {
 
 // runKeys manages API keys directly in Redis: it is how access is
 // bootstrapped, before any key exists.
-func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: callq keys create|list|revoke", errUsage)
 	}
@@ -260,10 +260,10 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	return keysCommand(ctx, rdb, args[0], pos, *tenant, *role, stdout)
+	return keysCommand(ctx, rdb, args[0], pos, *tenant, *role, stdout, stderr)
 }
 
-func keysCommand(ctx context.Context, rdb redis.UniversalClient, cmd string, pos []string, tenant, role string, stdout io.Writer) error {
+func keysCommand(ctx context.Context, rdb redis.UniversalClient, cmd string, pos []string, tenant, role string, stdout, stderr io.Writer) error {
 	ks := auth.NewKeyStore(rdb, "")
 	switch cmd {
 	case "create":
@@ -279,7 +279,7 @@ func keysCommand(ctx context.Context, rdb redis.UniversalClient, cmd string, pos
 			return err
 		}
 		b, _ := json.Marshal(map[string]any{"id": key.ID, "tenant": key.Tenant, "role": key.Role, "created_at": key.CreatedAt, "key": secret})
-		fmt.Fprintln(os.Stderr, "callq: this is the only time the key is shown; store it now.")
+		fmt.Fprintln(stderr, "callq: this is the only time the key is shown; store it now.")
 		return printJSON(stdout, b)
 	case "list":
 		keys, err := ks.List(ctx)

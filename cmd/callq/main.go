@@ -25,6 +25,8 @@ Usage:
   callq creds list | rm REF
   callq keys create --tenant T --role producer|admin | list | revoke ID
   callq integrations [--integrations FILE]         list the catalog
+  callq bench [--calls 20000] [--concurrency 50] [--json] [--cpuprofile FILE]
+                                                   measure callq beside raw asynq on a local redis-server
 
 Configuration comes from flags and the environment: REDIS_URL, CALLQ_INTEGRATIONS,
 CALLQ_SECRET_KEY, CALLQ_API_ADDR, CALLQ_CONCURRENCY, CALLQ_QUEUES, CALLQ_RESULT_TTL,
@@ -68,9 +70,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "creds":
 		return runCreds(ctx, rest, stdout)
 	case "keys":
-		return runKeys(ctx, rest, stdout)
+		return runKeys(ctx, rest, stdout, stderr)
 	case "integrations":
 		return runIntegrations(rest, stdout)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

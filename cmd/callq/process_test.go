@@ -104,14 +104,13 @@ func freeAddr(t testing.TB) string {
 
 // child is one callq process, its stdout and stderr kept in files.
 type child struct {
-	name      string
-	cmd       *exec.Cmd
-	stdout    string // file path
-	stderr    string // file path
-	done      chan struct{}
-	waitErr   error     // valid once done is closed
-	exitedAt  time.Time // valid once done is closed
-	startedAt time.Time
+	name     string
+	cmd      *exec.Cmd
+	stdout   string // file path
+	stderr   string // file path
+	done     chan struct{}
+	waitErr  error     // valid once done is closed
+	exitedAt time.Time // valid once done is closed
 }
 
 func (c *child) exited() bool {
@@ -174,6 +173,11 @@ func newProcs(t *testing.T) *procs {
 func (p *procs) start(name, dir string, env []string, args ...string) *child {
 	t := p.t
 	t.Helper()
+	p.mu.Lock()
+	for i := 2; slices.ContainsFunc(p.list, func(c *child) bool { return c.name == name }); i++ {
+		name = fmt.Sprintf("%s-%d", strings.SplitN(name, "-", 2)[0], i)
+	}
+	p.mu.Unlock()
 	c := &child{
 		name:   name,
 		stdout: filepath.Join(p.dir, name+".stdout.log"),
@@ -192,7 +196,6 @@ func (p *procs) start(name, dir string, env []string, args ...string) *child {
 	_ = outf.Close() // the child holds its own descriptors
 	_ = errf.Close()
 	require.NoError(t, err, "start callq %s", strings.Join(args, " "))
-	c.startedAt = time.Now()
 	go func() {
 		c.waitErr = c.cmd.Wait()
 		c.exitedAt = time.Now()
@@ -235,32 +238,56 @@ func tailLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// waitHTTP polls url until it answers 200, failing the test if c exits or
-// the bound passes.
-func waitHTTP(t *testing.T, c *child, url string, bound time.Duration) {
-	t.Helper()
+// waitHTTP polls each URL until it answers 200; it fails if c exits or the
+// bound passes.
+func waitHTTP(c *child, bound time.Duration, urls ...string) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(bound)
-	var last string
-	for {
-		if c.exited() {
-			t.Fatalf("%s exited (%v) before %s answered 200", c.name, c.waitErr, url)
-		}
-		resp, err := client.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
+	for _, url := range urls {
+		var last string
+		for {
+			if c.exited() {
+				return fmt.Errorf("%s exited (%v) before %s answered 200", c.name, c.waitErr, url)
 			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
-		} else {
-			last = err.Error()
+			resp, err := client.Get(url)
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+				last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			} else {
+				last = err.Error()
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s did not answer 200 within %s (last: %s)", url, bound, last)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer 200 within %s (last: %s)", url, bound, last)
+	}
+	return nil
+}
+
+// startListening starts a server process through launch, which picks fresh
+// free addresses each time and returns the process and the URLs that answer
+// 200 once it is up. A port can be taken by someone else between the pick
+// and the process's bind: then it tries again with fresh addresses.
+func (p *procs) startListening(launch func() (*child, []string)) *child {
+	t := p.t
+	t.Helper()
+	const tries = 3
+	for i := 1; ; i++ {
+		c, urls := launch()
+		err := waitHTTP(c, 20*time.Second, urls...)
+		if err == nil {
+			return c
 		}
-		time.Sleep(50 * time.Millisecond)
+		if i < tries && c.exited() && strings.Contains(c.logs(), "address already in use") {
+			t.Logf("%s: a chosen port was taken before it could bind it; trying fresh ports", c.name)
+			continue
+		}
+		t.Fatalf("%s did not come up: %v", c.name, err)
 	}
 }
 
@@ -306,6 +333,23 @@ func (u *upstream) count() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.total
+}
+
+// startedAfter returns, for each request that reached the upstream after
+// since, how long after since it arrived.
+func (u *upstream) startedAfter(since time.Time) []time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []time.Duration
+	for _, hs := range u.hits {
+		for _, h := range hs {
+			if h.start.After(since) {
+				out = append(out, h.start.Sub(since))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // hitsOf returns copies of the requests that carried id.
@@ -369,17 +413,18 @@ func deploy(t *testing.T, upstreamDelay time.Duration) *deployment {
 	require.Equal(t, "acme", created.Tenant)
 	d.apiKey = created.Key
 
-	addr := freeAddr(t)
-	d.apiURL = "http://" + addr
 	d.env = childEnv(
 		"REDIS_URL="+d.redis.URL,
 		"CALLQ_INTEGRATIONS="+catalog,
 		"CALLQ_SECRET_KEY="+secret,
 		"CALLQ_LOG_LEVEL=debug",
 	)
-	d.api = d.procs.start("api", "", append(slices.Clone(d.env), "CALLQ_API_ADDR="+addr), "api")
-	waitHTTP(t, d.api, d.apiURL+"/healthz", 15*time.Second)
-	waitHTTP(t, d.api, d.apiURL+"/readyz", 15*time.Second)
+	d.api = d.procs.startListening(func() (*child, []string) {
+		addr := freeAddr(t)
+		d.apiURL = "http://" + addr
+		c := d.procs.start("api", "", append(slices.Clone(d.env), "CALLQ_API_ADDR="+addr), "api")
+		return c, []string{d.apiURL + "/healthz", d.apiURL + "/readyz"}
+	})
 	return d
 }
 
@@ -464,6 +509,16 @@ func (d *deployment) waitAllTerminal(ids []string, deadline time.Time) map[strin
 		}
 	}
 	return recs
+}
+
+// requireNoErrorLogs fails if any of the processes logged at error level.
+func requireNoErrorLogs(t *testing.T, cs ...*child) {
+	t.Helper()
+	for _, c := range cs {
+		for _, l := range strings.Split(c.logs(), "\n") {
+			require.NotContains(t, l, `"level":"error"`, "%s logged an error", c.name)
+		}
+	}
 }
 
 func historyString(rec *tasks.Record) string {
@@ -564,6 +619,7 @@ func TestProcessWorkerKilledMidCall(t *testing.T) {
 		require.NotEmpty(t, hs, "call %s never reached the upstream but succeeded", id)
 		require.LessOrEqual(t, len(hs), rec.Attempts, "call %s reached the upstream more often than it has attempts: %s", id, hist)
 	}
+	t.Logf("history of %s, in flight at the kill: %s", inFlight[0], historyString(recs[inFlight[0]]))
 	for _, id := range inFlight {
 		rec := recs[id]
 		hist := historyString(rec)
@@ -573,6 +629,7 @@ func TestProcessWorkerKilledMidCall(t *testing.T) {
 		require.Len(t, d.up.hitsOf(id), 2, "call %s: once before the kill, once after recovery", id)
 	}
 	require.Contains(t, w2.logs(), "previous attempt was interrupted", "worker2 should log the interrupted attempts")
+	requireNoErrorLogs(t, d.api, w2)
 }
 
 // TestProcessWorkerSIGTERMDrains SIGTERMs a worker under load with short
@@ -612,6 +669,9 @@ func TestProcessWorkerSIGTERMDrains(t *testing.T) {
 	took := w1.exitedAt.Sub(termSent)
 	t.Logf("worker1 exited %s after SIGTERM (status %d); the upstream had seen %d requests at SIGTERM, %d at exit",
 		took.Round(time.Millisecond), w1.exitCode(), seenAtTerm, d.up.count())
+	if late := d.up.startedAfter(termSent); len(late) > 0 {
+		t.Logf("%d requests of worker1 reached the upstream after the SIGTERM was sent, at %v", len(late), late)
+	}
 	require.Equal(t, 0, w1.exitCode(), "worker1 should exit 0 on SIGTERM: %v", w1.waitErr)
 	require.Less(t, took, worker.DefaultShutdownTimeout, "worker1 should exit within its ShutdownTimeout")
 	require.Contains(t, w1.logs(), "worker stopped")
@@ -644,4 +704,5 @@ func TestProcessWorkerSIGTERMDrains(t *testing.T) {
 		line := sc.Text()
 		require.NotContains(t, line, `"outcome":"interrupted"`, "worker1 cut a call short while draining")
 	}
+	requireNoErrorLogs(t, d.api, w1, w2)
 }

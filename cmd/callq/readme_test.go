@@ -1,0 +1,206 @@
+package main
+
+// The README's quick start, run as written (bar the addresses and
+// `go run ./cmd/callq`, replaced by the built binary) against `callq dev`.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	quickstartBegin = "<!-- quickstart:begin -->"
+	quickstartEnd   = "<!-- quickstart:end -->"
+	readmeAPIURL    = "http://127.0.0.1:8080"
+	readmeHTTPBin   = "127.0.0.1:8090"
+	readmeGoRun     = "go run ./cmd/callq"
+	devAPIKey       = "dev-key-change-me"
+	demoSecret      = "s3cr3t-demo-token"
+)
+
+// quickstartScript returns the ```sh block between the quick start markers.
+func quickstartScript(t *testing.T, readme string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(readme, quickstartBegin)
+	require.True(t, ok, "README.md has no %s", quickstartBegin)
+	section, _, ok := strings.Cut(after, quickstartEnd)
+	require.True(t, ok, "README.md has no %s after %s", quickstartEnd, quickstartBegin)
+	_, block, ok := strings.Cut(section, "```sh\n")
+	require.True(t, ok, "the quick start section has no ```sh block:\n%s", section)
+	script, _, ok := strings.Cut(block, "\n```")
+	require.True(t, ok, "the quick start's ```sh block is not closed:\n%s", section)
+	return script + "\n"
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func TestReadmeQuickstart(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	require.NoError(t, err)
+	script := quickstartScript(t, string(readme))
+
+	p := newProcs(t)
+	example, err := os.ReadFile(filepath.Join(root, "deploy", "integrations.example.yaml"))
+	require.NoError(t, err)
+	require.Contains(t, string(example), readmeHTTPBin, "the example catalog no longer points at the dev httpbin")
+
+	var apiURL string
+	dev := p.startListening(func() (*child, []string) {
+		apiAddr, httpbinAddr := freeAddr(t), freeAddr(t)
+		apiURL = "http://" + apiAddr
+		// The example catalog, pointed at this run's httpbin.
+		catalog := filepath.Join(t.TempDir(), "integrations.yaml")
+		require.NoError(t, os.WriteFile(catalog, []byte(strings.ReplaceAll(string(example), readmeHTTPBin, httpbinAddr)), 0o644))
+		c := p.start("dev", root, childEnv("CALLQ_DEV_API_KEY="+devAPIKey),
+			"dev", "--addr", apiAddr, "--httpbin-addr", httpbinAddr, "--integrations", catalog)
+		return c, []string{apiURL + "/healthz", apiURL + "/readyz", "http://" + httpbinAddr + "/get"}
+	})
+
+	// The script as written, with this run's addresses and the built binary.
+	require.Contains(t, script, readmeAPIURL)
+	require.Contains(t, script, readmeGoRun)
+	script = strings.ReplaceAll(script, readmeAPIURL, apiURL)
+	script = strings.ReplaceAll(script, readmeGoRun, shellQuote(p.bin))
+	t.Logf("quick start script:\n%s", script)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = root
+	cmd.Env = childEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	runErr := cmd.Run()
+	out, errOut := stdout.String(), stderr.String()
+	t.Logf("quick start ran in %s; stdout:\n%s\nstderr:\n%s", time.Since(start).Round(time.Millisecond), out, errOut)
+	require.NoError(t, runErr, "the quick start failed")
+
+	// The outputs, in order: enqueue answer, waited record, the 503 call,
+	// creds put, the bearer call, creds list.
+	var vals []json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(out))
+	for {
+		var v json.RawMessage
+		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
+			break
+		} else {
+			require.NoError(t, err, "the quick start's output is not a sequence of JSON values")
+		}
+		vals = append(vals, v)
+	}
+	require.Len(t, vals, 6, "one JSON answer per command")
+
+	type record struct {
+		CorrelationID string `json:"correlation_id"`
+		Status        string `json:"status"`
+		Attempts      int    `json:"attempts"`
+		MaxAttempts   int    `json:"max_attempts"`
+		Response      *struct {
+			Status int             `json:"status"`
+			Body   json.RawMessage `json:"body"`
+		} `json:"response"`
+		Error *struct {
+			Kind    string `json:"kind"`
+			Message string `json:"message"`
+		} `json:"error"`
+		History []json.RawMessage `json:"history"`
+	}
+	decode := func(i int) record {
+		var r record
+		require.NoError(t, json.Unmarshal(vals[i], &r), "answer %d: %s", i+1, vals[i])
+		return r
+	}
+
+	// 1. curl POST /v1/calls
+	require.Contains(t, out, `"status":"queued"`)
+	enq := decode(0)
+	require.Equal(t, "order-981", enq.CorrelationID, "%s", vals[0])
+	require.Equal(t, "queued", enq.Status, "%s", vals[0])
+
+	// 2. curl GET /v1/calls/order-981?wait=30s
+	require.Contains(t, string(vals[1]), `"status":"succeeded"`)
+	require.Contains(t, string(vals[1]), `"since"`)
+	got := decode(1)
+	require.Equal(t, "order-981", got.CorrelationID)
+	require.Equal(t, 1, got.Attempts, "%s", vals[1])
+	require.NotNil(t, got.Response, "%s", vals[1])
+	require.Equal(t, 200, got.Response.Status, "%s", vals[1])
+	var echo struct {
+		Args map[string][]string `json:"args"`
+	}
+	require.NoError(t, json.Unmarshal(got.Response.Body, &echo), "%s", vals[1])
+	require.Equal(t, []string{"364"}, echo.Args["since"], "httpbin should echo the query: %s", vals[1])
+
+	// 3. callq call ... GET /status/503 --wait 30s
+	require.Contains(t, string(vals[2]), `"status": "failed"`)
+	failed := decode(2)
+	require.Equal(t, "failed", failed.Status, "%s", vals[2])
+	require.Equal(t, 3, failed.Attempts, "%s", vals[2])
+	require.Len(t, failed.History, 3, "%s", vals[2])
+	require.NotNil(t, failed.Response, "%s", vals[2])
+	require.Equal(t, 503, failed.Response.Status, "%s", vals[2])
+	require.NotNil(t, failed.Error, "%s", vals[2])
+	require.Equal(t, "http_status", failed.Error.Kind, "%s", vals[2])
+
+	// 4. callq creds put demo ...
+	var put struct {
+		Ref         string   `json:"ref"`
+		Integration string   `json:"integration"`
+		Fields      []string `json:"fields"`
+	}
+	require.NoError(t, json.Unmarshal(vals[3], &put), "%s", vals[3])
+	require.Equal(t, "demo", put.Ref)
+	require.Equal(t, "httpbin-bearer", put.Integration)
+	require.Equal(t, []string{"token"}, put.Fields)
+
+	// 5. callq call --integration httpbin-bearer GET /bearer --credential demo --wait 30s
+	bearer := decode(4)
+	require.Equal(t, "succeeded", bearer.Status, "%s", vals[4])
+	require.NotNil(t, bearer.Response, "%s", vals[4])
+	require.Equal(t, 200, bearer.Response.Status, "%s", vals[4])
+
+	// 6. callq creds list
+	require.Contains(t, string(vals[5]), `"demo"`)
+	require.Contains(t, string(vals[5]), `"token"`)
+
+	// The secret never shows: not in any answer, nor in callq dev's output.
+	require.NotContains(t, out, demoSecret, "the credential's value reached the quick start's output")
+	require.NotContains(t, errOut, demoSecret, "the credential's value reached the quick start's stderr")
+
+	// Stop dev mode so that its logs are complete, then read them.
+	require.NoError(t, dev.signal(syscall.SIGTERM))
+	select {
+	case <-dev.done:
+		if dev.exitCode() != 0 {
+			t.Logf("callq dev exited with %v after SIGTERM", dev.waitErr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Logf("callq dev still running 20s after SIGTERM; killing it")
+		dev.kill()
+	}
+	devOut, err := os.ReadFile(dev.stdout)
+	require.NoError(t, err)
+	devErr, err := os.ReadFile(dev.stderr)
+	require.NoError(t, err)
+	require.NotContains(t, string(devOut), demoSecret, "the credential's value reached callq dev's stdout")
+	require.NotContains(t, string(devErr), demoSecret, "the credential's value reached callq dev's logs")
+	require.Contains(t, string(devOut), "WARNING: development mode", "callq dev should warn that it is for development")
+	require.Contains(t, string(devOut), "CALLQ_API_KEY="+devAPIKey, "callq dev should print its API key")
+	require.Contains(t, string(devOut), apiURL, "callq dev should print where its API listens")
+}
