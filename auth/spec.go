@@ -24,7 +24,13 @@ const (
 	TypeBasic Type = "basic"
 	// TypeHeaders sends headers templated over any fields.
 	TypeHeaders Type = "headers"
+	// TypeOAuth2 sends "Authorization: Bearer {access_token}", the token
+	// obtained and kept fresh by [OAuth].
+	TypeOAuth2 Type = "oauth2"
 )
+
+// knownTypes is the list errors give for an unknown auth type.
+const knownTypes = "none, bearer, api_key, basic, headers or oauth2"
 
 // Where an api_key goes, and its default header.
 const (
@@ -55,6 +61,42 @@ type Spec struct {
 	// Headers are, for type headers, header name to value template; a
 	// template references fields as {{name}}.
 	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+
+	// TokenURL is, for type oauth2, the provider's token endpoint: an
+	// absolute http or https URL.
+	TokenURL string `yaml:"token_url,omitempty" json:"token_url,omitempty"`
+	// ClientID is, for type oauth2, the OAuth2 client id. A credential field
+	// client_id overrides it.
+	ClientID string `yaml:"client_id,omitempty" json:"client_id,omitempty"`
+	// ClientSecret is, for type oauth2, the client secret as a source: a
+	// literal, "env:NAME" or "file:/path", resolved at every use. A
+	// credential field client_secret overrides it. It never appears in JSON,
+	// and fmt prints a literal one as [REDACTED].
+	ClientSecret string `yaml:"client_secret,omitempty" json:"-"`
+	// Scopes are, for type oauth2, the scopes a client_credentials token is
+	// requested with.
+	Scopes []string `yaml:"scopes,omitempty" json:"scopes,omitempty"`
+	// Grant is, for type oauth2, "refresh_token" (the default) or
+	// "client_credentials".
+	Grant string `yaml:"grant,omitempty" json:"grant,omitempty"`
+	// AuthStyle is, for type oauth2, how the client authenticates to the
+	// token endpoint: "header" (HTTP basic), "params" (form fields) or
+	// "auto" (the default: header first, then params, remembered per
+	// process).
+	AuthStyle string `yaml:"auth_style,omitempty" json:"auth_style,omitempty"`
+}
+
+// Format prints the spec as fmt would, but with a literal ClientSecret
+// replaced by [REDACTED], so that logging a spec or an integration by
+// mistake cannot leak it. env: and file: sources are printed: they are not
+// secret.
+func (s Spec) Format(f fmt.State, verb rune) {
+	type plain Spec // no methods, so no recursion
+	c := plain(s)
+	if c.ClientSecret != "" && !isSecretSource(c.ClientSecret) {
+		c.ClientSecret = Redacted
+	}
+	fmt.Fprintf(f, fmt.FormatString(f, verb), c)
 }
 
 // MissingFieldError reports that a credential lacks a field its auth type
@@ -84,9 +126,9 @@ func (s *Spec) Validate() error {
 	}
 	t := s.authType()
 	switch t {
-	case TypeNone, TypeBearer, TypeAPIKey, TypeBasic, TypeHeaders:
+	case TypeNone, TypeBearer, TypeAPIKey, TypeBasic, TypeHeaders, TypeOAuth2:
 	default:
-		return fieldErrorf("auth.type", "auth type %q is not known: want none, bearer, api_key, basic or headers", s.Type)
+		return fieldErrorf("auth.type", "auth type %q is not known: want %s", s.Type, knownTypes)
 	}
 
 	// Keys that do not apply to the type are errors rather than ignored: a
@@ -101,6 +143,23 @@ func (s *Spec) Validate() error {
 	}
 	if t != TypeHeaders && len(s.Headers) > 0 {
 		return fieldErrorf("auth.headers", "headers applies only to auth type headers, not %s", t)
+	}
+	if t != TypeOAuth2 {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"token_url", s.TokenURL != ""},
+			{"client_id", s.ClientID != ""},
+			{"client_secret", s.ClientSecret != ""},
+			{"scopes", len(s.Scopes) > 0},
+			{"grant", s.Grant != ""},
+			{"auth_style", s.AuthStyle != ""},
+		} {
+			if k.set {
+				return fieldErrorf("auth."+k.key, "%s applies only to auth type oauth2, not %s", k.key, t)
+			}
+		}
 	}
 
 	switch t {
@@ -140,6 +199,9 @@ func (s *Spec) Validate() error {
 				return fieldErrorf(key, "%s", err.Error())
 			}
 		}
+
+	case TypeOAuth2:
+		return s.validateOAuth2()
 	}
 	return nil
 }
@@ -155,6 +217,11 @@ func (s *Spec) RequiredFields() []string {
 		return []string{FieldKey}
 	case TypeBasic:
 		return []string{FieldUsername}
+	case TypeOAuth2:
+		if s.grant() == GrantRefreshToken {
+			return []string{FieldAccessToken, FieldRefreshToken}
+		}
+		return nil
 	default:
 		return nil
 	}
@@ -180,6 +247,15 @@ func (s *Spec) Apply(req *http.Request, secrets Secrets) error {
 
 	case TypeBearer:
 		token, err := requireField(secrets, FieldToken, t, true)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		return nil
+
+	case TypeOAuth2:
+		// The token must already be fresh: OAuth.Token makes it so.
+		token, err := requireField(secrets, FieldAccessToken, t, true)
 		if err != nil {
 			return err
 		}
@@ -241,7 +317,7 @@ func (s *Spec) Apply(req *http.Request, secrets Secrets) error {
 		return nil
 
 	default:
-		return fieldErrorf("auth.type", "auth type %q is not known: want none, bearer, api_key, basic or headers", s.Type)
+		return fieldErrorf("auth.type", "auth type %q is not known: want %s", s.Type, knownTypes)
 	}
 }
 
@@ -249,7 +325,7 @@ func (s *Spec) Apply(req *http.Request, secrets Secrets) error {
 // carry secrets under this spec, for redacting recorded requests.
 func (s *Spec) SensitiveHeaders() []string {
 	switch s.authType() {
-	case TypeBearer, TypeBasic:
+	case TypeBearer, TypeBasic, TypeOAuth2:
 		return []string{"Authorization"}
 	case TypeAPIKey:
 		if s.In == InQuery {

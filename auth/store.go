@@ -182,7 +182,13 @@ func (s *Store) Get(ctx context.Context, tenant, ref string) (*Credential, error
 	if err := validateTenantRef(tenant, ref); err != nil {
 		return nil, err
 	}
-	b, err := s.rdb.Get(ctx, s.credKey(tenant, ref)).Bytes()
+	return s.get(ctx, s.rdb, tenant, ref)
+}
+
+// get reads and decodes the credential with c, which is the store's client
+// or a transaction watching the credential's key.
+func (s *Store) get(ctx context.Context, c redis.Cmdable, tenant, ref string) (*Credential, error) {
+	b, err := c.Get(ctx, s.credKey(tenant, ref)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, notFound(tenant, ref)
 	}
@@ -190,6 +196,109 @@ func (s *Store) Get(ctx context.Context, tenant, ref string) (*Credential, error
 		return nil, fmt.Errorf("reading credential %q failed: %w", ref, err)
 	}
 	return decodeCredential(b, tenant, ref)
+}
+
+// UpdateFields changes some fields of the existing credential ref of tenant
+// in one atomic read-modify-write, keeping its other fields and bumping its
+// UpdatedAt. Every value is a literal and is sealed (unlike Put, "env:" and
+// "file:" are not parsed: the values are tokens from a provider, not
+// configuration); an empty value removes the field. It returns an error
+// matching ErrCredentialNotFound if the credential does not exist: it never
+// creates one.
+func (s *Store) UpdateFields(ctx context.Context, tenant, ref string, fields map[string]string) (*Credential, error) {
+	return s.updateFields(ctx, tenant, ref, fields, nil)
+}
+
+// errCredentialChanged is returned by updateFields when the credential is no
+// longer the one its caller based the update on.
+var errCredentialChanged = errors.New("credential changed since it was read")
+
+// updateFieldsAttempts bounds how often updateFields retries when another
+// client writes the credential between its read and its write.
+const updateFieldsAttempts = 5
+
+// updateFields is UpdateFields; if unchanged is not nil, the update happens
+// only if unchanged reports that the stored credential is still the one the
+// caller read, else it fails with errCredentialChanged.
+func (s *Store) updateFields(ctx context.Context, tenant, ref string, fields map[string]string, unchanged func(*Credential) bool) (*Credential, error) {
+	if err := validateTenantRef(tenant, ref); err != nil {
+		return nil, err
+	}
+	if len(fields) == 0 {
+		return nil, fieldErrorf("fields", "no field to update")
+	}
+	sealed := make(map[string]*Value, len(fields))
+	for _, name := range sortedKeys(fields) {
+		if !fieldNamePattern.MatchString(name) {
+			return nil, fieldErrorf("fields", "field name %q is not valid: want 1 to 64 of A-Z a-z 0-9 _ . -", name)
+		}
+		raw := fields[name]
+		if raw == "" {
+			sealed[name] = nil
+			continue
+		}
+		if len(raw) > MaxFieldValueBytes {
+			return nil, fieldErrorf("fields."+name, "value is %d bytes, at most %d are allowed", len(raw), MaxFieldValueBytes)
+		}
+		blob, err := s.keyring.Seal([]byte(raw), fieldAAD(tenant, ref, name))
+		if err != nil {
+			return nil, fmt.Errorf("sealing field %q of credential %q failed: %w", name, ref, err)
+		}
+		sealed[name] = &Value{Kind: KindLiteral, Sealed: blob}
+	}
+
+	key := s.credKey(tenant, ref)
+	var updated *Credential
+	update := func(tx *redis.Tx) error {
+		cred, err := s.get(ctx, tx, tenant, ref)
+		if err != nil {
+			return err
+		}
+		if unchanged != nil && !unchanged(cred) {
+			return errCredentialChanged
+		}
+		if cred.Fields == nil {
+			cred.Fields = make(map[string]Value, len(sealed))
+		}
+		for name, v := range sealed {
+			if v == nil {
+				delete(cred.Fields, name)
+			} else {
+				cred.Fields[name] = *v
+			}
+		}
+		if len(cred.Fields) == 0 {
+			return fieldErrorf("fields", "a credential needs at least one field")
+		}
+		if len(cred.Fields) > MaxFields {
+			return fieldErrorf("fields", "a credential has at most %d fields, this one would have %d", MaxFields, len(cred.Fields))
+		}
+		cred.UpdatedAt = s.now().UTC()
+		b, err := json.Marshal(cred)
+		if err != nil {
+			return fmt.Errorf("encoding credential %q failed: %w", ref, err)
+		}
+		if _, err := tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.Set(ctx, key, b, 0)
+			return nil
+		}); err != nil {
+			return err
+		}
+		updated = cred
+		return nil
+	}
+	for range updateFieldsAttempts {
+		err := s.rdb.Watch(ctx, update, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue // written by someone else meanwhile: read it again
+		}
+		var fe *FieldError
+		if err != nil && !errors.Is(err, ErrCredentialNotFound) && !errors.Is(err, errCredentialChanged) && !errors.As(err, &fe) {
+			return nil, fmt.Errorf("updating credential %q failed: %w", ref, err)
+		}
+		return updated, err
+	}
+	return nil, fmt.Errorf("updating credential %q failed: it kept changing under %d attempts", ref, updateFieldsAttempts)
 }
 
 // List returns every credential of tenant, sorted by ref.
