@@ -97,7 +97,12 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	h.route("/healthz", map[string]http.HandlerFunc{"GET": h.healthz})
 	h.route("/readyz", map[string]http.HandlerFunc{"GET": h.readyz})
 	h.route("/v1/calls", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.enqueue)})
-	h.route("/v1/calls/batch", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.enqueueBatch)})
+	// "batch" is also a valid correlation ID: GET and DELETE reach that call.
+	h.route("/v1/calls/batch", map[string]http.HandlerFunc{
+		"POST":   h.authed(auth.RoleProducer, h.enqueueBatch),
+		"GET":    h.authed(auth.RoleProducer, withID("batch", h.getCall)),
+		"DELETE": h.authed(auth.RoleProducer, withID("batch", h.cancelCall)),
+	})
 	h.route("/v1/calls/{id}", map[string]http.HandlerFunc{
 		"GET":    h.authed(auth.RoleProducer, h.getCall),
 		"DELETE": h.authed(auth.RoleProducer, h.cancelCall),
@@ -153,6 +158,14 @@ func (h *handler) route(pattern string, byMethod map[string]http.HandlerFunc) {
 		writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
 			Message: fmt.Sprintf("%s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allowed, ", "))})
 	})
+}
+
+// withID serves a fixed path as if it matched /v1/calls/{id}.
+func withID(id string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.SetPathValue("id", id)
+		next(w, r)
+	}
 }
 
 type ctxKey struct{}
@@ -252,6 +265,22 @@ func jsonDepth(b []byte) int {
 var callFields = []string{"integration", "method", "path", "query", "headers", "body", "body_text", "body_base64",
 	"credential", "correlation_id", "timeout", "retry", "webhook", "delay", "queue"}
 
+var nestedFields = map[string][]string{
+	"retry":   {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
+	"webhook": {"url"},
+}
+
+// unknownKey returns a key of m that is not in allowed (keys are matched
+// exactly: encoding/json would also take "Method" for "method").
+func unknownKey(m map[string]json.RawMessage, allowed []string) (string, bool) {
+	for k := range m {
+		if !slices.Contains(allowed, k) {
+			return k, true
+		}
+	}
+	return "", false
+}
+
 // decodeCall reads a call, naming the field at fault when it cannot.
 func decodeCall(raw json.RawMessage) (*tasks.Call, *APIError) {
 	bad := func(field, msg string) *APIError {
@@ -262,12 +291,20 @@ func decodeCall(raw json.RawMessage) (*tasks.Call, *APIError) {
 		return &APIError{Status: http.StatusBadRequest, Code: code, Message: msg, Field: field}
 	}
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return nil, bad("", "the body must be a JSON object: "+err.Error())
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return nil, bad("", "the body must be a JSON object")
 	}
-	for k := range fields {
-		if !slices.Contains(callFields, k) {
-			return nil, bad(k, fmt.Sprintf("unknown field %q", k))
+	if k, ok := unknownKey(fields, callFields); ok {
+		return nil, bad(k, fmt.Sprintf("unknown field %q", k))
+	}
+	// Objects inside a call are checked too: a typo such as
+	// "retry": {"max_attempt": 10} must not fall back to a default.
+	for name, allowed := range nestedFields {
+		var inner map[string]json.RawMessage
+		if v, ok := fields[name]; ok && json.Unmarshal(v, &inner) == nil {
+			if k, ok := unknownKey(inner, allowed); ok {
+				return nil, bad(name+"."+k, fmt.Sprintf("unknown field %q", k))
+			}
 		}
 	}
 	var call tasks.Call
@@ -394,13 +431,21 @@ func (h *handler) enqueueBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	var req struct {
-		Calls []json.RawMessage `json:"calls"`
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
+	var top map[string]json.RawMessage
+	var calls []json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
 		writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidJSON, Message: `the body must be {"calls": [...]}`})
 		return
 	}
+	if k, ok := unknownKey(top, []string{"calls"}); ok {
+		writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: k, Message: fmt.Sprintf(`unknown field %q; the body is {"calls": [...]}`, k)})
+		return
+	}
+	if err := json.Unmarshal(top["calls"], &calls); err != nil {
+		writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: "calls", Message: "must be an array of calls"})
+		return
+	}
+	req := struct{ Calls []json.RawMessage }{calls}
 	if len(req.Calls) == 0 || len(req.Calls) > maxBatch {
 		writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: "calls", Message: fmt.Sprintf("must hold 1 to %d calls", maxBatch)})
 		return
@@ -436,9 +481,16 @@ func (h *handler) getCall(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		rec, err = c.Wait(ctx, id)
+		waited := ctx.Err() != nil
 		cancel()
-		if errors.Is(err, context.DeadlineExceeded) && rec != nil {
-			err = nil // the wait ran out: answer the record as it stands
+		if err != nil && !errors.Is(err, ErrNotFound) && waited && r.Context().Err() == nil {
+			// The wait ran out: answer the record as it stands (read it
+			// if the wait ran out before it was read at all).
+			if rec == nil {
+				rec, err = c.Get(r.Context(), id)
+			} else {
+				err = nil
+			}
 		}
 	} else {
 		rec, err = c.Get(r.Context(), id)

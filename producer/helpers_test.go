@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,7 @@ type env struct {
 	cat       *tasks.Catalog
 	records   *tasks.Store
 	creds     *auth.Store
+	ring      *auth.Keyring
 	keys      *auth.KeyStore
 	client    *producer.Client // tenant "default", as the API is built over
 	inspector *asynq.Inspector
@@ -127,7 +129,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	require.NoError(tb, err)
 
 	return &env{
-		srv: srv, rdb: rdb, cat: cat, records: records, creds: creds, keys: keys,
+		srv: srv, rdb: rdb, cat: cat, records: records, creds: creds, ring: ring, keys: keys,
 		client: client, inspector: inspector, url: ts.URL,
 		adminKey: adminKey, producerKey: producerKey, producerKeyID: pk.ID, otherAdminKey: otherAdminKey,
 	}
@@ -286,10 +288,24 @@ func call(extra map[string]any) map[string]any {
 	return c
 }
 
-// taskState is the asynq state of a call's task, or an error matching
+// taskInfo is asynq's view of a call's task, or an error matching
 // asynq.ErrTaskNotFound.
 func (e *env) taskInfo(tenant, queue, id string) (*asynq.TaskInfo, error) {
 	return e.inspector.GetTaskInfo(queue, tasks.TaskID(tenant, id))
+}
+
+// queueSize is the number of tasks in an asynq queue, 0 if it does not
+// exist.
+func (e *env) queueSize(tb testing.TB, queue string) int {
+	tb.Helper()
+	qs, err := e.inspector.Queues()
+	require.NoError(tb, err)
+	if !slices.Contains(qs, queue) {
+		return 0
+	}
+	info, err := e.inspector.GetQueueInfo(queue)
+	require.NoError(tb, err)
+	return info.Size
 }
 
 // complete finishes a call through the record store as a worker would:
