@@ -176,7 +176,7 @@ func LoadCatalog(path string) (*Catalog, error) {
 var catalogKeys = map[string][]string{
 	"":            {"integrations"},
 	"integration": {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "default_credential", "tls"},
-	"auth":        {"type", "in", "name", "headers"},
+	"auth":        {"type", "in", "name", "headers", "token_url", "client_id", "client_secret", "scopes", "grant", "auth_style"},
 	"retry":       {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
 	"tls":         {"ca_file", "insecure_skip_verify"},
 }

@@ -109,6 +109,9 @@ type Attempt struct {
 	DurationMS int64     `json:"duration_ms"`
 	Status     int       `json:"status,omitempty"`
 	Error      string    `json:"error,omitempty"`
+	// Note says what else happened in the attempt (a token refreshed after
+	// a 401 and the request sent again, say).
+	Note string `json:"note,omitempty"`
 }
 
 // WebhookState is the delivery state of a call's completion webhook.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
@@ -88,7 +89,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 
 	out := w.attempt(ctx, tenant, call, in)
 	attemptNo := len(rec.History) + 1
-	entry := tasks.Attempt{Attempt: attemptNo, StartedAt: start.UTC(), DurationMS: out.duration.Milliseconds()}
+	entry := tasks.Attempt{Attempt: attemptNo, StartedAt: start.UTC(), DurationMS: out.duration.Milliseconds(), Note: out.note}
 	if out.response != nil {
 		entry.Status = out.response.Status
 		rec.Response = out.response
@@ -176,6 +177,7 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 
 // outcome is what one attempt came to.
 type outcome struct {
+	note          string
 	response      *tasks.Response
 	err           *tasks.CallError
 	retry         bool
@@ -184,8 +186,9 @@ type outcome struct {
 	duration      time.Duration
 }
 
-// attempt makes one request. Every message it returns has passed through the
-// credential's redactor.
+// attempt makes one request (two, on an oauth2 integration that answers 401
+// to a token it then refreshes). Every message it returns has passed
+// through the credential's redactor.
 func (w *Worker) attempt(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (out outcome) {
 	start := time.Now()
 	defer func() { out.duration = time.Since(start) }()
@@ -197,47 +200,50 @@ func (w *Worker) attempt(ctx context.Context, tenant string, call *tasks.Call, i
 	if err != nil {
 		return fail(tasks.KindValidation, "path: %v", err)
 	}
-	secrets, redactor, cerr := w.credential(ctx, tenant, call, in)
+	cred, cerr := w.credential(ctx, tenant, call, in)
 	if cerr != nil {
-		// A store that could not be read is worth another try; a credential
-		// that is missing or wrong is not.
-		return outcome{err: cerr, retry: cerr.Kind == tasks.KindInternal}
+		return *cerr
 	}
-
 	timeout := in.EffectiveTimeout(call.Timeout.D())
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	body, contentType := call.RequestBody()
-	req, err := http.NewRequestWithContext(actx, call.Method, u.String(), bytes.NewReader(body))
+	req, err := w.buildRequest(actx, call, in, u, cred.secrets)
 	if err != nil {
-		return fail(tasks.KindValidation, "cannot build the request: %s", redactor.String(err.Error()))
+		return fail(tasks.KindCredential, "%s", cred.redactor.String(err.Error()))
 	}
-	req.URL = u // keep the caller's path encoding exactly
-	if body == nil {
-		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
-	}
-	req.Header.Set("User-Agent", userAgent)
-	for k, v := range in.Headers {
-		req.Header.Set(k, v)
-	}
-	for k, v := range call.Headers {
-		req.Header.Set(k, v)
-	}
-	if contentType != "" && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if err := in.Auth.Apply(req, secrets); err != nil {
-		return fail(tasks.KindCredential, "%s", redactor.String(err.Error()))
-	}
-	// Defense in depth: the request leaves for the integration's origin only.
-	if base := in.Base(); req.URL.Scheme != base.Scheme || req.URL.Host != base.Host {
-		return fail(tasks.KindValidation, "path: would leave the integration's origin")
-	}
-
 	resp, err := w.clients[in.Name].Do(req)
+
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && in.Auth.Type == auth.TypeOAuth2 {
+		// The token was revoked or expired early: refresh it (once for the
+		// whole fleet) and send the request again at once, without
+		// spending an attempt. A second 401 is the answer.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		stale := cred.secrets[auth.FieldAccessToken]
+		fresh, ferr := w.cfg.OAuth.ForceRefresh(ctx, tenant, in.Name, &in.Auth, cred.credential, stale)
+		if ferr != nil {
+			o := w.oauthFailure(ctx, ferr)
+			o.err.Message = "the upstream answered 401 and " + o.err.Message
+			return o
+		}
+		both := maps.Clone(fresh)
+		both["stale_access_token"] = stale
+		cred.secrets, cred.redactor = fresh, auth.NewSecretsRedactor(&in.Auth, both)
+		out.note = "the upstream answered 401; the token was refreshed and the request sent again"
+		cancel()
+		actx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if req, err = w.buildRequest(actx, call, in, u, cred.secrets); err != nil {
+			return fail(tasks.KindCredential, "%s", cred.redactor.String(err.Error()))
+		}
+		resp, err = w.clients[in.Name].Do(req)
+	}
+	redactor := cred.redactor
 	if err != nil {
 		retry, kind := w.cfg.CheckRetry(ctx, nil, err)
-		return outcome{err: &tasks.CallError{Kind: kind, Message: redactor.String(transportMessage(kind, err, timeout))}, retry: retry}
+		out.err = &tasks.CallError{Kind: kind, Message: redactor.String(transportMessage(kind, err, timeout))}
+		out.retry = retry
+		return out
 	}
 	defer resp.Body.Close()
 	r, readErr := readResponse(resp, w.cfg.MaxResponseBytes, redactor, in)
@@ -264,31 +270,107 @@ func (w *Worker) attempt(ctx context.Context, tenant string, call *tasks.Call, i
 	return out
 }
 
+// buildRequest makes the upstream request: the integration's headers, the
+// call's, then the credential, which no call header can override.
+func (w *Worker) buildRequest(ctx context.Context, call *tasks.Call, in *tasks.Integration, u *url.URL, secrets auth.Secrets) (*http.Request, error) {
+	body, contentType := call.RequestBody()
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, call.Method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("cannot build the request: %w", err)
+	}
+	cp := *u
+	req.URL = &cp // keep the caller's path encoding exactly
+	req.Header.Set("User-Agent", userAgent)
+	for k, v := range in.Headers {
+		req.Header.Set(k, v)
+	}
+	for k, v := range call.Headers {
+		req.Header.Set(k, v)
+	}
+	if contentType != "" && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if err := in.Auth.Apply(req, secrets); err != nil {
+		return nil, err
+	}
+	// Defense in depth: the request leaves for the integration's origin only.
+	if base := in.Base(); req.URL.Scheme != base.Scheme || req.URL.Host != base.Host {
+		return nil, errors.New("path: would leave the integration's origin")
+	}
+	return req, nil
+}
+
+// resolvedCredential is what a call authenticates with.
+type resolvedCredential struct {
+	credential *auth.Credential // nil for auth none and client_credentials without one
+	secrets    auth.Secrets
+	redactor   *auth.Redactor
+}
+
 // credential resolves the call's credential. A credential is used only for
-// its own tenant (the store is keyed by tenant) and its own integration.
-func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (auth.Secrets, *auth.Redactor, *tasks.CallError) {
-	empty := auth.NewRedactor()
+// its own tenant (the store is keyed by tenant) and its own integration. On
+// failure it returns the attempt's outcome: a store that could not be read
+// is worth another try, a credential that is missing or wrong is not.
+func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (*resolvedCredential, *outcome) {
+	failed := func(kind tasks.ErrorKind, format string, args ...any) *outcome {
+		return &outcome{err: &tasks.CallError{Kind: kind, Message: fmt.Sprintf(format, args...)}, retry: kind == tasks.KindInternal}
+	}
+	res := &resolvedCredential{secrets: auth.Secrets{}, redactor: auth.NewRedactor()}
+	clientCredentials := in.Auth.Type == auth.TypeOAuth2 && in.Auth.Grant == auth.GrantClientCredentials
 	if call.Credential == "" {
-		if in.Auth.Type == auth.TypeNone {
-			return auth.Secrets{}, empty, nil
+		if in.Auth.Type != auth.TypeNone && !clientCredentials {
+			return nil, failed(tasks.KindCredential, "integration %q needs a credential and the call names none", in.Name)
 		}
-		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("integration %q needs a credential and the call names none", in.Name)}
+	} else {
+		cred, err := w.cfg.Credentials.Get(ctx, tenant, call.Credential)
+		switch {
+		case errors.Is(err, auth.ErrCredentialNotFound):
+			return nil, failed(tasks.KindCredential, "credential %q does not exist", call.Credential)
+		case err != nil:
+			return nil, failed(tasks.KindInternal, "reading the credential: %v", err)
+		case cred.Integration != in.Name:
+			return nil, failed(tasks.KindCredential, "credential %q belongs to integration %q, not %q", call.Credential, cred.Integration, in.Name)
+		}
+		res.credential = cred
 	}
-	cred, err := w.cfg.Credentials.Get(ctx, tenant, call.Credential)
-	if errors.Is(err, auth.ErrCredentialNotFound) {
-		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("credential %q does not exist", call.Credential)}
+	if in.Auth.Type == auth.TypeOAuth2 {
+		secrets, err := w.cfg.OAuth.Token(ctx, tenant, in.Name, &in.Auth, res.credential)
+		if err != nil {
+			o := w.oauthFailure(ctx, err)
+			return nil, &o
+		}
+		res.secrets = secrets
+	} else if res.credential != nil {
+		secrets, err := res.credential.Resolve(w.cfg.Keyring)
+		if err != nil {
+			return nil, failed(tasks.KindCredential, "credential %q: %v", call.Credential, err)
+		}
+		res.secrets = secrets
 	}
-	if err != nil {
-		return nil, empty, &tasks.CallError{Kind: tasks.KindInternal, Message: "reading the credential: " + err.Error()}
+	res.redactor = auth.NewSecretsRedactor(&in.Auth, res.secrets)
+	return res, nil
+}
+
+// oauthFailure classifies an error getting an OAuth2 token. Its messages
+// are already redacted by package auth.
+func (w *Worker) oauthFailure(ctx context.Context, err error) outcome {
+	var te *auth.TokenError
+	o := outcome{err: &tasks.CallError{Kind: tasks.KindCredential, Message: err.Error()}}
+	switch {
+	case errors.As(err, &te) && te.Refused, errors.Is(err, auth.ErrOAuthConfig):
+		// The provider said no, or the setup is wrong: retrying won't help.
+	case errors.As(err, &te):
+		o.err.Kind, o.retry = tasks.KindConnection, true // no answer, or a 5xx
+	case ctx.Err() != nil:
+		o.err.Kind = ClassifyError(ctx, ctx.Err())
+	default:
+		o.err.Kind, o.retry = tasks.KindInternal, true
 	}
-	if cred.Integration != in.Name {
-		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("credential %q belongs to integration %q, not %q", call.Credential, cred.Integration, in.Name)}
-	}
-	secrets, err := cred.Resolve(w.cfg.Keyring)
-	if err != nil {
-		return nil, empty, &tasks.CallError{Kind: tasks.KindCredential, Message: fmt.Sprintf("credential %q: %v", call.Credential, err)}
-	}
-	return secrets, auth.NewSecretsRedactor(&in.Auth, secrets), nil
+	return o
 }
 
 func transportMessage(kind tasks.ErrorKind, err error, timeout time.Duration) string {

@@ -30,6 +30,9 @@ type Config struct {
 	Credentials *auth.Store
 	// Keyring opens sealed credential fields. Required.
 	Keyring *auth.Keyring
+	// OAuth refreshes OAuth2 tokens. Default: one over the worker's Redis,
+	// Credentials and Keyring.
+	OAuth *auth.OAuth
 	// Concurrency is how many calls run at once. Default 50
 	// (CALLQ_CONCURRENCY): calls wait on the network, not the CPU.
 	Concurrency int
@@ -177,6 +180,13 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	c.withDefaults()
+	if c.OAuth == nil {
+		o, err := auth.NewOAuth(rdb, &auth.OAuthConfig{Store: c.Credentials, Keyring: c.Keyring})
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		c.OAuth = o
+	}
 	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{}}
 	for _, in := range c.Catalog.All() {
 		client, err := newHTTPClient(in, c.Concurrency)
