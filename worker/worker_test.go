@@ -572,3 +572,27 @@ func TestSecretsStayOut(t *testing.T) {
 // uid returns a short unique suffix (the random end of a UUIDv7; its start
 // is a timestamp shared by calls made in the same millisecond).
 func uid() string { id := tasks.NewCorrelationID(); return id[len(id)-12:] }
+
+// A secret sealed under a key the worker's ring no longer holds fails its
+// call with kind credential, saying which key, and the worker goes on.
+func TestCredentialUnderRemovedKeyFailsClearly(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	gone, _ := auth.GenerateKey()
+	ring, err := auth.ParseKeyring("retired-2025:" + gone)
+	require.NoError(t, err)
+	oldStore, err := auth.NewStore(e.rdb, &auth.StoreConfig{Keyring: ring})
+	require.NoError(t, err)
+	_, err = oldStore.Put(context.Background(), "acme", "under-old-key", "bin-bearer", map[string]string{"token": "sealed-under-retired-key"})
+	require.NoError(t, err)
+
+	rec := e.run(t, &tasks.Call{Integration: "bin-bearer", Method: "GET", Path: "/bearer", Credential: "under-old-key"})
+	require.Equal(t, tasks.StatusFailed, rec.Status)
+	require.Equal(t, tasks.KindCredential, rec.Error.Kind)
+	require.Contains(t, rec.Error.Message, "retired-2025")
+	require.Contains(t, rec.Error.Message, "CALLQ_SECRET_KEY")
+	require.Equal(t, 1, rec.Attempts)
+
+	rec = e.run(t, &tasks.Call{Integration: "bin", Method: "GET", Path: "/get"})
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "the worker goes on")
+}

@@ -198,6 +198,9 @@ func runCreds(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: callq creds put|list|rm", errUsage)
 	}
+	if args[0] == "reseal" {
+		return runReseal(ctx, args[1:], stdout)
+	}
 	c := newAPIClient()
 	switch args[0] {
 	case "put":
@@ -238,6 +241,43 @@ func runCreds(ctx context.Context, args []string, stdout io.Writer) error {
 		return printJSON(stdout, []byte(fmt.Sprintf(`{"deleted": %q}`, args[1])))
 	}
 	return fmt.Errorf("%w: unknown creds command %q", errUsage, args[0])
+}
+
+// runReseal re-seals every stored secret under the first key of
+// CALLQ_SECRET_KEY. Like keys, it talks to Redis directly: it is an
+// operator's command, run once per key rotation.
+func runReseal(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("creds reseal", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	redisURL := fs.String("redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL (REDIS_URL)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ring, err := auth.ParseKeyring(os.Getenv("CALLQ_SECRET_KEY"))
+	if err != nil {
+		return fmt.Errorf("CALLQ_SECRET_KEY: %w", err)
+	}
+	rdb, err := openRedis(ctx, *redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring})
+	if err != nil {
+		return err
+	}
+	stats, err := store.Reseal(ctx)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(map[string]any{"primary_key": ring.PrimaryID(), "resealed": stats})
+	if err := printJSON(stdout, b); err != nil {
+		return err
+	}
+	if len(stats.Unreadable) > 0 {
+		return fmt.Errorf("%d fields are sealed under keys no longer in CALLQ_SECRET_KEY; put those credentials again", len(stats.Unreadable))
+	}
+	return nil
 }
 
 // runKeys manages API keys directly in Redis: it is how access is

@@ -23,6 +23,7 @@ Usage:
   callq get ID [--wait 30s]
   callq creds put REF --integration NAME --field KEY=VALUE...
   callq creds list | rm REF
+  callq creds reseal                               re-seal every secret under CALLQ_SECRET_KEY's first key
   callq keys create --tenant T --role producer|admin | list | revoke ID
   callq integrations [--integrations FILE]         list the catalog
   callq bench [--calls 20000] [--concurrency 50] [--json] [--cpuprofile FILE]
