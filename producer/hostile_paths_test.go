@@ -1,0 +1,36 @@
+package producer_test
+
+import (
+	"net/http"
+	"testing"
+)
+
+// Every way a path might leave the integration's origin, refused over HTTP
+// with 400 naming the field: credentials reach only their integration.
+func TestHostilePathsRefusedWith400(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	hostile := []string{
+		"http://evil.example/x", "https://evil.example", "https:evil.example", "javascript:alert(1)",
+		"//evil.example/x", "///evil.example", "/\\evil.example", "\\\\evil.example", "/%5cevil.example",
+		"/%5C%5Cevil.example", "@evil.example", "evil.example", "user:pass@evil.example",
+		"/x\r\nHost: evil.example", "/x\nX-Injected: 1", "/x%0d%0aHost:%20evil", "/x%00", "/x\x00", "/x\t",
+		"/..", "/../admin", "/a/../../b", "/%2e%2e/admin", "/%2E%2E/", "/.%2e/x", "/%2e./x",
+		"/%252e%252e/admin", "/%252f%252fevil.example", "/%25%32%65",
+		"/\u2215\u2215evil.example", "/\uff0e\uff0e/admin", "/%E2%88%95%E2%88%95evil.example",
+		"/%EF%BC%8F%EF%BC%8Fevil.example", "/%EF%BC%8E%EF%BC%8E/admin", "/%E2%80%A4%E2%80%A4/admin",
+		"/x?api_key=mine", "/x#frag", "/caf\u00e9", "/%c0%ae%c0%ae/admin", "/http://evil.example",
+		"",
+	}
+	if len(hostile) < 30 {
+		t.Fatalf("only %d cases", len(hostile))
+	}
+	for _, p := range hostile {
+		r := e.post(t, call(map[string]any{"path": p}))
+		if r.Status != http.StatusBadRequest {
+			t.Errorf("path %q: status %d, want 400: %s", p, r.Status, r.Body)
+			continue
+		}
+		requireError(t, r, http.StatusBadRequest, "invalid_field", "path")
+	}
+}
