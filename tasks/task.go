@@ -23,8 +23,8 @@ type Payload struct {
 func TaskID(tenant, correlationID string) string { return tenant + ":" + correlationID }
 
 // NewCallTask builds the asynq task of a normalized call. asynq keeps
-// timeouts in whole seconds, so the task's deadline is set a few seconds
-// above the call's own, which the worker enforces with its own context.
+// timeouts in whole seconds, so the task's deadline is set well above the
+// call's own, which the worker enforces with its own context.
 func NewCallTask(tenant string, c *Call, in *Integration) (*asynq.Task, error) {
 	b, err := json.Marshal(Payload{Tenant: tenant, Call: *c})
 	if err != nil {
@@ -39,7 +39,9 @@ func NewCallTask(tenant string, c *Call, in *Integration) (*asynq.Task, error) {
 		// asynq too, and the worker, not asynq, decides when attempts run
 		// out, so it can write the record's final state.
 		asynq.MaxRetry(policy.MaxAttempts),
-		asynq.Timeout(timeout.Truncate(time.Second) + 10*time.Second),
+		// Room for two requests (an oauth2 resend after a 401) and two
+		// token requests; the worker bounds each request itself.
+		asynq.Timeout(2*timeout.Truncate(time.Second) + 30*time.Second),
 	}
 	if c.Delay > 0 {
 		opts = append(opts, asynq.ProcessIn(c.Delay.D()))
