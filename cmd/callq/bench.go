@@ -101,24 +101,21 @@ type benchRounds struct {
 
 // benchNotes is what the table shows beside the JSON figures.
 type benchNotes struct {
-	asynqNoopEnqueuePerS float64
-	asynqHTTPEnqueuePerS float64
-	asynqNoopCmds        float64
-	callqSentCmds        float64 // commands sent by callq's clients per call (no Lua inner commands)
-	asynqHTTPSentCmds    float64
-	asynqNoopCPU         cpuUse
-	asynqHTTPCPU         cpuUse
-	callqCPU             cpuUse
-	rssStartMB           float64
-	rssMethod            string
-	callqFailed          int
-	httpRequests         int
-	waitSamples          int
-	pickupSamples        int
-	elapsed              time.Duration
+	asynqNoopCmds     float64
+	callqSentCmds     float64 // commands sent by callq's clients per call (no Lua inner commands)
+	asynqHTTPSentCmds float64
+	asynqNoopCPU      benchCPU
+	asynqHTTPCPU      benchCPU
+	callqCPU          benchCPU
+	rssStartMB        float64
+	rssMethod         string
+	httpRequests      int
+	waitSamples       int
+	pickupSamples     int
+	elapsed           time.Duration
 }
 
-const benchUsage = `Usage: callq bench [--calls 20000] [--concurrency 50] [--json] [--cpuprofile FILE]
+const benchUsage = `Usage: callq bench [--calls 20000] [--concurrency 50] [--rounds 1] [--json] [--cpuprofile FILE]
 
 Measures callq beside raw asynq on this machine, in one run, on a redis-server it
 starts on a free port (FLUSHALL between phases) and a local upstream in this
@@ -139,7 +136,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.waitSamples, "wait-samples", 200, "calls in the Wait latency phase")
 	fs.IntVar(&cfg.pickupSamples, "pickup-samples", 100, "calls in the idle pickup phase")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object instead of the table")
-	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the callq throughput phase (worker start to last record) to this file")
+	fs.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the (first) callq throughput phase, worker start to last record, to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -224,7 +221,7 @@ integrations:
 	if h.keyring, err = auth.ParseKeyring(key); err != nil {
 		return err
 	}
-	h.res.Machine = benchMachine{Cores: runtime.NumCPU(), Go: runtime.Version(), Redis: infoField(info, "redis_version")}
+	h.res.Machine = benchMachine{Cores: runtime.NumCPU(), Go: runtime.Version(), Redis: redisInfoField(info, "redis_version")}
 	h.res.Calls, h.res.Concurrency = h.cfg.calls, h.cfg.concurrency
 	h.res.Date = time.Now().UTC().Format(time.RFC3339)
 	h.logf("callq bench: %d calls, concurrency %d, %d cores, %s, redis %s on %s, upstream %s",
@@ -280,18 +277,18 @@ func (h *benchHarness) run(ctx context.Context) error {
 	}
 	r := &h.res
 	rs := &h.rounds
-	r.AsynqNoopPerS, r.AsynqHTTPPerS, r.CallqPerS = median(rs.noop), median(rs.http), median(rs.callq)
-	r.GoEnqueuePerS = median(rs.goEnqueue)
-	r.RedisCmdsPerCall, r.AsynqHTTPRedisCmdsPerCall = median(rs.callqCmds), median(rs.httpCmds)
+	r.AsynqNoopPerS, r.AsynqHTTPPerS, r.CallqPerS = benchMedian(rs.noop), benchMedian(rs.http), benchMedian(rs.callq)
+	r.GoEnqueuePerS = benchMedian(rs.goEnqueue)
+	r.RedisCmdsPerCall, r.AsynqHTTPRedisCmdsPerCall = benchMedian(rs.callqCmds), benchMedian(rs.httpCmds)
 	r.WorkerPeakRSSMB = slices.Max(rs.rss)
-	r.CallqVsAsynqHTTP = round(ratio(r.CallqPerS, r.AsynqHTTPPerS), 3)
-	r.CallqVsAsynqNoop = round(ratio(r.CallqPerS, r.AsynqNoopPerS), 3)
+	r.CallqVsAsynqHTTP = benchRound(benchRatio(r.CallqPerS, r.AsynqHTTPPerS), 3)
+	r.CallqVsAsynqNoop = benchRound(benchRatio(r.CallqPerS, r.AsynqNoopPerS), 3)
 	for _, v := range []*float64{&r.AsynqNoopPerS, &r.AsynqHTTPPerS, &r.CallqPerS, &r.HTTPEnqueuePerS, &r.GoEnqueuePerS} {
-		*v = round(*v, 0)
+		*v = benchRound(*v, 0)
 	}
-	r.RedisCmdsPerCall = round(r.RedisCmdsPerCall, 2)
-	r.AsynqHTTPRedisCmdsPerCall = round(r.AsynqHTTPRedisCmdsPerCall, 2)
-	r.WorkerPeakRSSMB = round(r.WorkerPeakRSSMB, 1)
+	r.RedisCmdsPerCall = benchRound(r.RedisCmdsPerCall, 2)
+	r.AsynqHTTPRedisCmdsPerCall = benchRound(r.AsynqHTTPRedisCmdsPerCall, 2)
+	r.WorkerPeakRSSMB = benchRound(r.WorkerPeakRSSMB, 1)
 	h.notes.elapsed = time.Since(start)
 	h.logf("callq bench: done in %s", h.notes.elapsed.Round(100*time.Millisecond))
 	return nil
@@ -302,13 +299,13 @@ func (h *benchHarness) run(ctx context.Context) error {
 func (h *benchHarness) newClient(n *atomic.Int64) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: h.redis.Addr})
 	if n != nil {
-		c.AddHook(cmdCounter{n: n})
+		c.AddHook(benchCmdCounter{n: n})
 	}
 	return c
 }
 
-// redisSnap is what one INFO tells of Redis's work so far.
-type redisSnap struct {
+// benchRedisSnap is what one INFO tells of Redis's work so far.
+type benchRedisSnap struct {
 	cmds int64   // total_commands_processed
 	cpu  float64 // used_cpu_user + used_cpu_sys, seconds
 }
@@ -316,26 +313,26 @@ type redisSnap struct {
 // snapshot reads INFO stats and cpu. Redis counts an INFO after answering
 // it, so each snapshot taken before the last one of a window adds one
 // command to that window's delta: subtract them.
-func (h *benchHarness) snapshot(ctx context.Context) (redisSnap, error) {
+func (h *benchHarness) snapshot(ctx context.Context) (benchRedisSnap, error) {
 	info, err := h.adm.Info(ctx, "stats", "cpu").Result()
 	if err != nil {
-		return redisSnap{}, fmt.Errorf("INFO: %w", err)
+		return benchRedisSnap{}, fmt.Errorf("INFO: %w", err)
 	}
-	cmds, err := strconv.ParseInt(infoField(info, "total_commands_processed"), 10, 64)
+	cmds, err := strconv.ParseInt(redisInfoField(info, "total_commands_processed"), 10, 64)
 	if err != nil {
-		return redisSnap{}, fmt.Errorf("INFO stats: %w", err)
+		return benchRedisSnap{}, fmt.Errorf("INFO stats: %w", err)
 	}
-	user, _ := strconv.ParseFloat(infoField(info, "used_cpu_user"), 64)
-	sys, _ := strconv.ParseFloat(infoField(info, "used_cpu_sys"), 64)
-	return redisSnap{cmds: cmds, cpu: user + sys}, nil
+	user, _ := strconv.ParseFloat(redisInfoField(info, "used_cpu_user"), 64)
+	sys, _ := strconv.ParseFloat(redisInfoField(info, "used_cpu_sys"), 64)
+	return benchRedisSnap{cmds: cmds, cpu: user + sys}, nil
 }
 
-// cpuUse is where CPU went over an execution window, per call.
-type cpuUse struct {
+// benchCPU is where CPU went over an execution window, per call.
+type benchCPU struct {
 	redisUS, procUS float64 // microseconds per call; procUS < 0 when unknown
 }
 
-func (c cpuUse) String() string {
+func (c benchCPU) String() string {
 	proc := "n/a"
 	if c.procUS >= 0 {
 		proc = fmt.Sprintf("%.0f µs", c.procUS)
@@ -343,8 +340,8 @@ func (c cpuUse) String() string {
 	return fmt.Sprintf("CPU per call: redis-server %.0f µs, this process %s", c.redisUS, proc)
 }
 
-func measureCPU(n int, before, after redisSnap, procBefore, procAfter time.Duration) cpuUse {
-	u := cpuUse{redisUS: (after.cpu - before.cpu) * 1e6 / float64(n), procUS: -1}
+func benchMeasureCPU(n int, before, after benchRedisSnap, procBefore, procAfter time.Duration) benchCPU {
+	u := benchCPU{redisUS: (after.cpu - before.cpu) * 1e6 / float64(n), procUS: -1}
 	if procBefore >= 0 && procAfter >= 0 {
 		u.procUS = float64((procAfter-procBefore)/time.Microsecond) / float64(n)
 	}
@@ -365,15 +362,15 @@ func (h *benchHarness) asynqServerConfig() asynq.Config {
 	}
 }
 
-// asynqRun is one raw asynq throughput phase: enqueue every task with no
+// benchAsynqRun is one raw asynq throughput phase: enqueue every task with no
 // server running, then start a server and time it to the last task done.
-type asynqRun struct {
+type benchAsynqRun struct {
 	perS, enqueuePerS, cmdsPerCall, sentPerCall float64
-	cpu                                         cpuUse
+	cpu                                         benchCPU
 }
 
-func (h *benchHarness) runAsynq(ctx context.Context, taskType string, payload []byte, handle func(context.Context) error) (asynqRun, error) {
-	var out asynqRun
+func (h *benchHarness) runAsynq(ctx context.Context, taskType string, payload []byte, handle func(context.Context) error) (benchAsynqRun, error) {
+	var out benchAsynqRun
 	n := h.cfg.calls
 	var sent atomic.Int64
 	prod, work := h.newClient(&sent), h.newClient(&sent)
@@ -387,7 +384,7 @@ func (h *benchHarness) runAsynq(ctx context.Context, taskType string, payload []
 		return out, err
 	}
 	t0 := time.Now()
-	err = runConcurrent(ctx, n, benchEnqueuers, func(int) error {
+	err = benchConcurrent(ctx, n, benchEnqueuers, func(int) error {
 		_, err := client.EnqueueContext(ctx, asynq.NewTask(taskType, payload), asynq.Queue(benchQueue))
 		return err
 	})
@@ -418,15 +415,16 @@ func (h *benchHarness) runAsynq(ctx context.Context, taskType string, payload []
 	if err != nil {
 		return out, err
 	}
-	proc0 := processCPU()
+	proc0 := benchProcessCPU()
 	t1 := time.Now()
 	if err := srv.Start(mux); err != nil {
 		return out, err
 	}
-	werr := waitDone(ctx, done, func() string { return fmt.Sprintf("%d of %d tasks processed", processed.Load(), n) })
+	werr := benchWaitDone(ctx, done, func() string { return fmt.Sprintf("%d of %d tasks processed", processed.Load(), n) })
 	elapsed := time.Since(t1)
-	proc1 := processCPU()
+	proc1 := benchProcessCPU()
 	after, ierr := h.snapshot(ctx)
+	sentCmds := sent.Load()
 	srv.Shutdown()
 	if werr != nil {
 		return out, werr
@@ -439,8 +437,8 @@ func (h *benchHarness) runAsynq(ctx context.Context, taskType string, payload []
 	}
 	out.perS = float64(n) / elapsed.Seconds()
 	out.cmdsPerCall = float64(after.cmds-before.cmds-2) / float64(n)
-	out.sentPerCall = float64(sent.Load()) / float64(n)
-	out.cpu = measureCPU(n, started, after, proc0, proc1)
+	out.sentPerCall = float64(sentCmds) / float64(n)
+	out.cpu = benchMeasureCPU(n, started, after, proc0, proc1)
 	h.logf("      enqueued %d in %s (%.0f/s), processed in %s: %.0f/s, %.2f Redis commands per task; %s",
 		n, enq.Round(time.Millisecond), out.enqueuePerS, elapsed.Round(time.Millisecond), out.perS, out.cmdsPerCall, out.cpu)
 	return out, nil
@@ -452,7 +450,7 @@ func (h *benchHarness) phaseAsynqNoop(ctx context.Context) error {
 		return err
 	}
 	h.rounds.noop = append(h.rounds.noop, r.perS)
-	h.notes.asynqNoopEnqueuePerS, h.notes.asynqNoopCmds, h.notes.asynqNoopCPU = r.enqueuePerS, r.cmdsPerCall, r.cpu
+	h.notes.asynqNoopCmds, h.notes.asynqNoopCPU = r.cmdsPerCall, r.cpu
 	return nil
 }
 
@@ -492,7 +490,7 @@ func (h *benchHarness) phaseAsynqHTTP(ctx context.Context) error {
 	}
 	h.rounds.http = append(h.rounds.http, r.perS)
 	h.rounds.httpCmds = append(h.rounds.httpCmds, r.cmdsPerCall)
-	h.notes.asynqHTTPEnqueuePerS, h.notes.asynqHTTPSentCmds, h.notes.asynqHTTPCPU = r.enqueuePerS, r.sentPerCall, r.cpu
+	h.notes.asynqHTTPSentCmds, h.notes.asynqHTTPCPU = r.sentPerCall, r.cpu
 	return nil
 }
 
@@ -559,7 +557,7 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	}
 	ids := make([]string, n)
 	t0 := time.Now()
-	err = runConcurrent(ctx, n, benchEnqueuers, func(i int) error {
+	err = benchConcurrent(ctx, n, benchEnqueuers, func(i int) error {
 		res, err := client.Enqueue(ctx, &tasks.Call{Integration: benchIntegration, Method: http.MethodGet, Path: "/ok"})
 		if err != nil {
 			return err
@@ -580,7 +578,7 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rss := startRSSWatch()
+	rss := startBenchRSSWatch()
 	var prof *os.File
 	if h.cfg.cpuprofile != "" && len(h.rounds.callq) == 0 { // the first round only
 		if prof, err = os.Create(h.cfg.cpuprofile); err != nil {
@@ -591,7 +589,7 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 			return err
 		}
 	}
-	proc0 := processCPU()
+	proc0 := benchProcessCPU()
 	t1 := time.Now()
 	if err := w.Start(); err != nil {
 		if prof != nil {
@@ -599,14 +597,15 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 		}
 		return err
 	}
-	werr := waitDone(ctx, done, func() string { return fmt.Sprintf("%d of %d calls finished", completed.Load(), n) })
+	werr := benchWaitDone(ctx, done, func() string { return fmt.Sprintf("%d of %d calls finished", completed.Load(), n) })
 	elapsed := time.Since(t1)
-	proc1 := processCPU()
+	proc1 := benchProcessCPU()
 	if prof != nil {
 		pprof.StopCPUProfile()
 	}
 	peak, startMB, method := rss.stop()
 	after, ierr := h.snapshot(ctx)
+	sentCmds := sent.Load()
 	w.Shutdown()
 	if werr != nil {
 		return werr
@@ -616,8 +615,8 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	}
 	perS := float64(n) / elapsed.Seconds()
 	cmds := float64(after.cmds-before.cmds-2) / float64(n)
-	h.notes.callqCPU = measureCPU(n, started, after, proc0, proc1)
-	h.notes.callqSentCmds = float64(sent.Load()) / float64(n)
+	h.notes.callqCPU = benchMeasureCPU(n, started, after, proc0, proc1)
+	h.notes.callqSentCmds = float64(sentCmds) / float64(n)
 	h.notes.rssStartMB, h.notes.rssMethod = startMB, method
 
 	// Every record must have succeeded, once: outside the measured window.
@@ -625,7 +624,6 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.notes.callqFailed = failed
 	if hits := h.up.hits.Load(); hits != int64(n) || failed > 0 {
 		return fmt.Errorf("%d of %d records did not succeed; the upstream received %d requests", failed, n, hits)
 	}
@@ -642,7 +640,7 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 
 func (h *benchHarness) countNotSucceeded(ctx context.Context, store *tasks.Store, ids []string) (int, error) {
 	var bad atomic.Int64
-	err := runConcurrent(ctx, len(ids), 16, func(i int) error {
+	err := benchConcurrent(ctx, len(ids), 16, func(i int) error {
 		rec, err := store.Get(ctx, benchTenant, ids[i])
 		if err != nil {
 			return err
@@ -700,7 +698,7 @@ func (h *benchHarness) phaseHTTPEnqueue(ctx context.Context) error {
 	authz := "Bearer " + secret
 
 	t0 := time.Now()
-	err = runConcurrent(ctx, n, benchEnqueuers, func(int) error {
+	err = benchConcurrent(ctx, n, benchEnqueuers, func(int) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			return err
@@ -829,9 +827,9 @@ func (h *benchHarness) phaseLatency(ctx context.Context) error {
 		if r.rec.CompletedAt == nil {
 			return fmt.Errorf("wait sample %d: record has no completed_at", i)
 		}
-		waitMS = append(waitMS, ms(r.at.Sub(*r.rec.CompletedAt)))
+		waitMS = append(waitMS, benchMS(r.at.Sub(*r.rec.CompletedAt)))
 	}
-	h.res.WaitLatencyMS = percentiles(waitMS)
+	h.res.WaitLatencyMS = benchPercentiles(waitMS)
 	h.notes.waitSamples = len(waitMS)
 	h.logf("      wait latency over %d calls: p50 %.3f ms, p99 %.3f ms", len(waitMS), h.res.WaitLatencyMS.P50, h.res.WaitLatencyMS.P99)
 
@@ -855,13 +853,13 @@ func (h *benchHarness) phaseLatency(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("pickup sample %d: %w", i, err)
 		}
-		pickMS = append(pickMS, ms(at.Sub(returned)))
+		pickMS = append(pickMS, benchMS(at.Sub(returned)))
 		if _, err := wait(id); err != nil { // the worker is idle again before the next pause
 			return err
 		}
 		h.up.unwatch(path)
 	}
-	h.res.IdlePickupMS = percentiles(pickMS)
+	h.res.IdlePickupMS = benchPercentiles(pickMS)
 	h.notes.pickupSamples = len(pickMS)
 	h.logf("      idle pickup over %d calls: p50 %.3f ms, p99 %.3f ms", len(pickMS), h.res.IdlePickupMS.P50, h.res.IdlePickupMS.P99)
 	return nil
@@ -883,7 +881,7 @@ func (h *benchHarness) printTable(out io.Writer) {
 	perRound := func(a, b []float64) []float64 {
 		out := make([]float64, min(len(a), len(b)))
 		for i := range out {
-			out[i] = ratio(a[i], b[i])
+			out[i] = benchRatio(a[i], b[i])
 		}
 		return out
 	}
@@ -1004,28 +1002,28 @@ func (u *benchUpstream) close() { _ = u.srv.Close() }
 
 // --- measuring helpers ---
 
-// cmdCounter is a go-redis hook counting the commands a client sends.
-type cmdCounter struct{ n *atomic.Int64 }
+// benchCmdCounter is a go-redis hook counting the commands a client sends.
+type benchCmdCounter struct{ n *atomic.Int64 }
 
-func (c cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c benchCmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (c cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (c benchCmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		c.n.Add(1)
 		return next(ctx, cmd)
 	}
 }
 
-func (c cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (c benchCmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		c.n.Add(int64(len(cmds)))
 		return next(ctx, cmds)
 	}
 }
 
-// runConcurrent calls fn(0..n-1) from workers goroutines and returns the
+// benchConcurrent calls fn(0..n-1) from workers goroutines and returns the
 // first error.
-func runConcurrent(ctx context.Context, n, workers int, fn func(i int) error) error {
+func benchConcurrent(ctx context.Context, n, workers int, fn func(i int) error) error {
 	var next atomic.Int64
 	var once sync.Once
 	var first error
@@ -1052,8 +1050,8 @@ func runConcurrent(ctx context.Context, n, workers int, fn func(i int) error) er
 	return first
 }
 
-// waitDone waits for done, giving up after a generous bound.
-func waitDone(ctx context.Context, done <-chan struct{}, status func() string) error {
+// benchWaitDone waits for done, giving up after a generous bound.
+func benchWaitDone(ctx context.Context, done <-chan struct{}, status func() string) error {
 	t := time.NewTimer(5 * time.Minute)
 	defer t.Stop()
 	select {
@@ -1066,11 +1064,11 @@ func waitDone(ctx context.Context, done <-chan struct{}, status func() string) e
 	}
 }
 
-// rssWatch follows this process's resident memory over a window: the
+// benchRSSWatch follows this process's resident memory over a window: the
 // kernel's high-water mark (VmHWM) after resetting it through
 // /proc/self/clear_refs, and VmRSS sampled every 50ms in case the reset is
 // not allowed.
-type rssWatch struct {
+type benchRSSWatch struct {
 	hwmReset bool
 	startKB  int64
 	peakKB   atomic.Int64
@@ -1078,10 +1076,10 @@ type rssWatch struct {
 	done     chan struct{}
 }
 
-func startRSSWatch() *rssWatch {
-	w := &rssWatch{quit: make(chan struct{}), done: make(chan struct{})}
+func startBenchRSSWatch() *benchRSSWatch {
+	w := &benchRSSWatch{quit: make(chan struct{}), done: make(chan struct{})}
 	w.hwmReset = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
-	w.startKB, _ = procStatusKB("VmRSS")
+	w.startKB, _ = benchProcStatusKB("VmRSS")
 	w.peakKB.Store(w.startKB)
 	go func() {
 		defer close(w.done)
@@ -1092,7 +1090,7 @@ func startRSSWatch() *rssWatch {
 			case <-w.quit:
 				return
 			case <-t.C:
-				if kb, ok := procStatusKB("VmRSS"); ok && kb > w.peakKB.Load() {
+				if kb, ok := benchProcStatusKB("VmRSS"); ok && kb > w.peakKB.Load() {
 					w.peakKB.Store(kb)
 				}
 			}
@@ -1102,16 +1100,16 @@ func startRSSWatch() *rssWatch {
 }
 
 // stop returns the peak and starting RSS in MB and how the peak was taken.
-func (w *rssWatch) stop() (peakMB, startMB float64, method string) {
+func (w *benchRSSWatch) stop() (peakMB, startMB float64, method string) {
 	close(w.quit)
 	<-w.done
 	peak := w.peakKB.Load()
-	if kb, ok := procStatusKB("VmRSS"); ok {
+	if kb, ok := benchProcStatusKB("VmRSS"); ok {
 		peak = max(peak, kb)
 	}
 	method = "VmRSS sampled every 50ms"
 	if w.hwmReset {
-		if kb, ok := procStatusKB("VmHWM"); ok {
+		if kb, ok := benchProcStatusKB("VmHWM"); ok {
 			peak = max(peak, kb)
 			method = "kernel VmHWM, reset at the window's start"
 		}
@@ -1122,8 +1120,8 @@ func (w *rssWatch) stop() (peakMB, startMB float64, method string) {
 	return float64(peak) / 1024, float64(w.startKB) / 1024, method
 }
 
-// procStatusKB reads a "Name:   123 kB" line of /proc/self/status.
-func procStatusKB(name string) (int64, bool) {
+// benchProcStatusKB reads a "Name:   123 kB" line of /proc/self/status.
+func benchProcStatusKB(name string) (int64, bool) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0, false
@@ -1141,10 +1139,10 @@ func procStatusKB(name string) (int64, bool) {
 	return 0, false
 }
 
-// processCPU is the user+system CPU time this process has used, from
+// benchProcessCPU is the user+system CPU time this process has used, from
 // /proc/self/stat (in clock ticks, taken as the usual 100 per second), or -1
 // where there is no /proc.
-func processCPU() time.Duration {
+func benchProcessCPU() time.Duration {
 	b, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
 		return -1
@@ -1165,8 +1163,8 @@ func processCPU() time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
-// infoField reads one "name:value" line of an INFO answer.
-func infoField(info, name string) string {
+// redisInfoField reads one "name:value" line of an INFO answer.
+func redisInfoField(info, name string) string {
 	for line := range strings.SplitSeq(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
 			return v
@@ -1175,8 +1173,8 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// percentiles returns the nearest-rank p50 and p99 of samples, in ms.
-func percentiles(samples []float64) benchLatency {
+// benchPercentiles returns the nearest-rank p50 and p99 of samples, in ms.
+func benchPercentiles(samples []float64) benchLatency {
 	if len(samples) == 0 {
 		return benchLatency{}
 	}
@@ -1186,11 +1184,11 @@ func percentiles(samples []float64) benchLatency {
 		i := int(math.Ceil(p*float64(len(s)))) - 1
 		return s[min(max(i, 0), len(s)-1)]
 	}
-	return benchLatency{P50: round(rank(0.50), 3), P99: round(rank(0.99), 3)}
+	return benchLatency{P50: benchRound(rank(0.50), 3), P99: benchRound(rank(0.99), 3)}
 }
 
 // median of v; 0 for none.
-func median(v []float64) float64 {
+func benchMedian(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}
@@ -1202,15 +1200,15 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func benchMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // round rounds v to places decimal places.
-func round(v float64, places int) float64 {
+func benchRound(v float64, places int) float64 {
 	p := math.Pow(10, float64(places))
 	return math.Round(v*p) / p
 }
 
-func ratio(a, b float64) float64 {
+func benchRatio(a, b float64) float64 {
 	if b == 0 {
 		return 0
 	}
