@@ -25,6 +25,9 @@ var lookalikes = []rune{
 	'\uFF05', '\uFE6A', // percent signs: fold into a second encoding
 }
 
+// lookalikeSet is lookalikes as a string, built once for ContainsRune.
+var lookalikeSet = string(lookalikes)
+
 // ValidatePath checks that p is a path relative to an integration's base URL
 // that cannot leave its origin: it must begin with a single "/", be ASCII
 // (percent-encode anything else), and hold no scheme, authority, backslash,
@@ -74,7 +77,7 @@ func ValidatePath(p string) error {
 			return bad("must not contain encoded control characters")
 		case r == '\\':
 			return bad("must not contain an encoded backslash")
-		case strings.ContainsRune(string(lookalikes), r):
+		case strings.ContainsRune(lookalikeSet, r):
 			return bad("must not contain %U, which looks like URL syntax", r)
 		}
 	}

@@ -294,10 +294,11 @@ func (h *benchHarness) run(ctx context.Context) error {
 	return nil
 }
 
-// newClient is a go-redis client with production defaults (the pool size
-// callq's own processes get), counting the commands it sends into n.
+// newClient is a go-redis client sized as callq sizes a worker's
+// (worker.RedisPoolSize), for every phase alike, counting the commands it
+// sends into n.
 func (h *benchHarness) newClient(n *atomic.Int64) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: h.redis.Addr})
+	c := redis.NewClient(&redis.Options{Addr: h.redis.Addr, PoolSize: worker.RedisPoolSize(h.cfg.concurrency)})
 	if n != nil {
 		c.AddHook(benchCmdCounter{n: n})
 	}

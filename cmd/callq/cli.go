@@ -257,7 +257,7 @@ func runReseal(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("CALLQ_SECRET_KEY: %w", err)
 	}
-	rdb, err := openRedis(ctx, *redisURL)
+	rdb, err := openRedis(ctx, *redisURL, 0)
 	if err != nil {
 		return err
 	}
@@ -295,7 +295,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, *redisURL)
+	rdb, err := openRedis(ctx, *redisURL, 0)
 	if err != nil {
 		return err
 	}

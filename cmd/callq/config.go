@@ -124,10 +124,11 @@ func (c *serverConfig) logger(w io.Writer) (zerolog.Logger, error) {
 
 // openRedis connects to REDIS_URL, or to a cluster when
 // CALLQ_REDIS_CLUSTER_ADDRS is set.
-func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error) {
+// poolSize, when not zero, sizes the connection pool (per node).
+func openRedis(ctx context.Context, rawURL string, poolSize int) (redis.UniversalClient, error) {
 	var rdb redis.UniversalClient
 	if addrs := os.Getenv("CALLQ_REDIS_CLUSTER_ADDRS"); addrs != "" {
-		opt := &redis.ClusterOptions{Addrs: strings.Split(addrs, ",")}
+		opt := &redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: poolSize}
 		if u, err := url.Parse(rawURL); err == nil && u.User != nil {
 			opt.Username = u.User.Username()
 			opt.Password, _ = u.User.Password()
@@ -135,7 +136,7 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 		rdb = redis.NewClusterClient(opt)
 	} else {
 		var err error
-		rdb, err = parseRedisURL(rawURL)
+		rdb, err = parseRedisURL(rawURL, poolSize)
 		if err != nil {
 			return nil, err
 		}
@@ -151,11 +152,14 @@ func openRedis(ctx context.Context, rawURL string) (redis.UniversalClient, error
 
 // parseRedisURL reads redis://, rediss:// and
 // redis-sentinel://[user:pass@]host:port[,host:port...]/master[/db][?sentinel_password=...].
-func parseRedisURL(raw string) (redis.UniversalClient, error) {
+func parseRedisURL(raw string, poolSize int) (redis.UniversalClient, error) {
 	if !strings.HasPrefix(raw, "redis-sentinel://") {
 		opt, err := redis.ParseURL(raw)
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		if poolSize > 0 && opt.PoolSize == 0 {
+			opt.PoolSize = poolSize // a pool_size in the URL wins
 		}
 		return redis.NewClient(opt), nil
 	}
@@ -167,7 +171,7 @@ func parseRedisURL(raw string) (redis.UniversalClient, error) {
 	if u.Host == "" || parts[0] == "" {
 		return nil, errors.New("REDIS_URL: redis-sentinel:// needs sentinel addresses and a master name: redis-sentinel://host:26379,host2:26379/mymaster[/db]")
 	}
-	opt := &redis.FailoverOptions{MasterName: parts[0], SentinelAddrs: strings.Split(u.Host, ",")}
+	opt := &redis.FailoverOptions{MasterName: parts[0], SentinelAddrs: strings.Split(u.Host, ","), PoolSize: poolSize}
 	if len(parts) > 1 {
 		if opt.DB, err = strconv.Atoi(parts[1]); err != nil {
 			return nil, errors.New("REDIS_URL: the database after the master name must be a number")

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/worker"
 )
 
 // devTenant is the tenant of callq dev's API key.
@@ -58,7 +59,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 	}()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: worker.RedisPoolSize(cfg.concurrency)})
 	defer rdb.Close()
 
 	if cfg.secretKey == "" {

@@ -145,7 +145,7 @@ func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, cfg.redisURL)
+	rdb, err := openRedis(ctx, cfg.redisURL, 0)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, cfg.redisURL)
+	rdb, err := openRedis(ctx, cfg.redisURL, worker.RedisPoolSize(cfg.concurrency))
 	if err != nil {
 		return err
 	}
