@@ -162,11 +162,11 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 			return nil, err
 		}
 	}
-	task, err := tasks.NewCallTask(c.tenant, &cp, in)
+	rec := tasks.NewRecord(c.tenant, &cp, in, time.Now())
+	task, err := tasks.NewCallTask(c.tenant, &cp, in, rec.CreatedAt)
 	if err != nil {
 		return nil, err
 	}
-	rec := tasks.NewRecord(c.tenant, &cp, in, time.Now())
 	fp := cp.Fingerprint()
 	existing, existingFP, err := c.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
 	switch {
@@ -178,6 +178,9 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 			// A producer may have died between writing the record and
 			// queueing its task; queue it again (asynq refuses a second
 			// task with the same ID, so this cannot run the call twice).
+			if task, err = tasks.NewCallTask(c.tenant, &cp, in, existing.CreatedAt); err != nil {
+				return nil, err
+			}
 			if err := c.enqueueTask(ctx, task, &cp); err != nil {
 				return nil, err
 			}
@@ -221,7 +224,12 @@ func (c *Client) Get(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound
 	}
-	return c.cfg.Records.Get(ctx, c.tenant, id)
+	rec, err := c.cfg.Records.Get(ctx, c.tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	c.showRunning(rec)
+	return rec, nil
 }
 
 // Wait returns the record once the call has finished. When ctx ends first
@@ -230,7 +238,26 @@ func (c *Client) Wait(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound
 	}
-	return c.cfg.Records.Wait(ctx, c.tenant, id)
+	rec, err := c.cfg.Records.Wait(ctx, c.tenant, id)
+	if rec != nil && err != nil {
+		c.showRunning(rec)
+	}
+	return rec, err
+}
+
+// showRunning marks a queued record running when asynq holds its task
+// active: a worker writes nothing before a call's first attempt (it saves a
+// round trip per call), so the record itself still says queued.
+func (c *Client) showRunning(rec *tasks.Record) {
+	if rec.Status == tasks.StatusQueued && c.taskActive(rec) {
+		rec.Status = tasks.StatusRunning
+	}
+}
+
+// taskActive reports whether a worker holds the call's task.
+func (c *Client) taskActive(rec *tasks.Record) bool {
+	info, err := c.inspector.GetTaskInfo(rec.Queue, tasks.TaskID(rec.Tenant, rec.CorrelationID))
+	return err == nil && info.State == asynq.TaskStateActive
 }
 
 // Cancel cancels a call that has not finished: a queued or retrying call
@@ -243,7 +270,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	}
 	wasRunning := false
 	rec, err := c.cfg.Records.Update(ctx, c.tenant, id, func(r *tasks.Record) error {
-		wasRunning = r.Status == tasks.StatusRunning
+		wasRunning = r.Status == tasks.StatusRunning || r.Status == tasks.StatusQueued && c.taskActive(r)
 		now := time.Now().UTC()
 		msg := "canceled by request"
 		if wasRunning {

@@ -105,7 +105,7 @@ func (e *CallError) Error() string { return string(e.Kind) + ": " + e.Message }
 // Attempt is one try at the upstream.
 type Attempt struct {
 	Attempt    int       `json:"attempt"`
-	StartedAt  time.Time `json:"started_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"` // unknown for an attempt lost before it was marked
 	DurationMS int64     `json:"duration_ms"`
 	Status     int       `json:"status,omitempty"`
 	Error      string    `json:"error,omitempty"`

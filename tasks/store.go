@@ -142,6 +142,15 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*Record, error) {
 	return rec, err
 }
 
+// CreatedVersion is the version of a record as Create writes it: a write
+// expecting it succeeds only if nothing changed the record since.
+const CreatedVersion = 1
+
+// GetVersion returns a record and its version, for a later Write.
+func (s *Store) GetVersion(ctx context.Context, tenant, id string) (*Record, int64, error) {
+	return s.get(ctx, tenant, id)
+}
+
 func (s *Store) get(ctx context.Context, tenant, id string) (*Record, int64, error) {
 	v, err := s.rdb.HMGet(ctx, s.key(tenant, id), "rec", "status", "run", "v", "wh").Result()
 	if err != nil {

@@ -16,6 +16,9 @@ const TypeCall = "call:execute"
 type Payload struct {
 	Tenant string `json:"tenant"`
 	Call   Call   `json:"call"`
+	// CreatedAt is the record's created_at, so a worker can rebuild the
+	// record of a first attempt without reading it.
+	CreatedAt time.Time `json:"created_at,omitzero"`
 }
 
 // TaskID is the asynq task ID of a call: unique per tenant and correlation
@@ -25,8 +28,8 @@ func TaskID(tenant, correlationID string) string { return tenant + ":" + correla
 // NewCallTask builds the asynq task of a normalized call. asynq keeps
 // timeouts in whole seconds, so the task's deadline is set well above the
 // call's own, which the worker enforces with its own context.
-func NewCallTask(tenant string, c *Call, in *Integration) (*asynq.Task, error) {
-	b, err := json.Marshal(Payload{Tenant: tenant, Call: *c})
+func NewCallTask(tenant string, c *Call, in *Integration, createdAt time.Time) (*asynq.Task, error) {
+	b, err := json.Marshal(Payload{Tenant: tenant, Call: *c, CreatedAt: createdAt.UTC()})
 	if err != nil {
 		return nil, fmt.Errorf("encode call: %w", err)
 	}

@@ -83,10 +83,11 @@ integrations:
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, _, err := records.Create(ctx, tasks.NewRecord(tenant, call, in, time.Now()), call.Fingerprint(), 0); err != nil {
+				rec := tasks.NewRecord(tenant, call, in, time.Now())
+				if _, _, err := records.Create(ctx, rec, call.Fingerprint(), 0); err != nil {
 					b.Fatal(err)
 				}
-				if taskList[i], err = tasks.NewCallTask(tenant, call, in); err != nil {
+				if taskList[i], err = tasks.NewCallTask(tenant, call, in, rec.CreatedAt); err != nil {
 					b.Fatal(err)
 				}
 				ids[i] = call.CorrelationID

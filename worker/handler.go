@@ -43,47 +43,69 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 
 	start := time.Now()
 	retried, _ := asynq.GetRetryCount(ctx)
-	begun, err := w.cfg.Records.Begin(ctx, tenant, call.CorrelationID,
-		tasks.RunMarker{Attempt: retried + 1, StartedAt: start.UTC(), Worker: w.cfg.Name})
-	switch {
-	case errors.Is(err, tasks.ErrFinished):
-		// Canceled before it ran, or run to the end by a worker that died
-		// before it queued the webhook: queue it now (at most once).
-		log.Info().Str("status", string(begun.Record.Status)).Msg("call already finished; not attempting it")
-		return w.enqueueWebhook(ctx, begun.Record)
-	case errors.Is(err, tasks.ErrNotFound):
-		log.Warn().Msg("call has no record (expired or deleted); not attempting it")
-		return nil
-	case err != nil:
-		return err // Redis trouble: asynq retries the task later
-	}
-	rec := begun.Record
-	rec.Status = tasks.StatusRunning
-	if begun.Lost != nil {
-		// The previous attempt's worker died after marking it running: the
-		// upstream may have received that request. Say so in the history.
-		rec.History = append(rec.History, tasks.Attempt{
-			Attempt:   len(rec.History) + 1,
-			StartedAt: begun.Lost.StartedAt,
-			Error:     fmt.Sprintf("attempt interrupted: worker %s stopped before recording an outcome; the upstream may have received the request", begun.Lost.Worker),
-		})
+	in, known := w.cfg.Catalog.Lookup(call.Integration)
+	var rec *tasks.Record
+	var version int64
+	if retried == 0 && !p.CreatedAt.IsZero() && known {
+		// A first attempt: the record is still the one the producer wrote,
+		// so it is rebuilt from the payload and nothing is read or written
+		// before the request (the API shows a call whose task asynq holds
+		// as running). The write after it is a compare-and-set on the
+		// version Create gave it, so a cancel meanwhile is never
+		// overwritten.
+		rec = tasks.NewRecord(tenant, call, in, p.CreatedAt)
+		version = tasks.CreatedVersion
+	} else {
+		begun, err := w.cfg.Records.Begin(ctx, tenant, call.CorrelationID,
+			tasks.RunMarker{Attempt: retried + 1, StartedAt: start.UTC(), Worker: w.cfg.Name})
+		switch {
+		case errors.Is(err, tasks.ErrFinished):
+			// Canceled before it ran, or run to the end by a worker that
+			// died before it queued the webhook: queue it now (at most once).
+			log.Info().Str("status", string(begun.Record.Status)).Msg("call already finished; not attempting it")
+			return w.enqueueWebhook(ctx, begun.Record)
+		case errors.Is(err, tasks.ErrNotFound):
+			log.Warn().Msg("call has no record (expired or deleted); not attempting it")
+			return nil
+		case err != nil:
+			return err // Redis trouble: asynq retries the task later
+		}
+		rec, version = begun.Record, begun.Version
+		switch {
+		case begun.Lost != nil:
+			// The previous attempt's worker died after marking it running:
+			// the upstream may have received that request. Say so.
+			rec.History = append(rec.History, tasks.Attempt{
+				Attempt:   len(rec.History) + 1,
+				StartedAt: begun.Lost.StartedAt,
+				Error:     fmt.Sprintf("attempt interrupted: worker %s stopped before recording an outcome; the upstream may have received the request", begun.Lost.Worker),
+			})
+			log.Warn().Int("attempt", len(rec.History)).Str("lost_worker", begun.Lost.Worker).Msg("previous attempt was interrupted")
+		case rec.Status == tasks.StatusQueued && len(rec.History) == 0:
+			// Run before, yet nothing recorded: the first attempt (which
+			// marks nothing before its request) lost its worker.
+			rec.History = append(rec.History, tasks.Attempt{
+				Attempt: 1,
+				Error:   "attempt interrupted: its worker stopped (or lost Redis) before recording an outcome; the upstream may have received the request",
+			})
+			log.Warn().Int("attempt", 1).Msg("previous attempt was interrupted")
+		}
 		rec.Attempts = len(rec.History)
-		log.Warn().Int("attempt", rec.Attempts).Str("lost_worker", begun.Lost.Worker).Msg("previous attempt was interrupted")
 	}
+	rec.Status = tasks.StatusRunning
 	if rec.StartedAt == nil {
 		t := start.UTC()
 		rec.StartedAt = &t
 	}
 
-	in, ok := w.cfg.Catalog.Lookup(call.Integration)
-	if !ok {
-		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, &tasks.CallError{
+	if !known {
+		return w.finish(ctx, log, rec, version, tasks.StatusFailed, &tasks.CallError{
 			Kind: tasks.KindValidation, Message: fmt.Sprintf("integration %q is not in this worker's catalog", call.Integration)})
 	}
 	policy := in.Retry.Merge(call.Retry)
 	rec.MaxAttempts = policy.MaxAttempts
 	if rec.Attempts >= policy.MaxAttempts {
-		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, &tasks.CallError{
+		return w.finish(ctx, log, rec, version, tasks.StatusFailed, &tasks.CallError{
 			Kind: tasks.KindInternal, Message: fmt.Sprintf("all %d attempts were used; the last was interrupted", policy.MaxAttempts)})
 	}
 
@@ -110,14 +132,14 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	switch {
 	case out.err == nil:
 		ev.Str("outcome", string(tasks.StatusSucceeded)).Msg("attempt")
-		return w.finish(ctx, log, rec, begun.Version, tasks.StatusSucceeded, nil)
+		return w.finish(ctx, log, rec, version, tasks.StatusSucceeded, nil)
 	case out.err.Kind == tasks.KindCanceled:
 		// The task's context ended: canceled through the API (the record is
 		// already terminal and this write is refused) or the worker is
 		// shutting down (asynq puts the task back; the next attempt runs).
 		ev.Str("outcome", "interrupted").Msg("attempt")
 		rec.Status, rec.Error = tasks.StatusRetrying, out.err
-		if err := w.cfg.Records.Write(context.WithoutCancel(ctx), rec, begun.Version); err != nil && !errors.Is(err, tasks.ErrFinished) {
+		if _, err := w.commit(context.WithoutCancel(ctx), rec, version); err != nil && !errors.Is(err, tasks.ErrFinished) {
 			log.Error().Err(err).Msg("could not record an interrupted attempt")
 		}
 		return ctx.Err()
@@ -126,7 +148,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		if out.retry {
 			out.err.Message += fmt.Sprintf(" (after %d attempts)", attemptNo)
 		}
-		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, out.err)
+		return w.finish(ctx, log, rec, version, tasks.StatusFailed, out.err)
 	}
 
 	delay := w.cfg.Backoff(policy, attemptNo)
@@ -143,12 +165,12 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		} else {
 			out.err.Message += fmt.Sprintf("; the retry budget of %s is spent", budget)
 		}
-		return w.finish(ctx, log, rec, begun.Version, tasks.StatusFailed, out.err)
+		return w.finish(ctx, log, rec, version, tasks.StatusFailed, out.err)
 	}
 	next := time.Now().Add(delay).UTC()
 	rec.Status, rec.Error, rec.NextAttemptAt = tasks.StatusRetrying, out.err, &next
 	ev.Str("outcome", string(tasks.StatusRetrying)).Dur("retry_in", delay).Msg("attempt")
-	if err := w.cfg.Records.Write(ctx, rec, begun.Version); err != nil {
+	if _, err := w.commit(ctx, rec, version); err != nil {
 		if errors.Is(err, tasks.ErrFinished) {
 			return nil // canceled while the attempt ran
 		}
@@ -161,11 +183,18 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, status tasks.Status, cerr *tasks.CallError) error {
 	now := time.Now().UTC()
 	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
-	err := w.cfg.Records.Write(context.WithoutCancel(ctx), rec, version)
+	rec, err := w.commit(context.WithoutCancel(ctx), rec, version)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
-		log.Info().Msg("call was canceled while its attempt ran; outcome not recorded")
-		return nil
+		// Canceled while the attempt ran (the API queued the webhook), or
+		// finished by an earlier run of this task that stopped before
+		// queueing it: queue it (its task ID makes that happen once).
+		log.Info().Msg("call finished elsewhere while this attempt ran; outcome not recorded")
+		cur, gerr := w.cfg.Records.Get(context.WithoutCancel(ctx), rec.Tenant, rec.CorrelationID)
+		if gerr != nil {
+			return nil
+		}
+		return w.enqueueWebhook(context.WithoutCancel(ctx), cur)
 	case err != nil:
 		log.Error().Err(err).Msg("could not write the call's record")
 		return err
@@ -173,6 +202,37 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 	// If this fails, asynq runs the task again; it finds the record
 	// finished and queues the webhook then.
 	return w.enqueueWebhook(context.WithoutCancel(ctx), rec)
+}
+
+// commit writes rec over the record as of version. If the record changed
+// meanwhile (an interrupted run recorded itself, say) it folds this
+// attempt into the record as it now is and tries again; a record that
+// became terminal (canceled) is left alone: ErrFinished.
+func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64) (*tasks.Record, error) {
+	for range 5 {
+		err := w.cfg.Records.Write(ctx, rec, version)
+		if !errors.Is(err, tasks.ErrChanged) {
+			return rec, err
+		}
+		cur, ver, err := w.cfg.Records.GetVersion(ctx, rec.Tenant, rec.CorrelationID)
+		if err != nil {
+			return rec, err
+		}
+		if cur.Status.Terminal() {
+			return cur, tasks.ErrFinished
+		}
+		mine := rec.History[len(rec.History)-1]
+		mine.Attempt = len(cur.History) + 1
+		cur.History = append(cur.History, mine)
+		cur.Attempts = len(cur.History)
+		cur.Status, cur.Response, cur.Error = rec.Status, rec.Response, rec.Error
+		cur.NextAttemptAt, cur.CompletedAt, cur.MaxAttempts = rec.NextAttemptAt, rec.CompletedAt, rec.MaxAttempts
+		if cur.StartedAt == nil {
+			cur.StartedAt = rec.StartedAt
+		}
+		rec, version = cur, ver
+	}
+	return rec, tasks.ErrChanged
 }
 
 // outcome is what one attempt came to.
