@@ -495,6 +495,39 @@ func (h *benchHarness) phaseAsynqHTTP(ctx context.Context) error {
 	return nil
 }
 
+// callqPipeline is a producer client over prod and a callq worker (not
+// started) over work, as callq's own processes build them.
+func (h *benchHarness) callqPipeline(prod, work *redis.Client) (*producer.Client, *worker.Worker, func(), error) {
+	prodStore, err := tasks.NewStore(prod, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	workStore, err := tasks.NewStore(work, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	closeAll := func() { _ = prodStore.Close(); _ = workStore.Close() }
+	client, err := producer.NewClient(prod, benchTenant, &producer.Config{Catalog: h.catalog, Records: prodStore})
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, err
+	}
+	creds, err := auth.NewStore(work, &auth.StoreConfig{Keyring: h.keyring})
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, err
+	}
+	w, err := worker.New(work, &worker.Config{
+		Catalog: h.catalog, Records: workStore, Credentials: creds, Keyring: h.keyring,
+		Concurrency: h.cfg.concurrency, Logger: &h.nop, ShutdownTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, err
+	}
+	return client, w, closeAll, nil
+}
+
 // phaseCallq enqueues every call with the Go client (no worker running:
 // that is go_enqueue_per_s), then starts a callq worker in this process and
 // times it to the last terminal record, counted on the completion channel.
@@ -504,32 +537,11 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	prod, work := h.newClient(&sent), h.newClient(&sent)
 	defer prod.Close()
 	defer work.Close()
-	prodStore, err := tasks.NewStore(prod, nil)
+	client, w, closeAll, err := h.callqPipeline(prod, work)
 	if err != nil {
 		return err
 	}
-	defer prodStore.Close()
-	client, err := producer.NewClient(prod, benchTenant, &producer.Config{Catalog: h.catalog, Records: prodStore})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	workStore, err := tasks.NewStore(work, nil)
-	if err != nil {
-		return err
-	}
-	defer workStore.Close()
-	creds, err := auth.NewStore(work, &auth.StoreConfig{Keyring: h.keyring})
-	if err != nil {
-		return err
-	}
-	w, err := worker.New(work, &worker.Config{
-		Catalog: h.catalog, Records: workStore, Credentials: creds, Keyring: h.keyring,
-		Concurrency: h.cfg.concurrency, Logger: &h.nop, ShutdownTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		return err
-	}
+	defer closeAll()
 
 	// Count completions as the worker publishes them, on a connection of
 	// the harness's own, subscribed before the window opens.
@@ -621,7 +633,7 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	h.notes.rssStartMB, h.notes.rssMethod = startMB, method
 
 	// Every record must have succeeded, once: outside the measured window.
-	failed, err := h.countNotSucceeded(ctx, prodStore, ids)
+	failed, err := h.countNotSucceeded(ctx, client, ids)
 	if err != nil {
 		return err
 	}
@@ -639,10 +651,10 @@ func (h *benchHarness) phaseCallq(ctx context.Context) error {
 	return nil
 }
 
-func (h *benchHarness) countNotSucceeded(ctx context.Context, store *tasks.Store, ids []string) (int, error) {
+func (h *benchHarness) countNotSucceeded(ctx context.Context, client *producer.Client, ids []string) (int, error) {
 	var bad atomic.Int64
 	err := benchConcurrent(ctx, len(ids), 16, func(i int) error {
-		rec, err := store.Get(ctx, benchTenant, ids[i])
+		rec, err := client.Get(ctx, ids[i])
 		if err != nil {
 			return err
 		}
@@ -737,32 +749,11 @@ func (h *benchHarness) phaseLatency(ctx context.Context) error {
 	prod, work := h.newClient(nil), h.newClient(nil)
 	defer prod.Close()
 	defer work.Close()
-	prodStore, err := tasks.NewStore(prod, nil)
+	client, w, closeAll, err := h.callqPipeline(prod, work)
 	if err != nil {
 		return err
 	}
-	defer prodStore.Close()
-	client, err := producer.NewClient(prod, benchTenant, &producer.Config{Catalog: h.catalog, Records: prodStore})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	workStore, err := tasks.NewStore(work, nil)
-	if err != nil {
-		return err
-	}
-	defer workStore.Close()
-	creds, err := auth.NewStore(work, &auth.StoreConfig{Keyring: h.keyring})
-	if err != nil {
-		return err
-	}
-	w, err := worker.New(work, &worker.Config{
-		Catalog: h.catalog, Records: workStore, Credentials: creds, Keyring: h.keyring,
-		Concurrency: h.cfg.concurrency, Logger: &h.nop, ShutdownTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		return err
-	}
+	defer closeAll()
 	if err := w.Start(); err != nil {
 		return err
 	}
@@ -894,7 +885,7 @@ func (h *benchHarness) printTable(out io.Writer) {
 	row("metric", "value", "what")
 	row("asynq_noop_per_s", fmt.Sprintf("%.0f", r.AsynqNoopPerS), "raw asynq, no-op handler: the engine's ceiling; "+n.asynqNoopCPU.String()+each(rs.noop, "%.0f"))
 	row("asynq_http_per_s", fmt.Sprintf("%.0f", r.AsynqHTTPPerS), "raw asynq, handler GETs the upstream with net/http, reads the body, stores nothing; "+n.asynqHTTPCPU.String()+each(rs.http, "%.0f"))
-	row("callq_per_s", fmt.Sprintf("%.0f", r.CallqPerS), "callq worker in process: record begun, GET, response kept, terminal record written and published; "+n.callqCPU.String()+each(rs.callq, "%.0f"))
+	row("callq_per_s", fmt.Sprintf("%.0f", r.CallqPerS), "callq worker in process: GET, response kept, terminal record written and published in one round trip; "+n.callqCPU.String()+each(rs.callq, "%.0f"))
 	row("callq_vs_asynq_http", fmt.Sprintf("%.3f", r.CallqVsAsynqHTTP), "callq_per_s / asynq_http_per_s"+strings.Replace(each(perRound(rs.callq, rs.http), "%.3f"), "median of", "per round of", 1))
 	row("callq_vs_asynq_noop", fmt.Sprintf("%.3f", r.CallqVsAsynqNoop), "callq_per_s / asynq_noop_per_s"+strings.Replace(each(perRound(rs.callq, rs.noop), "%.3f"), "median of", "per round of", 1))
 	row("http_enqueue_per_s", fmt.Sprintf("%.0f", r.HTTPEnqueuePerS), fmt.Sprintf("POST /v1/calls, %d keep-alive clients, %d requests, no worker", benchEnqueuers, n.httpRequests))

@@ -134,65 +134,59 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log zerolog.
 	return nil
 }
 
-func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
+// openStack parses a production command's flags, connects to Redis and
+// builds the stack; close releases what it opened.
+func openStack(ctx context.Context, name string, args []string, stderr io.Writer, poolSize func(serverConfig) int) (s *stack, close func(), err error) {
 	var cfg serverConfig
-	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfg.flags(fs, "")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	rdb, err := openRedis(ctx, cfg.redisURL, 0)
+	rdb, err := openRedis(ctx, cfg.redisURL, poolSize(cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	if s, err = newStack(cfg, rdb, log); err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = s.records.Close(); _ = rdb.Close() }, nil
+}
+
+func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
+	s, closeStack, err := openStack(ctx, "api", args, stderr, func(serverConfig) int { return 0 })
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	s, err := newStack(cfg, rdb, log)
-	if err != nil {
-		return err
-	}
-	defer s.records.Close()
+	defer closeStack()
 	h, err := s.apiHandler()
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.apiAddr)
+	ln, err := net.Listen("tcp", s.cfg.apiAddr)
 	if err != nil {
 		return err
 	}
-	return serveAPI(ctx, ln, h, log)
+	return serveAPI(ctx, ln, h, s.log)
 }
 
 func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	var cfg serverConfig
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	cfg.flags(fs, "")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	log, err := cfg.logger(stderr)
+	s, closeStack, err := openStack(ctx, "worker", args, stderr, func(c serverConfig) int { return worker.RedisPoolSize(c.concurrency) })
 	if err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, cfg.redisURL, worker.RedisPoolSize(cfg.concurrency))
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	s, err := newStack(cfg, rdb, log)
-	if err != nil {
-		return err
-	}
-	defer s.records.Close()
+	defer closeStack()
 	w, err := s.worker()
 	if err != nil {
 		return err
 	}
-	log.Info().Int("concurrency", cfg.concurrency).Str("queues", cfg.queues).Msg("worker starting")
+	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Msg("worker starting")
 	err = w.Run(ctx)
-	log.Info().Msg("worker stopped")
+	s.log.Info().Msg("worker stopped")
 	return err
 }
