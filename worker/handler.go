@@ -81,7 +81,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 				Error:     fmt.Sprintf("attempt interrupted: worker %s stopped before recording an outcome; the upstream may have received the request", begun.Lost.Worker),
 			})
 			log.Warn().Int("attempt", len(rec.History)).Str("lost_worker", begun.Lost.Worker).Msg("previous attempt was interrupted")
-		case rec.Status == tasks.StatusQueued && len(rec.History) == 0:
+		case retried > 0 && rec.Status == tasks.StatusQueued && len(rec.History) == 0:
 			// Run before, yet nothing recorded: the first attempt (which
 			// marks nothing before its request) lost its worker.
 			rec.History = append(rec.History, tasks.Attempt{
@@ -99,13 +99,13 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	}
 
 	if !known {
-		return w.finish(ctx, log, rec, version, tasks.StatusFailed, &tasks.CallError{
+		return w.finish(ctx, log, rec, version, nil, tasks.StatusFailed, &tasks.CallError{
 			Kind: tasks.KindValidation, Message: fmt.Sprintf("integration %q is not in this worker's catalog", call.Integration)})
 	}
 	policy := in.Retry.Merge(call.Retry)
 	rec.MaxAttempts = policy.MaxAttempts
 	if rec.Attempts >= policy.MaxAttempts {
-		return w.finish(ctx, log, rec, version, tasks.StatusFailed, &tasks.CallError{
+		return w.finish(ctx, log, rec, version, nil, tasks.StatusFailed, &tasks.CallError{
 			Kind: tasks.KindInternal, Message: fmt.Sprintf("all %d attempts were used; the last was interrupted", policy.MaxAttempts)})
 	}
 
@@ -122,6 +122,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	rec.History = append(rec.History, entry)
 	rec.Attempts = len(rec.History)
 	rec.NextAttemptAt = nil
+	mine := &entry
 
 	ev := log.Info()
 	if out.err != nil {
@@ -132,14 +133,14 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	switch {
 	case out.err == nil:
 		ev.Str("outcome", string(tasks.StatusSucceeded)).Msg("attempt")
-		return w.finish(ctx, log, rec, version, tasks.StatusSucceeded, nil)
+		return w.finish(ctx, log, rec, version, mine, tasks.StatusSucceeded, nil)
 	case out.err.Kind == tasks.KindCanceled:
 		// The task's context ended: canceled through the API (the record is
 		// already terminal and this write is refused) or the worker is
 		// shutting down (asynq puts the task back; the next attempt runs).
 		ev.Str("outcome", "interrupted").Msg("attempt")
 		rec.Status, rec.Error = tasks.StatusRetrying, out.err
-		if _, err := w.commit(context.WithoutCancel(ctx), rec, version); err != nil && !errors.Is(err, tasks.ErrFinished) {
+		if _, err := w.commit(context.WithoutCancel(ctx), rec, version, mine); err != nil && !errors.Is(err, tasks.ErrFinished) {
 			log.Error().Err(err).Msg("could not record an interrupted attempt")
 		}
 		return ctx.Err()
@@ -148,7 +149,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		if out.retry {
 			out.err.Message += fmt.Sprintf(" (after %d attempts)", attemptNo)
 		}
-		return w.finish(ctx, log, rec, version, tasks.StatusFailed, out.err)
+		return w.finish(ctx, log, rec, version, mine, tasks.StatusFailed, out.err)
 	}
 
 	delay := w.cfg.Backoff(policy, attemptNo)
@@ -165,12 +166,12 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		} else {
 			out.err.Message += fmt.Sprintf("; the retry budget of %s is spent", budget)
 		}
-		return w.finish(ctx, log, rec, version, tasks.StatusFailed, out.err)
+		return w.finish(ctx, log, rec, version, mine, tasks.StatusFailed, out.err)
 	}
 	next := time.Now().Add(delay).UTC()
 	rec.Status, rec.Error, rec.NextAttemptAt = tasks.StatusRetrying, out.err, &next
 	ev.Str("outcome", string(tasks.StatusRetrying)).Dur("retry_in", delay).Msg("attempt")
-	if _, err := w.commit(ctx, rec, version); err != nil {
+	if _, err := w.commit(ctx, rec, version, mine); err != nil {
 		if errors.Is(err, tasks.ErrFinished) {
 			return nil // canceled while the attempt ran
 		}
@@ -180,10 +181,11 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 }
 
 // finish writes a terminal record.
-func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, status tasks.Status, cerr *tasks.CallError) error {
+// mine is the attempt this run added to rec's history, if any.
+func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, mine *tasks.Attempt, status tasks.Status, cerr *tasks.CallError) error {
 	now := time.Now().UTC()
 	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
-	rec, err := w.commit(context.WithoutCancel(ctx), rec, version)
+	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		// Canceled while the attempt ran (the API queued the webhook), or
@@ -208,7 +210,7 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 // meanwhile (an interrupted run recorded itself, say) it folds this
 // attempt into the record as it now is and tries again; a record that
 // became terminal (canceled) is left alone: ErrFinished.
-func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64) (*tasks.Record, error) {
+func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt) (*tasks.Record, error) {
 	for range 5 {
 		err := w.cfg.Records.Write(ctx, rec, version)
 		if !errors.Is(err, tasks.ErrChanged) {
@@ -221,10 +223,12 @@ func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64) (
 		if cur.Status.Terminal() {
 			return cur, tasks.ErrFinished
 		}
-		mine := rec.History[len(rec.History)-1]
-		mine.Attempt = len(cur.History) + 1
-		cur.History = append(cur.History, mine)
-		cur.Attempts = len(cur.History)
+		if mine != nil {
+			m := *mine
+			m.Attempt = len(cur.History) + 1
+			cur.History = append(cur.History, m)
+			cur.Attempts = len(cur.History)
+		}
 		cur.Status, cur.Response, cur.Error = rec.Status, rec.Response, rec.Error
 		cur.NextAttemptAt, cur.CompletedAt, cur.MaxAttempts = rec.NextAttemptAt, rec.CompletedAt, rec.MaxAttempts
 		if cur.StartedAt == nil {

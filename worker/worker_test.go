@@ -596,3 +596,36 @@ func TestCredentialUnderRemovedKeyFailsClearly(t *testing.T) {
 	rec = e.run(t, &tasks.Call{Integration: "bin", Method: "GET", Path: "/get"})
 	require.Equal(t, tasks.StatusSucceeded, rec.Status, "the worker goes on")
 }
+
+// A first attempt writes its record as a compare-and-set on the version the
+// producer created. When something else wrote the record meanwhile (a
+// shutdown-interrupted run recording itself, whose task asynq requeued
+// without counting a retry), the attempt is folded into the record as it is
+// now: nothing recorded is lost, attempts stay numbered 1..n.
+func TestFirstAttemptMergesIntoARecordThatChanged(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	id := "merge-" + uid()
+	_, err := e.client.Enqueue(ctx, &tasks.Call{Integration: "bin", Method: "GET", Path: "/get", CorrelationID: id},
+		producer.WithDelay(time.Second))
+	require.NoError(t, err)
+	_, err = e.records.Update(ctx, "acme", id, func(r *tasks.Record) error {
+		r.Status = tasks.StatusRetrying
+		r.History = append(r.History, tasks.Attempt{Attempt: 1, StartedAt: time.Now().UTC(), Error: "attempt interrupted: the worker shut down"})
+		r.Attempts = 1
+		return nil
+	})
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	rec, err := e.client.Wait(wctx, id)
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status)
+	require.Len(t, rec.History, 2, "%+v", rec.History)
+	require.Equal(t, 2, rec.Attempts)
+	require.Contains(t, rec.History[0].Error, "shut down")
+	require.Equal(t, 2, rec.History[1].Attempt)
+	require.Equal(t, 200, rec.History[1].Status)
+}
