@@ -286,9 +286,9 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	taskID := tasks.TaskID(c.tenant, id)
 	if err := c.inspector.DeleteTask(rec.Queue, taskID); err != nil {
 		// Active (or already gone): tell the worker running it to stop.
-		// The worker also checks the record before every attempt, so a
-		// task that slips through does nothing but queue this webhook,
-		// which its task ID keeps from being queued twice.
+		// Whatever slips through cannot undo the cancel: a worker's write
+		// over a terminal record is refused, and a retry reads the record
+		// before it runs.
 		_ = c.inspector.CancelProcessing(taskID)
 	}
 	if rec.Webhook != nil {
