@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The CLI commands the README shows, run as a user would against `callq api`,
+// a worker and Redis.
+func TestCLICommands(t *testing.T) {
+	t.Parallel()
+	d := deploy(t, 10*time.Millisecond)
+	d.startWorker()
+	run := func(env []string, args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(d.procs.bin, args...)
+		cmd.Env = append(slices.Clone(d.env), env...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return stdout.String() + stderr.String(), ee.ExitCode()
+		}
+		require.NoError(t, err)
+		return stdout.String() + stderr.String(), 0
+	}
+	api := []string{"CALLQ_URL=" + d.apiURL, "CALLQ_API_KEY=" + d.apiKey}
+
+	out, code := run(nil, "integrations")
+	require.Zero(t, code, out)
+	require.Contains(t, out, "slow")
+	require.Contains(t, out, d.up.URL)
+
+	out, code = run(api, "call", "--integration", "slow", "GET", "/slow", "--correlation-id", "cli-1",
+		"--header", "X-Test-Call=cli-1", "--wait", "20s")
+	require.Zero(t, code, out)
+	require.Contains(t, out, `"status": "succeeded"`)
+
+	out, code = run(api, "get", "cli-1")
+	require.Zero(t, code, out)
+	require.Contains(t, out, `"correlation_id": "cli-1"`)
+	out, code = run(api, "get", "cli-1", "--wait", "5s")
+	require.Zero(t, code, out)
+	require.Contains(t, out, `"status": "succeeded"`)
+	out, code = run(api, "get", "nope")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "404")
+
+	out, code = run(api, "creds", "put", "c1", "--integration", "slow", "--field", "token=cli-secret-7e1f")
+	require.Zero(t, code, out)
+	require.Contains(t, out, `"token"`)
+	out, code = run(api, "creds", "list")
+	require.Zero(t, code, out)
+	require.Contains(t, out, `"c1"`)
+	require.NotContains(t, out, "cli-secret-7e1f")
+	out, code = run(api, "creds", "rm", "c1")
+	require.Zero(t, code, out)
+	out, _ = run(api, "creds", "list")
+	require.NotContains(t, out, `"c1"`)
+
+	out, code = run(nil, "keys", "create", "--tenant", "beta", "--role", "producer")
+	require.Zero(t, code, out)
+	var created struct{ ID, Key string }
+	require.NoError(t, json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &created), out)
+	require.NotEmpty(t, created.Key)
+	out, code = run(nil, "keys", "list")
+	require.Zero(t, code, out)
+	require.Contains(t, out, created.ID)
+	require.NotContains(t, out, created.Key, "keys list shows no secret")
+	out, code = run([]string{"CALLQ_URL=" + d.apiURL, "CALLQ_API_KEY=" + created.Key}, "get", "cli-1")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "404", "another tenant's call is not found")
+	out, code = run(nil, "keys", "revoke", created.ID)
+	require.Zero(t, code, out)
+	out, _ = run(nil, "keys", "list")
+	require.NotContains(t, out, created.ID)
+	out, code = run([]string{"CALLQ_URL=" + d.apiURL, "CALLQ_API_KEY=" + created.Key}, "get", "cli-1")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "401", "a revoked key is refused")
+
+	out, code = run(api, "call", "GET")
+	require.Equal(t, 2, code, "a usage error: %s", out)
+	require.Contains(t, out, "Usage:")
+	out, code = run(nil, "keys", "create", "--tenant", "beta", "--role", "owner")
+	require.Equal(t, 2, code, out)
+}
