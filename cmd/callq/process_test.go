@@ -380,7 +380,9 @@ type deployment struct {
 	workerNo int
 }
 
-func deploy(t *testing.T, upstreamDelay time.Duration) *deployment {
+// deploy starts Redis, an upstream and `callq api` (with extraEnv added to
+// the environment of api and workers).
+func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *deployment {
 	t.Helper()
 	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
 	d.redis = redistest.Start(t)
@@ -419,6 +421,7 @@ func deploy(t *testing.T, upstreamDelay time.Duration) *deployment {
 		"CALLQ_SECRET_KEY="+secret,
 		"CALLQ_LOG_LEVEL=debug",
 	)
+	d.env = append(d.env, extraEnv...)
 	d.api = d.procs.startListening(func() (*child, []string) {
 		addr := freeAddr(t)
 		d.apiURL = "http://" + addr
