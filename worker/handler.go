@@ -129,16 +129,19 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		ev = log.Warn().Str("error_kind", string(out.err.Kind)).Str("error", out.err.Message)
 	}
 	ev = ev.Int("attempt", attemptNo).Int("status", entry.Status).Int64("duration_ms", entry.DurationMS)
+	observe := func(outcome string) { w.cfg.Metrics.attempt(in.Name, outcome, out.duration) }
 
 	switch {
 	case out.err == nil:
 		ev.Str("outcome", string(tasks.StatusSucceeded)).Msg("attempt")
+		observe(string(tasks.StatusSucceeded))
 		return w.finish(ctx, log, rec, version, mine, tasks.StatusSucceeded, nil)
 	case out.err.Kind == tasks.KindCanceled:
 		// The task's context ended: canceled through the API (the record is
 		// already terminal and this write is refused) or the worker is
 		// shutting down (asynq puts the task back; the next attempt runs).
 		ev.Str("outcome", "interrupted").Msg("attempt")
+		observe("interrupted")
 		rec.Status, rec.Error = tasks.StatusRetrying, out.err
 		if _, err := w.commit(context.WithoutCancel(ctx), rec, version, mine); err != nil && !errors.Is(err, tasks.ErrFinished) {
 			log.Error().Err(err).Msg("could not record an interrupted attempt")
@@ -146,6 +149,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		return ctx.Err()
 	case !out.retry || attemptNo >= policy.MaxAttempts:
 		ev.Str("outcome", string(tasks.StatusFailed)).Msg("attempt")
+		observe(string(tasks.StatusFailed))
 		if out.retry {
 			out.err.Message += fmt.Sprintf(" (after %d attempts)", attemptNo)
 		}
@@ -158,6 +162,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	}
 	if budget := policy.MaxElapsed.D(); budget > 0 && time.Since(*rec.StartedAt)+delay > budget {
 		ev.Str("outcome", string(tasks.StatusFailed)).Msg("attempt")
+		observe(string(tasks.StatusFailed))
 		if out.hasRetryAfter {
 			ra := tasks.Duration(out.retryAfter)
 			out.err.Kind = tasks.KindRateLimited
@@ -171,6 +176,7 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	next := time.Now().Add(delay).UTC()
 	rec.Status, rec.Error, rec.NextAttemptAt = tasks.StatusRetrying, out.err, &next
 	ev.Str("outcome", string(tasks.StatusRetrying)).Dur("retry_in", delay).Msg("attempt")
+	observe(string(tasks.StatusRetrying))
 	if _, err := w.commit(ctx, rec, version, mine); err != nil {
 		if errors.Is(err, tasks.ErrFinished) {
 			return nil // canceled while the attempt ran
@@ -201,6 +207,7 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 		log.Error().Err(err).Msg("could not write the call's record")
 		return err
 	}
+	w.cfg.Metrics.finished(rec)
 	// If this fails, asynq runs the task again; it finds the record
 	// finished and queues the webhook then.
 	return w.enqueueWebhook(context.WithoutCancel(ctx), rec)

@@ -110,6 +110,7 @@ func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
 		state.Status, state.LastError = tasks.WebhookFailed, &msg
 		save()
 		log.Warn().Str("error", msg).Msg("webhook not delivered; giving up")
+		w.cfg.Metrics.webhook(tasks.WebhookFailed)
 		return nil
 	}
 	if w.cfg.WebhookSecrets == nil {
@@ -127,6 +128,7 @@ func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
 		state.Status, state.DeliveredAt = tasks.WebhookDelivered, &now
 		save()
 		ev.Str("outcome", "delivered").Msg("webhook")
+		w.cfg.Metrics.webhook(tasks.WebhookDelivered)
 		return nil
 	case errors.As(derr, &ae):
 		return fail(ae.Error())
@@ -147,6 +149,7 @@ func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
 	state.LastError = &msg
 	save()
 	ev.Str("outcome", "retrying").Str("error", msg).Dur("retry_in", delay).Msg("webhook")
+	w.cfg.Metrics.webhook("retrying")
 	return &retryError{delay: delay, err: errors.New(msg)}
 }
 

@@ -76,6 +76,9 @@ type Config struct {
 	WebhookSchedule []time.Duration
 	// WebhookTimeout bounds one delivery. Default 15s.
 	WebhookTimeout time.Duration
+
+	// Metrics receives the worker's Prometheus metrics. Default: none.
+	Metrics *Metrics
 }
 
 // Defaults for Config.

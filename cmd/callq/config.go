@@ -42,6 +42,7 @@ type serverConfig struct {
 	webhookSecret    string
 	webhookPrivate   bool
 	webhookSchedule  string
+	metricsAddr      string
 }
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
@@ -57,6 +58,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", os.Getenv("CALLQ_WEBHOOK_ALLOW_PRIVATE") == "true", "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
 	fs.StringVar(&c.webhookSchedule, "webhook-schedule", os.Getenv("CALLQ_WEBHOOK_SCHEDULE"), "waits before webhook redeliveries, e.g. 5s,30s,2m (CALLQ_WEBHOOK_SCHEDULE; default about a day)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", os.Getenv("CALLQ_METRICS_ADDR"), "worker: serve Prometheus /metrics here, e.g. :9090 (CALLQ_METRICS_ADDR; default off; the API serves /metrics on its own address)")
 	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
 	c.webhookSecret = os.Getenv("CALLQ_WEBHOOK_SECRET")
 }

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -33,10 +36,12 @@ type stack struct {
 	qnames  []string
 	hooks   *auth.WebhookSecrets
 	sched   []time.Duration
+	metrics *prometheus.Registry
 }
 
 func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
-	s := &stack{cfg: cfg, log: log, rdb: rdb}
+	s := &stack{cfg: cfg, log: log, rdb: rdb, metrics: prometheus.NewRegistry()}
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if cfg.integrations == "" {
 		return nil, fmt.Errorf("no integration catalog: set CALLQ_INTEGRATIONS or --integrations (see deploy/integrations.example.yaml)")
@@ -82,17 +87,33 @@ func (s *stack) apiHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return producer.NewHandler(&producer.HandlerConfig{
+	api, err := producer.NewHandler(&producer.HandlerConfig{
 		Client:      client,
 		Credentials: s.creds,
 		Keys:        s.keys,
 		Ready:       func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		Logger:      &s.log,
 	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler())
+	mux.Handle("/", api)
+	return mux, nil
+}
+
+func (s *stack) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{})
 }
 
 func (s *stack) worker() (*worker.Worker, error) {
+	m, err := worker.NewMetrics(s.metrics)
+	if err != nil {
+		return nil, err
+	}
 	return worker.New(s.rdb, &worker.Config{
+		Metrics:          m,
 		Catalog:          s.catalog,
 		Records:          s.records,
 		Credentials:      s.creds,
@@ -184,6 +205,17 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	w, err := s.worker()
 	if err != nil {
 		return err
+	}
+	if s.cfg.metricsAddr != "" {
+		// Off by default: several workers often share a host.
+		ln, err := net.Listen("tcp", s.cfg.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("CALLQ_METRICS_ADDR: %w", err)
+		}
+		srv := &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		s.log.Info().Str("addr", ln.Addr().String()).Msg("metrics listening")
 	}
 	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Msg("worker starting")
 	err = w.Run(ctx)

@@ -1,0 +1,66 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/callq/callq/tasks"
+)
+
+// Metrics are a worker's Prometheus metrics. Labels are bounded: the
+// integration (from the catalog), an outcome and an error kind, never a
+// correlation ID, tenant or URL.
+type Metrics struct {
+	attempts *prometheus.HistogramVec
+	calls    *prometheus.CounterVec
+	webhooks *prometheus.CounterVec
+}
+
+// NewMetrics registers a worker's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		attempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "callq", Name: "attempt_duration_seconds",
+			Help:    "Duration of attempts at upstream calls, by integration and outcome (succeeded, retrying, failed, interrupted).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"integration", "outcome"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callq", Name: "calls_finished_total",
+			Help: "Calls that reached a terminal status in this worker, by integration, status and error kind.",
+		}, []string{"integration", "status", "error_kind"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callq", Name: "webhook_deliveries_total",
+			Help: "Webhook delivery attempts, by outcome (delivered, retrying, failed).",
+		}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) attempt(integration, outcome string, d time.Duration) {
+	if m != nil {
+		m.attempts.WithLabelValues(integration, outcome).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) finished(rec *tasks.Record) {
+	if m == nil {
+		return
+	}
+	kind := ""
+	if rec.Error != nil {
+		kind = string(rec.Error.Kind)
+	}
+	m.calls.WithLabelValues(rec.Integration, string(rec.Status), kind).Inc()
+}
+
+func (m *Metrics) webhook(outcome string) {
+	if m != nil {
+		m.webhooks.WithLabelValues(outcome).Inc()
+	}
+}
