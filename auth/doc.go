@@ -15,6 +15,14 @@
 // [Spec.SensitiveHeaders], [Spec.SensitiveQuery] and [Redactor] keep those
 // secrets out of records, logs and webhook bodies.
 //
+// [OAuth] keeps OAuth2 tokens fresh through golang.org/x/oauth2: a
+// refresh_token grant refreshes an expiring token (storing a rotated refresh
+// token, sealed, at once), a client_credentials token is cached sealed and
+// shared, and a Redis lock per credential makes one refresh per expiry for
+// the whole fleet. [Store.Reseal] moves every sealed secret to the keyring's
+// first key after a rotation. [WebhookSecrets] sign completion webhooks per
+// the Standard Webhooks specification.
+//
 // [KeyStore] keeps producer API keys, each belonging to a tenant and having
 // a [Role]. Only the SHA-256 of a key's secret is stored.
 //

@@ -2,5 +2,8 @@
 // handler, which resolves the integration and credential, builds and signs
 // the request, runs it under the call's timeout, classifies the outcome with
 // the retry policy (CheckRetry, Backoff) and writes the record honestly:
-// every attempt in its history, the last response kept on failure.
+// every attempt in its history, the last response kept on failure. It also
+// delivers completion webhooks (ProcessWebhook), signed, through a client
+// that refuses private addresses at dial time, and exports Prometheus
+// metrics (Metrics).
 package worker
