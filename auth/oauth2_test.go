@@ -729,9 +729,9 @@ func TestOAuthClientSecretSources(t *testing.T) {
 	ctx := t.Context()
 	e.putCredential(t, time.Now().Add(-time.Minute))
 
-	t.Setenv("CALLQ_TEST_OAUTH_SECRET", oauthClientSecret)
+	t.Setenv("OAUTHTEST_CLIENT_SECRET", oauthClientSecret)
 	spec := *e.spec
-	spec.ClientSecret = "env:CALLQ_TEST_OAUTH_SECRET"
+	spec.ClientSecret = "env:OAUTHTEST_CLIENT_SECRET"
 	spec.AuthStyle = AuthStyleHeader
 	require.NoError(t, spec.Validate())
 	secrets, err := e.workers[0].oauth.Token(ctx, oauthTenant, oauthIntegration, &spec, e.credential(t))
@@ -752,12 +752,12 @@ func TestOAuthClientSecretSources(t *testing.T) {
 
 	// Resolved at every use: a missing source fails the call, naming the
 	// source and no secret.
-	spec.ClientSecret = "env:CALLQ_TEST_OAUTH_SECRET_UNSET"
+	spec.ClientSecret = "env:OAUTHTEST_CLIENT_SECRET_UNSET"
 	e.expire(t)
 	_, err = e.workers[1].oauth.Token(ctx, oauthTenant, oauthIntegration, &spec, e.credential(t))
 	require.ErrorIs(t, err, ErrOAuthConfig)
 	require.NotErrorIs(t, err, ErrTokenRefresh)
-	require.ErrorContains(t, err, "env var CALLQ_TEST_OAUTH_SECRET_UNSET is not set")
+	require.ErrorContains(t, err, "env var OAUTHTEST_CLIENT_SECRET_UNSET is not set")
 	require.EqualValues(t, 2, e.ts.requests.Load())
 }
 

@@ -89,6 +89,11 @@ func ParseValue(k *Keyring, raw string, aad []byte) (Value, error) {
 func (v Value) Resolve(k *Keyring, aad []byte) (string, error) {
 	switch v.Kind {
 	case KindEnv:
+		if strings.HasPrefix(v.Ref, "CALLQ_") || v.Ref == "REDIS_URL" {
+			// callq's own configuration (its secret key, Redis password,
+			// webhook secret) is never a credential.
+			return "", fmt.Errorf("env var %s is callq's own configuration and cannot be a credential value", v.Ref)
+		}
 		secret, ok := os.LookupEnv(v.Ref)
 		if !ok {
 			return "", fmt.Errorf("env var %s is not set", v.Ref)

@@ -83,7 +83,7 @@ func TestParseValue(t *testing.T) {
 
 // Not parallel: t.Setenv.
 func TestValueResolveEnv(t *testing.T) {
-	const name = "CALLQ_AUTH_TEST_TOKEN"
+	const name = "AUTHTEST_TOKEN"
 
 	v := Value{Kind: KindEnv, Ref: name}
 
@@ -100,11 +100,17 @@ func TestValueResolveEnv(t *testing.T) {
 
 	t.Setenv(name, "")
 	_, err = v.Resolve(nil, nil)
-	require.EqualError(t, err, "env var CALLQ_AUTH_TEST_TOKEN is empty")
+	require.EqualError(t, err, "env var AUTHTEST_TOKEN is empty")
 
 	require.NoError(t, os.Unsetenv(name)) // t.Setenv restores it afterwards
 	_, err = v.Resolve(nil, nil)
-	require.EqualError(t, err, "env var CALLQ_AUTH_TEST_TOKEN is not set")
+	require.EqualError(t, err, "env var AUTHTEST_TOKEN is not set")
+
+	// callq's own configuration is never a credential, set or not.
+	for _, own := range []string{"CALLQ_SECRET_KEY", "CALLQ_WEBHOOK_SECRET", "REDIS_URL"} {
+		_, err = Value{Kind: KindEnv, Ref: own}.Resolve(nil, nil)
+		require.ErrorContains(t, err, "callq's own configuration", own)
+	}
 }
 
 func TestValueResolveFile(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
 )
 
 func (e *env) putCred(tb testing.TB, key, ref string, body any) *resp {
@@ -19,7 +21,7 @@ func (e *env) putCred(tb testing.TB, key, ref string, body any) *resp {
 
 func TestCredentialPutAnswersFieldNamesOnly(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setup(t, withSourceRefs())
 	const secret = "ghp_literal-secret-value-0123456789"
 
 	before := time.Now().Add(-time.Second)
@@ -70,7 +72,7 @@ func requireNoSecret(tb testing.TB, b []byte, secret string) {
 
 func TestCredentialPutRefusesBadInput(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	e := setup(t, withSourceRefs())
 
 	cases := []struct {
 		name   string
@@ -191,4 +193,22 @@ func TestCredentialRedisDumpHoldsNoSecret(t *testing.T) {
 	for _, k := range []string{e.adminKey, e.producerKey, e.otherAdminKey} {
 		require.False(t, bytes.Contains(dump, []byte(k)))
 	}
+}
+
+// env: and file: values read the workers' environment and files: a tenant's
+// admin must not be able to point a credential at another tenant's secret
+// (or at callq's own). The API refuses them unless the operator allows it.
+func TestCredentialSourceRefsRefusedByDefault(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, v := range []string{"env:ACME_GH_TOKEN", "env:CALLQ_SECRET_KEY", "file:/proc/self/environ", "file:/run/secrets/other"} {
+		r := e.putCred(t, e.adminKey, "sneaky", map[string]any{"integration": "bearer", "fields": map[string]string{"token": v}})
+		requireError(t, r, http.StatusBadRequest, "invalid_field", "fields.token")
+	}
+	_, err := e.creds.Get(context.Background(), "acme", "sneaky")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound, "nothing was stored")
+
+	allowed := setup(t, withSourceRefs())
+	r := allowed.putCred(t, allowed.adminKey, "ops", map[string]any{"integration": "bearer", "fields": map[string]string{"token": "env:GH_TOKEN"}})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 }

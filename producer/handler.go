@@ -38,6 +38,13 @@ type HandlerConfig struct {
 	Ready func(context.Context) error
 	// Logger receives one event per request that fails with a 5xx.
 	Logger *zerolog.Logger
+	// AllowSourceRefs lets admin keys store "env:NAME" and "file:/path"
+	// credential values (CALLQ_ALLOW_SOURCE_REFS). Default false: such a
+	// value makes the workers read their own environment or files and send
+	// it upstream, which only the operator may decide; with several tenants,
+	// one tenant's admin could otherwise read another's secrets. Turn it on
+	// only when every admin key is the operator's.
+	AllowSourceRefs bool
 }
 
 // Defaults for HandlerConfig.
@@ -595,6 +602,15 @@ func (h *handler) putCredential(w http.ResponseWriter, r *http.Request) {
 			writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: "fields." + f,
 				Message: fmt.Sprintf("is required by integration %q (auth type %s)", in.Name, in.Auth.Type)})
 			return
+		}
+	}
+	if !h.cfg.AllowSourceRefs {
+		for name, v := range req.Fields {
+			if strings.HasPrefix(v, "env:") || strings.HasPrefix(v, "file:") {
+				writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: "fields." + name,
+					Message: "env: and file: values read the workers' own environment and files; this API refuses them (the operator can allow them with CALLQ_ALLOW_SOURCE_REFS=true when every admin is the operator)"})
+				return
+			}
 		}
 	}
 	cred, err := h.cfg.Credentials.Put(r.Context(), h.tenant(r), r.PathValue("ref"), req.Integration, req.Fields)

@@ -81,6 +81,10 @@ func withReady(fn func(context.Context) error) setupOption {
 	return func(c *setupConfig) { c.handler.Ready = fn }
 }
 
+func withSourceRefs() setupOption {
+	return func(c *setupConfig) { c.handler.AllowSourceRefs = true }
+}
+
 // setup starts a redis-server and the API over it, with keys for tenants
 // acme (admin and producer) and other (admin).
 func setup(tb testing.TB, opts ...setupOption) *env {

@@ -104,14 +104,14 @@ type oauthEnv struct {
 func setupOAuth(t *testing.T) *oauthEnv {
 	t.Helper()
 	p := newOAuthProvider(t)
-	t.Setenv("CALLQ_TEST_CRM_SECRET", p.clientSecret)
+	t.Setenv("CRM_TEST_CLIENT_SECRET", p.clientSecret)
 	srv := redistest.Start(t)
 	e := &oauthEnv{p: p, rdb: srv.Client(t), logs: &syncBuffer{}}
 	cat, err := tasks.ParseCatalog([]byte(fmt.Sprintf(`
 integrations:
   crm:
     base_url: %s
-    auth: {type: oauth2, token_url: %s/token, client_id: callq-client, client_secret: "env:CALLQ_TEST_CRM_SECRET", scopes: [read], auth_style: header}
+    auth: {type: oauth2, token_url: %s/token, client_id: callq-client, client_secret: "env:CRM_TEST_CLIENT_SECRET", scopes: [read], auth_style: header}
     retry: {max_attempts: 2, initial_interval: 50ms}
 `, p.api.URL, p.token.URL)))
 	require.NoError(t, err)

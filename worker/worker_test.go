@@ -471,11 +471,11 @@ func TestCredentialProblemsFailClearly(t *testing.T) {
 
 	// An env: source the worker does not have fails the call, naming the
 	// variable.
-	e.putCred(t, "env-missing", "bin-bearer", map[string]string{"token": "env:CALLQ_TEST_SURELY_UNSET_VAR"})
+	e.putCred(t, "env-missing", "bin-bearer", map[string]string{"token": "env:TEST_SURELY_UNSET_VAR_7F"})
 	rec = e.run(t, &tasks.Call{Integration: "bin-bearer", Method: "GET", Path: "/bearer", Credential: "env-missing"})
 	require.Equal(t, tasks.StatusFailed, rec.Status)
 	require.Equal(t, tasks.KindCredential, rec.Error.Kind)
-	require.Contains(t, rec.Error.Message, "CALLQ_TEST_SURELY_UNSET_VAR")
+	require.Contains(t, rec.Error.Message, "TEST_SURELY_UNSET_VAR_7F")
 	require.Equal(t, 1, rec.Attempts, "a credential error is not retried")
 }
 

@@ -43,6 +43,7 @@ type serverConfig struct {
 	webhookPrivate   bool
 	webhookSchedule  string
 	metricsAddr      string
+	sourceRefs       bool
 }
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
@@ -59,6 +60,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", os.Getenv("CALLQ_WEBHOOK_ALLOW_PRIVATE") == "true", "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
 	fs.StringVar(&c.webhookSchedule, "webhook-schedule", os.Getenv("CALLQ_WEBHOOK_SCHEDULE"), "waits before webhook redeliveries, e.g. 5s,30s,2m (CALLQ_WEBHOOK_SCHEDULE; default about a day)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", os.Getenv("CALLQ_METRICS_ADDR"), "worker: serve Prometheus /metrics here, e.g. :9090 (CALLQ_METRICS_ADDR; default off; the API serves /metrics on its own address)")
+	fs.BoolVar(&c.sourceRefs, "allow-source-refs", os.Getenv("CALLQ_ALLOW_SOURCE_REFS") == "true", "let admin keys store env: and file: credential values (CALLQ_ALLOW_SOURCE_REFS; only when every admin is the operator)")
 	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
 	c.webhookSecret = os.Getenv("CALLQ_WEBHOOK_SECRET")
 }

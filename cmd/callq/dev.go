@@ -73,6 +73,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	cfg.webhookPrivate = true // receivers in development are on this machine
+	cfg.sourceRefs = true     // one tenant, and its admin is the developer
 	s, err := newStack(cfg, rdb, log)
 	if err != nil {
 		return err

@@ -93,6 +93,8 @@ func (s *stack) apiHandler() (http.Handler, error) {
 		Keys:        s.keys,
 		Ready:       func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		Logger:      &s.log,
+
+		AllowSourceRefs: s.cfg.sourceRefs,
 	})
 	if err != nil {
 		return nil, err
