@@ -11,6 +11,9 @@ import (
 // TypeCall is the asynq task type of a call to execute.
 const TypeCall = "call:execute"
 
+// spareRetries is how many asynq retries a call task has beyond its attempts.
+const spareRetries = 5
+
 // Payload is the asynq task payload of a call: the normalized call and the
 // tenant it belongs to.
 type Payload struct {
@@ -38,10 +41,11 @@ func NewCallTask(tenant string, c *Call, in *Integration, createdAt time.Time) (
 	opts := []asynq.Option{
 		asynq.TaskID(TaskID(tenant, c.CorrelationID)),
 		asynq.Queue(c.Queue),
-		// One spare retry: an attempt lost with its worker is counted by
-		// asynq too, and the worker, not asynq, decides when attempts run
-		// out, so it can write the record's final state.
-		asynq.MaxRetry(policy.MaxAttempts),
+		// Spare retries: runs that make no attempt (Redis unreachable) or
+		// lose theirs count with asynq too, and the worker, not asynq,
+		// decides when attempts run out, so it can write the record's
+		// final state; it also fails the call when these are spent.
+		asynq.MaxRetry(policy.MaxAttempts + spareRetries),
 		// Room for two requests (an oauth2 resend after a 401) and two
 		// token requests; the worker bounds each request itself.
 		asynq.Timeout(2*timeout.Truncate(time.Second) + 30*time.Second),

@@ -63,19 +63,19 @@ func TestNewCallTaskOptions(t *testing.T) {
 	}{
 		{name: "integration defaults",
 			call:  tasks.Call{Integration: "gh", Method: "GET", Path: "/r", CorrelationID: "t1"},
-			queue: "default", maxRetry: 4, timeout: 2*3*time.Second + 30*time.Second},
+			queue: "default", maxRetry: 4 + 5, timeout: 2*3*time.Second + 30*time.Second},
 		{name: "call timeout truncated to seconds",
 			call: tasks.Call{Integration: "gh", Method: "GET", Path: "/r", CorrelationID: "t2", Queue: "critical",
 				Timeout: tasks.Duration(1500 * time.Millisecond), Retry: &tasks.RetryPolicy{MaxAttempts: 9}},
-			queue: "critical", maxRetry: 9, timeout: 2*time.Second + 30*time.Second},
+			queue: "critical", maxRetry: 9 + 5, timeout: 2*time.Second + 30*time.Second},
 		{name: "sub-second timeout keeps a whole-second bound",
 			call: tasks.Call{Integration: "open", Method: "GET", Path: "/r", CorrelationID: "t3", Queue: "low",
 				Timeout: tasks.Duration(200 * time.Millisecond)},
-			queue: "low", maxRetry: 5, timeout: 30 * time.Second},
+			queue: "low", maxRetry: 5 + 5, timeout: 30 * time.Second},
 		{name: "delayed",
 			call: tasks.Call{Integration: "open", Method: "GET", Path: "/r", CorrelationID: "t4",
 				Delay: tasks.Duration(time.Hour)},
-			queue: "default", maxRetry: 5, timeout: 2*5*time.Second + 30*time.Second, delay: time.Hour},
+			queue: "default", maxRetry: 5 + 5, timeout: 2*5*time.Second + 30*time.Second, delay: time.Hour},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

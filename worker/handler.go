@@ -32,6 +32,8 @@ const userAgent = "callq/1"
 // (returned to asynq in a retryError). It returns nil once the record is
 // terminal, because the record, not asynq's archive, is the truth.
 func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
+	w.inflight.Add(1)
+	defer w.inflight.Done()
 	p, err := tasks.DecodePayload(t.Payload())
 	if err != nil {
 		w.log.Error().Err(err).Msg("dropping a call task whose payload cannot be read")
@@ -173,11 +175,23 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		}
 		return w.finish(ctx, log, rec, version, mine, tasks.StatusFailed, out.err)
 	}
+	if maxRetry, ok := asynq.GetMaxRetry(ctx); ok && retried >= maxRetry {
+		// asynq would archive the task instead of running it again (its
+		// retries went to lost runs, or another catalog allows more
+		// attempts than the one that queued it): fail now rather than
+		// leave the record retrying forever.
+		ev.Str("outcome", string(tasks.StatusFailed)).Msg("attempt")
+		observe(string(tasks.StatusFailed))
+		out.err.Message += fmt.Sprintf(" (the task's %d retries are spent)", maxRetry)
+		return w.finish(ctx, log, rec, version, mine, tasks.StatusFailed, out.err)
+	}
 	next := time.Now().Add(delay).UTC()
 	rec.Status, rec.Error, rec.NextAttemptAt = tasks.StatusRetrying, out.err, &next
 	ev.Str("outcome", string(tasks.StatusRetrying)).Dur("retry_in", delay).Msg("attempt")
 	observe(string(tasks.StatusRetrying))
-	if _, err := w.commit(ctx, rec, version, mine); err != nil {
+	// WithoutCancel: an attempt that ran up to the task's deadline must
+	// still be recorded.
+	if _, err := w.commit(context.WithoutCancel(ctx), rec, version, mine); err != nil {
 		if errors.Is(err, tasks.ErrFinished) {
 			return nil // canceled while the attempt ran
 		}
@@ -240,6 +254,12 @@ func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, m
 		cur.NextAttemptAt, cur.CompletedAt, cur.MaxAttempts = rec.NextAttemptAt, rec.CompletedAt, rec.MaxAttempts
 		if cur.StartedAt == nil {
 			cur.StartedAt = rec.StartedAt
+		}
+		if cur.Status == tasks.StatusRetrying && cur.MaxAttempts > 0 && cur.Attempts >= cur.MaxAttempts {
+			// Folded into a record that already held attempts, this one
+			// was the last: the call fails instead of retrying.
+			now := time.Now().UTC()
+			cur.Status, cur.NextAttemptAt, cur.CompletedAt = tasks.StatusFailed, nil, &now
 		}
 		rec, version = cur, ver
 	}

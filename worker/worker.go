@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -183,6 +184,10 @@ type Worker struct {
 	log     zerolog.Logger
 	clients map[string]*http.Client
 	hooks   *http.Client
+	// inflight counts running handlers: asynq's Shutdown returns once it
+	// has handed unfinished tasks back, while their handlers may still be
+	// recording the interruption.
+	inflight sync.WaitGroup
 }
 
 // New returns a Worker over rdb. It does not start it.
@@ -238,8 +243,19 @@ func (w *Worker) Start() error {
 }
 
 // Shutdown stops taking calls and waits up to ShutdownTimeout for those in
-// flight; calls still running then go back to their queue (at least once).
-func (w *Worker) Shutdown() { w.srv.Shutdown() }
+// flight; calls still running then go back to their queue (at least once),
+// and Shutdown waits a few seconds more for their handlers to record the
+// interruption, so the caller may close Redis after it.
+func (w *Worker) Shutdown() {
+	w.srv.Shutdown()
+	done := make(chan struct{})
+	go func() { w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		w.log.Warn().Msg("handlers still running 5s after shutdown")
+	}
+}
 
 // Run starts the worker and shuts it down when ctx ends.
 func (w *Worker) Run(ctx context.Context) error {

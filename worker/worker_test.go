@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/mccutchen/go-httpbin/v2/httpbin"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -628,4 +629,33 @@ func TestFirstAttemptMergesIntoARecordThatChanged(t *testing.T) {
 	require.Contains(t, rec.History[0].Error, "shut down")
 	require.Equal(t, 2, rec.History[1].Attempt)
 	require.Equal(t, 200, rec.History[1].Status)
+}
+
+// When asynq would archive a call's task instead of retrying it (its
+// retries spent on runs that made no attempt, or a catalog that allows more
+// attempts than the one that queued it), the worker fails the call instead
+// of leaving its record retrying forever.
+func TestRetriesSpentFailsTheCall(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	call := &tasks.Call{Integration: "bin", Method: "GET", Path: "/status/503", CorrelationID: "spent-" + uid()}
+	in, err := call.Normalize(e.catalog, nil)
+	require.NoError(t, err)
+	rec := tasks.NewRecord("acme", call, in, time.Now())
+	_, _, err = e.records.Create(ctx, rec, call.Fingerprint(), 0)
+	require.NoError(t, err)
+	task, err := tasks.NewCallTask("acme", call, in, rec.CreatedAt)
+	require.NoError(t, err)
+	q := asynq.NewClientFromRedisClient(e.rdb)
+	_, err = q.Enqueue(task, asynq.MaxRetry(0)) // as if every retry was spent
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	got, err := e.client.Wait(wctx, call.CorrelationID)
+	require.NoError(t, err, "the record must not stay retrying")
+	require.Equal(t, tasks.StatusFailed, got.Status)
+	require.Equal(t, 1, got.Attempts)
+	require.Contains(t, got.Error.Message, "retries are spent")
 }
