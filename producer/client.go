@@ -320,12 +320,13 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.asynq.EnqueueContext(ctx, task); err != nil {
-		return nil, fmt.Errorf("enqueue webhook: %w", err)
-	}
+	// Pending first: a fast delivery must not be overwritten by it.
 	rec.Webhook = &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
 	if err := c.cfg.Records.SetWebhook(ctx, c.tenant, id, rec.Webhook); err != nil {
 		return nil, err
+	}
+	if _, err := c.asynq.EnqueueContext(ctx, task); err != nil {
+		return nil, fmt.Errorf("enqueue webhook: %w", err)
 	}
 	return rec, nil
 }

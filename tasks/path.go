@@ -89,6 +89,8 @@ func ValidatePath(p string) error {
 	}
 	depth := 0
 	for _, seg := range strings.Split(strings.TrimPrefix(decoded, "/"), "/") {
+		// Servlet containers read "..;x" as ".." with a path parameter.
+		seg, _, _ = strings.Cut(seg, ";")
 		switch seg {
 		case "..":
 			depth--

@@ -115,3 +115,12 @@ func TestWaitSurvivesRedisOutage(t *testing.T) {
 		t.Fatal("Wait was not woken after Redis came back")
 	}
 }
+
+func TestPathDotDotWithMatrixParameter(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"/..;/admin", "/..;jsessionid=x/admin", "/a/..;/..;/b"} {
+		requireFieldError(t, tasks.ValidatePath(p), "path")
+	}
+	require.NoError(t, tasks.ValidatePath("/items;v=2/x"))
+	require.NoError(t, tasks.ValidatePath("/a/..;/b"), "stays within the base path")
+}

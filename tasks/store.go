@@ -493,6 +493,7 @@ func (n *notifier) start(ctx context.Context) error {
 		n.started = false
 		n.pubsub = nil
 		close(n.ready)
+		close(n.done) // no loop will run to close it
 		n.mu.Unlock()
 		return fmt.Errorf("subscribe to completions: %w", err)
 	}

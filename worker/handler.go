@@ -476,10 +476,15 @@ func transportMessage(kind tasks.ErrorKind, err error, timeout time.Duration) st
 	return err.Error()
 }
 
+// redactSlack is read beyond the response limit so that redaction sees
+// whole secrets: more than a credential field's largest value
+// (auth.MaxFieldValueBytes) in its longest redacted form (base64).
+const redactSlack = 2 * auth.MaxFieldValueBytes
+
 // readResponse reads up to max bytes of the body and keeps the response in
 // the record's form, with credential values redacted and sensitive headers
 // left out.
-func readResponse(resp *http.Response, max int64, redactor *auth.Redactor, in *tasks.Integration) (*tasks.Response, error) {
+func readResponse(resp *http.Response, limit int64, redactor *auth.Redactor, in *tasks.Integration) (*tasks.Response, error) {
 	r := &tasks.Response{Status: resp.StatusCode, Headers: make(map[string]string, len(resp.Header))}
 	sensitive := in.Auth.SensitiveHeaders()
 	for k, vs := range resp.Header {
@@ -488,18 +493,20 @@ func readResponse(resp *http.Response, max int64, redactor *auth.Redactor, in *t
 		}
 		r.Headers[k] = redactor.String(strings.Join(vs, ", "))
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
-	if int64(len(body)) > max {
-		body, r.Truncated = body[:max], true
+	// Read past the limit by more than any secret's length and redact
+	// before cutting: a secret straddling the cut must not leave its
+	// prefix behind.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+redactSlack+1))
+	read := int64(len(body))
+	body = redactor.Bytes(body)
+	if read > limit {
+		r.Truncated = true
+		body = body[:min(int64(len(body)), limit)]
 	}
-	r.Size = int64(len(body))
-	if resp.ContentLength > r.Size {
-		r.Size = resp.ContentLength
-	}
+	r.Size = max(read, resp.ContentLength) // a lower bound when the upstream did not say
 	if len(body) == 0 {
 		return r, err
 	}
-	body = redactor.Bytes(body)
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	isJSON := mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
 	switch {

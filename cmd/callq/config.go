@@ -195,5 +195,8 @@ func redactURL(raw string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
+	if u.RawQuery != "" {
+		u.RawQuery = "xxxxx" // sentinel_password and friends
+	}
 	return u.Redacted()
 }

@@ -35,6 +35,7 @@ func TestParseRedisURL(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 	require.Equal(t, "redis://:xxxxx@h:1/0", redactURL("redis://:secretpw@h:1/0"))
+	require.NotContains(t, redactURL("redis-sentinel://s1:26379/m?sentinel_password=sp-secret"), "sp-secret")
 }
 
 func TestParseQueues(t *testing.T) {
