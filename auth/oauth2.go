@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,9 +58,10 @@ const (
 	// refreshed before the call.
 	DefaultExpiryMargin = 30 * time.Second
 	// DefaultLockTTL bounds how long one worker holds a credential's refresh
-	// lock. Token requests are cut off at two thirds of it, so a lock never
-	// expires under a refresh still in flight.
-	DefaultLockTTL = 15 * time.Second
+	// lock. Token requests are cut off at a third of it and the write-back
+	// of the new tokens fits in the rest, so a lock never expires under a
+	// refresh still in flight.
+	DefaultLockTTL = 30 * time.Second
 	// DefaultWaitPoll is how often a worker waiting on another's refresh
 	// reads the stored token again.
 	DefaultWaitPoll = 50 * time.Millisecond
@@ -175,7 +177,8 @@ type OAuthConfig struct {
 	// and does not follow redirects (a 307 would resend the client secret
 	// and refresh token to wherever it points).
 	HTTPClient *http.Client
-	// LockTTL is the TTL of the fleet-wide refresh lock. Default 15s.
+	// LockTTL is the TTL of the fleet-wide refresh lock. Default 30s. A
+	// third of it bounds the token request.
 	LockTTL time.Duration
 	// ExpiryMargin: a token expiring within it is refreshed. Default 30s.
 	ExpiryMargin time.Duration
@@ -256,7 +259,10 @@ func NewOAuth(rdb redis.UniversalClient, cfg *OAuthConfig) (*OAuth, error) {
 			},
 		}
 	}
-	o.tokenTimeout = o.lockTTL * 2 / 3
+	// The token request and the write-back (writeBackAttempts ×
+	// redisOpTimeout) must both fit in the lock's life, or another worker
+	// could refresh with a refresh token already rotated.
+	o.tokenTimeout = o.lockTTL / 3
 	o.waitLimit = 2 * o.lockTTL
 	return o, nil
 }
@@ -322,10 +328,16 @@ func (o *OAuth) token(ctx context.Context, tenant, integration string, spec *Spe
 		c.ref = cred.Ref
 	}
 	if c.grant == GrantClientCredentials {
+		// The cached token, its lock and its remembered failure belong to
+		// one client of one token endpoint: a credential put again (new
+		// client_id or secret, another integration) or a catalog change
+		// gets a token of its own.
+		client := sha256.Sum256([]byte(integration + "\x00" + spec.TokenURL + "\x00" + spec.ClientID + "\x00" + strings.Join(spec.Scopes, " ")))
+		suffix := ":" + hex.EncodeToString(client[:6])
 		if c.ref != "" {
-			c.name = "cc:cred:" + c.ref
+			c.name = "cc:cred:" + c.ref + suffix + ":" + strconv.FormatInt(cred.UpdatedAt.UnixNano(), 36)
 		} else {
-			c.name = "cc:int:" + integration
+			c.name = "cc:int:" + integration + suffix
 		}
 		return o.clientCredentials(ctx, c, cred, stale)
 	}

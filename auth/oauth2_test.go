@@ -529,7 +529,10 @@ func TestOAuthClientCredentials(t *testing.T) {
 	require.Equal(t, http.StatusOK, e.ts.callResource(t, &spec, secrets))
 
 	// Cached sealed in Redis for the fleet, until expiry minus the margin.
-	key := "callq:{acme}:oauthcc:int:crm"
+	keys, err := e.workers[0].rdb.Keys(ctx, "callq:{acme}:oauthcc:int:crm:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1, "one cached token, keyed by integration and client")
+	key := keys[0]
 	raw, err := e.workers[0].rdb.Get(ctx, key).Result()
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(raw, "v1.k1."), raw)
@@ -563,8 +566,24 @@ func TestOAuthClientCredentials(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "cs-tenant-own-secret-42", secrets[FieldClientSecret])
 	require.EqualValues(t, 3, e.ts.requests.Load())
-	require.EqualValues(t, 1, e.workers[0].rdb.Exists(ctx, "callq:{acme}:oauthcc:cred:crm-app").Val())
+	credKeys, err := e.workers[0].rdb.Keys(ctx, "callq:{acme}:oauthcc:cred:crm-app:*").Result()
+	require.NoError(t, err)
+	require.Len(t, credKeys, 1)
 	require.NotContains(t, e.dump(t), "cs-tenant-own-secret-42")
+
+	// The credential put again (another client secret): a token of its own,
+	// not the one cached for the old client.
+	e.ts.mu.Lock()
+	e.ts.clientSecret = "cs-tenant-rotated-43"
+	e.ts.mu.Unlock()
+	_, err = e.workers[0].store.Put(ctx, oauthTenant, "crm-app", oauthIntegration, map[string]string{FieldClientSecret: "cs-tenant-rotated-43"})
+	require.NoError(t, err)
+	cred, err = e.workers[0].store.Get(ctx, oauthTenant, "crm-app")
+	require.NoError(t, err)
+	again, err := e.workers[1].oauth.Token(ctx, oauthTenant, oauthIntegration, &spec, cred)
+	require.NoError(t, err)
+	require.NotEqual(t, secrets[FieldAccessToken], again[FieldAccessToken])
+	require.EqualValues(t, 4, e.ts.requests.Load())
 }
 
 func TestOAuthClientCredentialsForceRefreshRace(t *testing.T) {
