@@ -78,6 +78,31 @@ func (w *WebhookSecrets) Sign(id string, timestamp int64, body []byte) string {
 	return strings.Join(sigs, " ")
 }
 
+// ForTenant returns the secrets a tenant's webhooks are signed with: each
+// key derived from the corresponding master key and the tenant's name
+// (HMAC-SHA256), so that one tenant's receivers cannot forge deliveries to
+// another's, while the operator keeps one CALLQ_WEBHOOK_SECRET. Rotating the
+// master rotates every tenant's secret the same way.
+func (w *WebhookSecrets) ForTenant(tenant string) *WebhookSecrets {
+	out := &WebhookSecrets{keys: make([][]byte, len(w.keys))}
+	for i, k := range w.keys {
+		mac := hmac.New(sha256.New, k)
+		mac.Write([]byte("callq webhook secret\x00" + tenant))
+		out.keys[i] = mac.Sum(nil)
+	}
+	return out
+}
+
+// Secrets returns the keys in their "whsec_" text form, the current (first)
+// one first: what a receiver configures.
+func (w *WebhookSecrets) Secrets() []string {
+	out := make([]string, len(w.keys))
+	for i, k := range w.keys {
+		out[i] = webhookSecretPrefix + base64.StdEncoding.EncodeToString(k)
+	}
+	return out
+}
+
 // String hides the keys from fmt.
 func (w *WebhookSecrets) String() string { return fmt.Sprintf("WebhookSecrets(%d keys)", len(w.keys)) }
 

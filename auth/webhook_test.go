@@ -66,3 +66,28 @@ func TestParseWebhookSecrets(t *testing.T) {
 	require.NoError(t, err, "the prefix is optional, as in the reference libraries")
 	require.NotContains(t, fmt.Sprintf("%v %+v %#v", ws, ws, ws), "MfKQ9r8")
 }
+
+func TestWebhookSecretsPerTenant(t *testing.T) {
+	t.Parallel()
+	master, err := ParseWebhookSecrets(vectorSecret)
+	require.NoError(t, err)
+	acme, beta := master.ForTenant("acme"), master.ForTenant("beta")
+	require.Len(t, acme.Secrets(), 1)
+	require.NotEqual(t, acme.Secrets(), beta.Secrets())
+	require.NotEqual(t, vectorSecret, acme.Secrets()[0], "the master secret is never a tenant's")
+	require.Equal(t, acme.Secrets(), master.ForTenant("acme").Secrets(), "derivation is stable")
+
+	body := []byte(vectorBody)
+	sig := acme.Sign(vectorID, vectorTimestamp, body)
+	require.NoError(t, VerifyWebhookSignature(acme.Secrets()[0], vectorID, vectorTimestamp, sig, body))
+	require.ErrorIs(t, VerifyWebhookSignature(beta.Secrets()[0], vectorID, vectorTimestamp, sig, body), ErrWebhookSignature,
+		"another tenant's secret does not verify, so its receivers cannot forge acme's deliveries")
+
+	// While the master rotates, each tenant gets one signature per key.
+	newer, _ := GenerateWebhookSecret()
+	rotating, err := ParseWebhookSecrets(newer + " " + vectorSecret)
+	require.NoError(t, err)
+	tenant := rotating.ForTenant("acme")
+	require.Len(t, tenant.Secrets(), 2)
+	require.Equal(t, acme.Secrets()[0], tenant.Secrets()[1], "the old master's tenant secret still verifies")
+}

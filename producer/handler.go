@@ -45,6 +45,10 @@ type HandlerConfig struct {
 	// one tenant's admin could otherwise read another's secrets. Turn it on
 	// only when every admin key is the operator's.
 	AllowSourceRefs bool
+	// WebhookSecrets are CALLQ_WEBHOOK_SECRET: GET /v1/webhook-secret
+	// answers a tenant's admin the secret derived from them for its tenant.
+	// Default: none (the endpoint answers 404).
+	WebhookSecrets *auth.WebhookSecrets
 }
 
 // Defaults for HandlerConfig.
@@ -115,6 +119,7 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 		"DELETE": h.authed(auth.RoleProducer, h.cancelCall),
 	})
 	h.route("/v1/calls/{id}/webhook/redeliver", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.redeliverWebhook)})
+	h.route("/v1/webhook-secret", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.webhookSecret)})
 	h.route("/v1/credentials", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.listCredentials)})
 	h.route("/v1/credentials/{ref}", map[string]http.HandlerFunc{
 		"GET":    h.authed(auth.RoleAdmin, h.getCredential),
@@ -556,6 +561,17 @@ func (h *handler) redeliverWebhook(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.answerRecord(w, r, rec, err, http.StatusAccepted)
 	}
+}
+
+// webhookSecret answers the tenant's webhook secrets, current first: what
+// its receivers verify deliveries with.
+func (h *handler) webhookSecret(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.WebhookSecrets == nil {
+		writeError(w, &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: "webhooks are not configured on this callq (CALLQ_WEBHOOK_SECRET is not set)"})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": h.tenant(r), "secrets": h.cfg.WebhookSecrets.ForTenant(h.tenant(r)).Secrets()})
 }
 
 // credentialView is a credential as the API shows it: field names, never values.

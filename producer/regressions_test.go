@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
 )
 
 // Regressions: defects found by review, each fixed and kept as the test
@@ -76,4 +78,23 @@ func TestRegressionBatchIgnoresUnknownKeys(t *testing.T) {
 		r := e.do(t, req{Method: http.MethodPost, Path: "/v1/calls/batch", Key: e.producerKey, Body: body})
 		require.Equal(t, http.StatusBadRequest, r.Status, "%s: %s", body, r.Body)
 	}
+}
+
+// GET /v1/webhook-secret answers a tenant's admin its own webhook secret.
+func TestWebhookSecretEndpoint(t *testing.T) {
+	t.Parallel()
+	master, err := auth.ParseWebhookSecrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	require.NoError(t, err)
+	e := setup(t, func(c *setupConfig) { c.handler.WebhookSecrets = master })
+	r := e.do(t, req{Method: http.MethodGet, Path: "/v1/webhook-secret", Key: e.adminKey})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+	m := r.JSON(t)
+	require.Equal(t, "acme", m["tenant"])
+	require.Equal(t, []any{master.ForTenant("acme").Secrets()[0]}, m["secrets"])
+	r = e.do(t, req{Method: http.MethodGet, Path: "/v1/webhook-secret", Key: e.otherAdminKey})
+	require.NotContains(t, string(r.Body), master.ForTenant("acme").Secrets()[0])
+	requireError(t, e.do(t, req{Method: http.MethodGet, Path: "/v1/webhook-secret", Key: e.producerKey}), http.StatusForbidden, "forbidden", "")
+
+	plain := setup(t)
+	requireError(t, plain.do(t, req{Method: http.MethodGet, Path: "/v1/webhook-secret", Key: plain.adminKey}), http.StatusNotFound, "not_found", "")
 }

@@ -171,7 +171,7 @@ func (w *Worker) deliver(ctx context.Context, p *tasks.WebhookPayload) (int, tim
 	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set("webhook-id", p.EventID)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", w.cfg.WebhookSecrets.Sign(p.EventID, ts, p.Body))
+	req.Header.Set("webhook-signature", w.cfg.WebhookSecrets.ForTenant(p.Tenant).Sign(p.EventID, ts, p.Body))
 	resp, err := w.hooks.Do(req)
 	if err != nil {
 		var ae *addrError

@@ -26,8 +26,18 @@ import (
 	"github.com/callq/callq/worker"
 )
 
-// webhookSecret is the receivers' secret: the Standard Webhooks test vector's.
+// webhookSecret is the workers' CALLQ_WEBHOOK_SECRET (the Standard Webhooks
+// test vector's); receivers of tenant acme verify with acmeSecret, derived
+// from it.
 const webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+var acmeSecret = func() string {
+	ws, err := auth.ParseWebhookSecrets(webhookSecret)
+	if err != nil {
+		panic(err)
+	}
+	return ws.ForTenant("acme").Secrets()[0]
+}()
 
 // delivery is one POST a receiver got.
 type delivery struct {
@@ -127,7 +137,7 @@ func (e *hookEnv) webhookState(t *testing.T, id string, want string) *tasks.Reco
 // out here, not with callq's own code.
 func verifyIndependently(t *testing.T, d delivery) {
 	t.Helper()
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(webhookSecret, "whsec_"))
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(acmeSecret, "whsec_"))
 	require.NoError(t, err)
 	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte(d.headers.Get("webhook-id") + "." + d.headers.Get("webhook-timestamp") + "."))
@@ -137,7 +147,9 @@ func verifyIndependently(t *testing.T, d delivery) {
 	ts, err := strconv.ParseInt(d.headers.Get("webhook-timestamp"), 10, 64)
 	require.NoError(t, err)
 	require.InDelta(t, time.Now().Unix(), ts, 60, "the timestamp is of this attempt, in seconds")
-	require.NoError(t, producer.VerifyWebhook(webhookSecret, d.headers, d.body))
+	require.NoError(t, producer.VerifyWebhook(acmeSecret, d.headers, d.body))
+	require.ErrorIs(t, producer.VerifyWebhook(webhookSecret, d.headers, d.body), producer.ErrWebhookSignature,
+		"deliveries are signed with the tenant's secret, not the master")
 }
 
 func TestWebhookDeliveredSigned(t *testing.T) {

@@ -118,7 +118,8 @@ WARNING: development mode. The secret key and API key below are for this process
   integrations:     %s
   tenant:           %s
   CALLQ_API_KEY=%s
-  CALLQ_WEBHOOK_SECRET=%s  (webhooks may reach private addresses in dev mode)
-`, ln.Addr(), cfg.integrations, devTenant, apiKey, cfg.webhookSecret)
+  webhook secret of tenant %s (receivers verify with it): %s
+  (webhooks may reach private addresses in dev mode)
+`, ln.Addr(), cfg.integrations, devTenant, apiKey, devTenant, s.hooks.ForTenant(devTenant).Secrets()[0])
 	return serveAPI(ctx, ln, h, log)
 }

@@ -95,6 +95,7 @@ func (s *stack) apiHandler() (http.Handler, error) {
 		Logger:      &s.log,
 
 		AllowSourceRefs: s.cfg.sourceRefs,
+		WebhookSecrets:  s.hooks,
 	})
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ func TestProcessWebhookSurvivesWorkerKill(t *testing.T) {
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 	var mu sync.Mutex
+	var tenantSecret string                                       // acme's, from GET /v1/webhook-secret
 	started, delivered := map[string]int{}, map[string][]string{} // correlation ID -> count, webhook-ids
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -34,7 +35,10 @@ func TestProcessWebhookSurvivesWorkerKill(t *testing.T) {
 		started[id]++
 		mu.Unlock()
 		time.Sleep(2 * time.Second) // a slow receiver: deliveries are in flight at the kill
-		if producer.VerifyWebhook(secret, r.Header, body) != nil {
+		mu.Lock()
+		ts := tenantSecret
+		mu.Unlock()
+		if producer.VerifyWebhook(ts, r.Header, body) != nil {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -46,6 +50,13 @@ func TestProcessWebhookSurvivesWorkerKill(t *testing.T) {
 	defer receiver.Close()
 
 	d := deploy(t, 0, "CALLQ_WEBHOOK_SECRET="+secret, "CALLQ_WEBHOOK_ALLOW_PRIVATE=true")
+	var ans struct{ Secrets []string }
+	require.Equal(t, http.StatusOK, d.do(http.MethodGet, "/v1/webhook-secret", nil, &ans))
+	require.NotEmpty(t, ans.Secrets)
+	require.NotEqual(t, secret, ans.Secrets[0], "a tenant's secret is derived, not the master")
+	mu.Lock()
+	tenantSecret = ans.Secrets[0]
+	mu.Unlock()
 	w1 := d.startWorker()
 	const n = 10
 	ids := make([]string, n)
