@@ -908,45 +908,43 @@ func (o *OAuth) remember(ctx context.Context, c *oauthCall, version string, te *
 }
 
 func (o *OAuth) refreshConfig(spec *Spec, clientID, clientSecret string) *oauth2.Config {
-	key := configKey(spec, clientID, clientSecret)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if conf, ok := o.configs[key]; ok {
-		return conf
-	}
-	if len(o.configs) >= maxCachedConfigs {
-		clear(o.configs)
-	}
 	// One config per client, kept: with auth_style auto, x/oauth2 probes the
 	// style once per config and remembers it.
-	conf := &oauth2.Config{
-		ClientID:     clientID,
-		ClientSecret: clientSecret,
-		Endpoint:     oauth2.Endpoint{TokenURL: spec.TokenURL, AuthStyle: spec.oauth2AuthStyle()},
-		Scopes:       spec.Scopes,
-	}
-	o.configs[key] = conf
-	return conf
+	return cachedConfig(&o.mu, o.configs, configKey(spec, clientID, clientSecret), func() *oauth2.Config {
+		return &oauth2.Config{
+			ClientID:     clientID,
+			ClientSecret: clientSecret,
+			Endpoint:     oauth2.Endpoint{TokenURL: spec.TokenURL, AuthStyle: spec.oauth2AuthStyle()},
+			Scopes:       spec.Scopes,
+		}
+	})
 }
 
 func (o *OAuth) ccConfig(spec *Spec, clientID, clientSecret string) *clientcredentials.Config {
-	key := configKey(spec, clientID, clientSecret)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if conf, ok := o.ccConfigs[key]; ok {
+	return cachedConfig(&o.mu, o.ccConfigs, configKey(spec, clientID, clientSecret), func() *clientcredentials.Config {
+		return &clientcredentials.Config{
+			ClientID:     clientID,
+			ClientSecret: clientSecret,
+			TokenURL:     spec.TokenURL,
+			Scopes:       spec.Scopes,
+			AuthStyle:    spec.oauth2AuthStyle(),
+		}
+	})
+}
+
+// cachedConfig returns m's config for key, building it once; the map is
+// bounded by dropping everything when full.
+func cachedConfig[T any](mu *sync.Mutex, m map[string]*T, key string, build func() *T) *T {
+	mu.Lock()
+	defer mu.Unlock()
+	if conf, ok := m[key]; ok {
 		return conf
 	}
-	if len(o.ccConfigs) >= maxCachedConfigs {
-		clear(o.ccConfigs)
+	if len(m) >= maxCachedConfigs {
+		clear(m)
 	}
-	conf := &clientcredentials.Config{
-		ClientID:     clientID,
-		ClientSecret: clientSecret,
-		TokenURL:     spec.TokenURL,
-		Scopes:       spec.Scopes,
-		AuthStyle:    spec.oauth2AuthStyle(),
-	}
-	o.ccConfigs[key] = conf
+	conf := build()
+	m[key] = conf
 	return conf
 }
 
