@@ -34,6 +34,7 @@ type Integration struct {
 	Retry             RetryPolicy       `yaml:"retry" json:"retry"`
 	DefaultCredential string            `yaml:"default_credential" json:"default_credential,omitempty"`
 	TLS               TLSConfig         `yaml:"tls" json:"tls"`
+	RateLimit         *RateLimit        `yaml:"rate_limit" json:"rate_limit,omitempty"`
 
 	base *url.URL
 }
@@ -44,6 +45,17 @@ type TLSConfig struct {
 	CAFile string `yaml:"ca_file" json:"ca_file,omitempty"`
 	// InsecureSkipVerify turns verification off. For tests only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify" json:"insecure_skip_verify,omitempty"`
+}
+
+// RateLimit is a fleet-wide limit on an integration's requests, per
+// credential (GCRA, through go-redis/redis_rate): every worker shares it.
+type RateLimit struct {
+	// Requests may be sent per Per. Required.
+	Requests int `yaml:"requests" json:"requests"`
+	// Per is the period of Requests. Required.
+	Per Duration `yaml:"per" json:"per"`
+	// Burst is how many may go at once. Default Requests.
+	Burst int `yaml:"burst" json:"burst,omitempty"`
 }
 
 // RetryPolicy says how often and how patiently a call is retried. In a call,
@@ -179,6 +191,7 @@ var catalogKeys = map[string][]string{
 	"auth":        {"type", "in", "name", "headers", "token_url", "client_id", "client_secret", "scopes", "grant", "auth_style"},
 	"retry":       {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
 	"tls":         {"ca_file", "insecure_skip_verify"},
+	"rate_limit":  {"requests", "per", "burst"},
 }
 
 // ParseCatalog reads a catalog from YAML.
@@ -231,7 +244,7 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if err := checkKeys(node, "integration", name, ""); err != nil {
 		return nil, err
 	}
-	for _, sub := range []string{"auth", "retry", "tls"} {
+	for _, sub := range []string{"auth", "retry", "tls", "rate_limit"} {
 		if v := mapValue(node, sub); v != nil {
 			if v.Kind != yaml.MappingNode {
 				return nil, fail(sub, v.Line, "must be a mapping")
@@ -240,9 +253,6 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 				return nil, err
 			}
 		}
-	}
-	if v := mapValue(node, "rate_limit"); v != nil {
-		return nil, fail("rate_limit", v.Line, "fleet-wide rate limits are not implemented in this version of callq; remove the key")
 	}
 	in := &Integration{Name: name}
 	if err := node.Decode(in); err != nil {
@@ -305,6 +315,18 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 		return nil, fail(fe.Field, node.Line, "%s", fe.Message)
 	}
 	in.Retry = DefaultRetryPolicy.Merge(&in.Retry)
+	if rl := in.RateLimit; rl != nil {
+		switch {
+		case rl.Requests < 1:
+			return nil, fail("rate_limit.requests", node.Line, "must be at least 1")
+		case rl.Per.D() < time.Millisecond:
+			return nil, fail("rate_limit.per", node.Line, "must be a duration of at least 1ms")
+		case rl.Burst < 0:
+			return nil, fail("rate_limit.burst", node.Line, "must not be negative")
+		case rl.Burst == 0:
+			rl.Burst = rl.Requests
+		}
+	}
 	if in.DefaultCredential != "" && !ValidID(in.DefaultCredential) {
 		return nil, fail("default_credential", node.Line, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
@@ -111,6 +112,23 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 			Kind: tasks.KindInternal, Message: fmt.Sprintf("all %d attempts were used; the last was interrupted", policy.MaxAttempts)})
 	}
 
+	if in.RateLimit != nil {
+		if wait, err := w.rateLimit(ctx, tenant, call, in); err != nil || wait > 0 {
+			if err != nil {
+				return err // Redis trouble: try later
+			}
+			log.Info().Dur("retry_in", wait).Msg("fleet-wide rate limit reached; call put back without spending an attempt")
+			if version != tasks.CreatedVersion || rec.Attempts > 0 {
+				// A retry marked itself running: say it is waiting again.
+				next := time.Now().Add(wait).UTC()
+				rec.Status, rec.NextAttemptAt = tasks.StatusRetrying, &next
+				if _, err := w.commit(context.WithoutCancel(ctx), rec, version, nil); err != nil && !errors.Is(err, tasks.ErrFinished) {
+					return err
+				}
+			}
+			return &rateLimited{delay: wait}
+		}
+	}
 	out := w.attempt(ctx, tenant, call, in)
 	attemptNo := len(rec.History) + 1
 	entry := tasks.Attempt{Attempt: attemptNo, StartedAt: start.UTC(), DurationMS: out.duration.Milliseconds(), Note: out.note}
@@ -225,6 +243,26 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 	// If this fails, asynq runs the task again; it finds the record
 	// finished and queues the webhook then.
 	return w.enqueueWebhook(context.WithoutCancel(ctx), rec)
+}
+
+// rateLimit takes one request from the integration's fleet-wide limit for
+// this call's credential, or says how long to wait for one.
+func (w *Worker) rateLimit(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (time.Duration, error) {
+	rl := in.RateLimit
+	cred := call.Credential
+	if cred == "" {
+		cred = "-"
+	}
+	// "|" appears in no tenant, integration or credential name.
+	res, err := w.limiter.Allow(ctx, "callq:"+tenant+"|"+in.Name+"|"+cred,
+		redis_rate.Limit{Rate: rl.Requests, Period: rl.Per.D(), Burst: rl.Burst})
+	if err != nil {
+		return 0, fmt.Errorf("rate limit: %w", err)
+	}
+	if res.Allowed > 0 {
+		return 0, nil
+	}
+	return max(res.RetryAfter, time.Millisecond), nil
 }
 
 // commit writes rec over the record as of version. If the record changed

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -184,6 +185,7 @@ type Worker struct {
 	log     zerolog.Logger
 	clients map[string]*http.Client
 	hooks   *http.Client
+	limiter *redis_rate.Limiter
 	// inflight counts running handlers: asynq's Shutdown returns once it
 	// has handed unfinished tasks back, while their handlers may still be
 	// recording the interruption.
@@ -220,6 +222,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		w.clients[in.Name] = client
 	}
 	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
+	w.limiter = redis_rate.NewLimiter(rdb)
 	w.queue = asynq.NewClientFromRedisClient(rdb)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
@@ -228,6 +231,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
 		ShutdownTimeout:          c.ShutdownTimeout,
 		RetryDelayFunc:           retryDelay,
+		IsFailure:                isFailure,
 		Logger:                   NewAsynqLogger(c.Logger),
 		LogLevel:                 asynqLevel(c.Logger.GetLevel()),
 	})
@@ -311,10 +315,28 @@ type retryError struct {
 func (e *retryError) Error() string { return e.err.Error() }
 func (e *retryError) Unwrap() error { return e.err }
 
+// rateLimited puts a call back until the fleet-wide rate limit lets it go,
+// without spending a retry.
+type rateLimited struct{ delay time.Duration }
+
+func (e *rateLimited) Error() string {
+	return fmt.Sprintf("fleet-wide rate limit reached; next try in %s", e.delay)
+}
+
+// isFailure tells asynq which errors spend a retry: all but rate limiting.
+func isFailure(err error) bool {
+	var rl *rateLimited
+	return !errors.As(err, &rl)
+}
+
 func retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	var re *retryError
 	if errors.As(err, &re) {
 		return re.delay
+	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		return rl.delay
 	}
 	// Errors before an attempt (Redis unreachable, say): a short, growing wait.
 	return min(time.Duration(n+1)*time.Second, 30*time.Second)

@@ -120,6 +120,9 @@ integrations:
   tls:
     base_url: %[2]s
     retry: {max_attempts: 3, initial_interval: 50ms}
+  limited:
+    base_url: %[1]s
+    rate_limit: {requests: 2, per: 1s}
   down:
     base_url: http://127.0.0.1:1
     retry: {max_attempts: 2, initial_interval: 50ms, max_interval: 50ms}
@@ -658,4 +661,46 @@ func TestRetriesSpentFailsTheCall(t *testing.T) {
 	require.Equal(t, tasks.StatusFailed, got.Status)
 	require.Equal(t, 1, got.Attempts)
 	require.Contains(t, got.Error.Message, "retries are spent")
+}
+
+// A fleet-wide rate limit holds calls back without spending their attempts:
+// 6 calls at once under 2 per second (burst 2) cannot all reach the
+// upstream in under 2 seconds, and each succeeds on its first attempt.
+func TestRateLimitHoldsCallsWithoutSpendingAttempts(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	id := "ratelimit-" + uid()
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%d", id, i)
+		_, err := e.client.Enqueue(ctx, &tasks.Call{Integration: "limited", Method: "GET", Path: "/anything/rl",
+			CorrelationID: ids[i], Headers: map[string]string{"X-Test-ID": id}})
+		require.NoError(t, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, cid := range ids {
+		rec, err := e.client.Wait(wctx, cid)
+		require.NoError(t, err)
+		require.Equal(t, tasks.StatusSucceeded, rec.Status)
+		require.Equal(t, 1, rec.Attempts, "waiting for the limit spends no attempt")
+	}
+	got := e.up.headers(id)
+	require.Len(t, got, 6)
+	var first, last time.Time
+	for _, cid := range ids {
+		rec, err := e.client.Get(ctx, cid)
+		require.NoError(t, err)
+		at := rec.History[0].StartedAt
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	// GCRA, 2 per second with a burst of 2: the 6th request is allowed 2s
+	// after the first at the earliest.
+	require.GreaterOrEqual(t, last.Sub(first), 1900*time.Millisecond, "the limit held the calls back")
 }
