@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -202,10 +201,12 @@ func (c *Call) Normalize(cat *Catalog, limits *Limits) (*Integration, error) {
 	if !slices.Contains(methods, c.Method) {
 		return nil, fieldErr("method", "must be one of %s, got %q", strings.Join(methods, " "), c.Method)
 	}
-	if err := ValidatePath(c.Path); err != nil {
-		return nil, err
-	}
+	// URL validates the path and checks the joined URL keeps the origin.
 	if _, err := in.URL(c.Path, nil); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return nil, fe
+		}
 		return nil, fieldErr("path", "%v", err)
 	}
 	if err := c.validateQuery(lim); err != nil {
@@ -402,13 +403,3 @@ func validateWebhookURL(raw string) error {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

@@ -160,7 +160,7 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log zerolog.
 
 // openStack parses a production command's flags, connects to Redis and
 // builds the stack; close releases what it opened.
-func openStack(ctx context.Context, name string, args []string, stderr io.Writer, poolSize func(serverConfig) int) (s *stack, close func(), err error) {
+func openStack(ctx context.Context, name string, args []string, stderr io.Writer, poolSize func(serverConfig) int) (s *stack, closeStack func(), err error) {
 	var cfg serverConfig
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfg.flags(fs, "")
