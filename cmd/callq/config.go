@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
 )
 
 // env returns the environment variable name, or def.
@@ -44,6 +45,7 @@ type serverConfig struct {
 	webhookSchedule  string
 	metricsAddr      string
 	sourceRefs       bool
+	shutdownTimeout  time.Duration
 }
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
@@ -55,6 +57,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.DurationVar(&c.resultTTL, "result-ttl", envDuration("CALLQ_RESULT_TTL", tasks.DefaultResultTTL), "how long records live after a call finishes (CALLQ_RESULT_TTL)")
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
 	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(envInt("CALLQ_MAX_RESPONSE_BYTES", 1<<20)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", os.Getenv("CALLQ_WEBHOOK_ALLOW_PRIVATE") == "true", "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")

@@ -124,6 +124,7 @@ func (s *stack) worker() (*worker.Worker, error) {
 		Concurrency:      s.cfg.concurrency,
 		Queues:           s.queues,
 		MaxResponseBytes: s.cfg.maxResponseBytes,
+		ShutdownTimeout:  s.cfg.shutdownTimeout,
 		Logger:           &s.log,
 
 		WebhookSecrets:      s.hooks,
