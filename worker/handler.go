@@ -33,8 +33,8 @@ const userAgent = "callq/1"
 // (returned to asynq in a retryError). It returns nil once the record is
 // terminal, because the record, not asynq's archive, is the truth.
 func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
-	w.inflight.Add(1)
-	defer w.inflight.Done()
+	ctx, stop := w.attemptContext(ctx)
+	defer stop()
 	p, err := tasks.DecodePayload(t.Payload())
 	if err != nil {
 		w.log.Error().Err(err).Msg("dropping a call task whose payload cannot be read")
@@ -130,6 +130,9 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	out := w.attempt(ctx, tenant, call, in)
+	// Cut off: canceled through the API, the task taken back by asynq, or
+	// the drain limit (whatever the attempt made of it).
+	cut := out.err != nil && (out.err.Kind == tasks.KindCanceled || errors.Is(context.Cause(ctx), errDrainLimit))
 	attemptNo := len(rec.History) + 1
 	entry := tasks.Attempt{Attempt: attemptNo, StartedAt: start.UTC(), DurationMS: out.duration.Milliseconds(), Note: out.note}
 	if out.response != nil {
@@ -138,6 +141,9 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	}
 	if out.err != nil {
 		entry.Error = out.err.Message
+	}
+	if cut {
+		entry.Error = w.interruption(ctx)
 	}
 	rec.History = append(rec.History, entry)
 	rec.Attempts = len(rec.History)
@@ -156,17 +162,10 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		ev.Str("outcome", string(tasks.StatusSucceeded)).Msg("attempt")
 		observe(string(tasks.StatusSucceeded))
 		return w.finish(ctx, log, rec, version, mine, tasks.StatusSucceeded, nil)
-	case out.err.Kind == tasks.KindCanceled:
-		// The task's context ended: canceled through the API (the record is
-		// already terminal and this write is refused) or the worker is
-		// shutting down (asynq puts the task back; the next attempt runs).
+	case cut:
 		ev.Str("outcome", "interrupted").Msg("attempt")
 		observe("interrupted")
-		rec.Status, rec.Error = tasks.StatusRetrying, out.err
-		if _, err := w.commit(context.WithoutCancel(ctx), rec, version, mine); err != nil && !errors.Is(err, tasks.ErrFinished) {
-			log.Error().Err(err).Msg("could not record an interrupted attempt")
-		}
-		return ctx.Err()
+		return w.interrupted(ctx, log, rec, version, mine, policy.MaxAttempts, retried)
 	case !out.retry || attemptNo >= policy.MaxAttempts:
 		ev.Str("outcome", string(tasks.StatusFailed)).Msg("attempt")
 		observe(string(tasks.StatusFailed))
@@ -216,6 +215,46 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	return &retryError{delay: delay, err: out.err}
+}
+
+// interruption is the history's note of an attempt cut off before its outcome.
+func (w *Worker) interruption(ctx context.Context) string {
+	why := fmt.Sprintf("worker %s lost the call's task (canceled, or its lease expired)", w.cfg.Name)
+	if errors.Is(context.Cause(ctx), errDrainLimit) {
+		why = fmt.Sprintf("worker %s was shutting down and its drain limit of %s ran out", w.cfg.Name, w.cfg.ShutdownTimeout)
+	}
+	return "attempt interrupted: " + why + "; the upstream may have received the request"
+}
+
+// interrupted records an attempt that was cut off; it counts against the
+// call's attempts like any other. If it was the last, the call fails now.
+// Otherwise the record says retrying and the handler returns an error, so
+// that asynq raises the task's retry count and runs it again at once: the
+// next run then goes through Begin, which sees this attempt, rather than a
+// first attempt's path, which reads nothing and would send the call as if
+// it had never run. A call canceled through the API is terminal already:
+// the write is refused and the record stays canceled.
+func (w *Worker) interrupted(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, mine *tasks.Attempt, maxAttempts, retried int) error {
+	cerr := &tasks.CallError{Kind: tasks.KindInternal, Message: mine.Error}
+	if mine.Attempt >= maxAttempts {
+		cerr.Message = fmt.Sprintf("all %d attempts were used; the last was interrupted", maxAttempts)
+		return w.finish(ctx, log, rec, version, mine, tasks.StatusFailed, cerr)
+	}
+	if maxRetry, ok := asynq.GetMaxRetry(ctx); ok && retried >= maxRetry {
+		cerr.Message = fmt.Sprintf("the last attempt was interrupted and the task's %d retries are spent", maxRetry)
+		return w.finish(ctx, log, rec, version, mine, tasks.StatusFailed, cerr)
+	}
+	now := time.Now().UTC()
+	rec.Status, rec.Error, rec.NextAttemptAt = tasks.StatusRetrying, cerr, &now
+	if _, err := w.commit(context.WithoutCancel(ctx), rec, version, mine); err != nil {
+		if errors.Is(err, tasks.ErrFinished) {
+			return nil // canceled through the API
+		}
+		// The next run finds the record as this attempt began it, and
+		// records the interruption itself (Begin).
+		log.Error().Err(err).Msg("could not record an interrupted attempt")
+	}
+	return &retryError{err: errors.New(mine.Error)}
 }
 
 // finish writes a terminal record.

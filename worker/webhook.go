@@ -91,8 +91,8 @@ func (w *Worker) enqueueWebhook(ctx context.Context, rec *tasks.Record) error {
 // ProcessWebhook is the asynq handler of a delivery: one POST, signed per
 // Standard Webhooks, and the outcome written to the record's webhook block.
 func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
-	w.inflight.Add(1)
-	defer w.inflight.Done()
+	ctx, stop := w.attemptContext(ctx)
+	defer stop()
 	p, err := tasks.DecodeWebhookPayload(t.Payload())
 	if err != nil {
 		w.log.Error().Err(err).Msg("dropping a webhook task whose payload cannot be read")

@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -53,8 +53,11 @@ type Config struct {
 	// are due are moved to their queue. Default 250ms (asynq's is 5s, which
 	// would make a 1s backoff up to 6s).
 	DelayedTaskCheckInterval time.Duration
-	// ShutdownTimeout is how long Shutdown waits for calls in flight before
-	// handing them back to the queue. Default 30s.
+	// ShutdownTimeout is the drain limit: how long Shutdown lets calls in
+	// flight run. Calls still running then are interrupted: the attempt is
+	// recorded as interrupted and counts against max_attempts, and the call
+	// goes back to its queue at once, or fails if that was its last attempt.
+	// Default 30s (CALLQ_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 	// CheckRetry classifies outcomes. Default DefaultCheckRetry.
 	CheckRetry CheckRetry
@@ -92,6 +95,21 @@ const (
 	DefaultShutdownTimeout          = 30 * time.Second
 )
 
+// drainGrace is how long Shutdown waits, after the drain limit, for the
+// handlers it interrupted to record their attempts (one Redis write each).
+const drainGrace = 5 * time.Second
+
+// asynqShutdownTimeout is asynq's own drain limit, set beyond reach: when it
+// runs out asynq puts unfinished tasks back without raising their retry
+// count, so the next run would take a first attempt's path (which reads
+// nothing) and send the call again. callq enforces its own limit instead
+// (Shutdown), and every way a call's task runs again after an attempt began
+// raises asynq's retry count: a handler's error, or lease recovery.
+const asynqShutdownTimeout = time.Duration(math.MaxInt64)
+
+// errDrainLimit is the cause of the attempts Shutdown interrupts.
+var errDrainLimit = errors.New("the worker's drain limit ran out")
+
 // DefaultQueues are the queue priorities used unless CALLQ_QUEUES says
 // otherwise.
 var DefaultQueues = map[string]int{"critical": 6, "default": 3, "low": 1}
@@ -112,6 +130,8 @@ func (c *Config) validate() error {
 		return errors.New("WebhookTimeout must not be negative.")
 	case c.MaxResponseBytes < 0:
 		return errors.New("MaxResponseBytes must not be negative.")
+	case c.ShutdownTimeout < 0:
+		return errors.New("ShutdownTimeout must not be negative.")
 	}
 	for q, p := range c.Queues {
 		if p < 1 {
@@ -186,10 +206,10 @@ type Worker struct {
 	clients map[string]*http.Client
 	hooks   *http.Client
 	limiter *redis_rate.Limiter
-	// inflight counts running handlers: asynq's Shutdown returns once it
-	// has handed unfinished tasks back, while their handlers may still be
-	// recording the interruption.
-	inflight sync.WaitGroup
+	// drain ends when Shutdown's drain limit runs out; every handler's
+	// context ends with it (attemptContext).
+	drain        context.Context
+	stopHandlers context.CancelCauseFunc
 }
 
 // New returns a Worker over rdb. It does not start it.
@@ -210,6 +230,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		c.OAuth = o
 	}
 	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{}}
+	w.drain, w.stopHandlers = context.WithCancelCause(context.Background())
 	if o, ok := rdb.(interface{ Options() *redis.Options }); ok && o.Options().PoolSize < RedisPoolSize(c.Concurrency) {
 		w.log.Warn().Int("pool_size", o.Options().PoolSize).Int("want", RedisPoolSize(c.Concurrency)).
 			Msg("the Redis pool is smaller than the worker's concurrency needs; calls will wait for connections (see worker.RedisPoolSize)")
@@ -229,7 +250,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		Queues:                   c.Queues,
 		TaskCheckInterval:        c.TaskCheckInterval,
 		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
-		ShutdownTimeout:          c.ShutdownTimeout,
+		ShutdownTimeout:          asynqShutdownTimeout,
 		RetryDelayFunc:           retryDelay,
 		IsFailure:                isFailure,
 		Logger:                   NewAsynqLogger(c.Logger),
@@ -246,19 +267,36 @@ func (w *Worker) Start() error {
 	return w.srv.Start(mux)
 }
 
-// Shutdown stops taking calls and waits up to ShutdownTimeout for those in
-// flight; calls still running then go back to their queue (at least once),
-// and Shutdown waits a few seconds more for their handlers to record the
-// interruption, so the caller may close Redis after it.
+// Shutdown stops taking calls and lets those in flight run up to
+// ShutdownTimeout. Then it interrupts the rest: each records its attempt as
+// interrupted and returns an error, so asynq raises the task's retry count
+// and another worker takes it up at once (or the call fails, if that was
+// its last attempt). Shutdown returns when every handler has returned, so
+// the caller may close Redis, or drainGrace after the limit: a handler
+// still running then (Redis too slow to take its write) keeps its task,
+// which asynq's lease recovery hands to another worker once this process
+// has exited, raising the retry count too.
 func (w *Worker) Shutdown() {
-	w.srv.Shutdown()
+	limit := time.AfterFunc(w.cfg.ShutdownTimeout, func() { w.stopHandlers(errDrainLimit) })
+	defer limit.Stop()
 	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
+	go func() { w.srv.Shutdown(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
-		w.log.Warn().Msg("handlers still running 5s after shutdown")
+	case <-time.After(w.cfg.ShutdownTimeout + drainGrace):
+		w.log.Warn().Dur("drain_limit", w.cfg.ShutdownTimeout).
+			Msg("handlers still running after the drain limit and grace; their calls are left to asynq's lease recovery")
 	}
+}
+
+// attemptContext is the context a handler runs under: asynq's, ended also
+// by Shutdown's drain limit, with errDrainLimit as its cause. asynq's own
+// context is not canceled, so asynq waits for the handler's error rather
+// than retrying the task while the handler still records its attempt.
+func (w *Worker) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	actx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(w.drain, func() { cancel(context.Cause(w.drain)) })
+	return actx, func() { stop(); cancel(nil) }
 }
 
 // Run starts the worker and shuts it down when ctx ends.
@@ -332,7 +370,7 @@ func isFailure(err error) bool {
 func retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	var re *retryError
 	if errors.As(err, &re) {
-		return re.delay
+		return re.delay // zero for an interrupted attempt: at once
 	}
 	var rl *rateLimited
 	if errors.As(err, &rl) {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -465,16 +466,21 @@ func (d *deployment) do(method, path string, body any, out any) int {
 }
 
 // enqueue POSTs one GET /slow call, the ID also sent upstream as X-Test-Call.
-func (d *deployment) enqueue(id string) {
+func (d *deployment) enqueue(id string) { d.t.Helper(); d.enqueueWith(id, nil) }
+
+// enqueueWith is enqueue with more fields of the call (retry, timeout...).
+func (d *deployment) enqueueWith(id string, fields map[string]any) {
 	d.t.Helper()
 	var ans struct {
 		CorrelationID string `json:"correlation_id"`
 		Status        string `json:"status"`
 	}
-	code := d.do(http.MethodPost, "/v1/calls", map[string]any{
+	call := map[string]any{
 		"integration": "slow", "method": "GET", "path": "/slow",
 		"headers": map[string]string{"X-Test-Call": id}, "correlation_id": id,
-	}, &ans)
+	}
+	maps.Copy(call, fields)
+	code := d.do(http.MethodPost, "/v1/calls", call, &ans)
 	require.Equal(d.t, http.StatusAccepted, code, "enqueue %s", id)
 	require.Equal(d.t, id, ans.CorrelationID)
 	require.Equal(d.t, "queued", ans.Status)
