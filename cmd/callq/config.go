@@ -135,10 +135,9 @@ func (c *serverConfig) logger(w io.Writer) (zerolog.Logger, error) {
 func openRedis(ctx context.Context, rawURL string, poolSize int) (redis.UniversalClient, error) {
 	var rdb redis.UniversalClient
 	if addrs := os.Getenv("CALLQ_REDIS_CLUSTER_ADDRS"); addrs != "" {
-		opt := &redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: poolSize}
-		if u, err := url.Parse(rawURL); err == nil && u.User != nil {
-			opt.Username = u.User.Username()
-			opt.Password, _ = u.User.Password()
+		opt, err := clusterOptions(rawURL, addrs, poolSize)
+		if err != nil {
+			return nil, err
 		}
 		rdb = redis.NewClusterClient(opt)
 	} else {
@@ -188,8 +187,57 @@ func parseRedisURL(raw string, poolSize int) (redis.UniversalClient, error) {
 		opt.Username = u.User.Username()
 		opt.Password, _ = u.User.Password()
 	}
-	opt.SentinelPassword = u.Query().Get("sentinel_password")
+	q := u.Query()
+	opt.SentinelPassword = q.Get("sentinel_password")
+	q.Del("sentinel_password")
+	c, err := connSettings(q)
+	if err != nil {
+		return nil, err
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = c.DialTimeout, c.ReadTimeout, c.WriteTimeout, c.PoolTimeout
+	opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = c.MaxRetries, c.MinRetryBackoff, c.MaxRetryBackoff
+	if c.PoolSize > 0 {
+		opt.PoolSize = c.PoolSize
+	}
 	return redis.NewFailoverClient(opt), nil
+}
+
+// clusterOptions is a cluster client's options: the nodes of
+// CALLQ_REDIS_CLUSTER_ADDRS, with REDIS_URL's user, password and
+// connection settings.
+func clusterOptions(rawURL, addrs string, poolSize int) (*redis.ClusterOptions, error) {
+	opt := &redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: poolSize}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return opt, nil // REDIS_URL is not used for the nodes
+	}
+	if u.User != nil {
+		opt.Username = u.User.Username()
+		opt.Password, _ = u.User.Password()
+	}
+	c, err := connSettings(u.Query())
+	if err != nil {
+		return nil, err
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = c.DialTimeout, c.ReadTimeout, c.WriteTimeout, c.PoolTimeout
+	opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = c.MaxRetries, c.MinRetryBackoff, c.MaxRetryBackoff
+	if c.PoolSize > 0 {
+		opt.PoolSize = c.PoolSize
+	}
+	return opt, nil
+}
+
+// connSettings reads the connection settings of REDIS_URL's query
+// (dial_timeout, read_timeout, write_timeout, pool_timeout, max_retries,
+// min_retry_backoff, max_retry_backoff, pool_size) the way go-redis reads
+// them for redis://, so that the sentinel and cluster forms take them too.
+// They bound how long a request waits on a Redis that does not answer.
+func connSettings(q url.Values) (*redis.Options, error) {
+	o, err := redis.ParseURL("redis://localhost/?" + q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return o, nil
 }
 
 // redactURL hides a password in a Redis URL.

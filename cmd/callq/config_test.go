@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -24,8 +25,8 @@ func TestParseRedisURL(t *testing.T) {
 	require.Equal(t, "user", opt.Username)
 	require.Equal(t, 9, opt.PoolSize, "a pool_size in the URL wins")
 
-	// Sentinel: a failover client; its options are not exposed, so check
-	// that it was built and that bad forms are refused.
+	// Sentinel: a failover client (its options are the master's), and bad
+	// forms are refused.
 	c, err = parseRedisURL("redis-sentinel://:pw@s1:26379,s2:26379/mymaster/3?sentinel_password=sp", 0)
 	require.NoError(t, err)
 	require.NotNil(t, c)
@@ -35,6 +36,35 @@ func TestParseRedisURL(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 	require.Equal(t, "redis://:xxxxx@h:1/0", redactURL("redis://:secretpw@h:1/0"))
+
+	// Timeouts in the query bound how long a request waits on a Redis that
+	// does not answer, in every form (TestProcessRedisTimeoutsBoundAPILatency).
+	const q = "read_timeout=750ms&write_timeout=1s&dial_timeout=2s&pool_timeout=3s&max_retries=1&pool_size=7"
+	for _, raw := range []string{"redis://h:1/0?" + q, "redis-sentinel://s1:26379/mymaster?sentinel_password=sp&" + q} {
+		c, err := parseRedisURL(raw, 70)
+		require.NoError(t, err, raw)
+		opt := c.(*redis.Client).Options()
+		require.Equal(t, 750*time.Millisecond, opt.ReadTimeout, raw)
+		require.Equal(t, time.Second, opt.WriteTimeout, raw)
+		require.Equal(t, 2*time.Second, opt.DialTimeout, raw)
+		require.Equal(t, 3*time.Second, opt.PoolTimeout, raw)
+		require.Equal(t, 1, opt.MaxRetries, raw)
+		require.Equal(t, 7, opt.PoolSize, raw)
+		_ = c.Close()
+	}
+	copt, err := clusterOptions("redis://u:pw@ignored:1/0?"+q, "n1:7000,n2:7000", 70)
+	require.NoError(t, err)
+	require.Equal(t, []string{"n1:7000", "n2:7000"}, copt.Addrs)
+	require.Equal(t, "pw", copt.Password)
+	require.Equal(t, 750*time.Millisecond, copt.ReadTimeout)
+	require.Equal(t, 1, copt.MaxRetries)
+	require.Equal(t, 7, copt.PoolSize)
+	for _, bad := range []string{"read_timeout=soon", "reed_timeout=1s"} {
+		_, err := parseRedisURL("redis-sentinel://s1:26379/m?"+bad, 0)
+		require.Error(t, err, bad)
+		_, err = clusterOptions("redis://h:1/0?"+bad, "n1:7000", 0)
+		require.Error(t, err, bad)
+	}
 	require.NotContains(t, redactURL("redis-sentinel://s1:26379/m?sentinel_password=sp-secret"), "sp-secret")
 }
 
