@@ -21,8 +21,7 @@ import (
 func TestProcessDrainLimitInterruptsWithoutResending(t *testing.T) {
 	t.Parallel()
 	const drainLimit = time.Second
-	d := deploy(t, 4*drainLimit, fmt.Sprintf("CALLQ_SHUTDOWN_TIMEOUT=%s", drainLimit))
-	w1 := d.startWorker()
+	d := deploy(t, 5*drainLimit, fmt.Sprintf("CALLQ_SHUTDOWN_TIMEOUT=%s", drainLimit))
 
 	const n = 8 // of each kind; both kinds fit worker1's concurrency of 20
 	var once, twice []string
@@ -34,7 +33,9 @@ func TestProcessDrainLimitInterruptsWithoutResending(t *testing.T) {
 	}
 	ids := append(append([]string{}, once...), twice...)
 
-	// Every call at the upstream, all of them held by worker1.
+	// Every call at the upstream at about the same time, all of them held
+	// by worker1.
+	w1 := d.startWorker()
 	deadline := time.Now().Add(20 * time.Second)
 	for d.up.count() < len(ids) {
 		if w1.exited() {
