@@ -17,7 +17,7 @@ func TestWebhookWrappedPrivateAddressesRefusedAtEnqueue(t *testing.T) {
 		"[::127.0.0.1]", "[::10.0.0.1]", "[::169.254.169.254]", // IPv4-compatible
 		"[::ffff:0:127.0.0.1]", "[::ffff:0:192.168.0.1]", // SIIT
 		"[64:ff9b:1::a9fe:a9fe]", "[64:ff9b:1:7f00:0:100::]", // local-use NAT64
-		"[2001:0:4136:e378:8000:63bf:f5ff:fffe]", // Teredo to 10.0.0.1
+		"[2001:0:4136:e378:8000:63bf:f5ff:fffe]",  // Teredo to 10.0.0.1
 		"[2002:7f00:1::1]", "[2002:a9fe:a9fe::1]", // 6to4
 		"[64:ff9b::a9fe:a9fe]", "[::ffff:127.0.0.1]", "127.0.0.1", "localhost",
 	} {
