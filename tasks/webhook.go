@@ -5,11 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/hibiken/asynq"
 	"net/netip"
 	"time"
-
-	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 )
 
 // Webhook delivery: the task type, its queue, its payload and the rule on
@@ -54,10 +52,20 @@ func WebhookEventID(rec *Record) string {
 	return "msg_" + hex.EncodeToString(sum[:12])
 }
 
-// NewWebhookTask builds the delivery task of a finished call's webhook. The
-// first delivery has a task ID derived from the call, so enqueueing it twice
-// (a worker retrying after a crash) queues it once; a redelivery gets a
-// fresh one.
+// WebhookTaskID is the asynq task ID of the first delivery of a call's
+// webhook, or of its redelivery. Both are derived from the call, and asynq
+// refuses a second task under an ID while the first is queued, scheduled,
+// running or retrying: a worker queueing the first delivery again after a
+// crash queues nothing, and at most one redelivery is pending at a time.
+func WebhookTaskID(rec *Record, redelivery bool) string {
+	if redelivery {
+		return "webhook-redelivery:" + TaskID(rec.Tenant, rec.CorrelationID) + ":" + WebhookEventID(rec)
+	}
+	return "webhook:" + TaskID(rec.Tenant, rec.CorrelationID)
+}
+
+// NewWebhookTask builds the delivery task of a finished call's webhook,
+// under WebhookTaskID.
 func NewWebhookTask(rec *Record, redelivery bool) (*asynq.Task, error) {
 	if rec.Webhook == nil || !rec.Status.Terminal() {
 		return nil, fmt.Errorf("call %q has no webhook to deliver or has not finished", rec.CorrelationID)
@@ -77,11 +85,7 @@ func NewWebhookTask(rec *Record, redelivery bool) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := "webhook:" + TaskID(rec.Tenant, rec.CorrelationID)
-	if redelivery {
-		id += ":" + uuid.NewString()
-	}
-	return asynq.NewTask(TypeWebhook, p, asynq.TaskID(id), asynq.Queue(WebhookQueue),
+	return asynq.NewTask(TypeWebhook, p, asynq.TaskID(WebhookTaskID(rec, redelivery)), asynq.Queue(WebhookQueue),
 		asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(time.Minute)), nil
 }
 
