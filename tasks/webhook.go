@@ -5,9 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/hibiken/asynq"
 	"net/netip"
 	"time"
+
+	"github.com/hibiken/asynq"
 )
 
 // Webhook delivery: the task type, its queue, its payload and the rule on
@@ -174,7 +175,7 @@ func classifyAddr(ip netip.Addr) string {
 		return "local-use NAT64 (64:ff9b:1::/48), which is not globally reachable"
 	case teredo.Contains(ip):
 		client := netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
-		return fmt.Sprintf("a Teredo (2001::/32) tunnel to %s; Teredo is refused whatever it carries", client)
+		return fmt.Sprintf("a Teredo (2001::/32) tunnel to %s, refused whatever it carries", client)
 	}
 	for _, c := range ipv4Carriers {
 		if !c.prefix.Contains(ip) {
@@ -184,7 +185,6 @@ func classifyAddr(ip netip.Addr) string {
 		if what := classifyAddr(v4); what != "" {
 			return fmt.Sprintf("the %s of %s, which is %s", c.form, v4, what)
 		}
-		return ""
 	}
 	return ""
 }
