@@ -28,6 +28,9 @@ var (
 	ErrNotFinished = errors.New("producer: the call has not finished")
 	// ErrNoWebhook: the call was enqueued without a webhook.
 	ErrNoWebhook = errors.New("producer: the call has no webhook")
+	// ErrRedeliveryPending: a redelivery of the call's webhook is already
+	// queued, running or being retried.
+	ErrRedeliveryPending = errors.New("producer: a redelivery of the call's webhook is already pending")
 )
 
 // Config configures a Client.
@@ -198,25 +201,33 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 }
 
 func (c *Client) enqueueTask(ctx context.Context, task *asynq.Task, call *tasks.Call) error {
+	// A live task under the call's ID is this call's own: nothing to do.
+	_, err := c.enqueueOrReplace(ctx, task, call.Queue, tasks.TaskID(c.tenant, call.CorrelationID))
+	return err
+}
+
+// enqueueOrReplace queues task under id. If a task holds id already, it
+// answers false, unless that task is finished with (archived or completed:
+// a leftover of an earlier call whose record expired, or a delivery asynq
+// gave up on), which it replaces. asynq refuses a second live task under
+// one ID atomically; replacing a finished one is two steps, which two
+// concurrent callers may both take.
+func (c *Client) enqueueOrReplace(ctx context.Context, task *asynq.Task, queue, id string) (bool, error) {
 	_, err := c.asynq.EnqueueContext(ctx, task)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		// The task exists. If it is a leftover of an earlier call whose
-		// record has expired (archived, say), it is not this call's: replace
-		// it. A pending or running one is this call's own.
-		id := tasks.TaskID(c.tenant, call.CorrelationID)
-		info, ierr := c.inspector.GetTaskInfo(call.Queue, id)
+		info, ierr := c.inspector.GetTaskInfo(queue, id)
 		if ierr != nil || info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
-			return nil
+			return false, nil
 		}
-		if derr := c.inspector.DeleteTask(call.Queue, id); derr != nil {
-			return fmt.Errorf("replace a stale task: %w", derr)
+		if derr := c.inspector.DeleteTask(queue, id); derr != nil {
+			return false, fmt.Errorf("replace a stale task: %w", derr)
 		}
 		_, err = c.asynq.EnqueueContext(ctx, task)
 	}
 	if err != nil {
-		return fmt.Errorf("enqueue: %w", err)
+		return false, fmt.Errorf("enqueue: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // Get returns the record of a call.
@@ -304,7 +315,10 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 }
 
 // RedeliverWebhook queues a fresh delivery of a finished call's webhook,
-// with the same webhook-id and body as the first.
+// with the same webhook-id and body as the first. It returns
+// ErrRedeliveryPending while an earlier redelivery is queued, running or
+// being retried: asynq's task ID (tasks.WebhookTaskID) makes that check and
+// the queueing one step, so of two concurrent requests exactly one queues.
 func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record, error) {
 	rec, err := c.Get(ctx, id)
 	if err != nil {
@@ -320,14 +334,18 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 	if err != nil {
 		return nil, err
 	}
-	// Pending first: a fast delivery must not be overwritten by it.
-	rec.Webhook = &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
-	if err := c.cfg.Records.SetWebhook(ctx, c.tenant, id, rec.Webhook); err != nil {
-		return nil, err
+	pending := &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
+	err = c.cfg.Records.ReplaceWebhook(ctx, c.tenant, id, pending, func() error {
+		queued, err := c.enqueueOrReplace(ctx, task, tasks.WebhookQueue, tasks.WebhookTaskID(rec, true))
+		if err == nil && !queued {
+			return ErrRedeliveryPending
+		}
+		return err
+	})
+	if err != nil {
+		return rec, err
 	}
-	if _, err := c.asynq.EnqueueContext(ctx, task); err != nil {
-		return nil, fmt.Errorf("enqueue webhook: %w", err)
-	}
+	rec.Webhook = pending
 	return rec, nil
 }
 

@@ -558,6 +558,8 @@ func (h *handler) redeliverWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q was enqueued without a webhook", rec.CorrelationID)})
 	case errors.Is(err, ErrNotFinished):
 		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q has not finished (%s); its webhook is sent when it does", rec.CorrelationID, rec.Status)})
+	case errors.Is(err, ErrRedeliveryPending):
+		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("a redelivery of call %q's webhook is already pending; its outcome shows in the record's webhook block", rec.CorrelationID)})
 	default:
 		h.answerRecord(w, r, rec, err, http.StatusAccepted)
 	}

@@ -63,8 +63,9 @@ type env struct {
 }
 
 type setupConfig struct {
-	limits  *tasks.Limits
-	handler producer.HandlerConfig
+	limits   *tasks.Limits
+	webhooks bool
+	handler  producer.HandlerConfig
 }
 
 type setupOption func(*setupConfig)
@@ -79,6 +80,11 @@ func withMaxBodyBytes(n int64) setupOption {
 
 func withReady(fn func(context.Context) error) setupOption {
 	return func(c *setupConfig) { c.handler.Ready = fn }
+}
+
+// withWebhooks accepts calls with a webhook, as with CALLQ_WEBHOOK_SECRET set.
+func withWebhooks() setupOption {
+	return func(c *setupConfig) { c.webhooks = true }
 }
 
 func withSourceRefs() setupOption {
@@ -110,7 +116,8 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	require.NoError(tb, err)
 	keys := auth.NewKeyStore(rdb, "")
 
-	client, err := producer.NewClient(rdb, "default", &producer.Config{Catalog: cat, Records: records, Limits: sc.limits})
+	client, err := producer.NewClient(rdb, "default", &producer.Config{Catalog: cat, Records: records, Limits: sc.limits,
+		WebhooksEnabled: sc.webhooks})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = client.Close() })
 

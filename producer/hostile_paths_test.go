@@ -3,6 +3,8 @@ package producer_test
 import (
 	"net/http"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // Every way a path might leave the integration's origin, refused over HTTP
@@ -19,6 +21,7 @@ func TestHostilePathsRefusedWith400(t *testing.T) {
 		"/%252e%252e/admin", "/%252f%252fevil.example", "/%25%32%65",
 		"/\u2215\u2215evil.example", "/\uff0e\uff0e/admin", "/%E2%88%95%E2%88%95evil.example",
 		"/%EF%BC%8F%EF%BC%8Fevil.example", "/%EF%BC%8E%EF%BC%8E/admin", "/%E2%80%A4%E2%80%A4/admin",
+		"/%EF%B8%B0/admin", "/x%E2%81%87", "/x%EF%B8%96y=1", "/http%E2%A9%B4//evil.example", "/%E2%92%88/admin",
 		"/x?api_key=mine", "/x#frag", "/caf\u00e9", "/%c0%ae%c0%ae/admin", "/http://evil.example",
 		"",
 	}
@@ -32,5 +35,17 @@ func TestHostilePathsRefusedWith400(t *testing.T) {
 			continue
 		}
 		requireError(t, r, http.StatusBadRequest, "invalid_field", "path")
+	}
+}
+
+// Encoded "/", "?", "#" and "%" are data inside a segment, and encoded
+// non-ASCII text is fine: the positive control of the refusals above.
+func TestEncodedSyntaxInsideASegmentAccepted(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, p := range []string{"/projects/group%2Fproject", "/files/a%3Fb%23c", "/tags/100%25", "/caf%C3%A9", "/users/@me"} {
+		r := e.post(t, call(map[string]any{"path": p}))
+		require.Equal(t, http.StatusAccepted, r.Status, "path %q: %s", p, r.Body)
+		require.Equal(t, p, e.get(t, r.JSON(t)["correlation_id"].(string)).Record(t).Path, "kept as sent")
 	}
 }

@@ -131,6 +131,15 @@ func TestNormalizeRefuses(t *testing.T) {
 		{name: "retry negative max_elapsed", edit: func(c *tasks.Call) {
 			c.Retry = &tasks.RetryPolicy{MaxElapsed: tasks.Duration(-time.Second)}
 		}, field: "retry.max_elapsed"},
+		{name: "retry max_interval above 24h", edit: func(c *tasks.Call) {
+			c.Retry = &tasks.RetryPolicy{MaxInterval: tasks.Duration(tasks.MaxRetryInterval + time.Second)}
+		}, field: "retry.max_interval"},
+		{name: "retry max_interval a million hours", edit: func(c *tasks.Call) {
+			c.Retry = &tasks.RetryPolicy{MaxInterval: tasks.Duration(1e6 * time.Hour)}
+		}, field: "retry.max_interval"},
+		{name: "retry max_elapsed above 7 days", edit: func(c *tasks.Call) {
+			c.Retry = &tasks.RetryPolicy{MaxElapsed: tasks.Duration(tasks.MaxRetryElapsed + time.Second)}
+		}, field: "retry.max_elapsed"},
 		{name: "webhook without URL", edit: func(c *tasks.Call) { c.Webhook = &tasks.Webhook{} }, field: "webhook.url"},
 		{name: "webhook ftp URL", edit: func(c *tasks.Call) { c.Webhook = &tasks.Webhook{URL: "ftp://svc.example/hook"} }, field: "webhook.url"},
 		{name: "webhook relative URL", edit: func(c *tasks.Call) { c.Webhook = &tasks.Webhook{URL: "/hooks/callq"} }, field: "webhook.url"},
@@ -199,6 +208,9 @@ func TestNormalizeAccepts(t *testing.T) {
 		}},
 		{name: "retry max_attempts 0 inherits", edit: func(c *tasks.Call) { c.Retry = &tasks.RetryPolicy{MaxAttempts: 0} }},
 		{name: "retry max_attempts 25", edit: func(c *tasks.Call) { c.Retry = &tasks.RetryPolicy{MaxAttempts: 25, Multiplier: 1} }},
+		{name: "retry at the interval and elapsed limits", edit: func(c *tasks.Call) {
+			c.Retry = &tasks.RetryPolicy{MaxInterval: tasks.Duration(24 * time.Hour), MaxElapsed: tasks.Duration(7 * 24 * time.Hour)}
+		}},
 		{name: "webhook http", edit: func(c *tasks.Call) { c.Webhook = &tasks.Webhook{URL: "http://svc.example:8080/hooks/callq?x=1"} }},
 		{name: "correlation id charset", edit: func(c *tasks.Call) { c.CorrelationID = "Order_981.v2:a-b" }},
 		{name: "query values", edit: func(c *tasks.Call) { c.Query = tasks.Query{"since": {"364"}, "id": {"1", "2"}} }},

@@ -79,6 +79,16 @@ const (
 	DefaultMaxTimeout = 30 * time.Second
 )
 
+// Limits of a retry policy, in the catalog and in a call. A call is kept
+// while it waits (its record's TTL grows with the wait) and asynq schedules
+// the wait: a policy of months would keep both for months.
+const (
+	// MaxRetryInterval bounds retry.max_interval.
+	MaxRetryInterval = 24 * time.Hour
+	// MaxRetryElapsed bounds retry.max_elapsed.
+	MaxRetryElapsed = 7 * 24 * time.Hour
+)
+
 // DefaultRetryPolicy is the policy of an integration whose catalog entry
 // sets none.
 var DefaultRetryPolicy = RetryPolicy{
@@ -120,10 +130,14 @@ func (p *RetryPolicy) validate(prefix string, partial bool) error {
 		return fieldErr(prefix+".initial_interval", "must not be negative")
 	case p.MaxInterval < 0:
 		return fieldErr(prefix+".max_interval", "must not be negative")
+	case p.MaxInterval.D() > MaxRetryInterval:
+		return fieldErr(prefix+".max_interval", "%s is above the limit of %s", p.MaxInterval, MaxRetryInterval)
 	case p.Multiplier != 0 && p.Multiplier < 1:
 		return fieldErr(prefix+".multiplier", "must be at least 1")
 	case p.MaxElapsed < 0:
 		return fieldErr(prefix+".max_elapsed", "must not be negative")
+	case p.MaxElapsed.D() > MaxRetryElapsed:
+		return fieldErr(prefix+".max_elapsed", "%s is above the limit of %s", p.MaxElapsed, MaxRetryElapsed)
 	}
 	return nil
 }

@@ -6,33 +6,30 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 var doubleEncoded = regexp.MustCompile(`%[0-9A-Fa-f]{2}`)
 
-// lookalikes are characters that some servers and proxies fold into URL
-// syntax (NFKC and friends): fullwidth and mathematical slashes, dots,
-// colons, at signs, question and number signs. A path may not carry them,
-// decoded or not, so no hop between callq and the upstream can turn them into
-// a different origin or a different path.
-var lookalikes = []rune{
-	'\u2215', '\u2044', '\u2571', '\u29F8', '\uFF0F', '\u2216', '\u29F5', '\u29F9', '\uFE68', '\uFF3C', // slashes
-	'\u2024', '\u2025', '\u2026', '\uFE52', '\uFF0E', '\u3002', '\uFF61', // dots
-	'\uFF1A', '\uFE55', '\uFE13', '\u2236', // colons
-	'\uFF20', '\uFE6B', // at signs
-	'\uFF1F', '\uFE56', '\uFF03', '\uFE5F', // ? and #
-	'\u2100', '\u2101', '\u2105', '\u2106', // a/c, a/s, c/o, c/u: fold to a slash
-	'\uFF05', '\uFE6A', // percent signs: fold into a second encoding
-}
+// urlSyntax is what a path may not gain when some hop between callq and the
+// upstream normalises it: NFKC (or IDNA, which applies it) turns U+FF0F
+// into "/", U+FE30 into ".." and U+2047 into "??".
+const urlSyntax = `/.?#:@\%`
 
-// lookalikeSet is lookalikes as a string, built once for ContainsRune.
-var lookalikeSet = string(lookalikes)
+// unfoldedLookalikes render as URL syntax but NFKC leaves them alone: the
+// division, fraction and box-drawing slashes and backslashes, the ratio
+// sign, and the ideographic full stops IDNA maps to ".". Refused all the
+// same.
+const unfoldedLookalikes = "\u2215\u2044\u2571\u29F8\u2216\u29F5\u29F9\u2236\u3002\uFF61"
 
 // ValidatePath checks that p is a path relative to an integration's base URL
 // that cannot leave its origin: it must begin with a single "/", be ASCII
 // (percent-encode anything else), and hold no scheme, authority, backslash,
-// control character, fragment, query string, double encoding, look-alike of
-// URL syntax, or ".." that climbs above the base path. Refusing at enqueue
+// control character, fragment, query string, double encoding, character
+// whose NFKC form holds URL syntax (or other look-alike of it), or ".." that
+// climbs above the base path. Encoded "/", "?" and "#" (%2F, %3F, %23) are
+// data inside a segment and stay encoded. Refusing at enqueue
 // means credentials reach only their own integration.
 func ValidatePath(p string) error {
 	bad := func(format string, args ...any) error { return fieldErr("path", format, args...) }
@@ -77,8 +74,12 @@ func ValidatePath(p string) error {
 			return bad("must not contain encoded control characters")
 		case r == '\\':
 			return bad("must not contain an encoded backslash")
-		case strings.ContainsRune(lookalikeSet, r):
+		case r < utf8.RuneSelf:
+			// ASCII decoded from %2F, %3F, %23...: data inside a segment.
+		case strings.ContainsRune(unfoldedLookalikes, r):
 			return bad("must not contain %U, which looks like URL syntax", r)
+		case strings.ContainsAny(norm.NFKC.String(string(r)), urlSyntax):
+			return bad("must not contain %U, which NFKC turns into %q", r, norm.NFKC.String(string(r)))
 		}
 	}
 	// A scheme or authority smuggled into the first segment ("/http:...")

@@ -2,11 +2,16 @@ package tasks_test
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/callq/callq/tasks"
 )
@@ -64,6 +69,19 @@ var hostilePaths = []struct {
 	{name: "encoded fullwidth at U+FF20", path: "/%EF%BC%A0evil.com"},
 	{name: "encoded fullwidth colon U+FF1A", path: "/%EF%BC%9Aevil"},
 	{name: "encoded fullwidth backslash U+FF3C", path: "/%EF%BC%BCevil"},
+	// NFKC folds each of these into URL syntax; a hand list missed them.
+	{name: "encoded vertical two dot leader U+FE30", path: "/%EF%B8%B0/admin"},
+	{name: "encoded vertical question mark U+FE16", path: "/a%EF%B8%96b=1"},
+	{name: "encoded double question mark U+2047", path: "/a%E2%81%87"},
+	{name: "encoded question exclamation U+2048", path: "/a%E2%81%88"},
+	{name: "encoded exclamation question U+2049", path: "/a%E2%81%89"},
+	{name: "encoded double colon equals U+2A74", path: "/http%E2%A9%B4//evil.com"},
+	{name: "encoded digit full stop U+2488", path: "/%E2%92%88%E2%92%88/admin"},
+	{name: "encoded vertical ellipsis U+FE19", path: "/%EF%B8%99/admin"},
+	{name: "encoded digit zero full stop U+1F100", path: "/%F0%9F%84%80"},
+	// Look-alikes NFKC leaves as they are, refused all the same.
+	{name: "encoded division slash U+2215 alone", path: "/a%E2%88%95b"},
+	{name: "encoded ideographic full stop U+3002", path: "/%E3%80%82%E3%80%82/admin"},
 	{name: "query string", path: "/a?b=1"},
 	{name: "fragment", path: "/a#frag"},
 	{name: "raw non-ASCII", path: "/café"},
@@ -195,4 +213,65 @@ func TestIntegrationBaseIsACopy(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "https://api.example.com/v2/repos", u.String())
 	require.Equal(t, "api.example.com", in.Base().Host)
+}
+
+// percentEncode encodes every byte of s as %XX.
+func percentEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, 3*len(s))
+	for i := 0; i < len(s); i++ {
+		b = append(b, '%', hex[s[i]>>4], hex[s[i]&15])
+	}
+	return string(b)
+}
+
+// TestValidatePathRefusesEveryNFKCFoldOfURLSyntax sweeps all of Unicode: an
+// encoded character is refused exactly when its NFKC form holds any of
+// "/ . ? # : @ \ %" (as norm computes it here), or it is one of the few
+// look-alikes NFKC leaves alone. A hop that normalises the decoded path
+// (NFKC, IDNA) could otherwise turn data into syntax.
+func TestValidatePathRefusesEveryNFKCFoldOfURLSyntax(t *testing.T) {
+	t.Parallel()
+	unfolded := []rune{'\u2215', '\u2044', '\u2571', '\u29F8', '\u2216', '\u29F5', '\u29F9', '\u3002', '\uFF61', '\u2236'}
+	var folds int
+	var accepted, refused []string
+	var batch []rune // characters that must be accepted, checked many to a path
+	checkBatch := func() {
+		if len(batch) == 0 || tasks.ValidatePath("/a"+percentEncode(string(batch))) == nil {
+			batch = batch[:0]
+			return
+		}
+		for _, r := range batch {
+			if err := tasks.ValidatePath("/a" + percentEncode(string(r))); err != nil {
+				refused = append(refused, fmt.Sprintf("%U (NFKC %q): %v", r, norm.NFKC.String(string(r)), err))
+			}
+		}
+		batch = batch[:0]
+	}
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		if !utf8.ValidRune(r) {
+			continue // surrogates have no UTF-8 form
+		}
+		nfkc := norm.NFKC.String(string(r))
+		folding := strings.ContainsAny(nfkc, `/.?#:@\%`)
+		if !folding && !slices.Contains(unfolded, r) {
+			if batch = append(batch, r); len(batch) == 150 {
+				checkBatch()
+			}
+			continue
+		}
+		folds++
+		err := tasks.ValidatePath("/a" + percentEncode(string(r)) + "b")
+		var fe *tasks.FieldError
+		switch {
+		case !errors.As(err, &fe):
+			accepted = append(accepted, fmt.Sprintf("%U (NFKC %q)", r, nfkc))
+		case !strings.Contains(fe.Message, fmt.Sprintf("%U", r)):
+			refused = append(refused, fmt.Sprintf("%U: message %q does not name it", r, fe.Message))
+		}
+	}
+	checkBatch()
+	require.Greater(t, folds, 60, "the sweep found the folding characters")
+	require.Empty(t, accepted, "characters that fold into URL syntax were accepted")
+	require.Empty(t, refused, "characters that are not URL syntax were refused")
 }

@@ -364,6 +364,40 @@ func (s *Store) SetWebhook(ctx context.Context, tenant, id string, state *Webhoo
 	return nil
 }
 
+var swapWebhookScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('HGET', KEYS[1], 'wh') or '') ~= ARGV[1] then return -2 end
+redis.call('HSET', KEYS[1], 'wh', ARGV[2])
+return 1
+`)
+
+// ReplaceWebhook runs queue and then records state as the call's webhook
+// state, unless the state changed after queue began: a delivery queue made
+// may already have written its outcome, which state must not overwrite.
+// It returns queue's error, without writing, or ErrNotFound.
+func (s *Store) ReplaceWebhook(ctx context.Context, tenant, id string, state *WebhookState, queue func() error) error {
+	b, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	key := s.key(tenant, id)
+	prev, err := s.rdb.HGet(ctx, key, "wh").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read webhook state: %w", err)
+	}
+	if err := queue(); err != nil {
+		return err
+	}
+	n, err := swapWebhookScript.Run(ctx, s.rdb, []string{key}, prev, b).Int()
+	if err != nil {
+		return fmt.Errorf("write webhook state: %w", err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // Delete removes a record (used to undo a Create whose task could not be
 // enqueued).
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 )
 
@@ -54,10 +53,20 @@ func WebhookEventID(rec *Record) string {
 	return "msg_" + hex.EncodeToString(sum[:12])
 }
 
-// NewWebhookTask builds the delivery task of a finished call's webhook. The
-// first delivery has a task ID derived from the call, so enqueueing it twice
-// (a worker retrying after a crash) queues it once; a redelivery gets a
-// fresh one.
+// WebhookTaskID is the asynq task ID of the first delivery of a call's
+// webhook, or of its redelivery. Both are derived from the call, and asynq
+// refuses a second task under an ID while the first is queued, scheduled,
+// running or retrying: a worker queueing the first delivery again after a
+// crash queues nothing, and at most one redelivery is pending at a time.
+func WebhookTaskID(rec *Record, redelivery bool) string {
+	if redelivery {
+		return "webhook-redelivery:" + TaskID(rec.Tenant, rec.CorrelationID) + ":" + WebhookEventID(rec)
+	}
+	return "webhook:" + TaskID(rec.Tenant, rec.CorrelationID)
+}
+
+// NewWebhookTask builds the delivery task of a finished call's webhook,
+// under WebhookTaskID.
 func NewWebhookTask(rec *Record, redelivery bool) (*asynq.Task, error) {
 	if rec.Webhook == nil || !rec.Status.Terminal() {
 		return nil, fmt.Errorf("call %q has no webhook to deliver or has not finished", rec.CorrelationID)
@@ -77,11 +86,7 @@ func NewWebhookTask(rec *Record, redelivery bool) (*asynq.Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := "webhook:" + TaskID(rec.Tenant, rec.CorrelationID)
-	if redelivery {
-		id += ":" + uuid.NewString()
-	}
-	return asynq.NewTask(TypeWebhook, p, asynq.TaskID(id), asynq.Queue(WebhookQueue),
+	return asynq.NewTask(TypeWebhook, p, asynq.TaskID(WebhookTaskID(rec, redelivery)), asynq.Queue(WebhookQueue),
 		asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(time.Minute)), nil
 }
 
@@ -95,10 +100,9 @@ func DecodeWebhookPayload(b []byte) (*WebhookPayload, error) {
 }
 
 // Address ranges a webhook may not reach unless private deliveries are
-// allowed: besides what netip classifies (loopback, RFC 1918 and fc00::/7,
-// link-local including 169.254.169.254, unspecified, multicast), the
-// shared, reserved and benchmarking ranges, and NAT64 or 6to4 wrappings of
-// any of them.
+// allowed, besides what netip classifies (loopback, RFC 1918 and fc00::/7,
+// link-local including 169.254.169.254, unspecified, multicast): the
+// shared, reserved and benchmarking ranges.
 var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("100.64.0.0/10"),
@@ -107,44 +111,80 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),
 }
 
+// IPv6 forms that carry an IPv4 address (RFC 4291, 2765, 6052, 3056), so a
+// delivery to one may land on that IPv4 address: each is judged by the
+// address it carries, at offset in the 16 bytes.
+var ipv4Carriers = []struct {
+	prefix netip.Prefix
+	form   string
+	offset int
+}{
+	{netip.MustParsePrefix("::/96"), "IPv4-compatible address", 12},
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), "SIIT IPv4-translated address", 12},
+	{netip.MustParsePrefix("64:ff9b::/96"), "NAT64 address", 12},
+	{netip.MustParsePrefix("2002::/16"), "6to4 address", 2},
+}
+
 var (
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour = netip.MustParsePrefix("2002::/16")
+	// nat64Local is for NAT64 inside one network (RFC 8215): not globally
+	// reachable, and its operator chooses how the IPv4 address is placed
+	// (anywhere from /48 to /96), so it is refused whatever it carries.
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	// teredo tunnels to an IPv4 client through a relay (RFC 4380). No
+	// receiver needs it, and where it lands is the relay's and the
+	// client's business: it is refused whatever it carries.
+	teredo = netip.MustParsePrefix("2001::/32")
 )
 
 // CheckWebhookAddr refuses an address a webhook delivery must not reach.
 func CheckWebhookAddr(ip netip.Addr) error {
 	ip = ip.Unmap()
-	if ip.Is6() && nat64.Contains(ip) {
-		b := ip.As16()
-		return CheckWebhookAddr(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
-	}
-	if ip.Is6() && sixToFour.Contains(ip) {
-		b := ip.As16()
-		return CheckWebhookAddr(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))
-	}
-	var what string
-	switch {
-	case !ip.IsValid():
-		what = "not an IP address"
-	case ip.IsLoopback():
-		what = "loopback"
-	case ip.IsPrivate():
-		what = "private"
-	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
-		what = "link-local"
-	case ip.IsUnspecified():
-		what = "unspecified"
-	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
-		what = "multicast"
-	}
-	for _, p := range forbiddenPrefixes {
-		if what == "" && p.Contains(ip) {
-			what = "reserved (" + p.String() + ")"
-		}
-	}
-	if what != "" {
+	if what := classifyAddr(ip); what != "" {
 		return fmt.Errorf("webhook address %s is %s; set CALLQ_WEBHOOK_ALLOW_PRIVATE=true to allow it", ip, what)
 	}
 	return nil
+}
+
+// classifyAddr says what makes ip unfit for a webhook, or "" if nothing.
+func classifyAddr(ip netip.Addr) string {
+	switch {
+	case !ip.IsValid():
+		return "not an IP address"
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsPrivate():
+		return "private"
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		return "link-local"
+	case ip.IsUnspecified():
+		return "unspecified"
+	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+		return "multicast"
+	}
+	for _, p := range forbiddenPrefixes {
+		if p.Contains(ip) {
+			return "reserved (" + p.String() + ")"
+		}
+	}
+	if !ip.Is6() {
+		return ""
+	}
+	b := ip.As16()
+	switch {
+	case nat64Local.Contains(ip):
+		return "local-use NAT64 (64:ff9b:1::/48), which is not globally reachable"
+	case teredo.Contains(ip):
+		client := netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
+		return fmt.Sprintf("a Teredo (2001::/32) tunnel to %s, refused whatever it carries", client)
+	}
+	for _, c := range ipv4Carriers {
+		if !c.prefix.Contains(ip) {
+			continue
+		}
+		v4 := netip.AddrFrom4([4]byte(b[c.offset : c.offset+4]))
+		if what := classifyAddr(v4); what != "" {
+			return fmt.Sprintf("the %s of %s, which is %s", c.form, v4, what)
+		}
+	}
+	return ""
 }

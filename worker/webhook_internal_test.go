@@ -4,11 +4,14 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/tasks"
 )
 
 func TestWebhookClientRefusesPrivateAddresses(t *testing.T) {
@@ -47,6 +50,32 @@ func TestWebhookClientRefusesPrivateAddresses(t *testing.T) {
 	resp, err := allowed.Post(receiverOK(t), "application/json", strings.NewReader("{}"))
 	require.NoError(t, err, "with the flag, loopback is allowed")
 	resp.Body.Close()
+}
+
+// TestWebhookClientRefusesWrappedPrivateAddresses dials, through the real
+// client, IPv6 forms that carry or tunnel to private IPv4 addresses: the
+// dialer's guard refuses each with the classifier's own error, before any
+// connection is tried.
+func TestWebhookClientRefusesWrappedPrivateAddresses(t *testing.T) {
+	t.Parallel()
+	client := newWebhookClient(false)
+	client.Timeout = 5 * time.Second
+	for _, addr := range []string{
+		"::127.0.0.1",                          // IPv4-compatible
+		"::169.254.169.254",                    // IPv4-compatible
+		"::ffff:0:127.0.0.1",                   // SIIT
+		"::ffff:0:10.0.0.1",                    // SIIT
+		"64:ff9b:1::a9fe:a9fe",                 // local-use NAT64
+		"2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo to 10.0.0.1
+		"2002:a9fe:a9fe::1",                    // 6to4
+	} {
+		_, err := client.Post("http://["+addr+"]:8080/hook", "application/json", strings.NewReader("{}"))
+		var ae *addrError
+		require.True(t, errors.As(err, &ae), "%s: refused by the address check, got %v", addr, err)
+		want := tasks.CheckWebhookAddr(netip.MustParseAddr(addr))
+		require.Error(t, want, addr)
+		require.Equal(t, want.Error(), ae.Error(), addr)
+	}
 }
 
 func receiverOK(t *testing.T) string {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -201,6 +202,62 @@ func TestWebhookRedeliveredWithSameID(t *testing.T) {
 	require.Eventually(t, func() bool { return len(r.deliveries()) == 3 }, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, got[0].headers.Get("webhook-id"), r.deliveries()[2].headers.Get("webhook-id"))
 	e.webhookState(t, "hook-retry", tasks.WebhookDelivered)
+
+	// That redelivery is done, so another may be queued: asynq frees its
+	// task ID once the handler has returned, a moment after the record
+	// says delivered.
+	require.Eventually(t, func() bool {
+		_, err := e.client.RedeliverWebhook(context.Background(), "hook-retry")
+		require.True(t, err == nil || errors.Is(err, producer.ErrRedeliveryPending), "%v", err)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(r.deliveries()) == 4 }, 10*time.Second, 20*time.Millisecond)
+	e.webhookState(t, "hook-retry", tasks.WebhookDelivered)
+}
+
+// A redelivery waiting for its retry is pending: another is refused with
+// ErrRedeliveryPending until it has given up, then one may be queued again.
+func TestWebhookRedeliveryPendingRefusesAnother(t *testing.T) {
+	t.Parallel()
+	e := setupHooks(t, true)
+	var mu sync.Mutex
+	n := 0
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		switch n {
+		case 1: // the first delivery
+			w.WriteHeader(http.StatusOK)
+		case 2: // the redelivery, told to come back in 3s
+			w.Header().Set("Retry-After", "3")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default: // its retry, and later ones: the receiver gives up
+			w.WriteHeader(http.StatusGone)
+		}
+	}))
+	t.Cleanup(recv.Close)
+	deliveries := func() int { mu.Lock(); defer mu.Unlock(); return n }
+	ctx := context.Background()
+	_, err := e.client.Enqueue(ctx, &tasks.Call{Integration: "up", Method: "GET", Path: "/x",
+		CorrelationID: "hook-busy", Webhook: &tasks.Webhook{URL: recv.URL}})
+	require.NoError(t, err)
+	e.webhookState(t, "hook-busy", tasks.WebhookDelivered)
+
+	_, err = e.client.RedeliverWebhook(ctx, "hook-busy")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return deliveries() == 2 }, 10*time.Second, 20*time.Millisecond)
+	_, err = e.client.RedeliverWebhook(ctx, "hook-busy")
+	require.ErrorIs(t, err, producer.ErrRedeliveryPending, "the redelivery waits for its retry")
+
+	rec := e.webhookState(t, "hook-busy", tasks.WebhookFailed)
+	require.Equal(t, 2, rec.Webhook.Attempts)
+	require.Equal(t, 3, deliveries())
+	require.Eventually(t, func() bool {
+		_, err := e.client.RedeliverWebhook(ctx, "hook-busy")
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "a redelivery that gave up is no longer pending")
+	require.Eventually(t, func() bool { return deliveries() == 4 }, 10*time.Second, 20*time.Millisecond)
 }
 
 func TestWebhookGoneStops(t *testing.T) {
