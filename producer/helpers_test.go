@@ -63,8 +63,9 @@ type env struct {
 }
 
 type setupConfig struct {
-	limits  *tasks.Limits
-	handler producer.HandlerConfig
+	limits     *tasks.Limits
+	handler    producer.HandlerConfig
+	sourceDirs auth.SourceDirs
 }
 
 type setupOption func(*setupConfig)
@@ -83,6 +84,11 @@ func withReady(fn func(context.Context) error) setupOption {
 
 func withSourceRefs() setupOption {
 	return func(c *setupConfig) { c.handler.AllowSourceRefs = true }
+}
+
+// withSourceDirs restricts file: values to dirs (CALLQ_SOURCE_DIRS).
+func withSourceDirs(dirs ...string) setupOption {
+	return func(c *setupConfig) { c.sourceDirs = dirs }
 }
 
 // setup starts a redis-server and the API over it, with keys for tenants
@@ -106,7 +112,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	require.NoError(tb, err)
 	ring, err := auth.ParseKeyring(secret)
 	require.NoError(tb, err)
-	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring})
+	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring, SourceDirs: sc.sourceDirs})
 	require.NoError(tb, err)
 	keys := auth.NewKeyStore(rdb, "")
 

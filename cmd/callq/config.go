@@ -46,6 +46,7 @@ type serverConfig struct {
 	webhookSchedule  string
 	metricsAddr      string
 	sourceRefs       bool
+	sourceDirs       string
 }
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
@@ -63,6 +64,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.StringVar(&c.webhookSchedule, "webhook-schedule", os.Getenv("CALLQ_WEBHOOK_SCHEDULE"), "waits before webhook redeliveries, e.g. 5s,30s,2m (CALLQ_WEBHOOK_SCHEDULE; default about a day)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", os.Getenv("CALLQ_METRICS_ADDR"), "worker: serve Prometheus /metrics here, e.g. :9090 (CALLQ_METRICS_ADDR; default off; the API serves /metrics on its own address)")
 	fs.BoolVar(&c.sourceRefs, "allow-source-refs", os.Getenv("CALLQ_ALLOW_SOURCE_REFS") == "true", "let admin keys store env: and file: credential values (CALLQ_ALLOW_SOURCE_REFS; only when every admin is the operator)")
+	fs.StringVar(&c.sourceDirs, "source-dirs", os.Getenv("CALLQ_SOURCE_DIRS"), "the only directories file: credential values may read, comma- or colon-separated (CALLQ_SOURCE_DIRS; default any outside /proc, /sys and /dev)")
 	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
 	c.webhookSecret = os.Getenv("CALLQ_WEBHOOK_SECRET")
 }
