@@ -48,11 +48,11 @@ func (c *Credential) FieldNames() []string {
 // Resolve resolves every field of the credential, in name order, and fails
 // on the first field that cannot be resolved. Literals are opened with aad
 // binding them to this tenant, ref and field, so a sealed blob copied into
-// another credential or field does not open.
-func (c *Credential) Resolve(k *Keyring) (Secrets, error) {
+// another credential or field does not open; files are read under dirs.
+func (c *Credential) Resolve(k *Keyring, dirs SourceDirs) (Secrets, error) {
 	secrets := make(Secrets, len(c.Fields))
 	for _, name := range c.FieldNames() {
-		secret, err := c.Fields[name].Resolve(k, fieldAAD(c.Tenant, c.Ref, name))
+		secret, err := c.Fields[name].Resolve(k, fieldAAD(c.Tenant, c.Ref, name), dirs)
 		if err != nil {
 			return nil, fmt.Errorf("credential %q field %q: %w", c.Ref, name, err)
 		}

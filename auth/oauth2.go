@@ -306,7 +306,8 @@ type oauthCall struct {
 	tenant, integration, ref string
 	spec                     *Spec
 	grant                    string
-	name                     string // lock and failure key suffix
+	name                     string     // lock and failure key suffix
+	dirs                     SourceDirs // file: values are read under these
 }
 
 func (o *OAuth) token(ctx context.Context, tenant, integration string, spec *Spec, cred *Credential, stale string) (Secrets, error) {
@@ -319,7 +320,7 @@ func (o *OAuth) token(ctx context.Context, tenant, integration string, spec *Spe
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
 	}
-	c := &oauthCall{tenant: tenant, integration: integration, spec: spec, grant: spec.grant()}
+	c := &oauthCall{tenant: tenant, integration: integration, spec: spec, grant: spec.grant(), dirs: o.store.SourceDirs()}
 	if cred != nil {
 		if cred.Tenant != tenant || cred.Integration != integration {
 			return nil, fmt.Errorf("%w: credential %q belongs to tenant %q and integration %q, not %q and %q",
@@ -358,7 +359,7 @@ type tokenState struct {
 }
 
 func (o *OAuth) open(cred *Credential) (*tokenState, error) {
-	secrets, err := cred.Resolve(o.keyring)
+	secrets, err := cred.Resolve(o.keyring, o.store.SourceDirs())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOAuthConfig, err)
 	}
@@ -580,7 +581,7 @@ func (c *oauthCall) client(fields Secrets) (id, secret string, err error) {
 		id = v
 	}
 	if secret == "" && c.spec.ClientSecret != "" {
-		secret, err = resolveSecretSource(c.spec.ClientSecret)
+		secret, err = resolveSecretSource(c.spec.ClientSecret, c.dirs)
 		if err != nil {
 			return "", "", fmt.Errorf("%w: integration %q: auth.client_secret: %w", ErrOAuthConfig, c.integration, err)
 		}
@@ -601,7 +602,7 @@ func (o *OAuth) clientCredentials(ctx context.Context, c *oauthCall, cred *Crede
 	var fields Secrets
 	if cred != nil {
 		var err error
-		if fields, err = cred.Resolve(o.keyring); err != nil {
+		if fields, err = cred.Resolve(o.keyring, c.dirs); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrOAuthConfig, err)
 		}
 	}
@@ -1025,8 +1026,8 @@ func isSecretSource(raw string) bool {
 }
 
 // resolveSecretSource returns the secret raw stands for: read from the
-// environment or a file now, or raw itself if it is a literal.
-func resolveSecretSource(raw string) (string, error) {
+// environment or a file (under dirs) now, or raw itself if it is a literal.
+func resolveSecretSource(raw string, dirs SourceDirs) (string, error) {
 	if !isSecretSource(raw) {
 		return raw, nil
 	}
@@ -1034,5 +1035,5 @@ func resolveSecretSource(raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return v.Resolve(nil, nil)
+	return v.Resolve(nil, nil, dirs)
 }

@@ -315,7 +315,7 @@ func TestOAuthRefreshesExpiredToken(t *testing.T) {
 
 	// Stored at once, sealed: the new access and the rotated refresh token.
 	cred := e.credential(t)
-	stored, err := cred.Resolve(e.keyring)
+	stored, err := cred.Resolve(e.keyring, nil)
 	require.NoError(t, err)
 	require.Equal(t, newAccess, stored[FieldAccessToken])
 	require.Equal(t, newRefresh, stored[FieldRefreshToken])
@@ -433,7 +433,7 @@ func TestOAuthRefreshRace(t *testing.T) {
 			tokens[tok]++
 		}
 		require.Len(t, tokens, 1, "every call got the same new token")
-		stored, err := e.credential(t).Resolve(e.keyring)
+		stored, err := e.credential(t).Resolve(e.keyring, nil)
 		require.NoError(t, err)
 		require.Equal(t, 2*perWorker, tokens[stored[FieldAccessToken]])
 		require.Equal(t, e.ts.currentRefresh(), stored[FieldRefreshToken])
@@ -489,7 +489,7 @@ func TestOAuthForceRefreshRace(t *testing.T) {
 		require.EqualValues(t, 1, requests)
 		require.Zero(t, e.ts.invalidGrants.Load())
 
-		stored, err := e.credential(t).Resolve(e.keyring)
+		stored, err := e.credential(t).Resolve(e.keyring, nil)
 		require.NoError(t, err)
 		require.NotEqual(t, access, stored[FieldAccessToken])
 		access = stored[FieldAccessToken]
@@ -737,7 +737,7 @@ func TestOAuthTransientFailure(t *testing.T) {
 	requireNoOAuthSecret(t, err, oauthClientSecret, refresh)
 
 	// The stored refresh token was not touched.
-	stored, err := e.credential(t).Resolve(e.keyring)
+	stored, err := e.credential(t).Resolve(e.keyring, nil)
 	require.NoError(t, err)
 	require.Equal(t, refresh, stored[FieldRefreshToken])
 }
@@ -961,7 +961,7 @@ func TestStoreUpdateFields(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, cred, stored)
 	for name, want := range map[string]string{"token": "new-token-value", "added": "env:NOT_A_SOURCE_HERE"} {
-		got, err := stored.Fields[name].Resolve(b.keyring, fieldAAD("acme", "gh", name))
+		got, err := stored.Fields[name].Resolve(b.keyring, fieldAAD("acme", "gh", name), nil)
 		require.NoError(t, err)
 		require.Equal(t, want, got)
 	}

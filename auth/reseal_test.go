@@ -59,7 +59,7 @@ func TestResealMovesEverySecretToThePrimaryKey(t *testing.T) {
 		cred, err := final.Get(ctx, c.tenant, c.ref)
 		require.NoError(t, err)
 		require.True(t, strings.HasPrefix(cred.Fields[c.field].Sealed, "v1.k2."))
-		secrets, err := cred.Resolve(newOnly)
+		secrets, err := cred.Resolve(newOnly, nil)
 		require.NoError(t, err)
 		require.Equal(t, c.want, secrets[c.field])
 	}
@@ -87,7 +87,7 @@ func TestResealReportsSecretsUnderALostKey(t *testing.T) {
 
 	cred, err := store.Get(ctx, "acme", "gh")
 	require.NoError(t, err)
-	_, err = cred.Resolve(ring)
+	_, err = cred.Resolve(ring, nil)
 	require.ErrorIs(t, err, ErrUnknownKey)
 	require.Contains(t, err.Error(), "gone")
 	require.NotContains(t, err.Error(), "ghp_lost_secret")

@@ -54,6 +54,11 @@ type StoreConfig struct {
 	Keyring *Keyring
 	// Prefix prefixes every Redis key. Defaults to "callq".
 	Prefix string
+	// SourceDirs, when set (CALLQ_SOURCE_DIRS), are the only directories
+	// file: values may name: Put refuses other paths, and credentials
+	// resolved with the store's SourceDirs read nothing outside them, after
+	// symlinks. Default: none, any file outside /proc, /sys and /dev.
+	SourceDirs SourceDirs
 }
 
 func (c *StoreConfig) validate() error {
@@ -62,6 +67,9 @@ func (c *StoreConfig) validate() error {
 	}
 	if err := validatePrefix(c.Prefix); err != nil {
 		return fmt.Errorf("StoreConfig.Prefix %w", err)
+	}
+	if err := c.SourceDirs.validate(); err != nil {
+		return fmt.Errorf("StoreConfig.SourceDirs: %w", err)
 	}
 	return nil
 }
@@ -86,6 +94,7 @@ type Store struct {
 	rdb     redis.UniversalClient
 	keyring *Keyring
 	prefix  string
+	dirs    SourceDirs
 	now     func() time.Time
 }
 
@@ -104,8 +113,12 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Store{rdb: rdb, keyring: cfg.Keyring, prefix: prefix, now: time.Now}, nil
+	return &Store{rdb: rdb, keyring: cfg.Keyring, prefix: prefix, dirs: cfg.SourceDirs.clean(), now: time.Now}, nil
 }
+
+// SourceDirs returns the directories file: values are restricted to
+// (StoreConfig.SourceDirs), to resolve the store's credentials with.
+func (s *Store) SourceDirs() SourceDirs { return s.dirs }
 
 func (s *Store) credKey(tenant, ref string) string {
 	return s.prefix + ":{" + tenant + "}:cred:" + ref
@@ -157,6 +170,9 @@ func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields
 			return nil, fieldErrorf("fields."+name, "value is %d bytes, at most %d are allowed", len(raw), MaxFieldValueBytes)
 		}
 		v, err := ParseValue(s.keyring, raw, fieldAAD(tenant, ref, name))
+		if err == nil && v.Kind == KindFile {
+			err = s.dirs.checkPath(v.Ref)
+		}
 		if err != nil {
 			return nil, fieldErrorf("fields."+name, "%s", err.Error())
 		}

@@ -80,7 +80,7 @@ func TestStore(t *testing.T) {
 		require.Equal(t, cred, got)
 
 		// The literal opens for this credential.
-		secret, err := got.Fields["token"].Resolve(b.keyring, fieldAAD("acme", "gh", "token"))
+		secret, err := got.Fields["token"].Resolve(b.keyring, fieldAAD("acme", "gh", "token"), nil)
 		require.NoError(t, err)
 		require.Equal(t, "ghp_literal_secret", secret)
 
@@ -127,7 +127,7 @@ func TestStore(t *testing.T) {
 
 		got, err := b.store.Get(b.ctx, "acme", "gh")
 		require.NoError(t, err)
-		secrets, err := got.Resolve(b.keyring)
+		secrets, err := got.Resolve(b.keyring, nil)
 		require.NoError(t, err)
 		require.Equal(t, Secrets{"token": "second-token"}, secrets)
 
@@ -157,7 +157,7 @@ func TestStore(t *testing.T) {
 		require.NoError(t, b.mr.Set("callq:{other}:cred:gh", moved))
 		got, err := b.store.Get(b.ctx, "other", "gh")
 		require.NoError(t, err)
-		_, err = got.Resolve(b.keyring)
+		_, err = got.Resolve(b.keyring, nil)
 		require.ErrorIs(t, err, ErrDecrypt)
 	})
 

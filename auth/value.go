@@ -3,8 +3,6 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,9 +42,10 @@ type Value struct {
 }
 
 // ParseValue turns a raw field value into a Value: "env:NAME" (NAME matching
-// [A-Za-z_][A-Za-z0-9_]*), "file:/abs/path" (absolute), or anything else a
-// literal, sealed under k with aad. The source is not checked here: it only
-// has to exist on the workers, at call time.
+// [A-Za-z_][A-Za-z0-9_]*), "file:/abs/path" (absolute, cleaned, not under
+// /proc, /sys or /dev), or anything else a literal, sealed under k with aad.
+// The file is not looked at here: it only has to exist on the workers, at
+// call time, when Resolve checks it again with its symlinks resolved.
 func ParseValue(k *Keyring, raw string, aad []byte) (Value, error) {
 	switch {
 	case strings.HasPrefix(raw, envPrefix):
@@ -67,7 +66,11 @@ func ParseValue(k *Keyring, raw string, aad []byte) (Value, error) {
 		if !filepath.IsAbs(path) {
 			return Value{}, fmt.Errorf("file path %q is not absolute: workers may run in any directory", path)
 		}
-		return Value{Kind: KindFile, Ref: filepath.Clean(path)}, nil
+		path = filepath.Clean(path)
+		if err := SourceDirs(nil).checkPath(path); err != nil {
+			return Value{}, err
+		}
+		return Value{Kind: KindFile, Ref: path}, nil
 
 	default:
 		if raw == "" {
@@ -83,10 +86,11 @@ func ParseValue(k *Keyring, raw string, aad []byte) (Value, error) {
 
 // Resolve returns the secret the value stands for. Env vars and files are
 // read on every call, so a rotated secret takes effect at once; trailing
-// "\r\n" is trimmed from file contents, as editors and `echo` add it.
+// "\r\n" is trimmed from file contents, as editors and `echo` add it. A
+// file must be allowed by dirs (see SourceDirs and readSecretFile).
 // Literals are opened with k and aad. Errors name the source, never the
 // secret.
-func (v Value) Resolve(k *Keyring, aad []byte) (string, error) {
+func (v Value) Resolve(k *Keyring, aad []byte, dirs SourceDirs) (string, error) {
 	switch v.Kind {
 	case KindEnv:
 		if strings.HasPrefix(v.Ref, "CALLQ_") || v.Ref == "REDIS_URL" {
@@ -104,7 +108,7 @@ func (v Value) Resolve(k *Keyring, aad []byte) (string, error) {
 		return secret, nil
 
 	case KindFile:
-		return readSecretFile(v.Ref)
+		return readSecretFile(v.Ref, dirs)
 
 	case KindLiteral:
 		plaintext, err := k.Open(v.Sealed, aad)
@@ -130,35 +134,4 @@ func (v Value) String() string {
 	default:
 		return string(v.Kind)
 	}
-}
-
-func readSecretFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("secret file %s cannot be opened: %w", path, pathErrCause(err))
-	}
-	defer f.Close()
-
-	b, err := io.ReadAll(io.LimitReader(f, maxFileValueBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("secret file %s cannot be read: %w", path, pathErrCause(err))
-	}
-	if len(b) > maxFileValueBytes {
-		return "", fmt.Errorf("secret file %s is larger than %d bytes", path, maxFileValueBytes)
-	}
-	secret := strings.TrimRight(string(b), "\r\n")
-	if secret == "" {
-		return "", fmt.Errorf("secret file %s is empty", path)
-	}
-	return secret, nil
-}
-
-// pathErrCause strips the *fs.PathError wrapper, which repeats the path the
-// message already names.
-func pathErrCause(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

@@ -43,11 +43,11 @@ func TestParseValue(t *testing.T) {
 		require.NotContains(t, v.Sealed, "ghp_literal")
 		require.Equal(t, "literal", v.String())
 
-		got, err := v.Resolve(ring, aad)
+		got, err := v.Resolve(ring, aad, nil)
 		require.NoError(t, err)
 		require.Equal(t, "ghp_literal", got)
 
-		_, err = v.Resolve(ring, fieldAAD("acme", "gh", "other"))
+		_, err = v.Resolve(ring, fieldAAD("acme", "gh", "other"), nil)
 		require.ErrorIs(t, err, ErrDecrypt)
 	})
 
@@ -88,27 +88,27 @@ func TestValueResolveEnv(t *testing.T) {
 	v := Value{Kind: KindEnv, Ref: name}
 
 	t.Setenv(name, "from-env-1")
-	got, err := v.Resolve(nil, nil)
+	got, err := v.Resolve(nil, nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, "from-env-1", got)
 
 	// Read at call time: a change takes effect on the next Resolve.
 	t.Setenv(name, "from-env-2")
-	got, err = v.Resolve(nil, nil)
+	got, err = v.Resolve(nil, nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, "from-env-2", got)
 
 	t.Setenv(name, "")
-	_, err = v.Resolve(nil, nil)
+	_, err = v.Resolve(nil, nil, nil)
 	require.EqualError(t, err, "env var AUTHTEST_TOKEN is empty")
 
 	require.NoError(t, os.Unsetenv(name)) // t.Setenv restores it afterwards
-	_, err = v.Resolve(nil, nil)
+	_, err = v.Resolve(nil, nil, nil)
 	require.EqualError(t, err, "env var AUTHTEST_TOKEN is not set")
 
 	// callq's own configuration is never a credential, set or not.
 	for _, own := range []string{"CALLQ_SECRET_KEY", "CALLQ_WEBHOOK_SECRET", "REDIS_URL"} {
-		_, err = Value{Kind: KindEnv, Ref: own}.Resolve(nil, nil)
+		_, err = Value{Kind: KindEnv, Ref: own}.Resolve(nil, nil, nil)
 		require.ErrorContains(t, err, "callq's own configuration", own)
 	}
 }
@@ -127,12 +127,12 @@ func TestValueResolveFile(t *testing.T) {
 		v := Value{Kind: KindFile, Ref: path}
 
 		require.NoError(t, os.WriteFile(path, []byte("first-secret\n"), 0o600))
-		got, err := v.Resolve(nil, nil)
+		got, err := v.Resolve(nil, nil, nil)
 		require.NoError(t, err)
 		require.Equal(t, "first-secret", got)
 
 		require.NoError(t, os.WriteFile(path, []byte("second-secret\r\n\r\n"), 0o600))
-		got, err = v.Resolve(nil, nil)
+		got, err = v.Resolve(nil, nil, nil)
 		require.NoError(t, err)
 		require.Equal(t, "second-secret", got)
 	})
@@ -141,24 +141,23 @@ func TestValueResolveFile(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(dir, "inner")
 		require.NoError(t, os.WriteFile(path, []byte(" a b\n"), 0o600))
-		got, err := Value{Kind: KindFile, Ref: path}.Resolve(nil, nil)
+		got, err := Value{Kind: KindFile, Ref: path}.Resolve(nil, nil, nil)
 		require.NoError(t, err)
 		require.Equal(t, " a b", got)
 	})
 
 	t.Run("Missing", func(t *testing.T) {
 		t.Parallel()
-		_, err := v.Resolve(nil, nil)
-		require.ErrorIs(t, err, os.ErrNotExist)
-		require.EqualError(t, err, "secret file "+path+" cannot be opened: no such file or directory")
+		_, err := v.Resolve(nil, nil, nil)
+		require.EqualError(t, err, cannotRead(path))
 	})
 
 	t.Run("Empty", func(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(dir, "empty")
 		require.NoError(t, os.WriteFile(path, []byte("\n"), 0o600))
-		_, err := Value{Kind: KindFile, Ref: path}.Resolve(nil, nil)
-		require.EqualError(t, err, "secret file "+path+" is empty")
+		_, err := Value{Kind: KindFile, Ref: path}.Resolve(nil, nil, nil)
+		require.EqualError(t, err, cannotRead(path))
 	})
 
 	t.Run("TooLarge", func(t *testing.T) {
@@ -169,21 +168,21 @@ func TestValueResolveFile(t *testing.T) {
 			big[i] = 'x'
 		}
 		require.NoError(t, os.WriteFile(path, big, 0o600))
-		_, err := Value{Kind: KindFile, Ref: path}.Resolve(nil, nil)
-		require.ErrorContains(t, err, "is larger than")
+		_, err := Value{Kind: KindFile, Ref: path}.Resolve(nil, nil, nil)
+		require.EqualError(t, err, cannotRead(path))
 		require.NotContains(t, err.Error(), "xxxx")
 	})
 
 	t.Run("Directory", func(t *testing.T) {
 		t.Parallel()
-		_, err := Value{Kind: KindFile, Ref: dir}.Resolve(nil, nil)
-		require.ErrorContains(t, err, "secret file "+dir)
+		_, err := Value{Kind: KindFile, Ref: dir}.Resolve(nil, nil, nil)
+		require.EqualError(t, err, cannotRead(dir))
 	})
 }
 
 func TestValueResolveUnknownKind(t *testing.T) {
 	t.Parallel()
-	_, err := Value{Kind: "vault", Ref: "x"}.Resolve(nil, nil)
+	_, err := Value{Kind: "vault", Ref: "x"}.Resolve(nil, nil, nil)
 	require.EqualError(t, err, `value kind "vault" is not known: want literal, env or file`)
 }
 
@@ -214,7 +213,7 @@ func TestCredential(t *testing.T) {
 		}
 		require.Equal(t, []string{"api_key", "app_key"}, cred.FieldNames())
 
-		secrets, err := cred.Resolve(ring)
+		secrets, err := cred.Resolve(ring, nil)
 		require.NoError(t, err)
 		require.Equal(t, Secrets{"api_key": "file-secret", "app_key": "app-secret"}, secrets)
 	})
@@ -229,7 +228,7 @@ func TestCredential(t *testing.T) {
 			{"acme", "gh", "password"},
 		} {
 			cred := &Credential{Ref: c.ref, Tenant: c.tenant, Fields: map[string]Value{c.field: blob}}
-			_, err := cred.Resolve(ring)
+			_, err := cred.Resolve(ring, nil)
 			require.ErrorIs(t, err, ErrDecrypt)
 			require.ErrorContains(t, err, `credential "`+c.ref+`" field "`+c.field+`"`)
 			require.NotContains(t, err.Error(), "ghp_secret")
@@ -241,13 +240,13 @@ func TestCredential(t *testing.T) {
 		cred := &Credential{Ref: "gh", Tenant: "acme", Fields: map[string]Value{
 			"token": {Kind: KindFile, Ref: "/nonexistent/callq/token"},
 		}}
-		_, err := cred.Resolve(ring)
-		require.ErrorContains(t, err, `credential "gh" field "token": secret file /nonexistent/callq/token cannot be opened`)
+		_, err := cred.Resolve(ring, nil)
+		require.ErrorContains(t, err, `credential "gh" field "token": secret file /nonexistent/callq/token cannot be read: `)
 	})
 
 	t.Run("NoFields", func(t *testing.T) {
 		t.Parallel()
-		secrets, err := (&Credential{}).Resolve(ring)
+		secrets, err := (&Credential{}).Resolve(ring, nil)
 		require.NoError(t, err)
 		require.Empty(t, secrets)
 	})

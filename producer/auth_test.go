@@ -83,7 +83,7 @@ func TestAuthProducerKeyCannotManageCredentials(t *testing.T) {
 	cred, err := e.creds.Get(context.Background(), "acme", "cust-42")
 	require.NoError(t, err)
 	require.Equal(t, "bearer", cred.Integration)
-	secrets, err := cred.Resolve(e.ring)
+	secrets, err := cred.Resolve(e.ring, nil)
 	require.NoError(t, err)
 	require.Equal(t, "tok-123456", secrets["token"])
 }

@@ -41,7 +41,7 @@ func TestCredentialPutAnswersFieldNamesOnly(t *testing.T) {
 	// The stored credential opens to the value given.
 	cred, err := e.creds.Get(context.Background(), "acme", "cust-42")
 	require.NoError(t, err)
-	got, err := cred.Resolve(e.ring)
+	got, err := cred.Resolve(e.ring, nil)
 	require.NoError(t, err)
 	require.Equal(t, secret, got["token"])
 
@@ -210,5 +210,33 @@ func TestCredentialSourceRefsRefusedByDefault(t *testing.T) {
 
 	allowed := setup(t, withSourceRefs())
 	r := allowed.putCred(t, allowed.adminKey, "ops", map[string]any{"integration": "bearer", "fields": map[string]string{"token": "env:GH_TOKEN"}})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+}
+
+// Even where source refs are allowed, a file: value under /proc, /sys or
+// /dev (callq's own environment is /proc/self/environ) is refused when put,
+// however the path is spelled; and with CALLQ_SOURCE_DIRS, a path outside
+// those directories.
+func TestCredentialFileSourcesRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withSourceRefs(), withSourceDirs("/run/secrets"))
+	for _, v := range []string{
+		"file:/proc/self/environ", "file:/proc/./self/environ", "file://proc/self/environ",
+		"file:/proc/thread-self/environ", "file:/proc/1/environ", "file:/run/secrets/../../proc/self/environ",
+		"file:/sys/class/net/lo/address", "file:/dev/stdin",
+	} {
+		r := e.putCred(t, e.adminKey, "sneaky", map[string]any{"integration": "bearer", "fields": map[string]string{"token": v}})
+		requireError(t, r, http.StatusBadRequest, "invalid_field", "fields.token")
+		require.Contains(t, string(r.Body), "callq never reads credentials from /proc, /sys or /dev", v)
+	}
+	for _, v := range []string{"file:/etc/passwd", "file:/run/secrets2/token", "file:/run/secrets/../other/token"} {
+		r := e.putCred(t, e.adminKey, "sneaky", map[string]any{"integration": "bearer", "fields": map[string]string{"token": v}})
+		requireError(t, r, http.StatusBadRequest, "invalid_field", "fields.token")
+		require.Contains(t, string(r.Body), "CALLQ_SOURCE_DIRS", v)
+	}
+	_, err := e.creds.Get(context.Background(), "acme", "sneaky")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound, "nothing was stored")
+
+	r := e.putCred(t, e.adminKey, "ops", map[string]any{"integration": "bearer", "fields": map[string]string{"token": "file:/run/secrets/gh"}})
 	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 }

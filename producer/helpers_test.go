@@ -63,9 +63,10 @@ type env struct {
 }
 
 type setupConfig struct {
-	limits   *tasks.Limits
-	webhooks bool
-	handler  producer.HandlerConfig
+	limits     *tasks.Limits
+	webhooks   bool
+	handler    producer.HandlerConfig
+	sourceDirs auth.SourceDirs
 }
 
 type setupOption func(*setupConfig)
@@ -91,6 +92,11 @@ func withSourceRefs() setupOption {
 	return func(c *setupConfig) { c.handler.AllowSourceRefs = true }
 }
 
+// withSourceDirs restricts file: values to dirs (CALLQ_SOURCE_DIRS).
+func withSourceDirs(dirs ...string) setupOption {
+	return func(c *setupConfig) { c.sourceDirs = dirs }
+}
+
 // setup starts a redis-server and the API over it, with keys for tenants
 // acme (admin and producer) and other (admin).
 func setup(tb testing.TB, opts ...setupOption) *env {
@@ -112,7 +118,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	require.NoError(tb, err)
 	ring, err := auth.ParseKeyring(secret)
 	require.NoError(tb, err)
-	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring})
+	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring, SourceDirs: sc.sourceDirs})
 	require.NoError(tb, err)
 	keys := auth.NewKeyStore(rdb, "")
 

@@ -513,7 +513,7 @@ func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call
 		}
 		res.secrets = secrets
 	} else if res.credential != nil {
-		secrets, err := res.credential.Resolve(w.cfg.Keyring)
+		secrets, err := res.credential.Resolve(w.cfg.Keyring, w.cfg.Credentials.SourceDirs())
 		if err != nil {
 			return nil, failed(tasks.KindCredential, "credential %q: %v", call.Credential, err)
 		}

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +47,7 @@ type serverConfig struct {
 	webhookSchedule  string
 	metricsAddr      string
 	sourceRefs       bool
+	sourceDirs       string
 	shutdownTimeout  time.Duration
 }
 
@@ -64,6 +67,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.StringVar(&c.webhookSchedule, "webhook-schedule", os.Getenv("CALLQ_WEBHOOK_SCHEDULE"), "waits before webhook redeliveries, e.g. 5s,30s,2m (CALLQ_WEBHOOK_SCHEDULE; default about a day)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", os.Getenv("CALLQ_METRICS_ADDR"), "worker: serve Prometheus /metrics here, e.g. :9090 (CALLQ_METRICS_ADDR; default off; the API serves /metrics on its own address)")
 	fs.BoolVar(&c.sourceRefs, "allow-source-refs", os.Getenv("CALLQ_ALLOW_SOURCE_REFS") == "true", "let admin keys store env: and file: credential values (CALLQ_ALLOW_SOURCE_REFS; only when every admin is the operator)")
+	fs.StringVar(&c.sourceDirs, "source-dirs", os.Getenv("CALLQ_SOURCE_DIRS"), "the only directories file: credential values may read, comma- or colon-separated (CALLQ_SOURCE_DIRS; default any outside /proc, /sys and /dev)")
 	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
 	c.webhookSecret = os.Getenv("CALLQ_WEBHOOK_SECRET")
 }
@@ -133,19 +137,9 @@ func (c *serverConfig) logger(w io.Writer) (zerolog.Logger, error) {
 // CALLQ_REDIS_CLUSTER_ADDRS is set.
 // poolSize, when not zero, sizes the connection pool (per node).
 func openRedis(ctx context.Context, rawURL string, poolSize int) (redis.UniversalClient, error) {
-	var rdb redis.UniversalClient
-	if addrs := os.Getenv("CALLQ_REDIS_CLUSTER_ADDRS"); addrs != "" {
-		opt, err := clusterOptions(rawURL, addrs, poolSize)
-		if err != nil {
-			return nil, err
-		}
-		rdb = redis.NewClusterClient(opt)
-	} else {
-		var err error
-		rdb, err = parseRedisURL(rawURL, poolSize)
-		if err != nil {
-			return nil, err
-		}
+	rdb, err := newRedisClient(rawURL, os.Getenv("CALLQ_REDIS_CLUSTER_ADDRS"), poolSize)
+	if err != nil {
+		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -156,22 +150,135 @@ func openRedis(ctx context.Context, rawURL string, poolSize int) (redis.Universa
 	return rdb, nil
 }
 
+// newRedisClient builds the client REDIS_URL and clusterAddrs describe,
+// without connecting.
+func newRedisClient(rawURL, clusterAddrs string, poolSize int) (redis.UniversalClient, error) {
+	if clusterAddrs == "" {
+		return parseRedisURL(rawURL, poolSize)
+	}
+	u, err := checkRedisURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	opt := &redis.ClusterOptions{PoolSize: poolSize}
+	for i, addr := range strings.Split(clusterAddrs, ",") {
+		addr = strings.TrimSpace(addr)
+		// The entry is not quoted: "user:password@host:port" is the likely
+		// mistake.
+		host, port, err := net.SplitHostPort(addr)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || n < 1 || n > 65535 || strings.ContainsAny(addr, "@/?#") {
+			return nil, fmt.Errorf("CALLQ_REDIS_CLUSTER_ADDRS: entry %d is not host:port (a user and password go in REDIS_URL; the entry is not shown, as it may hold one)", i+1)
+		}
+		opt.Addrs = append(opt.Addrs, addr)
+	}
+	if u.User != nil {
+		opt.Username = u.User.Username()
+		opt.Password, _ = u.User.Password()
+	}
+	c, err := connSettings(u.Query())
+	if err != nil {
+		return nil, err
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = c.DialTimeout, c.ReadTimeout, c.WriteTimeout, c.PoolTimeout
+	opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = c.MaxRetries, c.MinRetryBackoff, c.MaxRetryBackoff
+	if c.PoolSize > 0 {
+		opt.PoolSize = c.PoolSize
+	}
+	return redis.NewClusterClient(opt), nil
+}
+
+// connSettings reads the connection settings of REDIS_URL's query
+// (dial_timeout, read_timeout, write_timeout, pool_timeout, max_retries,
+// min_retry_backoff, max_retry_backoff, pool_size) the way go-redis reads
+// them for redis://, so that the sentinel and cluster forms take them too.
+// They bound how long a request waits on a Redis that does not answer.
+func connSettings(q url.Values) (*redis.Options, error) {
+	o, err := redis.ParseURL("redis://localhost/?" + q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL is not valid (%s): %s", errorKind(err), redisURLForms)
+	}
+	return o, nil
+}
+
+// redisURLForms is what REDIS_URL may be, for error messages.
+const redisURLForms = "want redis://[user:password@]host:port[/db], rediss://... or redis-sentinel://[user:password@]host:port[,host:port]/master[/db]; the value is not shown, as it may hold a password"
+
+var schemePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
+
+// checkRedisURL parses REDIS_URL without ever quoting it in an error. A
+// malformed URL may hold its password anywhere: a "/", "?" or "#" in the
+// password ends the host part early, so the rest of the password lands in
+// the path, the query or the fragment, which a parser's error would echo
+// and a successful parse would not redact. So an "@" after the host part
+// is refused, and errors give only the kind of fault.
+func checkRedisURL(raw string) (*url.URL, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !schemePattern.MatchString(scheme) {
+		return nil, errors.New("REDIS_URL is not a URL: " + redisURLForms)
+	}
+	switch scheme {
+	case "redis", "rediss", "redis-sentinel", "unix":
+	default:
+		return nil, fmt.Errorf("REDIS_URL: scheme %q is not redis, rediss or redis-sentinel", scheme)
+	}
+	hostEnd := strings.IndexAny(rest, "/?#")
+	if hostEnd < 0 {
+		hostEnd = len(rest)
+	}
+	path, query, _ := strings.Cut(rest[hostEnd:], "?")
+	if strings.Contains(rest, "#") || strings.Contains(path, "@") || queryKeyHasAt(query) {
+		return nil, errors.New("REDIS_URL: a \"/\", \"?\" or \"#\" in the user or password must be percent-encoded (%2F, %3F, %23); " + redisURLForms)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL is not valid (%s): %s", errorKind(err), redisURLForms)
+	}
+	return u, nil
+}
+
+// queryKeyHasAt reports whether a parameter name of query holds an "@",
+// which only a password cut short by a "?" puts there (a value, such as a
+// sentinel_password, may hold one).
+func queryKeyHasAt(query string) bool {
+	for part := range strings.SplitSeq(query, "&") {
+		key, _, _ := strings.Cut(part, "=")
+		if strings.Contains(key, "@") {
+			return true
+		}
+	}
+	return false
+}
+
+// errorKind is the fixed part of a URL parser's error, before the parser
+// quotes any of its input: "invalid port" of `invalid port ":x" after host`.
+func errorKind(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	s := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "redis: "), "net/url: ")
+	if i := strings.IndexAny(s, "\":"); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimSpace(s)
+}
+
 // parseRedisURL reads redis://, rediss:// and
 // redis-sentinel://[user:pass@]host:port[,host:port...]/master[/db][?sentinel_password=...].
 func parseRedisURL(raw string, poolSize int) (redis.UniversalClient, error) {
-	if !strings.HasPrefix(raw, "redis-sentinel://") {
+	u, err := checkRedisURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "redis-sentinel" {
 		opt, err := redis.ParseURL(raw)
 		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL: %w", err)
+			return nil, fmt.Errorf("REDIS_URL is not valid (%s): %s", errorKind(err), redisURLForms)
 		}
 		if poolSize > 0 && opt.PoolSize == 0 {
 			opt.PoolSize = poolSize // a pool_size in the URL wins
 		}
 		return redis.NewClient(opt), nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, errors.New("REDIS_URL: not a valid redis-sentinel:// URL")
 	}
 	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
 	if u.Host == "" || parts[0] == "" {
@@ -202,49 +309,11 @@ func parseRedisURL(raw string, poolSize int) (redis.UniversalClient, error) {
 	return redis.NewFailoverClient(opt), nil
 }
 
-// clusterOptions is a cluster client's options: the nodes of
-// CALLQ_REDIS_CLUSTER_ADDRS, with REDIS_URL's user, password and
-// connection settings.
-func clusterOptions(rawURL, addrs string, poolSize int) (*redis.ClusterOptions, error) {
-	opt := &redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: poolSize}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return opt, nil // REDIS_URL is not used for the nodes
-	}
-	if u.User != nil {
-		opt.Username = u.User.Username()
-		opt.Password, _ = u.User.Password()
-	}
-	c, err := connSettings(u.Query())
-	if err != nil {
-		return nil, err
-	}
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = c.DialTimeout, c.ReadTimeout, c.WriteTimeout, c.PoolTimeout
-	opt.MaxRetries, opt.MinRetryBackoff, opt.MaxRetryBackoff = c.MaxRetries, c.MinRetryBackoff, c.MaxRetryBackoff
-	if c.PoolSize > 0 {
-		opt.PoolSize = c.PoolSize
-	}
-	return opt, nil
-}
-
-// connSettings reads the connection settings of REDIS_URL's query
-// (dial_timeout, read_timeout, write_timeout, pool_timeout, max_retries,
-// min_retry_backoff, max_retry_backoff, pool_size) the way go-redis reads
-// them for redis://, so that the sentinel and cluster forms take them too.
-// They bound how long a request waits on a Redis that does not answer.
-func connSettings(q url.Values) (*redis.Options, error) {
-	o, err := redis.ParseURL("redis://localhost/?" + q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	return o, nil
-}
-
 // redactURL hides a password in a Redis URL.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
+	u, err := checkRedisURL(raw)
 	if err != nil {
-		return "(unparsable URL)"
+		return "(REDIS_URL, not shown)"
 	}
 	if u.RawQuery != "" {
 		u.RawQuery = "xxxxx" // sentinel_password and friends

@@ -52,8 +52,10 @@ func TestParseRedisURL(t *testing.T) {
 		require.Equal(t, 7, opt.PoolSize, raw)
 		_ = c.Close()
 	}
-	copt, err := clusterOptions("redis://u:pw@ignored:1/0?"+q, "n1:7000,n2:7000", 70)
+	cc, err := newRedisClient("redis://u:pw@ignored:1/0?"+q, "n1:7000,n2:7000", 70)
 	require.NoError(t, err)
+	copt := cc.(*redis.ClusterClient).Options()
+	_ = cc.Close()
 	require.Equal(t, []string{"n1:7000", "n2:7000"}, copt.Addrs)
 	require.Equal(t, "pw", copt.Password)
 	require.Equal(t, 750*time.Millisecond, copt.ReadTimeout)
@@ -62,7 +64,7 @@ func TestParseRedisURL(t *testing.T) {
 	for _, bad := range []string{"read_timeout=soon", "reed_timeout=1s"} {
 		_, err := parseRedisURL("redis-sentinel://s1:26379/m?"+bad, 0)
 		require.Error(t, err, bad)
-		_, err = clusterOptions("redis://h:1/0?"+bad, "n1:7000", 0)
+		_, err = newRedisClient("redis://h:1/0?"+bad, "n1:7000", 0)
 		require.Error(t, err, bad)
 	}
 	require.NotContains(t, redactURL("redis-sentinel://s1:26379/m?sentinel_password=sp-secret"), "sp-secret")

@@ -18,8 +18,12 @@ import (
 	"github.com/callq/callq/worker"
 )
 
-// devTenant is the tenant of callq dev's API key.
-const devTenant = "dev"
+const (
+	// devTenant is the tenant of callq dev's API key.
+	devTenant = "dev"
+	// devAPIAddr is where callq dev's API listens by default.
+	devAPIAddr = "127.0.0.1:8080"
+)
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg serverConfig
@@ -28,6 +32,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Lookup("log-format").DefValue = "console"
 	if os.Getenv("CALLQ_LOG_FORMAT") == "" {
 		cfg.logFormat = "console"
+	}
+	// Loopback only unless asked: the dev API key is printed, and dev mode
+	// lets it make the worker read its own environment and files.
+	fs.Lookup("addr").DefValue = devAPIAddr
+	if os.Getenv("CALLQ_API_ADDR") == "" {
+		cfg.apiAddr = devAPIAddr
 	}
 	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
 	if err := fs.Parse(args); err != nil {
@@ -104,6 +114,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var exposed []string
+	if !isLoopback(ln.Addr()) {
+		exposed = append(exposed, fmt.Sprintf("WARNING: the API listens %s, not only on this machine: whoever reaches it can use the dev API key printed here and store env: and file: credentials, which make the worker send its environment and files upstream. Use the default --addr %s unless you mean it.", where(ln.Addr()), devAPIAddr))
+	}
 	if *httpbinAddr != "" {
 		hln, err := net.Listen("tcp", *httpbinAddr)
 		if err != nil {
@@ -112,6 +126,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		hsrv := &http.Server{Handler: httpbin.New(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hsrv.Serve(hln) }()
 		defer hsrv.Close()
+		if !isLoopback(hln.Addr()) {
+			exposed = append(exposed, fmt.Sprintf("WARNING: the demo httpbin listens %s, not only on this machine.", where(hln.Addr())))
+		}
+	}
+	for _, w := range exposed {
+		log.Warn().Msg(w)
 	}
 	fmt.Fprintf(stdout, `callq dev: API on http://%s, worker running, embedded Redis (nothing is kept when it stops).
 WARNING: development mode. The secret key and API key below are for this process only; do not use dev mode in production.
@@ -121,5 +141,23 @@ WARNING: development mode. The secret key and API key below are for this process
   webhook secret of tenant %s (receivers verify with it): %s
   (webhooks may reach private addresses in dev mode)
 `, ln.Addr(), cfg.integrations, devTenant, apiKey, devTenant, s.hooks.ForTenant(devTenant).Secrets()[0])
+	for _, w := range exposed {
+		fmt.Fprintln(stdout, w)
+	}
 	return serveAPI(ctx, ln, h, log)
+}
+
+// isLoopback reports whether addr is a loopback address: only this machine
+// can reach it.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// where says where a listener that is not loopback listens.
+func where(addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return fmt.Sprintf("on all interfaces (%s)", addr)
+	}
+	return "on " + addr.String()
 }

@@ -15,7 +15,8 @@ import (
 const usage = `callq: an asynchronous executor of outbound API calls.
 
 Usage:
-  callq dev [--integrations FILE] [--addr :8080]   API and worker in one process on an embedded Redis
+  callq dev [--integrations FILE] [--addr 127.0.0.1:8080]
+                                                   API and worker in one process on an embedded Redis
   callq api                                        the HTTP API (production)
   callq worker                                     a worker (production); SIGTERM drains
   callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON]

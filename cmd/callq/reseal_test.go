@@ -57,7 +57,7 @@ func TestCredsResealRotation(t *testing.T) {
 	require.NoError(t, err)
 	cred, err := store.Get(ctx, "acme", "gh")
 	require.NoError(t, err)
-	secrets, err := cred.Resolve(newRing)
+	secrets, err := cred.Resolve(newRing, nil)
 	require.NoError(t, err, "after the reseal the old key can leave the ring")
 	require.Equal(t, "ghp_rotate_me", secrets["token"])
 

@@ -61,7 +61,11 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 	if s.records, err = tasks.NewStore(rdb, &tasks.StoreConfig{ResultTTL: cfg.resultTTL}); err != nil {
 		return nil, err
 	}
-	if s.creds, err = auth.NewStore(rdb, &auth.StoreConfig{Keyring: s.keyring}); err != nil {
+	dirs, err := auth.ParseSourceDirs(cfg.sourceDirs)
+	if err != nil {
+		return nil, fmt.Errorf("CALLQ_SOURCE_DIRS: %w", err)
+	}
+	if s.creds, err = auth.NewStore(rdb, &auth.StoreConfig{Keyring: s.keyring, SourceDirs: dirs}); err != nil {
 		return nil, err
 	}
 	s.keys = auth.NewKeyStore(rdb, "")
