@@ -354,7 +354,7 @@ func benchMeasureCPU(n int, before, after benchRedisSnap, procBefore, procAfter 
 func (h *benchHarness) asynqServerConfig() asynq.Config {
 	return asynq.Config{
 		Concurrency:              h.cfg.concurrency,
-		Queues:                   worker.DefaultQueues,
+		Queues:                   worker.DefaultQueues(),
 		TaskCheckInterval:        worker.DefaultTaskCheckInterval,
 		DelayedTaskCheckInterval: worker.DefaultDelayedTaskCheckInterval,
 		ShutdownTimeout:          5 * time.Second,
