@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
@@ -108,23 +107,6 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		return nil, err
 	}
 	return &Report{Result: h.res, notes: h.notes, rounds: h.rounds, nRounds: c.Rounds}, nil
-}
-
-// Report is what Run measured: Result, the JSON object, and the notes the
-// table shows beside it.
-type Report struct {
-	Result Result
-
-	notes   notes
-	rounds  rounds
-	nRounds int
-}
-
-// WriteJSON writes Result as one indented JSON object.
-func (rep *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rep.Result)
 }
 
 // harness runs the phases and collects their figures.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +13,23 @@ import (
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
+
+// Report is what Run measured: Result, the JSON object, and the notes the
+// table shows beside it.
+type Report struct {
+	Result Result
+
+	notes   notes
+	rounds  rounds
+	nRounds int
+}
+
+// WriteJSON writes Result as one indented JSON object.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep.Result)
+}
 
 // Latency is a latency distribution in milliseconds.
 type Latency struct {

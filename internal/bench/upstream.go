@@ -15,6 +15,8 @@ import (
 // upstreamBody is what the local upstream answers: a small JSON body.
 var upstreamBody = []byte(`{"ok":true,"id":364,"name":"callq-bench","tags":["a","b"]}` + "\n")
 
+// upstream is the local upstream every phase calls: it answers
+// upstreamBody at once, except on the paths a latency phase watches.
 type upstream struct {
 	srv  *http.Server
 	url  string
