@@ -289,7 +289,7 @@ func TestEnqueueRefusesBadInputNamingTheField(t *testing.T) {
 	}
 
 	// Nothing was queued by any of them.
-	for _, q := range tasks.DefaultQueues {
+	for _, q := range tasks.DefaultQueues() {
 		require.Zero(t, e.queueSize(t, q), q)
 	}
 }

@@ -114,8 +114,13 @@ const (
 	maxMaxAttempts         = 25
 )
 
-// DefaultQueues are the queues callq uses unless CALLQ_QUEUES says otherwise.
-var DefaultQueues = []string{"critical", DefaultQueue, "low"}
+// defaultQueues is read by every Normalize; never handed out, so never
+// changed.
+var defaultQueues = []string{"critical", DefaultQueue, "low"}
+
+// DefaultQueues returns the queues callq uses unless CALLQ_QUEUES says
+// otherwise, in a slice of the caller's own.
+func DefaultQueues() []string { return slices.Clone(defaultQueues) }
 
 func (l *Limits) withDefaults() Limits {
 	out := Limits{}
@@ -135,7 +140,7 @@ func (l *Limits) withDefaults() Limits {
 		out.MaxDelay = DefaultMaxDelay
 	}
 	if len(out.Queues) == 0 {
-		out.Queues = DefaultQueues
+		out.Queues = defaultQueues
 	}
 	return out
 }

@@ -26,11 +26,13 @@ const (
 	maxWebhookRetryAfter        = 24 * time.Hour
 )
 
-// DefaultWebhookSchedule spaces redeliveries over about a day: ten
-// deliveries in all.
-var DefaultWebhookSchedule = []time.Duration{
-	5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute,
-	time.Hour, 3 * time.Hour, 6 * time.Hour, 12 * time.Hour,
+// DefaultWebhookSchedule returns waits that space redeliveries over about
+// a day, ten deliveries in all, in a slice of the caller's own.
+func DefaultWebhookSchedule() []time.Duration {
+	return []time.Duration{
+		5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute,
+		time.Hour, 3 * time.Hour, 6 * time.Hour, 12 * time.Hour,
+	}
 }
 
 // addrError is a delivery refused because of the address dialled.

@@ -77,7 +77,7 @@ type Config struct {
 	// link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE). Default false.
 	WebhookAllowPrivate bool
 	// WebhookSchedule is the wait before each redelivery; its length bounds
-	// the attempts. Default DefaultWebhookSchedule (about a day).
+	// the attempts. Default DefaultWebhookSchedule() (about a day).
 	WebhookSchedule []time.Duration
 	// WebhookTimeout bounds one delivery. Default 15s.
 	WebhookTimeout time.Duration
@@ -109,10 +109,6 @@ const asynqShutdownTimeout = time.Duration(math.MaxInt64)
 
 // errDrainLimit is the cause of the attempts Shutdown interrupts.
 var errDrainLimit = errors.New("the worker's drain limit ran out")
-
-// DefaultQueues are the queue priorities used unless CALLQ_QUEUES says
-// otherwise.
-var DefaultQueues = map[string]int{"critical": 6, "default": 3, "low": 1}
 
 func (c *Config) validate() error {
 	switch {
@@ -146,7 +142,7 @@ func (c *Config) withDefaults() {
 		c.Concurrency = DefaultConcurrency
 	}
 	if len(c.Queues) == 0 {
-		c.Queues = DefaultQueues
+		c.Queues = DefaultQueues()
 	}
 	if c.MaxResponseBytes == 0 {
 		c.MaxResponseBytes = DefaultMaxResponseBytes
@@ -171,7 +167,7 @@ func (c *Config) withDefaults() {
 		c.Logger = &nop
 	}
 	if len(c.WebhookSchedule) == 0 {
-		c.WebhookSchedule = DefaultWebhookSchedule
+		c.WebhookSchedule = DefaultWebhookSchedule()
 	}
 	if c.WebhookTimeout == 0 {
 		c.WebhookTimeout = DefaultWebhookTimeout

@@ -10,9 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/callq/callq/internal/bench"
+	"github.com/callq/callq/worker"
 )
 
-const usage = `callq: an asynchronous executor of outbound API calls.
+// usage takes the defaults of bench's --calls and --concurrency.
+var usage = fmt.Sprintf(`callq: an asynchronous executor of outbound API calls.
 
 Usage:
   callq dev [--integrations FILE] [--addr 127.0.0.1:8080]
@@ -27,7 +31,7 @@ Usage:
   callq creds reseal                               re-seal every secret under CALLQ_SECRET_KEY's first key
   callq keys create --tenant T --role producer|admin | list | revoke ID
   callq integrations [--integrations FILE]         list the catalog
-  callq bench [--calls 20000] [--concurrency 50] [--json] [--cpuprofile FILE]
+  callq bench [--calls %d] [--concurrency %d] [--json] [--cpuprofile FILE]
                                                    measure callq beside raw asynq on a local redis-server
 
 Configuration comes from flags and the environment: REDIS_URL, CALLQ_INTEGRATIONS,
@@ -35,7 +39,7 @@ CALLQ_SECRET_KEY, CALLQ_API_ADDR, CALLQ_CONCURRENCY, CALLQ_QUEUES, CALLQ_RESULT_
 CALLQ_MAX_REQUEST_BYTES, CALLQ_MAX_RESPONSE_BYTES, CALLQ_SHUTDOWN_TIMEOUT, CALLQ_LOG_LEVEL,
 CALLQ_LOG_FORMAT;
 the CLI commands use CALLQ_URL (default http://127.0.0.1:8080) and CALLQ_API_KEY.
-`
+`, bench.DefaultCalls, worker.DefaultConcurrency)
 
 // errUsage marks an error the user fixes by reading the usage.
 var errUsage = errors.New("usage")

@@ -33,6 +33,8 @@
 //   - CI: if "true" and redis-server is not on PATH, [Start] fails the test
 //     instead of skipping it.
 //
-// [StartProcess] is the testing.TB-free variant for benchmark harnesses and
-// process-level helpers; it always launches a process.
+// [StartProcess] is the testing.TB-free variant for a TestMain and
+// process-level helpers; it always launches a process. Both are built on
+// internal/redisproc, which does not import testing: a binary that needs a
+// redis-server (callq bench) uses that package instead.
 package redistest

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -199,26 +198,6 @@ func TestStartProcessFailureIncludesLogTail(t *testing.T) {
 	_, _, err := StartProcess(t.TempDir(), "--no-such-option", "x")
 	if err == nil || !strings.Contains(err.Error(), "no-such-option") {
 		t.Fatalf("err = %v, want the redis log tail mentioning the bad option", err)
-	}
-}
-
-func TestLaunchOnTakenPortIsAddrInUse(t *testing.T) {
-	t.Parallel()
-	bin, err := exec.LookPath(binary)
-	if err != nil {
-		t.Skip(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, err = launch(bin, t.TempDir(), l.Addr().(*net.TCPAddr).Port, nil)
-	if !errors.Is(err, errAddrInUse) {
-		t.Fatalf("err = %v, want errAddrInUse", err)
-	}
-	if !strings.Contains(err.Error(), "Address already in use") {
-		t.Fatalf("err lacks the log tail: %v", err)
 	}
 }
 

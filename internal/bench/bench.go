@@ -1,0 +1,232 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/redisproc"
+	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
+)
+
+const (
+	tenant      = "bench"
+	integration = "bench"
+	enqueuers   = 32 // goroutines (or HTTP clients) that enqueue
+	queue       = tasks.DefaultQueue
+)
+
+// Defaults for Config; Concurrency defaults to worker.DefaultConcurrency,
+// callq's own.
+const (
+	DefaultCalls         = 20000
+	DefaultRounds        = 1
+	DefaultHTTPRequests  = 10000
+	DefaultWaitSamples   = 200
+	DefaultPickupSamples = 100
+)
+
+// Config says how much Run measures. A zero field takes its default.
+type Config struct {
+	// Calls is the number of calls in each throughput phase.
+	Calls int
+	// Concurrency is the worker concurrency, the same for asynq and callq.
+	Concurrency int
+	// Rounds runs the three throughput phases this many times, interleaved;
+	// the report gives medians.
+	Rounds int
+	// HTTPRequests is the number of POST /v1/calls requests in the HTTP
+	// enqueue phase; at most Calls.
+	HTTPRequests int
+	// WaitSamples is the number of calls in the Wait latency phase.
+	WaitSamples int
+	// PickupSamples is the number of calls in the idle pickup phase.
+	PickupSamples int
+	// CPUProfile, when set, is the file that receives a CPU profile of the
+	// first callq throughput phase, from the worker's start to the last
+	// record.
+	CPUProfile string
+	// Progress receives a line per phase. Default: none.
+	Progress io.Writer
+}
+
+func (c *Config) withDefaults() error {
+	for _, f := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"Calls", &c.Calls, DefaultCalls},
+		{"Concurrency", &c.Concurrency, worker.DefaultConcurrency},
+		{"Rounds", &c.Rounds, DefaultRounds},
+		{"HTTPRequests", &c.HTTPRequests, DefaultHTTPRequests},
+		{"WaitSamples", &c.WaitSamples, DefaultWaitSamples},
+		{"PickupSamples", &c.PickupSamples, DefaultPickupSamples},
+	} {
+		if *f.v < 0 {
+			return fmt.Errorf("bench: %s must not be negative", f.name)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	c.HTTPRequests = min(c.HTTPRequests, c.Calls)
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return nil
+}
+
+// Run measures callq beside raw asynq on this machine, in one run, on a
+// redis-server it starts on a free port (FLUSHALL between phases) and a
+// local upstream in this process. It needs redis-server on the PATH.
+func Run(ctx context.Context, cfg *Config) (*Report, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if err := c.withDefaults(); err != nil {
+		return nil, err
+	}
+	h := &harness{cfg: c, progress: c.Progress}
+	if err := h.setup(ctx); err != nil {
+		h.close()
+		return nil, err
+	}
+	err := h.run(ctx)
+	h.close()
+	if err != nil {
+		return nil, err
+	}
+	return &Report{Result: h.res, notes: h.notes, rounds: h.rounds, nRounds: c.Rounds}, nil
+}
+
+// harness runs the phases and collects their figures.
+type harness struct {
+	cfg      Config
+	progress io.Writer
+	res      Result
+	notes    notes
+	rounds   rounds
+
+	redis   *redisproc.Server
+	adm     *redis.Client // FLUSHALL, INFO, completion counting, checks: never counted as the system's
+	up      *upstream
+	catalog *tasks.Catalog
+	keyring *auth.Keyring
+	nop     zerolog.Logger
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.progress, format+"\n", args...)
+}
+
+func (h *harness) setup(ctx context.Context) error {
+	h.nop = zerolog.Nop()
+	srv, err := redisproc.Start(nil)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	h.redis = srv
+	h.adm = redis.NewClient(&redis.Options{Addr: srv.Addr})
+	info, err := h.adm.Info(ctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("bench: redis INFO: %w", err)
+	}
+	if h.up, err = startUpstream(); err != nil {
+		return err
+	}
+	h.catalog, err = tasks.ParseCatalog(fmt.Appendf(nil, `
+integrations:
+  %s:
+    base_url: %s
+    timeout: %s
+`, integration, h.up.url, tasks.DefaultTimeout))
+	if err != nil {
+		return fmt.Errorf("bench: catalog: %w", err)
+	}
+	key, err := auth.GenerateKey()
+	if err != nil {
+		return err
+	}
+	if h.keyring, err = auth.ParseKeyring(key); err != nil {
+		return err
+	}
+	h.res.Machine = Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Redis: redisInfoField(info, "redis_version")}
+	h.res.Calls, h.res.Concurrency = h.cfg.Calls, h.cfg.Concurrency
+	h.res.Date = time.Now().UTC().Format(time.RFC3339)
+	h.logf("callq bench: %d calls, concurrency %d, %d cores, %s, redis %s on %s, upstream %s",
+		h.cfg.Calls, h.cfg.Concurrency, h.res.Machine.Cores, h.res.Machine.Go, h.res.Machine.Redis, srv.Addr, h.up.url)
+	return nil
+}
+
+func (h *harness) close() {
+	if h.up != nil {
+		h.up.close()
+	}
+	if h.adm != nil {
+		_ = h.adm.Close()
+	}
+	if h.redis != nil {
+		if err := h.redis.Stop(); err != nil {
+			h.logf("bench: stopping redis-server: %v", err)
+		}
+	}
+}
+
+func (h *harness) run(ctx context.Context) error {
+	start := time.Now()
+	type phase struct {
+		name string
+		fn   func(context.Context) error
+	}
+	var phases []phase
+	for r := range h.cfg.Rounds {
+		suffix := ""
+		if h.cfg.Rounds > 1 {
+			suffix = fmt.Sprintf(", round %d of %d", r+1, h.cfg.Rounds)
+		}
+		phases = append(phases,
+			phase{"asynq no-op" + suffix, h.phaseAsynqNoop},
+			phase{"asynq + net/http" + suffix, h.phaseAsynqHTTP},
+			phase{"callq" + suffix, h.phaseCallq})
+	}
+	phases = append(phases,
+		phase{"HTTP enqueue", h.phaseHTTPEnqueue},
+		phase{"Wait latency and idle pickup", h.phaseLatency})
+	for i, p := range phases {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := h.adm.FlushAll(ctx).Err(); err != nil {
+			return fmt.Errorf("bench: FLUSHALL: %w", err)
+		}
+		h.logf("[%d/%d] %s", i+1, len(phases), p.name)
+		if err := p.fn(ctx); err != nil {
+			return fmt.Errorf("bench: %s: %w", p.name, err)
+		}
+	}
+	h.summarize()
+	h.notes.elapsed = time.Since(start)
+	h.logf("callq bench: done in %s", h.notes.elapsed.Round(100*time.Millisecond))
+	return nil
+}
+
+// newClient is a go-redis client sized as callq sizes a worker's
+// (worker.RedisPoolSize), for every phase alike, counting the commands it
+// sends into n.
+func (h *harness) newClient(n *atomic.Int64) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: h.redis.Addr, PoolSize: worker.RedisPoolSize(h.cfg.Concurrency)})
+	if n != nil {
+		c.AddHook(cmdCounter{n: n})
+	}
+	return c
+}

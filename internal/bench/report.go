@@ -1,0 +1,199 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
+)
+
+// Report is what Run measured: Result, the JSON object, and the notes the
+// table shows beside it.
+type Report struct {
+	Result Result
+
+	notes   notes
+	rounds  rounds
+	nRounds int
+}
+
+// WriteJSON writes Result as one indented JSON object.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep.Result)
+}
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+// Machine is where a run took place.
+type Machine struct {
+	Cores int    `json:"cores"`
+	Go    string `json:"go"`
+	Redis string `json:"redis"`
+}
+
+// Result is the JSON object of a run (callq bench --json): exactly these
+// keys, which the README's Performance section shows.
+type Result struct {
+	AsynqNoopPerS             float64 `json:"asynq_noop_per_s"`
+	AsynqHTTPPerS             float64 `json:"asynq_http_per_s"`
+	CallqPerS                 float64 `json:"callq_per_s"`
+	CallqVsAsynqHTTP          float64 `json:"callq_vs_asynq_http"`
+	CallqVsAsynqNoop          float64 `json:"callq_vs_asynq_noop"`
+	HTTPEnqueuePerS           float64 `json:"http_enqueue_per_s"`
+	GoEnqueuePerS             float64 `json:"go_enqueue_per_s"`
+	WaitLatencyMS             Latency `json:"wait_latency_ms"`
+	IdlePickupMS              Latency `json:"idle_pickup_ms"`
+	RedisCmdsPerCall          float64 `json:"redis_cmds_per_call"`
+	AsynqHTTPRedisCmdsPerCall float64 `json:"asynq_http_redis_cmds_per_call"`
+	WorkerPeakRSSMB           float64 `json:"worker_peak_rss_mb"`
+	Machine                   Machine `json:"machine"`
+	Calls                     int     `json:"calls"`
+	Concurrency               int     `json:"concurrency"`
+	Date                      string  `json:"date"`
+}
+
+// rounds keeps each round's throughput figures; the result is their
+// median (peak RSS: their maximum).
+type rounds struct {
+	noop, http, callq, goEnqueue, httpCmds, callqCmds, rss []float64
+}
+
+// notes is what the table shows beside the JSON figures.
+type notes struct {
+	asynqNoopCmds     float64
+	callqSentCmds     float64 // commands sent by callq's clients per call (no Lua inner commands)
+	asynqHTTPSentCmds float64
+	asynqNoopCPU      cpuUse
+	asynqHTTPCPU      cpuUse
+	callqCPU          cpuUse
+	rssStartMB        float64
+	rssMethod         string
+	httpRequests      int
+	waitSamples       int
+	pickupSamples     int
+	elapsed           time.Duration
+}
+
+// summarize turns the rounds' figures into Result: medians (peak RSS: the
+// maximum), ratios, rounded.
+func (h *harness) summarize() {
+	r := &h.res
+	rs := &h.rounds
+	r.AsynqNoopPerS, r.AsynqHTTPPerS, r.CallqPerS = median(rs.noop), median(rs.http), median(rs.callq)
+	r.GoEnqueuePerS = median(rs.goEnqueue)
+	r.RedisCmdsPerCall, r.AsynqHTTPRedisCmdsPerCall = median(rs.callqCmds), median(rs.httpCmds)
+	r.WorkerPeakRSSMB = slices.Max(rs.rss)
+	r.CallqVsAsynqHTTP = round(ratio(r.CallqPerS, r.AsynqHTTPPerS), 3)
+	r.CallqVsAsynqNoop = round(ratio(r.CallqPerS, r.AsynqNoopPerS), 3)
+	for _, v := range []*float64{&r.AsynqNoopPerS, &r.AsynqHTTPPerS, &r.CallqPerS, &r.HTTPEnqueuePerS, &r.GoEnqueuePerS} {
+		*v = round(*v, 0)
+	}
+	r.RedisCmdsPerCall = round(r.RedisCmdsPerCall, 2)
+	r.AsynqHTTPRedisCmdsPerCall = round(r.AsynqHTTPRedisCmdsPerCall, 2)
+	r.WorkerPeakRSSMB = round(r.WorkerPeakRSSMB, 1)
+}
+
+// WriteTable writes the figures as a table, with what each measures.
+func (rep *Report) WriteTable(out io.Writer) {
+	r, n, rs := &rep.Result, &rep.notes, &rep.rounds
+	// each notes a figure's rounds when there were several.
+	each := func(v []float64, format string) string {
+		if len(v) < 2 {
+			return ""
+		}
+		parts := make([]string, len(v))
+		for i, x := range v {
+			parts[i] = fmt.Sprintf(format, x)
+		}
+		return fmt.Sprintf("; median of %d rounds: %s", len(v), strings.Join(parts, " "))
+	}
+	perRound := func(a, b []float64) []float64 {
+		out := make([]float64, min(len(a), len(b)))
+		for i := range out {
+			out[i] = ratio(a[i], b[i])
+		}
+		return out
+	}
+	fmt.Fprintf(out, "callq bench: %d calls at concurrency %d, %d round(s); %d cores, %s, redis %s; %s; took %s\n\n",
+		r.Calls, r.Concurrency, rep.nRounds, r.Machine.Cores, r.Machine.Go, r.Machine.Redis, r.Date, n.elapsed.Round(100*time.Millisecond))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	row := func(name, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", name, value, note) }
+	lat := func(l Latency) string { return fmt.Sprintf("p50 %.3f  p99 %.3f", l.P50, l.P99) }
+	row("metric", "value", "what")
+	row("asynq_noop_per_s", fmt.Sprintf("%.0f", r.AsynqNoopPerS), "raw asynq, no-op handler: the engine's ceiling; "+n.asynqNoopCPU.String()+each(rs.noop, "%.0f"))
+	row("asynq_http_per_s", fmt.Sprintf("%.0f", r.AsynqHTTPPerS), "raw asynq, handler GETs the upstream with net/http, reads the body, stores nothing; "+n.asynqHTTPCPU.String()+each(rs.http, "%.0f"))
+	row("callq_per_s", fmt.Sprintf("%.0f", r.CallqPerS), "callq worker in process: GET, response kept, terminal record written and published in one round trip; "+n.callqCPU.String()+each(rs.callq, "%.0f"))
+	row("callq_vs_asynq_http", fmt.Sprintf("%.3f", r.CallqVsAsynqHTTP), "callq_per_s / asynq_http_per_s"+strings.Replace(each(perRound(rs.callq, rs.http), "%.3f"), "median of", "per round of", 1))
+	row("callq_vs_asynq_noop", fmt.Sprintf("%.3f", r.CallqVsAsynqNoop), "callq_per_s / asynq_noop_per_s"+strings.Replace(each(perRound(rs.callq, rs.noop), "%.3f"), "median of", "per round of", 1))
+	row("http_enqueue_per_s", fmt.Sprintf("%.0f", r.HTTPEnqueuePerS), fmt.Sprintf("POST /v1/calls, %d keep-alive clients, %d requests, no worker", enqueuers, n.httpRequests))
+	row("go_enqueue_per_s", fmt.Sprintf("%.0f", r.GoEnqueuePerS), fmt.Sprintf("producer.Client.Enqueue, %d goroutines, no worker (the enqueue step of the callq phase)", enqueuers)+each(rs.goEnqueue, "%.0f"))
+	row("wait_latency_ms", lat(r.WaitLatencyMS), fmt.Sprintf("record completed_at (stamped by the worker just before its terminal write) to Wait returning; %d calls one at a time, Wait blocked first", n.waitSamples))
+	row("idle_pickup_ms", lat(r.IdlePickupMS), fmt.Sprintf("Enqueue returning to the upstream receiving the request, idle worker, random 50-150ms pauses; %d calls", n.pickupSamples))
+	row("redis_cmds_per_call", fmt.Sprintf("%.2f", r.RedisCmdsPerCall), fmt.Sprintf("callq phase, enqueue + execution: INFO total_commands_processed delta / calls (%.2f sent by clients; the rest run inside Lua scripts)", n.callqSentCmds))
+	row("asynq_http_redis_cmds_per_call", fmt.Sprintf("%.2f", r.AsynqHTTPRedisCmdsPerCall), fmt.Sprintf("the same for the asynq + net/http phase (%.2f sent by clients; no-op phase: %.2f)", n.asynqHTTPSentCmds, n.asynqNoopCmds))
+	row("worker_peak_rss_mb", fmt.Sprintf("%.1f", r.WorkerPeakRSSMB), fmt.Sprintf("peak RSS of this process (worker in process, with the harness and upstream) over the callq execution window; %s; %.1f MB at its start%s", n.rssMethod, n.rssStartMB, strings.Replace(each(rs.rss, "%.1f"), "median", "maximum", 1)))
+	tw.Flush()
+	fmt.Fprintf(out, "\nThroughput phases are enqueue-first: all %d tasks are queued with no worker running, then the worker\n"+
+		"(asynq.Server or callq's, with callq's queues %s, TaskCheckInterval %s and\n"+
+		"DelayedTaskCheckInterval %s) is started, and calls/s runs from its start to the last completion\n"+
+		"(counted in the handler for asynq, on the %s:done completion channel for callq).\n"+
+		"Redis command counts include the enqueue; the harness's own INFO commands are subtracted.\n"+
+		"CPU per call is over the execution window only; this process holds the worker, the upstream and the harness.\n",
+		r.Calls, worker.FormatQueues(worker.DefaultQueues()), worker.DefaultTaskCheckInterval, worker.DefaultDelayedTaskCheckInterval,
+		tasks.DefaultPrefix)
+}
+
+// percentiles returns the nearest-rank p50 and p99 of samples, in ms.
+func percentiles(samples []float64) Latency {
+	if len(samples) == 0 {
+		return Latency{}
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(s)))) - 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return Latency{P50: round(rank(0.50), 3), P99: round(rank(0.99), 3)}
+}
+
+// median of v; 0 for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// round rounds v to places decimal places.
+func round(v float64, places int) float64 {
+	p := math.Pow(10, float64(places))
+	return math.Round(v*p) / p
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}

@@ -1,0 +1,24 @@
+// Package redisproc runs a throw-away redis-server process: it finds a free
+// 127.0.0.1 port, starts redis-server there with persistence disabled
+// (--save "" --appendonly no) and its dump and log files (redis.log) in a
+// directory of its own, waits until the server answers PING as the process
+// it started, and stops it (SIGTERM, then SIGKILL after 5s). On Linux the
+// child also gets SIGKILL if the process that started it dies first.
+//
+// It imports no test package, so a binary may use it: `callq bench` starts
+// its redis-server with it, and internal/redistest builds its per-test
+// servers on it.
+//
+// Typical use:
+//
+//	srv, err := redisproc.Start(nil) // redis-server on PATH, fresh temp dir
+//	if err != nil {
+//		return err
+//	}
+//	defer srv.Stop()
+//	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+//
+// [Server.Kill] (SIGKILL) and [Server.Restart] (start again on the same port
+// and directory; a dump.rdb written by SAVE is loaded again, anything else
+// is lost) serve fault tests.
+package redisproc
