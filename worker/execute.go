@@ -79,13 +79,11 @@ func (w *Worker) begin(ctx context.Context, p *tasks.Payload) (run, error) {
 	if in, known := w.cfg.Catalog.Lookup(call.Integration); known {
 		r.in, r.policy = in, in.Retry.Merge(call.Retry)
 	}
-	if r.retried == 0 && !p.CreatedAt.IsZero() && r.in != nil {
-		// A first attempt: the record is still the one the producer wrote,
-		// so it is rebuilt from the payload and nothing is read or written
-		// before the request (the API shows a call whose task asynq holds
-		// as running). The write after it is a compare-and-set on the
-		// version Create gave it, so a cancel meanwhile is never
-		// overwritten.
+	if r.in != nil && p.FirstRun(r.retried) {
+		// The record is still the one the producer wrote, so it is rebuilt
+		// from the payload and nothing is read or written before the
+		// request. The write after it is a compare-and-set on the version
+		// Create gave it, so a cancel meanwhile is never overwritten.
 		r.firstRun = true
 		r.rec, r.version = tasks.NewRecord(r.tenant, call, r.in, p.CreatedAt), tasks.CreatedVersion
 	} else if err := w.resume(ctx, &r); r.rec == nil {
@@ -132,9 +130,7 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 			Error:     fmt.Sprintf("attempt interrupted: worker %s stopped before recording an outcome; the upstream may have received the request", begun.Lost.Worker),
 		})
 		r.log.Warn().Int("attempt", len(rec.History)).Str("lost_worker", begun.Lost.Worker).Msg("previous attempt was interrupted")
-	case r.retried > 0 && rec.Status == tasks.StatusQueued && len(rec.History) == 0:
-		// Run before, yet nothing recorded: the first attempt (which
-		// marks nothing before its request) lost its worker.
+	case tasks.FirstAttemptLost(rec, r.retried):
 		rec.History = append(rec.History, tasks.Attempt{
 			Attempt: 1,
 			Error:   "attempt interrupted: its worker stopped (or lost Redis) before recording an outcome; the upstream may have received the request",
