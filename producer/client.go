@@ -257,12 +257,9 @@ func (c *Client) Wait(ctx context.Context, id string) (*tasks.Record, error) {
 }
 
 // showRunning marks a queued record running when asynq holds its task
-// active: a worker writes nothing before a call's first attempt (it saves a
-// round trip per call), so the record itself still says queued.
+// active (tasks.CurrentStatus).
 func (c *Client) showRunning(rec *tasks.Record) {
-	if rec.Status == tasks.StatusQueued && c.taskActive(rec) {
-		rec.Status = tasks.StatusRunning
-	}
+	rec.Status = tasks.CurrentStatus(rec, c.taskActive)
 }
 
 // taskActive reports whether a worker holds the call's task.
@@ -281,7 +278,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	}
 	wasRunning := false
 	rec, err := c.cfg.Records.Update(ctx, c.tenant, id, func(r *tasks.Record) error {
-		wasRunning = r.Status == tasks.StatusRunning || r.Status == tasks.StatusQueued && c.taskActive(r)
+		wasRunning = tasks.CurrentStatus(r, c.taskActive) == tasks.StatusRunning
 		now := time.Now().UTC()
 		msg := "canceled by request"
 		if wasRunning {

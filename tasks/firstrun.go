@@ -1,0 +1,40 @@
+package tasks
+
+// FirstRun reports whether a run of a call's task, after retried earlier
+// runs (asynq's retry count), is the call's first attempt, which may
+// rebuild the record from the payload instead of reading it.
+//
+// It states a rule the worker and the API share. A worker writes nothing
+// to a call's record before the call's first attempt: the record stays as
+// the producer created it until that attempt's outcome is written, which
+// saves a Redis round trip per call. So:
+//   - a run is the call's first when asynq has never run its task before
+//     and the payload carries the record's CreatedAt (FirstRun); every way
+//     a task runs again after an attempt began raises asynq's retry count:
+//     the handler's error, or lease recovery;
+//   - while the first attempt runs the record says queued and asynq holds
+//     the task active: the call is running (CurrentStatus);
+//   - a later run that finds the record still queued with no attempt in its
+//     history knows the first attempt lost its worker (FirstAttemptLost).
+//
+// Later attempts mark the record running before their request.
+func (p *Payload) FirstRun(retried int) bool {
+	return retried == 0 && !p.CreatedAt.IsZero()
+}
+
+// CurrentStatus is the status a call is in: the record's, except that a
+// record that says queued while asynq holds the call's task active is
+// running (see FirstRun). taskActive is asked only about a queued record.
+func CurrentStatus(rec *Record, taskActive func(*Record) bool) Status {
+	if rec.Status == StatusQueued && taskActive(rec) {
+		return StatusRunning
+	}
+	return rec.Status
+}
+
+// FirstAttemptLost reports whether rec, as a run of the call's task after
+// retried earlier runs found it, shows that the call's first attempt lost
+// its worker before recording an outcome (see FirstRun).
+func FirstAttemptLost(rec *Record, retried int) bool {
+	return retried > 0 && rec.Status == StatusQueued && len(rec.History) == 0
+}

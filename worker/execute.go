@@ -1,0 +1,319 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/tasks"
+)
+
+// ProcessCall is the asynq handler of a call task. It makes one attempt and
+// writes the record: succeeded, failed, or retrying with the wait it chose
+// (returned to asynq in a retryError). It returns nil once the record is
+// terminal, because the record, not asynq's archive, is the truth.
+//
+// Like River's job executor, a run is a short sequence: begin finds the
+// record, the attempt is made, decide (a pure function) says what becomes
+// of the call, and report writes, logs and observes that, once.
+func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
+	ctx, stop := w.attemptContext(ctx)
+	defer stop()
+	p, err := tasks.DecodePayload(t.Payload())
+	if err != nil {
+		w.log.Error().Err(err).Msg("dropping a call task whose payload cannot be read")
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	r, err := w.begin(ctx, p)
+	if r.rec == nil {
+		return err // nothing to attempt, or Redis trouble
+	}
+	if v, refused := refuse(r.in != nil, r.call.Integration, r.policy, r.rec.Attempts); refused {
+		return w.report(ctx, &r, decision{}, v)
+	}
+	if err := w.takeTurn(ctx, &r); err != nil {
+		return err // held back by the rate limit, or Redis trouble
+	}
+	out := w.attempt(ctx, r.tenant, r.call, r.in)
+	d := r.decision(out, w.interruption(ctx, &out), w.cfg.Backoff)
+	return w.report(ctx, &r, d, decide(d))
+}
+
+// run is one run of a call's task, from begin to report.
+type run struct {
+	tenant string
+	call   *tasks.Call
+	in     *tasks.Integration // nil when the integration is not in this worker's catalog
+	policy tasks.RetryPolicy  // the integration's merged with the call's
+	log    zerolog.Logger     // carries the call's correlation ID, tenant and integration
+	start  time.Time
+	// retried and maxRetry are asynq's count of the task's runs before
+	// this one and its limit (-1 when unknown: a handler called directly).
+	retried, maxRetry int
+	// firstRun says the record was rebuilt from the payload: nothing was
+	// read or written before the attempt.
+	firstRun bool
+	rec      *tasks.Record // the record as this run will write it, marked running
+	version  int64         // the version rec is written over (a compare-and-set)
+}
+
+// begin starts a run. A first run rebuilds the record from the payload and
+// writes nothing; a later one marks the record running (Store.Begin) and
+// records any attempt a lost worker left without an outcome. The run has
+// no record when there is nothing to attempt (the call finished, or its
+// record is gone); the error is then the one to give asynq. (A run is a
+// value, not a pointer: it stays on the handler's stack.)
+func (w *Worker) begin(ctx context.Context, p *tasks.Payload) (run, error) {
+	call := &p.Call
+	r := run{tenant: p.Tenant, call: call, start: time.Now(), maxRetry: -1,
+		log: w.log.With().Str("correlation_id", call.CorrelationID).Str("tenant", p.Tenant).
+			Str("integration", call.Integration).Logger()}
+	r.retried, _ = asynq.GetRetryCount(ctx)
+	if n, ok := asynq.GetMaxRetry(ctx); ok {
+		r.maxRetry = n
+	}
+	if in, known := w.cfg.Catalog.Lookup(call.Integration); known {
+		r.in, r.policy = in, in.Retry.Merge(call.Retry)
+	}
+	if r.in != nil && p.FirstRun(r.retried) {
+		// The record is still the one the producer wrote, so it is rebuilt
+		// from the payload and nothing is read or written before the
+		// request. The write after it is a compare-and-set on the version
+		// Create gave it, so a cancel meanwhile is never overwritten.
+		r.firstRun = true
+		r.rec, r.version = tasks.NewRecord(r.tenant, call, r.in, p.CreatedAt), tasks.CreatedVersion
+	} else if err := w.resume(ctx, &r); r.rec == nil {
+		return r, err
+	}
+	r.rec.Status = tasks.StatusRunning
+	if r.rec.StartedAt == nil {
+		t := r.start.UTC()
+		r.rec.StartedAt = &t
+	}
+	if r.in != nil {
+		r.rec.MaxAttempts = r.policy.MaxAttempts
+	}
+	return r, nil
+}
+
+// resume marks the record of a run that is not the call's first running,
+// and records an attempt before it that lost its worker. It leaves r.rec
+// nil when there is nothing to attempt, and returns the error to give
+// asynq.
+func (w *Worker) resume(ctx context.Context, r *run) error {
+	begun, err := w.cfg.Records.Begin(ctx, r.tenant, r.call.CorrelationID,
+		tasks.RunMarker{Attempt: r.retried + 1, StartedAt: r.start.UTC(), Worker: w.cfg.Name})
+	switch {
+	case errors.Is(err, tasks.ErrFinished):
+		// Canceled before it ran, or run to the end by a worker that
+		// died before it queued the webhook: queue it now (at most once).
+		r.log.Info().Str("status", string(begun.Record.Status)).Msg("call already finished; not attempting it")
+		return w.enqueueWebhook(ctx, begun.Record)
+	case errors.Is(err, tasks.ErrNotFound):
+		r.log.Warn().Msg("call has no record (expired or deleted); not attempting it")
+		return nil
+	case err != nil:
+		return err // Redis trouble: asynq retries the task later
+	}
+	rec := begun.Record
+	switch {
+	case begun.Lost != nil:
+		// The previous attempt's worker died after marking it running:
+		// the upstream may have received that request. Say so.
+		rec.History = append(rec.History, tasks.Attempt{
+			Attempt:   len(rec.History) + 1,
+			StartedAt: begun.Lost.StartedAt,
+			Error:     fmt.Sprintf("attempt interrupted: worker %s stopped before recording an outcome; the upstream may have received the request", begun.Lost.Worker),
+		})
+		r.log.Warn().Int("attempt", len(rec.History)).Str("lost_worker", begun.Lost.Worker).Msg("previous attempt was interrupted")
+	case tasks.FirstAttemptLost(rec, r.retried):
+		rec.History = append(rec.History, tasks.Attempt{
+			Attempt: 1,
+			Error:   "attempt interrupted: its worker stopped (or lost Redis) before recording an outcome; the upstream may have received the request",
+		})
+		r.log.Warn().Int("attempt", 1).Msg("previous attempt was interrupted")
+	}
+	rec.Attempts = len(rec.History)
+	r.rec, r.version = rec, begun.Version
+	return nil
+}
+
+// takeTurn takes the call's turn under its integration's fleet-wide rate
+// limit, if it has one. When the limit says wait, it returns a rateLimited
+// error, which puts the task back without spending a retry or an attempt.
+func (w *Worker) takeTurn(ctx context.Context, r *run) error {
+	if r.in.RateLimit == nil {
+		return nil
+	}
+	wait, err := w.rateLimit(ctx, r.tenant, r.call, r.in)
+	if err != nil || wait == 0 {
+		return err // Redis trouble: try later
+	}
+	r.log.Info().Dur("retry_in", wait).Msg("fleet-wide rate limit reached; call put back without spending an attempt")
+	if !r.firstRun {
+		// A retry marked itself running: say it is waiting again.
+		next := time.Now().Add(wait).UTC()
+		r.rec.Status, r.rec.NextAttemptAt = tasks.StatusRetrying, &next
+		if _, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil); err != nil && !errors.Is(err, tasks.ErrFinished) {
+			return err
+		}
+	}
+	return &rateLimited{delay: wait}
+}
+
+// decision gathers what decide weighs after this run's attempt.
+func (r *run) decision(out outcome, interrupted string, backoff Backoff) decision {
+	return decision{out: out, interrupted: interrupted, attempt: len(r.rec.History) + 1, policy: r.policy,
+		startedAt: *r.rec.StartedAt, retried: r.retried, maxRetry: r.maxRetry, now: time.Now(), backoff: backoff}
+}
+
+// interruption is the history's note of an attempt cut off before its
+// outcome (canceled through the API, the task taken back by asynq, or the
+// drain limit, whatever the attempt made of it), or "" if it was not.
+func (w *Worker) interruption(ctx context.Context, out *outcome) string {
+	cut := out.err != nil && (out.err.Kind == tasks.KindCanceled || errors.Is(context.Cause(ctx), errDrainLimit))
+	if !cut {
+		return ""
+	}
+	why := fmt.Sprintf("worker %s lost the call's task (canceled, or its lease expired)", w.cfg.Name)
+	if errors.Is(context.Cause(ctx), errDrainLimit) {
+		why = fmt.Sprintf("worker %s was shutting down and its drain limit of %s ran out", w.cfg.Name, w.cfg.ShutdownTimeout)
+	}
+	return "attempt interrupted: " + why + "; the upstream may have received the request"
+}
+
+// report carries out the verdict, once for every way a run ends: it adds
+// the attempt to the history, logs it (one event) and observes it, then
+// writes the record. A terminal record's webhook is queued (finish); a
+// retrying one goes back to asynq in a retryError with the verdict's wait.
+// d.attempt is 0 when the call was refused without an attempt.
+func (w *Worker) report(ctx context.Context, r *run, d decision, v verdict) error {
+	var mine *tasks.Attempt
+	if d.attempt > 0 {
+		entry := r.record(d)
+		mine = &entry
+		ev := r.log.Info()
+		if d.out.err != nil {
+			ev = r.log.Warn().Str("error_kind", string(d.out.err.Kind)).Str("error", d.out.err.Message)
+		}
+		ev = ev.Int("attempt", mine.Attempt).Int("status", mine.Status).Int64("duration_ms", mine.DurationMS).
+			Str("outcome", v.outcome())
+		if v.status == tasks.StatusRetrying && !v.interrupted {
+			ev = ev.Dur("retry_in", v.delay)
+		}
+		ev.Msg("attempt")
+		w.cfg.Metrics.attempt(r.in.Name, v.outcome(), d.out.duration)
+	}
+	if v.status.Terminal() {
+		return w.finish(ctx, r.log, r.rec, r.version, mine, v.status, v.err)
+	}
+	next := v.next
+	r.rec.Status, r.rec.Error, r.rec.NextAttemptAt = tasks.StatusRetrying, v.err, &next
+	// WithoutCancel: an attempt that ran up to the task's deadline must
+	// still be recorded.
+	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, mine)
+	if errors.Is(err, tasks.ErrFinished) {
+		return nil // canceled through the API while the attempt ran
+	}
+	if v.interrupted {
+		if err != nil {
+			// The next run finds the record as this attempt began it, and
+			// records the interruption itself (Begin).
+			r.log.Error().Err(err).Msg("could not record an interrupted attempt")
+		}
+		return &retryError{err: errors.New(v.err.Message)}
+	}
+	if err != nil {
+		return err
+	}
+	return &retryError{delay: v.delay, err: v.err}
+}
+
+// record adds this run's attempt to the record's history and returns it.
+func (r *run) record(d decision) tasks.Attempt {
+	entry := tasks.Attempt{Attempt: d.attempt, StartedAt: r.start.UTC(), DurationMS: d.out.duration.Milliseconds(), Note: d.out.note}
+	if d.out.response != nil {
+		entry.Status = d.out.response.Status
+		r.rec.Response = d.out.response
+	}
+	if d.out.err != nil {
+		entry.Error = d.out.err.Message
+	}
+	if d.interrupted != "" {
+		entry.Error = d.interrupted
+	}
+	r.rec.History = append(r.rec.History, entry)
+	r.rec.Attempts = len(r.rec.History)
+	r.rec.NextAttemptAt = nil
+	return entry
+}
+
+// finish writes a terminal record.
+// mine is the attempt this run added to rec's history, if any.
+func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, mine *tasks.Attempt, status tasks.Status, cerr *tasks.CallError) error {
+	now := time.Now().UTC()
+	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
+	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine)
+	switch {
+	case errors.Is(err, tasks.ErrFinished):
+		// Canceled while the attempt ran (the API queued the webhook), or
+		// finished by an earlier run of this task that stopped before
+		// queueing it: queue it (its task ID makes that happen once).
+		log.Info().Msg("call finished elsewhere while this attempt ran; outcome not recorded")
+		cur, gerr := w.cfg.Records.Get(context.WithoutCancel(ctx), rec.Tenant, rec.CorrelationID)
+		if gerr != nil {
+			return nil
+		}
+		return w.enqueueWebhook(context.WithoutCancel(ctx), cur)
+	case err != nil:
+		log.Error().Err(err).Msg("could not write the call's record")
+		return err
+	}
+	w.cfg.Metrics.finished(rec)
+	// If this fails, asynq runs the task again; it finds the record
+	// finished and queues the webhook then.
+	return w.enqueueWebhook(context.WithoutCancel(ctx), rec)
+}
+
+// commit writes rec over the record as of version. If the record changed
+// meanwhile (an interrupted run recorded itself, say) it folds this
+// attempt into the record as it now is and tries again; a record that
+// became terminal (canceled) is left alone: ErrFinished.
+func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt) (*tasks.Record, error) {
+	for range 5 {
+		err := w.cfg.Records.Write(ctx, rec, version)
+		if !errors.Is(err, tasks.ErrChanged) {
+			return rec, err
+		}
+		cur, ver, err := w.cfg.Records.GetVersion(ctx, rec.Tenant, rec.CorrelationID)
+		if err != nil {
+			return rec, err
+		}
+		if cur.Status.Terminal() {
+			return cur, tasks.ErrFinished
+		}
+		if mine != nil {
+			m := *mine
+			m.Attempt = len(cur.History) + 1
+			cur.History = append(cur.History, m)
+			cur.Attempts = len(cur.History)
+		}
+		cur.Status, cur.Response, cur.Error = rec.Status, rec.Response, rec.Error
+		cur.NextAttemptAt, cur.CompletedAt, cur.MaxAttempts = rec.NextAttemptAt, rec.CompletedAt, rec.MaxAttempts
+		if cur.StartedAt == nil {
+			cur.StartedAt = rec.StartedAt
+		}
+		if cur.Status == tasks.StatusRetrying && cur.MaxAttempts > 0 && cur.Attempts >= cur.MaxAttempts {
+			// Folded into a record that already held attempts, this one
+			// was the last: the call fails instead of retrying.
+			now := time.Now().UTC()
+			cur.Status, cur.NextAttemptAt, cur.CompletedAt = tasks.StatusFailed, nil, &now
+		}
+		rec, version = cur, ver
+	}
+	return rec, tasks.ErrChanged
+}
