@@ -91,6 +91,10 @@ type Response struct {
 	BodyBase64 string          `json:"body_base64,omitempty"`
 	Size       int64           `json:"size"`
 	Truncated  bool            `json:"truncated"`
+	// BodyWithheld says why no body is kept though the upstream sent one:
+	// it came in a Content-Encoding callq cannot decode (br, zstd, unknown
+	// or corrupt), so its bytes could not be redacted.
+	BodyWithheld string `json:"body_withheld,omitempty"`
 }
 
 // CallError says why a call failed, or why its last attempt did.
