@@ -85,7 +85,8 @@ type Response struct {
 	Status  int               `json:"status"`
 	Headers map[string]string `json:"headers"`
 	// Exactly one of Body (a JSON body), BodyText (UTF-8 text) and
-	// BodyBase64 (anything else, or JSON cut short) is set when there was a body.
+	// BodyBase64 (anything else, or JSON cut short) is set when there was a
+	// body, decoded from its Content-Encoding, unless it was withheld.
 	Body       json.RawMessage `json:"body,omitempty"`
 	BodyText   *string         `json:"body_text,omitempty"`
 	BodyBase64 string          `json:"body_base64,omitempty"`
