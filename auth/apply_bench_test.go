@@ -51,6 +51,9 @@ func BenchmarkSpecApply(b *testing.B) {
 	})
 }
 
+// BenchmarkRedactorBytes redacts response bodies the size of a small API
+// answer and of the default response limit: clean, with one secret echoed,
+// and with no secrets at all (which must cost nothing).
 func BenchmarkRedactorBytes(b *testing.B) {
 	secrets := Secrets{
 		"api_key": "0123456789abcdef0123456789abcdef",
@@ -58,28 +61,38 @@ func BenchmarkRedactorBytes(b *testing.B) {
 		"pat":     "ddpat_0123456789abcdef0123456789abcdef",
 	}
 	r := NewSecretsRedactor(&Spec{Type: TypeHeaders, Headers: map[string]string{"X-Key": "{{api_key}}"}}, secrets)
-	var sb strings.Builder
-	sb.WriteString(`{"items":[`)
-	for i := 0; sb.Len() < 4096-64; i++ {
-		if i > 0 {
-			sb.WriteString(",")
-		}
-		sb.WriteString(`{"id":1234567,"name":"widget","owner":"acme"}`)
-	}
-	clean := sb.String() + `]}`
-	clean += strings.Repeat(" ", 4096-len(clean))
-	// The same size with one secret echoed back, the case that rewrites.
-	leaky := `{"echo":"` + secrets["pat"] + `",` + clean[1:len(clean)-len(secrets["pat"])-10]
-
-	for _, tc := range []struct{ name, body string }{{"4KiB_clean", clean}, {"4KiB_one_secret", leaky}} {
-		b.Run(tc.name, func(b *testing.B) {
-			body := []byte(tc.body)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				_ = r.Bytes(body)
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"1KiB", 1 << 10}, {"1MiB", 1 << 20}} {
+		var sb strings.Builder
+		sb.WriteString(`{"items":[`)
+		const item = `{"id":1234567,"name":"widget","owner":"acme","url":"https:\/\/x.example\/w?q=a%20b"}`
+		for i := 0; sb.Len()+len(item)+3 < size.n; i++ {
+			if i > 0 {
+				sb.WriteString(",")
 			}
-		})
+			sb.WriteString(item)
+		}
+		clean := sb.String() + `]}`
+		clean += strings.Repeat(" ", size.n-len(clean))
+		// The same size with one secret echoed back, the case that rewrites.
+		leaky := `{"echo":"` + secrets["pat"] + `",` + clean[1:len(clean)-len(secrets["pat"])-10]
+
+		for _, tc := range []struct {
+			name string
+			r    *Redactor
+			body string
+		}{{"clean", r, clean}, {"one_secret", r, leaky}, {"no_secrets", NewRedactor(), clean}} {
+			b.Run(size.name+"_"+tc.name, func(b *testing.B) {
+				body := []byte(tc.body)
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					_ = tc.r.Bytes(body)
+				}
+			})
+		}
 	}
 }
 
@@ -102,5 +115,17 @@ func BenchmarkKeyringOpen(b *testing.B) {
 		if _, err := ring.Open(sealed, aad); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkNewSecretsRedactor is the per-attempt cost of a redactor: built
+// for the attempt's credential, then run over a short response.
+func BenchmarkNewSecretsRedactor(b *testing.B) {
+	spec := &Spec{Type: TypeBearer}
+	secrets := Secrets{FieldToken: "ghp_16C7e42F292c6912E7710c838347Ae178B4a"}
+	body := []byte(strings.Repeat(`{"id":1234567,"name":"widget"}`, 34))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = NewSecretsRedactor(spec, secrets).Bytes(body)
 	}
 }

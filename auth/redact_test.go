@@ -4,9 +4,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/internal/leaktest"
 )
 
 func TestRedactor(t *testing.T) {
@@ -111,4 +114,44 @@ func TestRedactor(t *testing.T) {
 
 		require.True(t, NewSecretsRedactor(nil, nil).Empty())
 	})
+}
+
+// An upstream may write a secret back in any legal encoding, and mix them
+// character by character: each form must be redacted whole.
+func TestRedactorEveryForm(t *testing.T) {
+	t.Parallel()
+	const secret = "tok/en+val=ue/42"
+	const spaced = "pass phrase/+= 9"
+	const emoji = "key-😀-é-end"
+	b64 := func(enc *base64.Encoding, s string) string { return enc.EncodeToString([]byte(s)) }
+	r := NewSecretsRedactor(&Spec{Type: TypeBearer}, Secrets{FieldToken: secret, "other": spaced, "third": emoji})
+	for _, tc := range []struct {
+		name, text, secret string
+	}{
+		{"raw", "x" + secret + "y", secret},
+		{"PHP JSON", `{"auth":"Bearer tok\/en+val=ue\/42"}`, secret},
+		{"JSON all \\u escapes", `{"a":"\u0074\u006F\u006b\u002F\u0065\u006e\u002B\u0076\u0061\u006C\u003d\u0075\u0065\u002f\u0034\u0032"}`, secret},
+		{"JSON mixed escapes", `"t\u006fk\/en\u002bval=ue\u002F42"`, secret},
+		{"JSON surrogate pair", `"key-\ud83d\ude00-\u00e9-end"`, emoji},
+		{"JSON surrogate pair upper case", `"key-\uD83D\uDE00-\u00E9-end"`, emoji},
+		{"percent lower case", "a=tok%2fen%2bval%3due%2f42", secret},
+		{"percent every byte", "a=%74%6F%6B%2F%65%6E%2B%76%61%6C%3D%75%65%2F%34%32", secret},
+		{"percent UTF-8", "a=key-%F0%9F%98%80-%c3%a9-end", emoji},
+		{"form", "a=" + url.QueryEscape(spaced), spaced},
+		{"form with %20", "a=pass%20phrase%2F%2B%3D+9", spaced},
+		{"base64 std", "x " + b64(base64.StdEncoding, secret), secret},
+		{"base64 url raw", b64(base64.RawURLEncoding, secret), secret},
+		{"base64 inside a stream, offset 1", b64(base64.StdEncoding, "a"+secret+"tail"), secret},
+		{"base64 inside a stream, offset 2", b64(base64.URLEncoding, `{"`+secret+`"}`), secret},
+		{"base64 of the header", b64(base64.StdEncoding, "Authorization: Bearer "+secret), secret},
+		{"base64 of an echoed JSON body", b64(base64.StdEncoding, `{"headers":{"Authorization":["Bearer `+secret+`"]}}`), secret},
+		{"base64 of PHP JSON", b64(base64.StdEncoding, `{"a":"tok\/en+val=ue\/42"}`), secret},
+		{"base64 JSON-escaped", strings.ReplaceAll(b64(base64.StdEncoding, "a"+secret), "/", `\/`), secret},
+		{"base64 form-encoded", url.QueryEscape(b64(base64.StdEncoding, "?"+secret)), secret},
+		{"base64 of the emoji secret", b64(base64.StdEncoding, "x"+emoji), emoji},
+	} {
+		out := r.String(tc.text)
+		require.Empty(t, leaktest.Find([]byte(out), tc.secret), "%s: %q redacted to %q", tc.name, tc.text, out)
+		require.Contains(t, out, Redacted, tc.name)
+	}
 }

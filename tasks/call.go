@@ -182,9 +182,20 @@ func ValidID(s string) bool { return idPattern.MatchString(s) }
 func NewCorrelationID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // headers a call may not set: they belong to the transport, and letting a
-// caller choose Host would move the call to another origin.
+// caller choose Host would move the call to another origin. Accept-Encoding,
+// TE, Range and If-Range would let an upstream that echoes the request
+// answer the credential compressed or in slices, forms redaction cannot see:
+// the worker chooses the encodings itself and decodes them before it
+// redacts.
 var reservedHeaders = []string{"Host", "Content-Length", "Transfer-Encoding", "Connection",
-	"Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Trailer", "Upgrade"}
+	"Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Trailer", "Upgrade",
+	"Accept-Encoding", "Range", "If-Range"}
+
+// ReservedHeader reports whether name (in any letter case) is a header only
+// callq sets: neither a call nor an integration may set it.
+func ReservedHeader(name string) bool {
+	return slices.Contains(reservedHeaders, http.CanonicalHeaderKey(name))
+}
 
 // Normalize validates c against the catalog and limits and puts it in
 // canonical form: method upper-cased, body compacted, credential defaulted
@@ -304,8 +315,7 @@ func (c *Call) validateHeaders(in *Integration, lim Limits) error {
 		if !headerNamePattern.MatchString(name) {
 			return fieldErr(field, "is not a valid header name")
 		}
-		canon := http.CanonicalHeaderKey(name)
-		if slices.Contains(reservedHeaders, canon) {
+		if ReservedHeader(name) {
 			return fieldErr(field, "is set by callq and may not be set by a call")
 		}
 		if slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, name) }) {

@@ -91,6 +91,14 @@ func TestNormalizeRefuses(t *testing.T) {
 		{name: "reserved Content-Length", edit: func(c *tasks.Call) { c.Headers = map[string]string{"Content-Length": "5"} }, field: "headers.Content-Length"},
 		{name: "reserved Transfer-Encoding", edit: func(c *tasks.Call) { c.Headers = map[string]string{"transfer-encoding": "chunked"} }, field: "headers.transfer-encoding"},
 		{name: "reserved Proxy-Authorization", edit: func(c *tasks.Call) { c.Headers = map[string]string{"Proxy-Authorization": "x"} }, field: "headers.Proxy-Authorization"},
+		// These would let an echoing upstream answer the credential in a
+		// form redaction cannot see: compressed, or in slices.
+		{name: "reserved Accept-Encoding", edit: func(c *tasks.Call) { c.Headers = map[string]string{"Accept-Encoding": "gzip"} }, field: "headers.Accept-Encoding"},
+		{name: "reserved accept-encoding lower case", edit: func(c *tasks.Call) { c.Headers = map[string]string{"accept-encoding": "br"} }, field: "headers.accept-encoding"},
+		{name: "reserved Range", edit: func(c *tasks.Call) { c.Headers = map[string]string{"Range": "bytes=0-9"} }, field: "headers.Range"},
+		{name: "reserved range upper case", edit: func(c *tasks.Call) { c.Headers = map[string]string{"RANGE": "bytes=10-19"} }, field: "headers.RANGE"},
+		{name: "reserved If-Range", edit: func(c *tasks.Call) { c.Headers = map[string]string{"if-range": `"etag"`} }, field: "headers.if-range"},
+		{name: "reserved TE", edit: func(c *tasks.Call) { c.Headers = map[string]string{"TE": "gzip"} }, field: "headers.TE"},
 		{name: "Authorization on bearer integration", edit: func(c *tasks.Call) {
 			c.Integration = "gh"
 			c.Headers = map[string]string{"Authorization": "Bearer stolen"}

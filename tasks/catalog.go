@@ -301,6 +301,9 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 		if slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, h) }) {
 			return nil, fail("headers."+h, node.Line, "is set by the auth block; do not set it in headers")
 		}
+		if ReservedHeader(h) {
+			return nil, fail("headers."+h, node.Line, "is set by callq; do not set it in headers")
+		}
 	}
 	if in.Timeout == 0 {
 		in.Timeout = Duration(DefaultTimeout)

@@ -85,12 +85,17 @@ type Response struct {
 	Status  int               `json:"status"`
 	Headers map[string]string `json:"headers"`
 	// Exactly one of Body (a JSON body), BodyText (UTF-8 text) and
-	// BodyBase64 (anything else, or JSON cut short) is set when there was a body.
+	// BodyBase64 (anything else, or JSON cut short) is set when there was a
+	// body, decoded from its Content-Encoding, unless it was withheld.
 	Body       json.RawMessage `json:"body,omitempty"`
 	BodyText   *string         `json:"body_text,omitempty"`
 	BodyBase64 string          `json:"body_base64,omitempty"`
 	Size       int64           `json:"size"`
 	Truncated  bool            `json:"truncated"`
+	// BodyWithheld says why no body is kept though the upstream sent one:
+	// it came in a Content-Encoding callq cannot decode (br, zstd, unknown
+	// or corrupt), so its bytes could not be redacted.
+	BodyWithheld string `json:"body_withheld,omitempty"`
 }
 
 // CallError says why a call failed, or why its last attempt did.

@@ -3,19 +3,13 @@ package worker
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"mime"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-redis/redis_rate/v10"
 
@@ -160,11 +154,16 @@ func (w *Worker) buildRequest(ctx context.Context, call *tasks.Call, in *tasks.I
 		req.Header.Set(k, v)
 	}
 	for k, v := range call.Headers {
-		req.Header.Set(k, v)
+		if !tasks.ReservedHeader(k) { // refused at enqueue; a call queued before that may hold one
+			req.Header.Set(k, v)
+		}
 	}
 	if contentType != "" && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	// The encodings readResponse decodes, and no other: the body must be
+	// readable to be redacted.
+	req.Header.Set("Accept-Encoding", acceptEncoding)
 	if err := in.Auth.Apply(req, secrets); err != nil {
 		return nil, err
 	}
@@ -254,49 +253,4 @@ func transportMessage(kind tasks.ErrorKind, err error, timeout time.Duration) st
 		err = ue.Err
 	}
 	return err.Error()
-}
-
-// redactSlack is read beyond the response limit so that redaction sees
-// whole secrets: more than a credential field's largest value
-// (auth.MaxFieldValueBytes) in its longest redacted form (base64).
-const redactSlack = 2 * auth.MaxFieldValueBytes
-
-// readResponse reads up to max bytes of the body and keeps the response in
-// the record's form, with credential values redacted and sensitive headers
-// left out.
-func readResponse(resp *http.Response, limit int64, redactor *auth.Redactor, in *tasks.Integration) (*tasks.Response, error) {
-	r := &tasks.Response{Status: resp.StatusCode, Headers: make(map[string]string, len(resp.Header))}
-	sensitive := in.Auth.SensitiveHeaders()
-	for k, vs := range resp.Header {
-		if k == "Set-Cookie" || slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, k) }) {
-			continue
-		}
-		r.Headers[k] = redactor.String(strings.Join(vs, ", "))
-	}
-	// Read past the limit by more than any secret's length and redact
-	// before cutting: a secret straddling the cut must not leave its
-	// prefix behind.
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+redactSlack+1))
-	read := int64(len(body))
-	body = redactor.Bytes(body)
-	if read > limit {
-		r.Truncated = true
-		body = body[:min(int64(len(body)), limit)]
-	}
-	r.Size = max(read, resp.ContentLength) // a lower bound when the upstream did not say
-	if len(body) == 0 {
-		return r, err
-	}
-	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	isJSON := mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
-	switch {
-	case isJSON && !r.Truncated && json.Valid(body):
-		r.Body = json.RawMessage(body)
-	case utf8.Valid(body):
-		s := string(body)
-		r.BodyText = &s
-	default:
-		r.BodyBase64 = base64.StdEncoding.EncodeToString(body)
-	}
-	return r, err
 }

@@ -43,8 +43,9 @@ type Config struct {
 	// Queues maps queue names to priorities. Default critical=6, default=3,
 	// low=1 (CALLQ_QUEUES).
 	Queues map[string]int
-	// MaxResponseBytes bounds the response body kept. Default 1 MiB
-	// (CALLQ_MAX_RESPONSE_BYTES); a longer body is cut and marked truncated.
+	// MaxResponseBytes bounds the response body kept, in decoded bytes.
+	// Default 1 MiB (CALLQ_MAX_RESPONSE_BYTES); a longer body is cut and
+	// marked truncated.
 	MaxResponseBytes int64
 	// TaskCheckInterval is how long an idle worker sleeps between polls for
 	// new calls: it sets idle pickup latency. Default 20ms (asynq's is 1s).
@@ -314,6 +315,9 @@ func newHTTPClient(in *tasks.Integration, concurrency int) (*http.Client, error)
 	tr.MaxIdleConns = 0
 	tr.MaxIdleConnsPerHost = concurrency
 	tr.IdleConnTimeout = 90 * time.Second
+	// readResponse decodes Content-Encoding itself, before it redacts: the
+	// transport's gzip would stop at any encoding it did not ask for.
+	tr.DisableCompression = true
 	tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	if in.TLS.CAFile != "" || in.TLS.InsecureSkipVerify {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: in.TLS.InsecureSkipVerify} //nolint:gosec // opted into per integration

@@ -109,6 +109,14 @@ integrations:
     base_url: %[1]s
     auth: {type: api_key, in: query, name: api_key}
     retry: {max_attempts: 2, initial_interval: 50ms}
+  bin-key:
+    base_url: %[1]s
+    auth: {type: api_key}
+    retry: {max_attempts: 1}
+  bin-basic:
+    base_url: %[1]s
+    auth: {type: basic}
+    retry: {max_attempts: 1}
   dd:
     base_url: %[1]s
     auth:
@@ -207,7 +215,8 @@ func TestMain(m *testing.M) {
 }
 
 // newUpstream serves go-httpbin plus /ratelimited: 429 with Retry-After
-// (from ?after=) on the first request of each X-Test-ID, then 200.
+// (from ?after=) on the first request of each X-Test-ID, then 200; and
+// /echo/{form}, the request's headers echoed in that form (serveEcho).
 func newUpstream() *upstream {
 	u := &upstream{received: map[string][]http.Header{}, hits: map[string]*atomic.Int64{}}
 	bin := httpbin.New()
@@ -222,6 +231,10 @@ func newUpstream() *upstream {
 		}
 		u.hits[r.URL.Path].Add(1)
 		u.mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/echo/") {
+			serveEcho(w, r)
+			return
+		}
 		if r.URL.Path == "/ratelimited" {
 			v, _ := flaky.LoadOrStore(r.Header.Get("X-Test-ID"), &atomic.Int64{})
 			if v.(*atomic.Int64).Add(1) == 1 {

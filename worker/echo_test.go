@@ -1,0 +1,310 @@
+package worker_test
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/leaktest"
+	"github.com/callq/callq/tasks"
+)
+
+// serveEcho answers the request's headers, as httpbin's /headers does,
+// written the way /echo/{form} says: compressed, escaped, encoded or
+// served with range support, as an upstream might hand a credential back.
+func serveEcho(w http.ResponseWriter, r *http.Request) {
+	form := strings.TrimPrefix(r.URL.Path, "/echo/")
+	echo, _ := json.Marshal(map[string]any{"headers": r.Header})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	body := echo
+	switch form {
+	case "gzip", "x-gzip":
+		h.Set("Content-Encoding", form)
+		body = compress(gzipWriter, echo)
+	case "gzip-gzip":
+		h.Set("Content-Encoding", "gzip, gzip")
+		body = compress(gzipWriter, compress(gzipWriter, echo))
+	case "deflate-then-gzip":
+		h.Set("Content-Encoding", "deflate, GZIP")
+		body = compress(gzipWriter, compress(zlibWriter, echo))
+	case "deflate":
+		h.Set("Content-Encoding", "deflate")
+		body = compress(zlibWriter, echo)
+	case "raw-deflate":
+		h.Set("Content-Encoding", "deflate")
+		body = compress(flateWriter, echo)
+	case "br", "zstd", "x-snappy":
+		h.Set("Content-Encoding", form) // labelled so, sent as it is
+	case "corrupt-gzip":
+		h.Set("Content-Encoding", "gzip")
+	case "cut-gzip":
+		h.Set("Content-Encoding", "gzip")
+		gz := compress(gzipWriter, echo)
+		body = gz[:len(gz)*2/3]
+	case "bomb":
+		// The echo, then a second gzip member: 8 MiB of zeros in 8 KiB.
+		h.Set("Content-Encoding", "gzip")
+		body = append(compress(gzipWriter, echo), zerosGzip()...)
+	case "php":
+		body = bytes.ReplaceAll(echo, []byte("/"), []byte(`\/`))
+	case "uescape":
+		body = uEscapeStrings(echo)
+	case "form":
+		h.Set("Content-Type", "application/x-www-form-urlencoded")
+		body = []byte(url.Values(r.Header).Encode())
+	case "percent-lower":
+		h.Set("Content-Type", "text/plain")
+		body = regexp.MustCompile(`%[0-9A-F]{2}`).ReplaceAllFunc([]byte(url.PathEscape(string(echo))), bytes.ToLower)
+	case "base64":
+		h.Set("Content-Type", "text/plain")
+		body = []byte(base64.StdEncoding.EncodeToString(echo))
+	case "base64url":
+		h.Set("Content-Type", "text/plain")
+		body = []byte("x" + base64.RawURLEncoding.EncodeToString(echo))
+	case "base64-php":
+		body, _ = json.Marshal(map[string]string{"data": base64.StdEncoding.EncodeToString(echo)})
+		body = bytes.ReplaceAll(body, []byte("/"), []byte(`\/`))
+	case "range":
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(echo))
+		return
+	case "header":
+		// Echoed in response headers, in a few forms, and in no body.
+		for k, vs := range r.Header {
+			v := strings.Join(vs, ", ")
+			h.Set("X-Echo-"+k, v)
+			h.Set("X-Echo-B64-"+k, base64.StdEncoding.EncodeToString([]byte(k+": "+v)))
+			h.Set("X-Echo-Pct-"+k, url.QueryEscape(v))
+			h.Set("X-Echo-Json-"+k, strings.ReplaceAll(v, "/", `\/`))
+		}
+		body = []byte(`{}`)
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+var zerosGzip = sync.OnceValue(func() []byte { return compress(gzipWriter, make([]byte, 8<<20)) })
+
+func gzipWriter(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }
+func zlibWriter(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) }
+func flateWriter(w io.Writer) io.WriteCloser {
+	zw, _ := flate.NewWriter(w, flate.BestCompression)
+	return zw
+}
+
+func compress(newWriter func(io.Writer) io.WriteCloser, b []byte) []byte {
+	var buf bytes.Buffer
+	zw := newWriter(&buf)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+// uEscapeStrings writes every character inside the JSON strings of doc as
+// \uXXXX, hex digits alternating in case.
+func uEscapeStrings(doc []byte) []byte {
+	var out bytes.Buffer
+	in, escaped := false, false
+	for i, c := range string(doc) {
+		switch {
+		case !in:
+			in = c == '"'
+			out.WriteRune(c)
+		case escaped:
+			escaped = false
+			out.WriteRune(c)
+		case c == '\\':
+			escaped = true
+			out.WriteRune(c)
+		case c == '"':
+			in = false
+			out.WriteRune(c)
+		case i%2 == 0:
+			fmt.Fprintf(&out, `\u%04x`, c)
+		default:
+			fmt.Fprintf(&out, `\u%04X`, c)
+		}
+	}
+	return out.Bytes()
+}
+
+// requireNoSecret checks the record as the API serves it, its body
+// decoded, and anything in it decompressed, for each secret in any form
+// leaktest knows.
+func requireNoSecret(t *testing.T, rec *tasks.Record, secrets ...string) {
+	t.Helper()
+	b, err := json.Marshal(rec)
+	require.NoError(t, err)
+	texts := [][]byte{b}
+	if r := rec.Response; r != nil {
+		texts = append(texts, r.Body)
+		if r.BodyText != nil {
+			texts = append(texts, []byte(*r.BodyText))
+		}
+		if r.BodyBase64 != "" {
+			raw, err := base64.StdEncoding.DecodeString(r.BodyBase64)
+			require.NoError(t, err)
+			texts = append(texts, raw)
+		}
+		for k, v := range r.Headers {
+			texts = append(texts, []byte(k+": "+v))
+		}
+	}
+	for _, text := range texts {
+		if plain, ok := leaktest.Inflate(text); ok {
+			texts = append(texts, plain)
+		}
+	}
+	for _, secret := range secrets {
+		for _, text := range texts {
+			require.Empty(t, leaktest.Find(text, secret), "secret %q is readable in %q", secret, text)
+		}
+	}
+}
+
+// An upstream that echoes the request hands the credential back in
+// whatever form it likes: the record holds it in none. The secrets hold
+// / + and =, which every encoding escapes differently.
+func TestEchoedCredentialNeverRecorded(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := uid()
+	token := "tok/en+val=ue/" + id
+	key := "key+/=" + id
+	user, pass := "acct/+="+id, "pw/+="+id
+	e.putCred(t, "echo-bearer-"+id, "bin-bearer", map[string]string{"token": token})
+	e.putCred(t, "echo-key-"+id, "bin-key", map[string]string{"key": key})
+	e.putCred(t, "echo-basic-"+id, "bin-basic", map[string]string{"username": user, "password": pass})
+	pair := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+	creds := map[string][]string{
+		"bin-bearer": {token},
+		"bin-key":    {key},
+		"bin-basic":  {user, pass, pair},
+	}
+
+	type row struct {
+		path     string
+		withheld string // what body_withheld names, if the body cannot be decoded
+	}
+	rows := []row{
+		{path: "/echo/gzip"}, {path: "/echo/x-gzip"}, {path: "/echo/gzip-gzip"}, {path: "/echo/deflate-then-gzip"},
+		{path: "/echo/deflate"}, {path: "/echo/raw-deflate"},
+		{path: "/echo/br", withheld: "br"}, {path: "/echo/zstd", withheld: "zstd"}, {path: "/echo/x-snappy", withheld: "x-snappy"},
+		{path: "/echo/corrupt-gzip", withheld: "gzip"}, {path: "/echo/cut-gzip", withheld: "gzip"},
+		{path: "/echo/php"}, {path: "/echo/uescape"}, {path: "/echo/form"}, {path: "/echo/percent-lower"},
+		{path: "/echo/base64"}, {path: "/echo/base64url"}, {path: "/echo/base64-php"}, {path: "/echo/range"},
+		{path: "/echo/bomb"},
+		// go-httpbin's own echoes.
+		{path: "/gzip"}, {path: "/deflate"}, {path: "/dump/request"}, {path: "/anything"},
+	}
+	for _, integration := range []string{"bin-bearer", "bin-key", "bin-basic"} {
+		for _, tc := range rows {
+			t.Run(integration+tc.path, func(t *testing.T) {
+				t.Parallel()
+				ref := strings.TrimPrefix(integration, "bin-")
+				rec := e.run(t, &tasks.Call{Integration: integration, Method: "GET", Path: tc.path, Credential: "echo-" + ref + "-" + id})
+				require.Equal(t, tasks.StatusSucceeded, rec.Status, "error: %+v", rec.Error)
+				r := rec.Response
+				require.Equal(t, http.StatusOK, r.Status)
+				requireNoSecret(t, rec, creds[integration]...)
+				if tc.withheld != "" {
+					require.Contains(t, r.BodyWithheld, tc.withheld)
+					require.Contains(t, r.BodyWithheld, "could not be redacted")
+					require.Empty(t, r.Body)
+					require.Nil(t, r.BodyText)
+					require.Empty(t, r.BodyBase64)
+					require.NotEmpty(t, r.Headers["Content-Encoding"], "the record says how it came")
+					return
+				}
+				require.Empty(t, r.BodyWithheld)
+				require.Empty(t, r.Headers["Content-Encoding"], "the body is kept decoded")
+				// Positive control: the echo is there, redacted.
+				b, _ := json.Marshal(r)
+				if strings.Contains(tc.path, "base64") {
+					b = []byte(strings.Join(decodedRuns(string(b)), " "))
+				}
+				require.Contains(t, string(b), auth.Redacted, "the echo was redacted, not lost")
+				if tc.path == "/echo/bomb" {
+					require.True(t, r.Truncated)
+					require.Less(t, r.Size, int64(1<<20), "decoding stopped near the limit")
+				}
+			})
+		}
+	}
+}
+
+// decodedRuns decodes the base64 in s (the redacted echo, whose
+// [REDACTED] splits the runs), leniently.
+func decodedRuns(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune(`+/-_\`, r))
+	}) {
+		f = strings.NewReplacer(`\/`, "/", "-", "+", "_", "/").Replace(f)
+		for off := range 4 {
+			if len(f) > off {
+				d, _ := base64.RawStdEncoding.DecodeString(f[off : off+(len(f)-off)/4*4])
+				out = append(out, string(d))
+			}
+		}
+	}
+	return append(out, s)
+}
+
+// The worker asks for the encodings it decodes, and no ranges.
+func TestWorkerChoosesEncodingsAndRanges(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := "encodings-" + uid()
+	rec := e.run(t, &tasks.Call{Integration: "bin", Method: "GET", Path: "/headers", Headers: map[string]string{"X-Test-ID": id}})
+	require.Equal(t, tasks.StatusSucceeded, rec.Status)
+	got := e.up.headers(id)
+	require.Len(t, got, 1)
+	require.Equal(t, "gzip, deflate", got[0].Get("Accept-Encoding"))
+	require.Empty(t, got[0].Values("Range"))
+
+	// A call may not choose them.
+	for _, h := range []string{"Accept-Encoding", "range", "If-Range", "TE"} {
+		_, err := e.client.Enqueue(context.Background(), &tasks.Call{Integration: "bin", Method: "GET", Path: "/range/100",
+			Headers: map[string]string{h: "bytes=0-3"}})
+		var fe *tasks.FieldError
+		require.True(t, errors.As(err, &fe), "header %s: %v", h, err)
+		require.Equal(t, "headers."+h, fe.Field)
+	}
+}
+
+// A credential echoed in response headers, in any form, is redacted there
+// (the auth headers themselves are left out of the record).
+func TestSecretEchoedInResponseHeadersIsRedacted(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	token := "hdr/tok+en=" + uid()
+	e.putCred(t, "echo-header-"+token[len(token)-12:], "bin-bearer", map[string]string{"token": token})
+	rec := e.run(t, &tasks.Call{Integration: "bin-bearer", Method: "GET", Path: "/echo/header", Credential: "echo-header-" + token[len(token)-12:]})
+	require.Equal(t, tasks.StatusSucceeded, rec.Status)
+	h := rec.Response.Headers
+	for _, name := range []string{"X-Echo-Authorization", "X-Echo-B64-Authorization", "X-Echo-Pct-Authorization", "X-Echo-Json-Authorization"} {
+		require.Contains(t, h, name, "the upstream echoed it")
+		require.Contains(t, h[name], auth.Redacted, "%s: %q", name, h[name])
+	}
+	requireNoSecret(t, rec, token)
+}
