@@ -601,3 +601,68 @@ func TestStoreWaitAcrossRedisRestart(t *testing.T) {
 	require.Equal(t, tasks.StatusSucceeded, r.rec.Status)
 	require.NoError(t, ctx.Err(), "woken before the deadline")
 }
+
+// A wait whose deadline passes while it talks to Redis ends with the
+// context's error, never with the Redis read's own timeout: a read times out
+// at the deadline a moment before the context says so, and a caller told
+// "i/o timeout" would take the store for unreachable.
+func TestStoreWaitTinyDeadlineIsDeadlineExceeded(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "tiny")
+	for i := range 200 {
+		d := time.Duration(5+i*10) * time.Microsecond
+		ctx, cancel := context.WithTimeout(e.ctx, d)
+		got, err := e.store.Wait(ctx, "acme", "tiny")
+		cancel()
+		if err == nil {
+			continue // the wait ran out after the record was read: nothing to tell
+		}
+		require.ErrorIs(t, err, context.DeadlineExceeded, "wait=%s", d)
+		if got != nil {
+			require.Equal(t, "tiny", got.CorrelationID)
+		}
+	}
+}
+
+// The completion subscription a store opens on its first wait does not
+// belong to that wait: a first waiter whose deadline is tiny must not fail
+// the subscription under the waiters that came with it.
+func TestStoreWaitSubscriptionOutlivesFirstWaiter(t *testing.T) {
+	parallelRedis(t)
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	for i := range 20 {
+		store, err := tasks.NewStore(rdb, &tasks.StoreConfig{Prefix: fmt.Sprintf("sub%d", i)})
+		require.NoError(t, err)
+		rec := newRecord("acme", "s")
+		_, _, err = store.Create(context.Background(), rec, "fp", 0)
+		require.NoError(t, err)
+
+		tiny, cancelTiny := context.WithTimeout(context.Background(), 100*time.Microsecond)
+		long, cancelLong := context.WithTimeout(context.Background(), 20*time.Second)
+		tinyDone, longDone := make(chan error, 1), make(chan error, 1)
+		go func() {
+			_, err := store.Wait(tiny, "acme", "s")
+			tinyDone <- err
+		}()
+		go func() {
+			got, err := store.Wait(long, "acme", "s")
+			if err == nil && !got.Status.Terminal() {
+				err = fmt.Errorf("woken with status %s", got.Status)
+			}
+			longDone <- err
+		}()
+		<-tiny.Done()
+		done := *rec
+		done.Status, done.Attempts = tasks.StatusSucceeded, 1
+		require.NoError(t, store.Write(context.Background(), &done, 0))
+		require.NoError(t, <-longDone, "round %d", i)
+		if err := <-tinyDone; err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded, "round %d", i)
+		}
+		cancelTiny()
+		cancelLong()
+		require.NoError(t, store.Close())
+	}
+}
