@@ -5,7 +5,7 @@
 GO ?= go
 BIN := bin/callq
 
-.PHONY: run test build bench vet
+.PHONY: run test cover build bench vet
 
 run:
 	$(GO) run ./cmd/callq dev
@@ -18,6 +18,20 @@ vet:
 
 test: vet
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Unit tests write their counters to .cover/unit; the callq binary that
+# cmd/callq's process tests build with -cover writes to .cover/bin.
+COVER := $(CURDIR)/.cover
+
+cover:
+	rm -rf $(COVER) && mkdir -p $(COVER)/unit $(COVER)/bin
+	CALLQ_TEST_COVERDIR=$(COVER)/bin $(GO) test -count=1 -timeout 15m -cover -coverpkg=./... ./... -args -test.gocoverdir=$(COVER)/unit
+	@echo "--- the callq processes the tests ran:"
+	$(GO) tool covdata percent -i=$(COVER)/bin
+	@echo "--- every test, those processes included:"
+	$(GO) tool covdata percent -i=$(COVER)/unit,$(COVER)/bin
+	$(GO) tool covdata textfmt -i=$(COVER)/unit,$(COVER)/bin -o $(COVER)/profile.txt
+	$(GO) tool cover -func=$(COVER)/profile.txt | tail -1
 
 bench:
 	$(GO) run ./cmd/callq bench
