@@ -8,7 +8,7 @@ GO ?= go
 BIN := bin/callq
 FUZZTIME ?= 2m
 
-.PHONY: run test build bench vet fuzz
+.PHONY: run test cover build bench vet fuzz
 
 run:
 	$(GO) run ./cmd/callq dev
@@ -25,6 +25,20 @@ test: vet
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRedactor$$' -fuzztime $(FUZZTIME) ./auth/
+
+# Unit tests write their counters to .cover/unit; the callq binary that
+# cmd/callq's process tests build with -cover writes to .cover/bin.
+COVER := $(CURDIR)/.cover
+
+cover:
+	rm -rf $(COVER) && mkdir -p $(COVER)/unit $(COVER)/bin
+	CALLQ_TEST_COVERDIR=$(COVER)/bin $(GO) test -count=1 -timeout 15m -cover -coverpkg=./... ./... -args -test.gocoverdir=$(COVER)/unit
+	@echo "--- the callq processes the tests ran:"
+	$(GO) tool covdata percent -i=$(COVER)/bin
+	@echo "--- every test, those processes included:"
+	$(GO) tool covdata percent -i=$(COVER)/unit,$(COVER)/bin
+	$(GO) tool covdata textfmt -i=$(COVER)/unit,$(COVER)/bin -o $(COVER)/profile.txt
+	$(GO) tool cover -func=$(COVER)/profile.txt | tail -1
 
 bench:
 	$(GO) run ./cmd/callq bench

@@ -220,6 +220,9 @@ type OAuth struct {
 	tokenTimeout time.Duration
 	waitLimit    time.Duration
 	now          func() time.Time
+	// refusalMemory and failureMemory: how long a failure is shared with the
+	// fleet (the constants; tests lengthen them so no window closes).
+	refusalMemory, failureMemory time.Duration
 
 	mu        sync.Mutex
 	configs   map[string]*oauth2.Config
@@ -240,16 +243,18 @@ func NewOAuth(rdb redis.UniversalClient, cfg *OAuthConfig) (*OAuth, error) {
 		return nil, errors.New("OAuthConfig durations must not be negative")
 	}
 	o := &OAuth{
-		rdb:       rdb,
-		store:     cfg.Store,
-		keyring:   cfg.Keyring,
-		client:    cfg.HTTPClient,
-		lockTTL:   orDefault(cfg.LockTTL, DefaultLockTTL),
-		margin:    orDefault(cfg.ExpiryMargin, DefaultExpiryMargin),
-		poll:      orDefault(cfg.WaitPoll, DefaultWaitPoll),
-		now:       time.Now,
-		configs:   make(map[string]*oauth2.Config),
-		ccConfigs: make(map[string]*clientcredentials.Config),
+		rdb:           rdb,
+		store:         cfg.Store,
+		keyring:       cfg.Keyring,
+		client:        cfg.HTTPClient,
+		lockTTL:       orDefault(cfg.LockTTL, DefaultLockTTL),
+		margin:        orDefault(cfg.ExpiryMargin, DefaultExpiryMargin),
+		poll:          orDefault(cfg.WaitPoll, DefaultWaitPoll),
+		now:           time.Now,
+		refusalMemory: refusalMemory,
+		failureMemory: failureMemory,
+		configs:       make(map[string]*oauth2.Config),
+		ccConfigs:     make(map[string]*clientcredentials.Config),
 	}
 	if o.client == nil {
 		o.client = &http.Client{
@@ -899,9 +904,9 @@ func (o *OAuth) remember(ctx context.Context, c *oauthCall, version string, te *
 	if err != nil {
 		return
 	}
-	ttl := failureMemory
+	ttl := o.failureMemory
 	if te.Refused {
-		ttl = refusalMemory
+		ttl = o.refusalMemory
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()

@@ -49,6 +49,7 @@ type tokenServer struct {
 	delay        atomic.Int64 // nanoseconds each token request takes
 	expiresIn    atomic.Int64 // seconds, for refreshed tokens
 	ccExpiresIn  atomic.Int64 // seconds, for client_credentials tokens
+	gate         atomic.Pointer[tokenGate]
 
 	mu       sync.Mutex
 	seq      int
@@ -76,6 +77,24 @@ func newTokenServer(t *testing.T) *tokenServer {
 }
 
 func (ts *tokenServer) url() string { return ts.srv.URL + "/token" }
+
+// tokenGate holds token requests: each one sends a channel on arrived and is
+// answered when that channel is closed, so a test decides when; once open
+// is closed, requests pass.
+type tokenGate struct {
+	arrived chan chan struct{}
+	open    chan struct{}
+}
+
+// newTokenGate holds ts's token requests until the test ends or calls the
+// function it returns.
+func newTokenGate(t *testing.T, ts *tokenServer) (*tokenGate, func()) {
+	g := &tokenGate{arrived: make(chan chan struct{}), open: make(chan struct{})}
+	ts.gate.Store(g)
+	open := sync.OnceFunc(func() { close(g.open) })
+	t.Cleanup(open)
+	return g, open
+}
 
 func newTestToken(kind string, seq int) string {
 	b := make([]byte, 8)
@@ -131,6 +150,17 @@ func writeTokenJSON(w http.ResponseWriter, status int, v any) {
 func (ts *tokenServer) token(w http.ResponseWriter, r *http.Request) {
 	ts.requests.Add(1)
 	time.Sleep(time.Duration(ts.delay.Load()))
+	if g := ts.gate.Load(); g != nil {
+		release := make(chan struct{})
+		select {
+		case g.arrived <- release:
+			select {
+			case <-release:
+			case <-g.open:
+			}
+		case <-g.open:
+		}
+	}
 	if err := r.ParseForm(); err != nil {
 		writeTokenJSON(w, 400, map[string]string{"error": "invalid_request"})
 		return
@@ -238,6 +268,9 @@ func newOAuthEnv(t *testing.T, configure func(*OAuthConfig)) *oauthEnv {
 		}
 		o, err := NewOAuth(rdb, cfg)
 		require.NoError(t, err)
+		// A shared failure is remembered seconds: an hour here, so that no
+		// test's "the fleet sees it" window can close under load.
+		o.refusalMemory, o.failureMemory = time.Hour, time.Hour
 		e.workers[i] = &oauthWorker{rdb: rdb, store: store, oauth: o}
 	}
 	return e
@@ -440,6 +473,56 @@ func TestOAuthRefreshRace(t *testing.T) {
 	}
 }
 
+// A worker releasing its refresh lock releases only its own: if its lock
+// expired while it refreshed and another worker took it, that worker's lock
+// stays, or a third worker could refresh beside it.
+func TestOAuthUnlockKeepsAnotherWorkersLock(t *testing.T) {
+	parallelOAuth(t)
+	e := newOAuthEnv(t, nil)
+	e.putCredential(t, time.Now().Add(-time.Minute))
+	gate, openGate := newTokenGate(t, e.ts)
+	ctx := t.Context()
+	rdb := e.workers[0].rdb
+	lockKey := e.workers[0].oauth.key("oauthlock", &oauthCall{tenant: oauthTenant, name: "cred:" + oauthRef})
+	token := func(w *oauthWorker) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			cred, err := w.store.Get(ctx, oauthTenant, oauthRef)
+			if err == nil {
+				_, err = w.oauth.Token(ctx, oauthTenant, oauthIntegration, e.spec, cred)
+			}
+			done <- err
+		}()
+		return done
+	}
+
+	aDone := token(e.workers[0])
+	releaseA := <-gate.arrived // A holds the lock; its token request is in flight
+	aLock, err := rdb.Get(ctx, lockKey).Result()
+	require.NoError(t, err, "A holds the lock")
+
+	// A's lock expires, as it would if A stalled past LockTTL.
+	require.NoError(t, rdb.PExpire(ctx, lockKey, time.Millisecond).Err())
+	require.Eventually(t, func() bool { return rdb.Exists(ctx, lockKey).Val() == 0 }, 10*time.Second, time.Millisecond)
+
+	bDone := token(e.workers[1])
+	releaseB := <-gate.arrived // B took the free lock and asks for a token
+	bLock, err := rdb.Get(ctx, lockKey).Result()
+	require.NoError(t, err, "B holds the lock")
+	require.NotEqual(t, aLock, bLock)
+
+	close(releaseA)
+	require.NoError(t, <-aDone)
+	held, err := rdb.Get(ctx, lockKey).Result()
+	require.NoError(t, err, "A's release deleted the lock B holds")
+	require.Equal(t, bLock, held)
+
+	openGate()
+	close(releaseB)
+	<-bDone // B sent the refresh token A's request rotated: refused, as expected
+	require.Zero(t, rdb.Exists(ctx, lockKey).Val(), "B released its own lock")
+}
+
 // TestOAuthForceRefreshRace: the provider revokes the access token; 40
 // calls across two workers get 401 from the upstream and force a refresh.
 // Exactly one token request must be made.
@@ -509,8 +592,10 @@ func TestOAuthForceRefreshRace(t *testing.T) {
 
 func TestOAuthClientCredentials(t *testing.T) {
 	parallelOAuth(t)
-	e := newOAuthEnv(t, func(c *OAuthConfig) { c.ExpiryMargin = time.Second })
-	e.ts.ccExpiresIn.Store(2)
+	// Lifetimes of hours, and expiry forced below: no window in this test
+	// can close under load.
+	e := newOAuthEnv(t, func(c *OAuthConfig) { c.ExpiryMargin = time.Hour })
+	e.ts.ccExpiresIn.Store(3 * 3600)
 	ctx := t.Context()
 	spec := *e.spec
 	spec.Grant = GrantClientCredentials
@@ -538,7 +623,7 @@ func TestOAuthClientCredentials(t *testing.T) {
 	require.True(t, strings.HasPrefix(raw, "v1.k1."), raw)
 	require.NotContains(t, e.dump(t), access)
 	pttl := e.workers[0].rdb.PTTL(ctx, key).Val()
-	require.True(t, pttl > 0 && pttl <= time.Second, "PTTL %s", pttl)
+	require.True(t, pttl > 2*time.Hour-time.Minute && pttl <= 2*time.Hour, "PTTL %s: 3h less the 1h margin", pttl)
 	for _, w := range e.workers {
 		again, err := w.oauth.Token(ctx, oauthTenant, oauthIntegration, &spec, nil)
 		require.NoError(t, err)
@@ -546,12 +631,17 @@ func TestOAuthClientCredentials(t *testing.T) {
 	}
 	require.EqualValues(t, 1, e.ts.requests.Load())
 
-	// Once the cache expires: one request.
-	time.Sleep(pttl + 100*time.Millisecond)
+	// Once the cache expires: one request. A token living less than twice
+	// the margin is cached half its life.
+	e.ts.ccExpiresIn.Store(90 * 60)
+	require.NoError(t, e.workers[0].rdb.PExpire(ctx, key, time.Millisecond).Err())
+	require.Eventually(t, func() bool { return e.workers[0].rdb.Exists(ctx, key).Val() == 0 }, 10*time.Second, time.Millisecond)
 	secrets, err = e.workers[1].oauth.Token(ctx, oauthTenant, oauthIntegration, &spec, nil)
 	require.NoError(t, err)
 	require.NotEqual(t, access, secrets[FieldAccessToken])
 	require.EqualValues(t, 2, e.ts.requests.Load())
+	pttl = e.workers[0].rdb.PTTL(ctx, key).Val()
+	require.True(t, pttl > 45*time.Minute-time.Minute && pttl <= 45*time.Minute, "PTTL %s: half of 90m", pttl)
 
 	// A credential of its own: its client_secret overrides the spec's and its
 	// token is cached apart.
@@ -717,6 +807,9 @@ func TestOAuthTransientFailure(t *testing.T) {
 	requireNoOAuthSecret(t, err, oauthClientSecret, refresh)
 
 	// Shared with the fleet for a moment: the same failure, no request.
+	failKey := e.workers[0].oauth.key("oauthfail", &oauthCall{tenant: oauthTenant, name: "cred:" + oauthRef})
+	pttl := e.workers[0].rdb.PTTL(t.Context(), failKey).Val()
+	require.True(t, pttl > 59*time.Minute && pttl <= time.Hour, "PTTL %s: the failure memory", pttl)
 	_, err = e.workers[1].oauth.Token(t.Context(), oauthTenant, oauthIntegration, e.spec, e.credential(t))
 	require.ErrorAs(t, err, &te)
 	require.Equal(t, http.StatusServiceUnavailable, te.StatusCode)

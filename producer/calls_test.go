@@ -66,7 +66,6 @@ func TestGetCallWaitRunsOutWithTheQueuedRecord(t *testing.T) {
 		require.Equal(t, tasks.StatusQueued, rec.Status)
 		require.Equal(t, "slow", rec.CorrelationID)
 		require.GreaterOrEqual(t, elapsed, 250*time.Millisecond, "it waited")
-		require.Less(t, elapsed, 5*time.Second)
 	}
 }
 
@@ -82,9 +81,7 @@ func TestGetCallWaitReturnsWhenTheCallFinishes(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		errc <- e.complete(context.Background(), "acme", "done-soon", tasks.StatusSucceeded)
 	}()
-	start := time.Now()
 	r = e.get(t, "done-soon?wait=10s")
-	elapsed := time.Since(start)
 	require.NoError(t, <-errc)
 
 	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
@@ -94,14 +91,15 @@ func TestGetCallWaitReturnsWhenTheCallFinishes(t *testing.T) {
 	require.NotNil(t, rec.Response)
 	require.Equal(t, 200, rec.Response.Status)
 	require.NotNil(t, rec.CompletedAt)
-	require.Less(t, elapsed, 5*time.Second, "woken by the completion, not by the 10s wait running out")
+	// Succeeded: woken by the completion (a wait that ran out would answer
+	// the record it read first, queued).
 
 	// A finished call answers at once, whatever the wait.
-	start = time.Now()
+	start := time.Now()
 	r = e.get(t, "done-soon?wait=60s")
 	require.Equal(t, http.StatusOK, r.Status)
 	require.Equal(t, tasks.StatusSucceeded, r.Record(t).Status)
-	require.Less(t, time.Since(start), 5*time.Second)
+	require.Less(t, time.Since(start), 30*time.Second, "answered before the 60s wait ran out")
 }
 
 func TestGetCallManyWaitersAreAllWoken(t *testing.T) {
@@ -137,15 +135,13 @@ func TestGetCallManyWaitersAreAllWoken(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
 	e.finish(t, "acme", "fan-out", tasks.StatusFailed)
 	for range n {
 		a := <-answers
 		require.NoError(t, a.err)
 		require.Equal(t, http.StatusOK, a.status)
-		require.Equal(t, tasks.StatusFailed, a.rec.Status)
+		require.Equal(t, tasks.StatusFailed, a.rec.Status, "woken by the completion, not run out")
 	}
-	require.Less(t, time.Since(start), 5*time.Second)
 }
 
 func TestCancelQueuedCall(t *testing.T) {
@@ -187,9 +183,9 @@ func TestCancelQueuedCall(t *testing.T) {
 
 	// A waiter on a canceled call answers at once.
 	start := time.Now()
-	r = e.get(t, "to-cancel?wait=30s")
+	r = e.get(t, "to-cancel?wait=60s")
 	require.Equal(t, http.StatusOK, r.Status)
-	require.Less(t, time.Since(start), 5*time.Second)
+	require.Less(t, time.Since(start), 30*time.Second, "answered before the 60s wait ran out")
 }
 
 func TestCancelWakesAWaiter(t *testing.T) {
@@ -212,14 +208,12 @@ func TestCancelWakesAWaiter(t *testing.T) {
 		done <- &resp{Status: res.StatusCode, Header: res.Header, Body: b}
 	}()
 	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
 	r = e.do(t, req{Method: http.MethodDelete, Path: "/v1/calls/wake-on-cancel", Key: e.producerKey})
 	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 
 	got := <-done
 	require.Equal(t, http.StatusOK, got.Status, "body: %s", got.Body)
-	require.Equal(t, tasks.StatusCanceled, got.Record(t).Status)
-	require.Less(t, time.Since(start), 5*time.Second)
+	require.Equal(t, tasks.StatusCanceled, got.Record(t).Status, "woken by the cancel, not run out")
 
 	// The scheduled task is gone too.
 	_, err := e.taskInfo("acme", "default", "wake-on-cancel")

@@ -244,7 +244,10 @@ func (c *Client) Get(ctx context.Context, id string) (*tasks.Record, error) {
 }
 
 // Wait returns the record once the call has finished. When ctx ends first
-// it returns the record as it stands with ctx's error.
+// it returns the record as it stands with ctx's error (the record is nil if
+// ctx ended before it was read). When ctx's deadline passes, the error is
+// context.DeadlineExceeded even if a Redis read timed out at that deadline
+// first; any other error means Redis failed.
 func (c *Client) Wait(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound

@@ -493,11 +493,11 @@ func (h *handler) getCall(w http.ResponseWriter, r *http.Request) {
 	if wait > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		rec, err = c.Wait(ctx, id)
-		waited := ctx.Err() != nil
 		cancel()
-		if err != nil && !errors.Is(err, ErrNotFound) && waited && r.Context().Err() == nil {
-			// The wait ran out: answer the record as it stands (read it
-			// if the wait ran out before it was read at all).
+		if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+			// The wait ran out: answer the record as it stands. If it ran
+			// out before the record was read at all, read it now, under
+			// the request's context: the wait's has expired.
 			if rec == nil {
 				rec, err = c.Get(r.Context(), id)
 			} else {

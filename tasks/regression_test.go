@@ -1,11 +1,14 @@
 package tasks_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/tasks"
@@ -86,15 +89,21 @@ func TestWaitSurvivesRedisOutage(t *testing.T) {
 		rec *tasks.Record
 		err error
 	}
+	reads := &recordReads{key: e.cfg.Prefix + ":call:acme:outage"}
+	e.rdb.AddHook(reads)
 	done := make(chan result, 1)
 	go func() {
 		r, err := e.store.Wait(e.ctx, "acme", "outage")
 		done <- result{r, err}
 	}()
-	time.Sleep(200 * time.Millisecond) // the waiter is subscribed
-	e.srv.SaveRDB(t)                   // keep the record across the restart
+	// Read once: the waiter is subscribed and waits.
+	require.Eventually(t, func() bool { return reads.ok.Load() >= 1 }, 30*time.Second, 5*time.Millisecond)
+	e.srv.SaveRDB(t) // keep the record across the restart
 	e.srv.Kill(t)
-	time.Sleep(1500 * time.Millisecond)
+	// A waiter that failed on a failed read would never read again: two
+	// failed reads show it woke in the outage and waited on.
+	require.Eventually(t, func() bool { return reads.failed.Load() >= 2 }, 30*time.Second, 5*time.Millisecond,
+		"the waiter did not read its record again during the outage")
 	select {
 	case r := <-done:
 		t.Fatalf("Wait returned during the outage: %v", r.err)
@@ -114,6 +123,32 @@ func TestWaitSurvivesRedisOutage(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Wait was not woken after Redis came back")
 	}
+}
+
+// recordReads counts the reads of one record a client makes, by outcome.
+type recordReads struct {
+	key        string
+	ok, failed atomic.Int64
+}
+
+func (h *recordReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *recordReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "hmget" && len(cmd.Args()) > 1 && cmd.Args()[1] == h.key {
+			if err != nil {
+				h.failed.Add(1)
+			} else {
+				h.ok.Add(1)
+			}
+		}
+		return err
+	}
+}
+
+func (h *recordReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func TestPathDotDotWithMatrixParameter(t *testing.T) {

@@ -410,12 +410,12 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 func (s *Store) Wait(ctx context.Context, tenant, id string) (*Record, error) {
 	w, err := s.notifier.subscribe(ctx, tenant+":"+id)
 	if err != nil {
-		return nil, err
+		return nil, expired(ctx, err)
 	}
 	defer s.notifier.unsubscribe(w)
 	rec, err := s.Get(ctx, tenant, id)
 	if err != nil {
-		return nil, err
+		return nil, expired(ctx, err)
 	}
 	for !rec.Status.Terminal() {
 		select {
@@ -446,6 +446,23 @@ func (s *Store) Wait(ctx context.Context, tenant, id string) (*Record, error) {
 	return rec, nil
 }
 
+// expired returns ctx's error in place of err when ctx has ended or its
+// deadline has passed: a Redis read given that deadline times out ("i/o
+// timeout") a moment before the context reports it, and a caller told so
+// would take the store for unreachable when only the wait ran out.
+func expired(ctx context.Context, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
 // notifier holds one subscription to the completion channel per process and
 // hands each message to the local waiters of that call. One shared
 // subscription costs no round trip per wait and cannot miss a completion
@@ -455,11 +472,9 @@ type notifier struct {
 	channel string
 
 	mu      sync.Mutex
-	started bool
-	pubsub  *redis.PubSub
+	sub     *subscription // nil until the first wait, and after a failed attempt
+	closed  bool
 	waiters map[string]map[*waiter]struct{}
-	ready   chan struct{}
-	done    chan struct{}
 }
 
 type waiter struct {
@@ -494,50 +509,74 @@ func (n *notifier) unsubscribe(w *waiter) {
 	}
 }
 
+// subscribeTimeout bounds the wait for Redis to confirm the subscription.
+// It is the subscription's own, not its first waiter's: a waiter with a
+// short deadline must not fail the subscription others wait on.
+const subscribeTimeout = 10 * time.Second
+
+// subscription is one attempt at subscribing to the completion channel.
+type subscription struct {
+	ps    *redis.PubSub
+	ready chan struct{} // closed when Redis confirmed or the attempt failed
+	err   error         // why it failed; set before ready is closed
+	done  chan struct{} // closed when its loop has returned
+}
+
 // start subscribes once and waits for Redis to confirm, so that every
-// completion published after the caller reads the record reaches it.
+// completion published after the caller reads the record reaches it. The
+// caller stops waiting when ctx ends; the subscription goes on without it.
 func (n *notifier) start(ctx context.Context) error {
 	n.mu.Lock()
-	if n.started {
-		ready := n.ready
+	if n.closed {
 		n.mu.Unlock()
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		n.mu.Lock()
-		ok := n.started
-		n.mu.Unlock()
-		if !ok {
-			return errors.New("subscribe to completions: the subscription failed; try again")
-		}
-		return nil
+		return errors.New("subscribe to completions: the store is closed")
 	}
-	n.started = true
-	n.ready = make(chan struct{})
-	n.done = make(chan struct{})
-	ps := n.rdb.Subscribe(context.WithoutCancel(ctx), n.channel)
-	n.pubsub = ps
+	sub := n.sub
+	if sub == nil {
+		sub = &subscription{
+			ps:    n.rdb.Subscribe(context.WithoutCancel(ctx), n.channel),
+			ready: make(chan struct{}),
+			done:  make(chan struct{}),
+		}
+		n.sub = sub
+		go n.run(sub)
+	}
 	n.mu.Unlock()
-
-	if _, err := ps.Receive(ctx); err != nil {
-		_ = ps.Close()
-		n.mu.Lock()
-		n.started = false
-		n.pubsub = nil
-		close(n.ready)
-		close(n.done) // no loop will run to close it
-		n.mu.Unlock()
-		return fmt.Errorf("subscribe to completions: %w", err)
+	select {
+	case <-sub.ready:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	close(n.ready)
-	go n.loop(ps)
+	if sub.err != nil {
+		return fmt.Errorf("subscribe to completions: %w", sub.err)
+	}
 	return nil
 }
 
+// run waits for the subscription's confirmation, then hands out messages
+// until the subscription is closed. A failed subscription is forgotten, so
+// that the next waiter tries again.
+func (n *notifier) run(sub *subscription) {
+	defer close(sub.done)
+	ctx, cancel := context.WithTimeout(context.Background(), subscribeTimeout)
+	_, err := sub.ps.Receive(ctx)
+	cancel()
+	if err != nil {
+		_ = sub.ps.Close()
+		n.mu.Lock()
+		if n.sub == sub {
+			n.sub = nil
+		}
+		n.mu.Unlock()
+		sub.err = err
+		close(sub.ready)
+		return
+	}
+	close(sub.ready)
+	n.loop(sub.ps)
+}
+
 func (n *notifier) loop(ps *redis.PubSub) {
-	defer close(n.done)
 	for {
 		msg, err := ps.Receive(context.Background())
 		if err != nil {
@@ -585,12 +624,13 @@ func (n *notifier) wakeAll() {
 
 func (n *notifier) close() error {
 	n.mu.Lock()
-	ps, started := n.pubsub, n.started
+	sub := n.sub
+	n.closed = true
 	n.mu.Unlock()
-	if !started || ps == nil {
+	if sub == nil {
 		return nil
 	}
-	err := ps.Close()
-	<-n.done
+	err := sub.ps.Close()
+	<-sub.done
 	return err
 }

@@ -272,6 +272,14 @@ func TestWebhookGoneStops(t *testing.T) {
 	require.Contains(t, *rec.Webhook.LastError, "410")
 	time.Sleep(1500 * time.Millisecond) // past any retry the schedule could make
 	require.Len(t, r.deliveries(), 1, "410 is delivered once")
+
+	// The positive control: a delivery made now is seen, once.
+	_, err = e.client.RedeliverWebhook(context.Background(), "hook-gone")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(r.deliveries()) == 2 }, 30*time.Second, 20*time.Millisecond)
+	e.webhookState(t, "hook-gone", tasks.WebhookFailed)
+	time.Sleep(1500 * time.Millisecond)
+	require.Len(t, r.deliveries(), 2, "a redelivery answered 410 is not retried either")
 }
 
 func TestWebhookGivesUpAfterSchedule(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -26,20 +27,31 @@ func TestMetricsEndpoints(t *testing.T) {
 	d.enqueue("metrics-1")
 	d.waitAllTerminal([]string{"metrics-1"}, time.Now().Add(30*time.Second))
 
-	get := func(url string) string {
+	get := func(url string) (string, error) {
 		resp, err := http.Get(url)
-		require.NoError(t, err)
+		if err != nil {
+			return "", err
+		}
 		defer resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode, url)
 		b, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return string(b)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("%s answered %d", url, resp.StatusCode)
+		}
+		return string(b), err
 	}
-	worker := get(metricsURL)
-	require.Contains(t, worker, `callq_calls_finished_total{error_kind="",integration="slow",status="succeeded"} 1`)
+	// The worker counts a finished call after its record is written, and
+	// the write is what wakes the wait above: poll for the count.
+	finished := `callq_calls_finished_total{error_kind="",integration="slow",status="succeeded"} 1`
+	var worker string
+	require.Eventually(t, func() bool {
+		var err error
+		worker, err = get(metricsURL)
+		return err == nil && strings.Contains(worker, finished)
+	}, 30*time.Second, 10*time.Millisecond, "the worker never counted the call")
 	require.Contains(t, worker, `callq_attempt_duration_seconds_count{integration="slow",outcome="succeeded"} 1`)
 	require.NotContains(t, worker, "metrics-1", "no correlation IDs in labels")
 
-	api := get(d.apiURL + "/metrics")
+	api, err := get(d.apiURL + "/metrics")
+	require.NoError(t, err)
 	require.True(t, strings.Contains(api, "go_goroutines"), "the API exposes its process metrics")
 }

@@ -41,17 +41,38 @@ var (
 	buildDir  string
 	buildBin  string
 	buildErr  error
+
+	// coverDir receives the coverage counters of every callq process the
+	// tests run (GOCOVERDIR): CALLQ_TEST_COVERDIR to keep them for
+	// `go tool covdata percent -i=DIR`, else a directory removed at the end.
+	coverDir string
 )
 
 func TestMain(m *testing.M) {
+	coverDir = os.Getenv("CALLQ_TEST_COVERDIR")
+	keep := coverDir != ""
+	var err error
+	if keep {
+		err = os.MkdirAll(coverDir, 0o755)
+	} else {
+		coverDir, err = os.MkdirTemp("", "callq-cover-")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coverage directory:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
+	if !keep {
+		_ = os.RemoveAll(coverDir)
+	}
 	os.Exit(code)
 }
 
-// callqBinary builds ./ (this package) once and returns the binary's path.
+// callqBinary builds ./ (this package) once, with coverage of every callq
+// package it runs, and returns the binary's path.
 func callqBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -63,9 +84,10 @@ func callqBinary(t testing.TB) string {
 		buildDir = dir
 		bin := filepath.Join(dir, "callq")
 		start := time.Now()
-		out, err := exec.Command("go", "build", "-o", bin, "./").CombinedOutput()
+		args := []string{"build", "-cover", "-coverpkg=github.com/callq/callq/...", "-o", bin, "./"}
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build -o %s ./: %v\n%s", bin, err, out)
+			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
 		buildBin = bin
@@ -81,7 +103,7 @@ func callqBinary(t testing.TB) string {
 // Child processes and their logs.
 
 // childEnv is the test's environment without any CALLQ_* or REDIS_URL a
-// developer may have set, plus extra.
+// developer may have set, with GOCOVERDIR, plus extra.
 func childEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -90,6 +112,7 @@ func childEnv(extra ...string) []string {
 		}
 		env = append(env, kv)
 	}
+	env = append(env, "GOCOVERDIR="+coverDir)
 	return append(env, extra...)
 }
 
@@ -136,6 +159,21 @@ func (c *child) kill() {
 	<-c.done
 }
 
+// stop SIGTERMs the process, so that it exits as in production and writes
+// its coverage counters, and SIGKILLs it if it has not exited within grace.
+func (c *child) stop(grace time.Duration) {
+	if !c.exited() {
+		_ = c.signal(syscall.SIGTERM)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+		c.kill()
+	}
+}
+
 // logs returns what the process wrote so far.
 func (c *child) logs() string {
 	var b strings.Builder
@@ -160,7 +198,7 @@ type procs struct {
 func newProcs(t *testing.T) *procs {
 	p := &procs{t: t, bin: callqBinary(t), dir: t.TempDir()}
 	// Registered before any process starts, so it runs after they are all
-	// killed (cleanups run last-in first-out) and sees their complete logs.
+	// stopped (cleanups run last-in first-out) and sees their complete logs.
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("process logs (tails):\n%s", p.tails(60))
@@ -170,7 +208,8 @@ func newProcs(t *testing.T) *procs {
 }
 
 // start runs the callq binary with args in dir (the test's directory when
-// empty). The process is SIGKILLed at cleanup if still running.
+// empty). The process is stopped at cleanup if still running: SIGTERM, then
+// SIGKILL after 10s.
 func (p *procs) start(name, dir string, env []string, args ...string) *child {
 	t := p.t
 	t.Helper()
@@ -205,7 +244,7 @@ func (p *procs) start(name, dir string, env []string, args ...string) *child {
 	p.mu.Lock()
 	p.list = append(p.list, c)
 	p.mu.Unlock()
-	t.Cleanup(c.kill)
+	t.Cleanup(func() { c.stop(10 * time.Second) })
 	t.Logf("started %s (pid %d): callq %s", name, c.cmd.Process.Pid, strings.Join(args, " "))
 	return c
 }

@@ -187,12 +187,9 @@ func TestReadmeQuickstart(t *testing.T) {
 	require.NoError(t, dev.signal(syscall.SIGTERM))
 	select {
 	case <-dev.done:
-		if dev.exitCode() != 0 {
-			t.Logf("callq dev exited with %v after SIGTERM", dev.waitErr)
-		}
-	case <-time.After(20 * time.Second):
-		t.Logf("callq dev still running 20s after SIGTERM; killing it")
-		dev.kill()
+		require.Zero(t, dev.exitCode(), "callq dev exited with %v after SIGTERM", dev.waitErr)
+	case <-time.After(60 * time.Second):
+		t.Fatal("callq dev still running 60s after SIGTERM")
 	}
 	devOut, err := os.ReadFile(dev.stdout)
 	require.NoError(t, err)

@@ -65,6 +65,8 @@ func TestCredsResealRotation(t *testing.T) {
 	_, err = store.Put(ctx, "acme", "lost", "github", map[string]string{"token": "ghp_lost"})
 	require.NoError(t, err) // sealed under the old key, which is then dropped
 	out, err = reseal("k2:" + newKey)
-	require.Error(t, err, "exit status 1")
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, 1, exit.ExitCode(), "a field reseal cannot open is an error")
 	require.Contains(t, string(out), "acme/lost.token")
 }

@@ -31,7 +31,8 @@
 //     Tests sharing one external server must not run in parallel with each
 //     other. Restart, Kill and SaveRDB skip the test in this mode.
 //   - CI: if "true" and redis-server is not on PATH, [Start] fails the test
-//     instead of skipping it.
+//     instead of skipping it (a skip would let a broken CI image pass); so
+//     do this package's own tests.
 //
 // [StartProcess] is the testing.TB-free variant for a TestMain and
 // process-level helpers; it always launches a process. Both are built on

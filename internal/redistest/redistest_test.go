@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -225,7 +226,7 @@ func TestRestartWaitsForPortToFreeUp(t *testing.T) {
 func TestExternalURL(t *testing.T) {
 	owner, stop, err := StartProcess(t.TempDir())
 	if err != nil {
-		t.Skip(err)
+		skipUnlessCI(t, err.Error())
 	}
 	t.Cleanup(func() { _ = stop() })
 	ctx := context.Background()
@@ -270,5 +271,35 @@ func TestMissingBinary(t *testing.T) {
 	_, _, err := StartProcess(t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "apt-get install redis-server") {
 		t.Fatalf("StartProcess err = %v", err)
+	}
+}
+
+// Under CI=true, Start without redis-server on PATH fails the test, saying
+// why, instead of skipping it. The failing Start runs in a child test
+// process (this test binary, run again) so that its failure is observed,
+// not suffered.
+func TestMissingBinaryFailsUnderCI(t *testing.T) {
+	const childEnv = "REDISTEST_CHILD"
+	if os.Getenv(childEnv) == "missing-under-ci" {
+		Start(t)
+		t.Log("Start returned without redis-server on PATH")
+		return
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMissingBinaryFailsUnderCI$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"=missing-under-ci", "CI=true", "PATH="+t.TempDir(), EnvURL+"=")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("child test: err = %v, want exit status 1; output:\n%s", err, out)
+	}
+	for _, want := range []string{"--- FAIL: TestMissingBinaryFailsUnderCI", "redis-server not found on PATH",
+		"apt-get install redis-server", "CI=true, so this is a failure, not a skip"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("child output lacks %q:\n%s", want, out)
+		}
+	}
+	if bytes.Contains(out, []byte("--- SKIP")) || bytes.Contains(out, []byte("Start returned")) {
+		t.Errorf("child test skipped or went on:\n%s", out)
 	}
 }
