@@ -21,7 +21,7 @@ vet:
 
 test: vet
 	$(GO) test -race -count=1 -timeout 15m ./...
-	$(GO) test -run '^$$' -fuzz '^FuzzRedactor$$' -fuzztime 5s ./auth/
+	$(GO) test -run '^$$' -fuzz '^FuzzRedactor$$' -fuzztime 10s ./auth/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRedactor$$' -fuzztime $(FUZZTIME) ./auth/

@@ -49,24 +49,25 @@ type serverConfig struct {
 	sourceRefs       bool
 	sourceDirs       string
 	shutdownTimeout  time.Duration
+	envErrs          []error // malformed environment values, reported by envError
 }
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL: redis://, rediss:// or redis-sentinel:// (REDIS_URL)")
 	fs.StringVar(&c.integrations, "integrations", env("CALLQ_INTEGRATIONS", defIntegrations), "integration catalog file (CALLQ_INTEGRATIONS)")
 	fs.StringVar(&c.apiAddr, "addr", env("CALLQ_API_ADDR", ":8080"), "API listen address (CALLQ_API_ADDR)")
-	fs.IntVar(&c.concurrency, "concurrency", envInt("CALLQ_CONCURRENCY", worker.DefaultConcurrency), "calls a worker runs at once (CALLQ_CONCURRENCY)")
+	fs.IntVar(&c.concurrency, "concurrency", c.envInt("CALLQ_CONCURRENCY", worker.DefaultConcurrency), "calls a worker runs at once (CALLQ_CONCURRENCY)")
 	fs.StringVar(&c.queues, "queues", env("CALLQ_QUEUES", worker.FormatQueues(worker.DefaultQueues())), "queues and priorities (CALLQ_QUEUES)")
-	fs.DurationVar(&c.resultTTL, "result-ttl", envDuration("CALLQ_RESULT_TTL", tasks.DefaultResultTTL), "how long records live after a call finishes (CALLQ_RESULT_TTL)")
-	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
-	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(envInt("CALLQ_MAX_RESPONSE_BYTES", worker.DefaultMaxResponseBytes)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&c.resultTTL, "result-ttl", c.envDuration("CALLQ_RESULT_TTL", tasks.DefaultResultTTL), "how long records live after a call finishes (CALLQ_RESULT_TTL)")
+	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(c.envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
+	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(c.envInt("CALLQ_MAX_RESPONSE_BYTES", worker.DefaultMaxResponseBytes)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
-	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", os.Getenv("CALLQ_WEBHOOK_ALLOW_PRIVATE") == "true", "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
+	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", c.envBool("CALLQ_WEBHOOK_ALLOW_PRIVATE"), "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
 	fs.StringVar(&c.webhookSchedule, "webhook-schedule", os.Getenv("CALLQ_WEBHOOK_SCHEDULE"), "waits before webhook redeliveries, e.g. 5s,30s,2m (CALLQ_WEBHOOK_SCHEDULE; default about a day)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", os.Getenv("CALLQ_METRICS_ADDR"), "worker: serve Prometheus /metrics here, e.g. :9090 (CALLQ_METRICS_ADDR; default off; the API serves /metrics on its own address)")
-	fs.BoolVar(&c.sourceRefs, "allow-source-refs", os.Getenv("CALLQ_ALLOW_SOURCE_REFS") == "true", "let admin keys store env: and file: credential values (CALLQ_ALLOW_SOURCE_REFS; only when every admin is the operator)")
+	fs.BoolVar(&c.sourceRefs, "allow-source-refs", c.envBool("CALLQ_ALLOW_SOURCE_REFS"), "let admin keys store env: and file: credential values (CALLQ_ALLOW_SOURCE_REFS; only when every admin is the operator)")
 	fs.StringVar(&c.sourceDirs, "source-dirs", os.Getenv("CALLQ_SOURCE_DIRS"), "the only directories file: credential values may read, comma- or colon-separated (CALLQ_SOURCE_DIRS; default any outside /proc, /sys and /dev)")
 	c.secretKey = os.Getenv("CALLQ_SECRET_KEY")
 	c.webhookSecret = os.Getenv("CALLQ_WEBHOOK_SECRET")
@@ -88,18 +89,54 @@ func parseSchedule(s string) ([]time.Duration, error) {
 	return out, nil
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
-		return v
+// envInt reads an integer environment variable, def when unset. A value
+// that is not an integer is kept in c.envErrs, so the command refuses to
+// start instead of running on the default the operator meant to change.
+func (c *serverConfig) envInt(name string, def int) int {
+	raw := os.Getenv(name)
+	if raw == "" {
+		return def
 	}
-	return def
+	v, err := strconv.Atoi(strings.TrimSpace(raw))
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not a whole number", name, raw))
+		return def
+	}
+	return v
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return v
+// envDuration is envInt for Go durations ("30s", "24h").
+func (c *serverConfig) envDuration(name string, def time.Duration) time.Duration {
+	raw := os.Getenv(name)
+	if raw == "" {
+		return def
 	}
-	return def
+	v, err := time.ParseDuration(strings.TrimSpace(raw))
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not a duration (want a Go duration such as 30s or 24h)", name, raw))
+		return def
+	}
+	return v
+}
+
+// envBool is envInt for "true" and "false" (and strconv.ParseBool's other
+// spellings); "yes" is an error rather than a silent false.
+func (c *serverConfig) envBool(name string) bool {
+	raw := os.Getenv(name)
+	if raw == "" {
+		return false
+	}
+	v, err := strconv.ParseBool(strings.TrimSpace(raw))
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not true or false", name, raw))
+		return false
+	}
+	return v
+}
+
+// envError reports every malformed environment value flags found.
+func (c *serverConfig) envError() error {
+	return errors.Join(c.envErrs...)
 }
 
 // queueMap parses "critical=6,default=3,low=1".

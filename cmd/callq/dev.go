@@ -43,6 +43,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := cfg.envError(); err != nil {
+		return err
+	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return err

@@ -172,6 +172,9 @@ func openStack(ctx context.Context, name string, args []string, stderr io.Writer
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := cfg.envError(); err != nil {
+		return nil, nil, err
+	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return nil, nil, err
