@@ -109,6 +109,7 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("192.0.0.0/24"),
 	netip.MustParsePrefix("198.18.0.0/15"),
 	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("fec0::/10"), // site-local: deprecated, still routed where in use
 }
 
 // IPv6 forms that carry an IPv4 address (RFC 4291, 2765, 6052, 3056), so a
@@ -138,7 +139,10 @@ var (
 
 // CheckWebhookAddr refuses an address a webhook delivery must not reach.
 func CheckWebhookAddr(ip netip.Addr) error {
-	ip = ip.Unmap()
+	// A zone ("%eth0") makes netip.Prefix.Contains false for every prefix,
+	// while the kernel ignores it outside link-local addresses: judge the
+	// address without it.
+	ip = ip.WithZone("").Unmap()
 	if what := classifyAddr(ip); what != "" {
 		return fmt.Errorf("webhook address %s is %s; set CALLQ_WEBHOOK_ALLOW_PRIVATE=true to allow it", ip, what)
 	}

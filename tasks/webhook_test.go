@@ -51,6 +51,8 @@ func TestCheckWebhookAddrRefusesWrappedPrivateAddresses(t *testing.T) {
 		{"2002:a00:1::1", "private"},
 		{"2002:a9fe:a9fe::1", "link-local"},
 		{"2002:c0a8:101:1::1", "private"},
+		// Site-local (fec0::/10): deprecated, still routed where in use.
+		{"fec0::1", "reserved (fec0::/10)"},
 	}
 	for _, tc := range refused {
 		t.Run(tc.addr, func(t *testing.T) {
@@ -58,6 +60,15 @@ func TestCheckWebhookAddrRefusesWrappedPrivateAddresses(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 			require.Contains(t, err.Error(), "CALLQ_WEBHOOK_ALLOW_PRIVATE")
+			if netip.MustParseAddr(tc.addr).Is6() {
+				// A zone makes every netip.Prefix.Contains false, while the
+				// kernel ignores it outside link-local: the zoned form of
+				// each address is refused the same.
+				zoned := netip.MustParseAddr(tc.addr + "%eth0")
+				err = tasks.CheckWebhookAddr(zoned)
+				require.Error(t, err, "zoned %s", zoned)
+				require.Contains(t, err.Error(), tc.want)
+			}
 		})
 	}
 
