@@ -135,3 +135,22 @@ func (v Value) String() string {
 		return string(v.Kind)
 	}
 }
+
+// isSecretSource reports whether raw names a source ("env:NAME",
+// "file:/path") rather than being a literal secret.
+func isSecretSource(raw string) bool {
+	return strings.HasPrefix(raw, envPrefix) || strings.HasPrefix(raw, filePrefix)
+}
+
+// resolveSecretSource returns the secret raw stands for: read from the
+// environment or a file (under dirs) now, or raw itself if it is a literal.
+func resolveSecretSource(raw string, dirs SourceDirs) (string, error) {
+	if !isSecretSource(raw) {
+		return raw, nil
+	}
+	v, err := ParseValue(nil, raw, nil)
+	if err != nil {
+		return "", err
+	}
+	return v.Resolve(nil, nil, dirs)
+}
