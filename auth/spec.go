@@ -93,7 +93,7 @@ type Spec struct {
 func (s Spec) Format(f fmt.State, verb rune) {
 	type plain Spec // no methods, so no recursion
 	c := plain(s)
-	if c.ClientSecret != "" && !isSecretSource(c.ClientSecret) {
+	if c.ClientSecret != "" && !IsSourceRef(c.ClientSecret) {
 		c.ClientSecret = Redacted
 	}
 	fmt.Fprintf(f, fmt.FormatString(f, verb), c)
@@ -223,7 +223,7 @@ func (s *Spec) validateOAuth2() error {
 	if hasControl(s.ClientID) {
 		return fieldErrorf("auth.client_id", "client_id contains a control character")
 	}
-	if isSecretSource(s.ClientSecret) {
+	if IsSourceRef(s.ClientSecret) {
 		if _, err := ParseValue(nil, s.ClientSecret, nil); err != nil {
 			return fieldErrorf("auth.client_secret", "%s", err.Error())
 		}
