@@ -277,6 +277,23 @@ func (s *Spec) RequiredFields() []string {
 	}
 }
 
+// NeedsCredential reports whether a call must name a credential (its own or
+// the integration's default_credential) for this auth type: bearer,
+// api_key, basic and headers take their secrets from it, and oauth2 grant
+// refresh_token its tokens. Type none sends nothing, and oauth2 grant
+// client_credentials gets its token with the spec's client id and secret
+// (a credential named all the same overrides them), so they need none.
+func (s *Spec) NeedsCredential() bool {
+	switch s.authType() {
+	case TypeNone:
+		return false
+	case TypeOAuth2:
+		return s.grant() == GrantRefreshToken
+	default:
+		return true
+	}
+}
+
 // Apply puts secrets on req as the spec says. A required field that is
 // missing or empty is a *MissingFieldError. For type headers, a header is set
 // only if every field its template references is present and non-empty, so

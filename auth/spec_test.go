@@ -296,3 +296,35 @@ func TestSpecFieldsAndSensitive(t *testing.T) {
 		require.Equal(t, tc.query, tc.spec.SensitiveQuery(), "%+v", tc.spec)
 	}
 }
+
+func TestSpecNeedsCredential(t *testing.T) {
+	t.Parallel()
+
+	oauth2 := func(grant string) *Spec {
+		return &Spec{Type: TypeOAuth2, TokenURL: "https://auth.example.com/token", ClientID: "app", ClientSecret: "env:APP_SECRET", Grant: grant}
+	}
+	cases := []struct {
+		name string
+		spec *Spec
+		want bool
+	}{
+		{"Nil", nil, false},
+		{"ZeroType", &Spec{}, false}, // the zero Type means none
+		{"None", &Spec{Type: TypeNone}, false},
+		{"Bearer", &Spec{Type: TypeBearer}, true},
+		{"APIKey", &Spec{Type: TypeAPIKey}, true},
+		{"APIKeyInQuery", &Spec{Type: TypeAPIKey, In: InQuery, Name: "api_key"}, true},
+		{"Basic", &Spec{Type: TypeBasic}, true},
+		{"Headers", datadogSpec(), true}, // no required field, but its fields are the credential's
+		{"OAuth2DefaultGrant", oauth2(""), true},
+		{"OAuth2RefreshToken", oauth2(GrantRefreshToken), true},
+		{"OAuth2ClientCredentials", oauth2(GrantClientCredentials), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.NoError(t, tc.spec.Validate())
+			require.Equal(t, tc.want, tc.spec.NeedsCredential())
+		})
+	}
+}
