@@ -93,7 +93,7 @@ type Spec struct {
 func (s Spec) Format(f fmt.State, verb rune) {
 	type plain Spec // no methods, so no recursion
 	c := plain(s)
-	if c.ClientSecret != "" && !isSecretSource(c.ClientSecret) {
+	if c.ClientSecret != "" && !IsSourceRef(c.ClientSecret) {
 		c.ClientSecret = Redacted
 	}
 	fmt.Fprintf(f, fmt.FormatString(f, verb), c)
@@ -206,6 +206,56 @@ func (s *Spec) Validate() error {
 	return nil
 }
 
+func (s *Spec) validateOAuth2() error {
+	if s.TokenURL == "" {
+		return fieldErrorf("auth.token_url", "token_url is required for auth type oauth2")
+	}
+	u, err := url.Parse(s.TokenURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fieldErrorf("auth.token_url", "token_url must be an absolute http or https URL, got %q", s.TokenURL)
+	}
+	if u.User != nil || u.Fragment != "" {
+		return fieldErrorf("auth.token_url", "token_url must not hold userinfo or a fragment")
+	}
+	if s.ClientID == "" {
+		return fieldErrorf("auth.client_id", "client_id is required for auth type oauth2")
+	}
+	if hasControl(s.ClientID) {
+		return fieldErrorf("auth.client_id", "client_id contains a control character")
+	}
+	if IsSourceRef(s.ClientSecret) {
+		if _, err := ParseValue(nil, s.ClientSecret, nil); err != nil {
+			return fieldErrorf("auth.client_secret", "%s", err.Error())
+		}
+	} else if hasControl(s.ClientSecret) {
+		return fieldErrorf("auth.client_secret", "client_secret contains a control character")
+	}
+	for i, scope := range s.Scopes {
+		if scope == "" || strings.ContainsFunc(scope, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return fieldErrorf(fmt.Sprintf("auth.scopes[%d]", i), "scope %q is not valid: want a non-empty token without spaces", scope)
+		}
+	}
+	switch s.Grant {
+	case "", GrantRefreshToken, GrantClientCredentials:
+	default:
+		return fieldErrorf("auth.grant", "grant %q is not valid: want refresh_token or client_credentials", s.Grant)
+	}
+	switch s.AuthStyle {
+	case "", AuthStyleAuto, AuthStyleHeader, AuthStyleParams:
+	default:
+		return fieldErrorf("auth.auth_style", "auth_style %q is not valid: want header, params or auto", s.AuthStyle)
+	}
+	return nil
+}
+
+// grant returns the spec's grant, refresh_token if none is given.
+func (s *Spec) grant() string {
+	if s.Grant == "" {
+		return GrantRefreshToken
+	}
+	return s.Grant
+}
+
 // RequiredFields returns the fields a credential must have for this auth
 // type. Type headers requires none: a header whose fields are missing is
 // simply not sent.
@@ -224,6 +274,23 @@ func (s *Spec) RequiredFields() []string {
 		return nil
 	default:
 		return nil
+	}
+}
+
+// NeedsCredential reports whether a call must name a credential (its own or
+// the integration's default_credential) for this auth type: bearer,
+// api_key, basic and headers take their secrets from it, and oauth2 grant
+// refresh_token its tokens. Type none sends nothing, and oauth2 grant
+// client_credentials gets its token with the spec's client id and secret
+// (a credential named all the same overrides them), so they need none.
+func (s *Spec) NeedsCredential() bool {
+	switch s.authType() {
+	case TypeNone:
+		return false
+	case TypeOAuth2:
+		return s.grant() == GrantRefreshToken
+	default:
+		return true
 	}
 }
 

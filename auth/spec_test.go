@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 func newRequest(t *testing.T, rawURL string) *http.Request {
@@ -295,4 +298,146 @@ func TestSpecFieldsAndSensitive(t *testing.T) {
 		require.Equal(t, tc.headers, tc.spec.SensitiveHeaders(), "%+v", tc.spec)
 		require.Equal(t, tc.query, tc.spec.SensitiveQuery(), "%+v", tc.spec)
 	}
+}
+
+func TestSpecNeedsCredential(t *testing.T) {
+	t.Parallel()
+
+	oauth2 := func(grant string) *Spec {
+		return &Spec{Type: TypeOAuth2, TokenURL: "https://auth.example.com/token", ClientID: "app", ClientSecret: "env:APP_SECRET", Grant: grant}
+	}
+	cases := []struct {
+		name string
+		spec *Spec
+		want bool
+	}{
+		{"Nil", nil, false},
+		{"ZeroType", &Spec{}, false}, // the zero Type means none
+		{"None", &Spec{Type: TypeNone}, false},
+		{"Bearer", &Spec{Type: TypeBearer}, true},
+		{"APIKey", &Spec{Type: TypeAPIKey}, true},
+		{"APIKeyInQuery", &Spec{Type: TypeAPIKey, In: InQuery, Name: "api_key"}, true},
+		{"Basic", &Spec{Type: TypeBasic}, true},
+		{"Headers", datadogSpec(), true}, // no required field, but its fields are the credential's
+		{"OAuth2DefaultGrant", oauth2(""), true},
+		{"OAuth2RefreshToken", oauth2(GrantRefreshToken), true},
+		{"OAuth2ClientCredentials", oauth2(GrantClientCredentials), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.NoError(t, tc.spec.Validate())
+			require.Equal(t, tc.want, tc.spec.NeedsCredential())
+		})
+	}
+}
+
+func TestSpecOAuth2(t *testing.T) {
+	t.Parallel()
+
+	base := func() *Spec {
+		return &Spec{Type: TypeOAuth2, TokenURL: "https://login.example/oauth/token", ClientID: "cid", ClientSecret: "literal-client-secret"}
+	}
+	valid := []func(*Spec){
+		func(*Spec) {},
+		func(s *Spec) { s.ClientSecret = "" }, // a public client
+		func(s *Spec) { s.ClientSecret = "env:CRM_CLIENT_SECRET" },
+		func(s *Spec) { s.ClientSecret = "file:/run/secrets/crm" },
+		func(s *Spec) { s.Grant = GrantRefreshToken },
+		func(s *Spec) {
+			s.Grant = GrantClientCredentials
+			s.Scopes = []string{"read:all", "https://api.example/.default"}
+		},
+		func(s *Spec) { s.AuthStyle = AuthStyleHeader },
+		func(s *Spec) { s.AuthStyle = AuthStyleParams },
+		func(s *Spec) { s.AuthStyle = AuthStyleAuto },
+		func(s *Spec) { s.TokenURL = "http://127.0.0.1:9000/token?tenant=x" },
+	}
+	for i, mod := range valid {
+		s := base()
+		mod(s)
+		require.NoError(t, s.Validate(), "valid case %d", i)
+	}
+
+	invalid := []struct {
+		name  string
+		mod   func(*Spec)
+		field string
+		want  string
+	}{
+		{"NoTokenURL", func(s *Spec) { s.TokenURL = "" }, "auth.token_url", "token_url is required"},
+		{"RelativeTokenURL", func(s *Spec) { s.TokenURL = "/oauth/token" }, "auth.token_url", "absolute http or https URL"},
+		{"FTPTokenURL", func(s *Spec) { s.TokenURL = "ftp://login.example/token" }, "auth.token_url", "absolute http or https URL"},
+		{"UserinfoTokenURL", func(s *Spec) { s.TokenURL = "https://u:p@login.example/token" }, "auth.token_url", "must not hold userinfo"},
+		{"NoClientID", func(s *Spec) { s.ClientID = "" }, "auth.client_id", "client_id is required"},
+		{"BadEnvSource", func(s *Spec) { s.ClientSecret = "env:1BAD" }, "auth.client_secret", "env var name"},
+		{"RelativeFileSource", func(s *Spec) { s.ClientSecret = "file:secret.txt" }, "auth.client_secret", "not absolute"},
+		{"BadGrant", func(s *Spec) { s.Grant = "password" }, "auth.grant", `grant "password" is not valid`},
+		{"BadAuthStyle", func(s *Spec) { s.AuthStyle = "basic" }, "auth.auth_style", `auth_style "basic" is not valid`},
+		{"EmptyScope", func(s *Spec) { s.Scopes = []string{"read", ""} }, "auth.scopes[1]", "not valid"},
+		{"SpacedScope", func(s *Spec) { s.Scopes = []string{"read write"} }, "auth.scopes[0]", "not valid"},
+		{"InOnOAuth2", func(s *Spec) { s.In = InHeader }, "auth.in", "in applies only to auth type api_key, not oauth2"},
+		{"HeadersOnOAuth2", func(s *Spec) { s.Headers = map[string]string{"X": "y"} }, "auth.headers", "headers applies only"},
+		{"TokenURLOnBearer", func(s *Spec) { *s = Spec{Type: TypeBearer, TokenURL: "https://x.example/t"} }, "auth.token_url", "token_url applies only to auth type oauth2, not bearer"},
+		{"ClientSecretOnBasic", func(s *Spec) { *s = Spec{Type: TypeBasic, ClientSecret: "x"} }, "auth.client_secret", "client_secret applies only to auth type oauth2"},
+		{"ScopesOnNone", func(s *Spec) { *s = Spec{Scopes: []string{"a"}} }, "auth.scopes", "scopes applies only to auth type oauth2, not none"},
+		{"GrantOnAPIKey", func(s *Spec) { *s = Spec{Type: TypeAPIKey, Grant: GrantRefreshToken} }, "auth.grant", "applies only to auth type oauth2"},
+		{"AuthStyleOnHeaders", func(s *Spec) { *s = *datadogSpec(); s.AuthStyle = "header" }, "auth.auth_style", "applies only to auth type oauth2"},
+		{"ClientIDOnBearer", func(s *Spec) { *s = Spec{Type: TypeBearer, ClientID: "c"} }, "auth.client_id", "applies only to auth type oauth2"},
+	}
+	for _, tc := range invalid {
+		s := base()
+		tc.mod(s)
+		err := s.Validate()
+		var fe *FieldError
+		require.ErrorAs(t, err, &fe, tc.name)
+		require.Equal(t, tc.field, fe.Field, tc.name)
+		require.ErrorContains(t, err, tc.want, tc.name)
+		require.NotContains(t, err.Error(), "literal-client-secret", tc.name)
+	}
+	require.ErrorContains(t, (&Spec{Type: "oauth3"}).Validate(), "or oauth2")
+
+	// Fields, sensitive headers, Apply.
+	s := base()
+	require.Equal(t, []string{FieldAccessToken, FieldRefreshToken}, s.RequiredFields())
+	require.Equal(t, []string{"Authorization"}, s.SensitiveHeaders())
+	require.Nil(t, s.SensitiveQuery())
+	req := newRequest(t, "https://api.example/x")
+	require.NoError(t, s.Apply(req, Secrets{FieldAccessToken: "at-123", FieldRefreshToken: "rt-456"}))
+	require.Equal(t, "Bearer at-123", req.Header.Get("Authorization"))
+	var mf *MissingFieldError
+	require.ErrorAs(t, s.Apply(newRequest(t, "https://api.example/x"), Secrets{FieldRefreshToken: "rt-456"}), &mf)
+	require.Equal(t, FieldAccessToken, mf.Field)
+	require.Error(t, s.Apply(newRequest(t, "https://api.example/x"), Secrets{FieldAccessToken: "a\r\nX-Evil: 1"}))
+
+	// The client secret never reaches JSON, nor fmt when it is a literal.
+	s.Scopes = []string{"read"}
+	b, err := json.Marshal(s)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "literal-client-secret")
+	require.NotContains(t, string(b), "client_secret")
+	require.Contains(t, string(b), `"token_url":"https://login.example/oauth/token"`)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		require.NotContains(t, fmt.Sprintf(verb, s), "literal-client-secret", verb)
+		require.NotContains(t, fmt.Sprintf(verb, *s), "literal-client-secret", verb)
+		require.NotContains(t, fmt.Sprintf(verb, struct{ Auth Spec }{*s}), "literal-client-secret", verb)
+	}
+	require.Contains(t, fmt.Sprintf("%+v", s), "ClientSecret:[REDACTED]")
+	s.ClientSecret = "env:CRM_SECRET"
+	require.Contains(t, fmt.Sprintf("%+v", s), "ClientSecret:env:CRM_SECRET")
+
+	// The catalog's YAML keys.
+	var fromYAML Spec
+	require.NoError(t, yaml.Unmarshal([]byte(`
+type: oauth2
+token_url: https://login.example/oauth/token
+client_id: cid
+client_secret: env:CRM_SECRET
+scopes: [read, write]
+grant: client_credentials
+auth_style: params
+`), &fromYAML))
+	require.Equal(t, Spec{Type: TypeOAuth2, TokenURL: "https://login.example/oauth/token", ClientID: "cid",
+		ClientSecret: "env:CRM_SECRET", Scopes: []string{"read", "write"}, Grant: GrantClientCredentials, AuthStyle: AuthStyleParams}, fromYAML)
+	require.NoError(t, fromYAML.Validate())
 }

@@ -135,3 +135,23 @@ func (v Value) String() string {
 		return string(v.Kind)
 	}
 }
+
+// IsSourceRef reports whether raw names a source read on the workers at
+// call time ("env:NAME", "file:/path") rather than being a literal secret.
+// It looks at the prefix only: ParseValue checks the rest.
+func IsSourceRef(raw string) bool {
+	return strings.HasPrefix(raw, envPrefix) || strings.HasPrefix(raw, filePrefix)
+}
+
+// resolveSecretSource returns the secret raw stands for: read from the
+// environment or a file (under dirs) now, or raw itself if it is a literal.
+func resolveSecretSource(raw string, dirs SourceDirs) (string, error) {
+	if !IsSourceRef(raw) {
+		return raw, nil
+	}
+	v, err := ParseValue(nil, raw, nil)
+	if err != nil {
+		return "", err
+	}
+	return v.Resolve(nil, nil, dirs)
+}

@@ -251,3 +251,36 @@ func TestCredential(t *testing.T) {
 		require.Empty(t, secrets)
 	})
 }
+
+func TestIsSourceRef(t *testing.T) {
+	t.Parallel()
+
+	ring := testKeyring(t, "k1")
+	aad := fieldAAD("acme", "gh", "token")
+	for _, tc := range []struct {
+		raw  string
+		want bool
+	}{
+		{"env:GITHUB_TOKEN", true},
+		{"file:/run/secrets/gh", true},
+		{"env:", true},              // a source, if not a valid one: ParseValue says why
+		{"file:secrets/gh", true},   // likewise
+		{"ghp_literal", false},      // a literal secret
+		{"", false},                 // nothing
+		{"ENV:GITHUB_TOKEN", false}, // prefixes are case-sensitive
+		{" env:GITHUB_TOKEN", false},
+		{"environment:GITHUB_TOKEN", false},
+		{"files:/run/secrets/gh", false},
+		{"my-env:token", false},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tc.want, IsSourceRef(tc.raw))
+			// ParseValue reads the same prefixes: a source is never sealed
+			// as a literal, a literal never read as a source.
+			if v, err := ParseValue(ring, tc.raw, aad); err == nil {
+				require.Equal(t, tc.want, v.Kind != KindLiteral, "ParseValue gave kind %s", v.Kind)
+			}
+		})
+	}
+}

@@ -624,7 +624,7 @@ func (h *handler) putCredential(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.cfg.AllowSourceRefs {
 		for name, v := range req.Fields {
-			if strings.HasPrefix(v, "env:") || strings.HasPrefix(v, "file:") {
+			if auth.IsSourceRef(v) {
 				writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: "fields." + name,
 					Message: "env: and file: values read the workers' own environment and files; this API refuses them (the operator can allow them with CALLQ_ALLOW_SOURCE_REFS=true when every admin is the operator)"})
 				return

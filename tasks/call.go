@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/callq/callq/auth"
 )
 
 // Call is one outbound API call as a service enqueues it. It names a
@@ -240,8 +238,7 @@ func (c *Call) Normalize(cat *Catalog, limits *Limits) (*Integration, error) {
 	if c.Credential != "" && !ValidID(c.Credential) {
 		return nil, fieldErr("credential", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
 	}
-	clientCredentials := in.Auth.Type == auth.TypeOAuth2 && in.Auth.Grant == auth.GrantClientCredentials
-	if c.Credential == "" && in.Auth.Type != auth.TypeNone && !clientCredentials {
+	if c.Credential == "" && in.Auth.NeedsCredential() {
 		return nil, fieldErr("credential", "is required: integration %q uses auth type %s and has no default_credential", in.Name, in.Auth.Type)
 	}
 	if c.CorrelationID == "" {

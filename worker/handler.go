@@ -190,9 +190,8 @@ func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call
 		return &outcome{err: &tasks.CallError{Kind: kind, Message: fmt.Sprintf(format, args...)}, retry: kind == tasks.KindInternal}
 	}
 	res := &resolvedCredential{secrets: auth.Secrets{}, redactor: auth.NewRedactor()}
-	clientCredentials := in.Auth.Type == auth.TypeOAuth2 && in.Auth.Grant == auth.GrantClientCredentials
 	if call.Credential == "" {
-		if in.Auth.Type != auth.TypeNone && !clientCredentials {
+		if in.Auth.NeedsCredential() {
 			return nil, failed(tasks.KindCredential, "integration %q needs a credential and the call names none", in.Name)
 		}
 	} else {
