@@ -54,6 +54,9 @@ type serverConfig struct {
 
 func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL: redis://, rediss:// or redis-sentinel:// (REDIS_URL)")
+	// The usage text shows a flag's default, here REDIS_URL's value: never
+	// its password (a typo in a unit file's flags prints the usage).
+	fs.Lookup("redis-url").DefValue = redactURL(c.redisURL)
 	fs.StringVar(&c.integrations, "integrations", env("CALLQ_INTEGRATIONS", defIntegrations), "integration catalog file (CALLQ_INTEGRATIONS)")
 	fs.StringVar(&c.apiAddr, "addr", env("CALLQ_API_ADDR", ":8080"), "API listen address (CALLQ_API_ADDR)")
 	fs.IntVar(&c.concurrency, "concurrency", c.envInt("CALLQ_CONCURRENCY", worker.DefaultConcurrency), "calls a worker runs at once (CALLQ_CONCURRENCY)")

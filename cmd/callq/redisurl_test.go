@@ -130,3 +130,26 @@ func TestRedisURLWellFormedPasswords(t *testing.T) {
 
 	require.Equal(t, "redis://user:xxxxx@h:1/0?xxxxx", redactURL("redis://user:pw@h:1/0?dial_timeout=1s"))
 }
+
+// The usage text, printed for -h and for a bad flag, shows each flag's
+// default: the redis-url flag's is REDIS_URL's value, which must appear
+// without its password (or the sentinel password in its query).
+func TestProcessUsageHidesRedisPassword(t *testing.T) {
+	t.Parallel()
+	bin := callqBinary(t)
+	for _, url := range []string{
+		"redis://user:" + redisPWHead + "@h:6379/0",
+		"redis-sentinel://:" + redisPWHead + "@s1:26379/mymaster?sentinel_password=" + redisPWTail,
+	} {
+		for _, args := range [][]string{{"worker", "-h"}, {"api", "--help"}, {"dev", "-h"}, {"worker", "--bogus"}} {
+			cmd := exec.Command(bin, args...)
+			cmd.Env = childEnv("REDIS_URL=" + url)
+			out, _ := cmd.CombinedOutput()
+			require.Contains(t, string(out), "-redis-url", "%v printed no usage:\n%s", args, out)
+			require.Contains(t, string(out), "xxxxx", "%v: the usage shows the redacted URL", args)
+			for _, secret := range []string{redisPWHead, redisPWTail} {
+				require.NotContains(t, string(out), secret, "%v with REDIS_URL %s", args, url)
+			}
+		}
+	}
+}
