@@ -21,6 +21,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // Grants an oauth2 Spec may name.
@@ -311,7 +313,7 @@ type oauthCall struct {
 	tenant, integration, ref string
 	spec                     *Spec
 	grant                    string
-	name                     string     // lock and failure key suffix
+	name                     string     // names its keys (internal/rediskeys's OAuth*)
 	dirs                     SourceDirs // file: values are read under these
 }
 
@@ -533,8 +535,8 @@ func (o *OAuth) writeBack(ctx context.Context, c *oauthCall, fields map[string]s
 // round trip.
 func (o *OAuth) readCredential(ctx context.Context, c *oauthCall) (*tokenState, *failureRecord, error) {
 	pipe := o.rdb.Pipeline()
-	credCmd := pipe.Get(ctx, o.store.credKey(c.tenant, c.ref))
-	failCmd := pipe.Get(ctx, o.key("oauthfail", c))
+	credCmd := pipe.Get(ctx, rediskeys.Credential(c.tenant, c.ref))
+	failCmd := pipe.Get(ctx, rediskeys.OAuthFailure(c.tenant, c.name))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("reading credential %q failed: %w", c.ref, err)
 	}
@@ -693,8 +695,8 @@ func (o *OAuth) fetchLocked(ctx context.Context, c *oauthCall, clientID, clientS
 
 func (o *OAuth) readCached(ctx context.Context, c *oauthCall) (*ccToken, *failureRecord, error) {
 	pipe := o.rdb.Pipeline()
-	tokCmd := pipe.Get(ctx, o.store.ccKey(c))
-	failCmd := pipe.Get(ctx, o.key("oauthfail", c))
+	tokCmd := pipe.Get(ctx, rediskeys.OAuthToken(c.tenant, c.name))
+	failCmd := pipe.Get(ctx, rediskeys.OAuthFailure(c.tenant, c.name))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("reading the cached oauth2 token of integration %q failed: %w", c.integration, err)
 	}
@@ -715,12 +717,6 @@ func (o *OAuth) readCached(ctx context.Context, c *oauthCall) (*ccToken, *failur
 	return tok, failure, nil
 }
 
-// ccKey is "<prefix>:{<tenant>}:oauthcc:cred:<ref>" for a call that names a
-// credential, else "<prefix>:{<tenant>}:oauthcc:int:<integration>".
-func (s *Store) ccKey(c *oauthCall) string {
-	return s.prefix + ":{" + c.tenant + "}:oauthcc:" + strings.TrimPrefix(c.name, "cc:")
-}
-
 func ccAAD(c *oauthCall) []byte {
 	return []byte("oauthcc\x00" + c.tenant + "\x00" + c.name)
 }
@@ -737,7 +733,7 @@ func (s *Store) putCCToken(ctx context.Context, c *oauthCall, tok *ccToken, ttl 
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()
-	if err := s.rdb.Set(wctx, s.ccKey(c), sealed, ttl).Err(); err != nil {
+	if err := s.rdb.Set(wctx, rediskeys.OAuthToken(c.tenant, c.name), sealed, ttl).Err(); err != nil {
 		return fmt.Errorf("caching the oauth2 token of integration %q failed: %w", c.integration, err)
 	}
 	return nil
@@ -755,12 +751,6 @@ func (s *Store) openCCToken(c *oauthCall, sealed string) (*ccToken, error) {
 	return &tok, nil
 }
 
-// key is "<prefix>:{<tenant>}:<kind>:<call name>"; the hash tag keeps it in
-// the slot of the tenant's credentials.
-func (o *OAuth) key(kind string, c *oauthCall) string {
-	return o.store.prefix + ":{" + c.tenant + "}:" + kind + ":" + c.name
-}
-
 // unlockScript deletes the lock only if it still holds this holder's token:
 // a lock that expired and was taken by another worker is not released.
 var unlockScript = redis.NewScript(`
@@ -775,7 +765,7 @@ func (o *OAuth) lock(ctx context.Context, c *oauthCall) (token string, ok bool, 
 		return "", false, fmt.Errorf("reading random bytes for a lock token failed: %w", err)
 	}
 	token = hex.EncodeToString(b)
-	ok, err = o.rdb.SetNX(ctx, o.key("oauthlock", c), token, o.lockTTL).Result()
+	ok, err = o.rdb.SetNX(ctx, rediskeys.OAuthLock(c.tenant, c.name), token, o.lockTTL).Result()
 	if err != nil {
 		return "", false, fmt.Errorf("taking the oauth2 refresh lock of integration %q failed: %w", c.integration, err)
 	}
@@ -786,7 +776,7 @@ func (o *OAuth) unlock(ctx context.Context, c *oauthCall, token string) {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()
 	// On failure the lock expires after LockTTL.
-	_ = unlockScript.Run(uctx, o.rdb, []string{o.key("oauthlock", c)}, token).Err()
+	_ = unlockScript.Run(uctx, o.rdb, []string{rediskeys.OAuthLock(c.tenant, c.name)}, token).Err()
 }
 
 // wait sleeps about one poll interval, or fails when the caller's context
@@ -910,7 +900,7 @@ func (o *OAuth) remember(ctx context.Context, c *oauthCall, version string, te *
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()
-	_ = o.rdb.Set(wctx, o.key("oauthfail", c), b, ttl).Err() // best effort
+	_ = o.rdb.Set(wctx, rediskeys.OAuthFailure(c.tenant, c.name), b, ttl).Err() // best effort
 }
 
 func (o *OAuth) refreshConfig(spec *Spec, clientID, clientSecret string) *oauth2.Config {

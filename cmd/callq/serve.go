@@ -68,7 +68,7 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 	if s.creds, err = auth.NewStore(rdb, &auth.StoreConfig{Keyring: s.keyring, SourceDirs: dirs}); err != nil {
 		return nil, err
 	}
-	s.keys = auth.NewKeyStore(rdb, "")
+	s.keys = auth.NewKeyStore(rdb)
 	if cfg.webhookSecret != "" {
 		if s.hooks, err = auth.ParseWebhookSecrets(cfg.webhookSecret); err != nil {
 			return nil, fmt.Errorf("CALLQ_WEBHOOK_SECRET: %w", err)
