@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 var (
@@ -83,28 +85,22 @@ type APIKey struct {
 // secret, so Redis never holds a secret and a lookup by secret is one GET.
 // A KeyStore is safe for concurrent use.
 //
-// Layout: "<prefix>:apikey:<sha256hex>" holds the JSON of an APIKey, and the
-// hash "<prefix>:apikeys" maps each id to its sha256hex for List and Revoke.
+// Layout (internal/rediskeys): "callq:apikey:<sha256hex>" holds the JSON of
+// an APIKey, and the hash "callq:apikeys" maps each id to its sha256hex for
+// List and Revoke.
 // The two keys may sit in different cluster slots, so they are written in an
 // order that is safe if a process dies between the writes: the index entry
 // is written before the key and removed after it, so a key that
 // authenticates is always listed and revocable.
 type KeyStore struct {
-	rdb    redis.UniversalClient
-	prefix string
-	now    func() time.Time
+	rdb redis.UniversalClient
+	now func() time.Time
 }
 
-// NewKeyStore returns a KeyStore over rdb. An empty prefix means "callq".
-func NewKeyStore(rdb redis.UniversalClient, prefix string) *KeyStore {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &KeyStore{rdb: rdb, prefix: prefix, now: time.Now}
+// NewKeyStore returns a KeyStore over rdb.
+func NewKeyStore(rdb redis.UniversalClient) *KeyStore {
+	return &KeyStore{rdb: rdb, now: time.Now}
 }
-
-func (s *KeyStore) keyKey(hash string) string { return s.prefix + ":apikey:" + hash }
-func (s *KeyStore) indexKey() string          { return s.prefix + ":apikeys" }
 
 func hashSecret(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
@@ -169,12 +165,12 @@ func (s *KeyStore) register(ctx context.Context, tenant string, role Role, secre
 	}
 
 	// Index first (see KeyStore): HSETNX also catches an id already taken.
-	ok, err := s.rdb.HSetNX(ctx, s.indexKey(), key.ID, hash).Result()
+	ok, err := s.rdb.HSetNX(ctx, rediskeys.APIKeys, key.ID, hash).Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("storing API key %s failed: %w", key.ID, err)
 	}
 	if !ok {
-		indexed, err := s.rdb.HGet(ctx, s.indexKey(), key.ID).Result()
+		indexed, err := s.rdb.HGet(ctx, rediskeys.APIKeys, key.ID).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, false, fmt.Errorf("reading API key %s failed: %w", key.ID, err)
 		}
@@ -188,7 +184,7 @@ func (s *KeyStore) register(ctx context.Context, tenant string, role Role, secre
 	if err != nil {
 		return nil, false, fmt.Errorf("encoding API key %s failed: %w", key.ID, err)
 	}
-	ok, err = s.rdb.SetNX(ctx, s.keyKey(hash), b, 0).Result()
+	ok, err = s.rdb.SetNX(ctx, rediskeys.APIKey(hash), b, 0).Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("storing API key %s failed: %w", key.ID, err)
 	}
@@ -207,7 +203,7 @@ func (s *KeyStore) register(ctx context.Context, tenant string, role Role, secre
 
 // get returns the key stored under hash, or nil if there is none.
 func (s *KeyStore) get(ctx context.Context, hash string) (*APIKey, error) {
-	b, err := s.rdb.Get(ctx, s.keyKey(hash)).Bytes()
+	b, err := s.rdb.Get(ctx, rediskeys.APIKey(hash)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -238,7 +234,7 @@ func (s *KeyStore) Authenticate(ctx context.Context, secret string) (*APIKey, er
 
 // List returns every API key, sorted by tenant, then id.
 func (s *KeyStore) List(ctx context.Context) ([]*APIKey, error) {
-	index, err := s.rdb.HGetAll(ctx, s.indexKey()).Result()
+	index, err := s.rdb.HGetAll(ctx, rediskeys.APIKeys).Result()
 	if err != nil {
 		return nil, fmt.Errorf("listing API keys failed: %w", err)
 	}
@@ -250,7 +246,7 @@ func (s *KeyStore) List(ctx context.Context) ([]*APIKey, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, 0, len(index))
 	for _, hash := range index {
-		cmds = append(cmds, pipe.Get(ctx, s.keyKey(hash)))
+		cmds = append(cmds, pipe.Get(ctx, rediskeys.APIKey(hash)))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("reading API keys failed: %w", err)
@@ -283,7 +279,7 @@ func (s *KeyStore) List(ctx context.Context) ([]*APIKey, error) {
 // Revoke deletes the API key id, or returns an error matching
 // ErrAPIKeyNotFound. The key stops authenticating at once.
 func (s *KeyStore) Revoke(ctx context.Context, id string) error {
-	hash, err := s.rdb.HGet(ctx, s.indexKey(), id).Result()
+	hash, err := s.rdb.HGet(ctx, rediskeys.APIKeys, id).Result()
 	if errors.Is(err, redis.Nil) {
 		return fmt.Errorf("%w: no API key has id %q", ErrAPIKeyNotFound, id)
 	}
@@ -291,10 +287,10 @@ func (s *KeyStore) Revoke(ctx context.Context, id string) error {
 		return fmt.Errorf("reading API key %q failed: %w", id, err)
 	}
 	// Key first, index second (see KeyStore).
-	if err := s.rdb.Del(ctx, s.keyKey(hash)).Err(); err != nil {
+	if err := s.rdb.Del(ctx, rediskeys.APIKey(hash)).Err(); err != nil {
 		return fmt.Errorf("revoking API key %q failed: %w", id, err)
 	}
-	if err := s.rdb.HDel(ctx, s.indexKey(), id).Err(); err != nil {
+	if err := s.rdb.HDel(ctx, rediskeys.APIKeys, id).Err(); err != nil {
 		return fmt.Errorf("revoking API key %q failed: %w", id, err)
 	}
 	return nil

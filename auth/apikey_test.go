@@ -20,7 +20,7 @@ type keyStoreBundle struct {
 func setupKeyStore(t *testing.T) *keyStoreBundle {
 	t.Helper()
 	mr, rdb := testRedis(t)
-	store := NewKeyStore(rdb, "")
+	store := NewKeyStore(rdb)
 	store.now = func() time.Time { return time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC) }
 	return &keyStoreBundle{ctx: t.Context(), mr: mr, store: store}
 }
@@ -163,15 +163,15 @@ func TestKeyStore(t *testing.T) {
 		require.Empty(t, b.mr.Keys())
 	})
 
-	t.Run("Prefix", func(t *testing.T) {
+	t.Run("Layout", func(t *testing.T) {
 		t.Parallel()
 		mr, rdb := testRedis(t)
-		store := NewKeyStore(rdb, "myapp")
+		store := NewKeyStore(rdb)
 		key, secret, err := store.Create(t.Context(), "acme", RoleProducer)
 		require.NoError(t, err)
 		hash := hashSecret(secret)
-		require.Equal(t, hash, mr.HGet("myapp:apikeys", key.ID))
-		require.ElementsMatch(t, []string{"myapp:apikeys", "myapp:apikey:" + hash}, mr.Keys())
+		require.Equal(t, hash, mr.HGet("callq:apikeys", key.ID))
+		require.ElementsMatch(t, []string{"callq:apikeys", "callq:apikey:" + hash}, mr.Keys())
 	})
 }
 

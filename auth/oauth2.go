@@ -385,15 +385,3 @@ func (c *oauthCall) client(fields Secrets) (id, secret string, err error) {
 	}
 	return id, secret, nil
 }
-
-// ccKey is "<prefix>:{<tenant>}:oauthcc:cred:<ref>" for a call that names a
-// credential, else "<prefix>:{<tenant>}:oauthcc:int:<integration>".
-func (s *Store) ccKey(c *oauthCall) string {
-	return s.prefix + ":{" + c.tenant + "}:oauthcc:" + strings.TrimPrefix(c.name, "cc:")
-}
-
-// key is "<prefix>:{<tenant>}:<kind>:<call name>"; the hash tag keeps it in
-// the slot of the tenant's credentials.
-func (o *OAuth) key(kind string, c *oauthCall) string {
-	return o.store.prefix + ":{" + c.tenant + "}:" + kind + ":" + c.name
-}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // ccToken is a client_credentials token as cached, sealed, in Redis.
@@ -107,8 +109,8 @@ func (o *OAuth) fetchLocked(ctx context.Context, c *oauthCall, clientID, clientS
 
 func (o *OAuth) readCached(ctx context.Context, c *oauthCall) (*ccToken, *failureRecord, error) {
 	pipe := o.rdb.Pipeline()
-	tokCmd := pipe.Get(ctx, o.store.ccKey(c))
-	failCmd := pipe.Get(ctx, o.key("oauthfail", c))
+	tokCmd := pipe.Get(ctx, rediskeys.OAuthToken(c.tenant, c.name))
+	failCmd := pipe.Get(ctx, rediskeys.OAuthFailure(c.tenant, c.name))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("reading the cached oauth2 token of integration %q failed: %w", c.integration, err)
 	}
@@ -145,7 +147,7 @@ func (s *Store) putCCToken(ctx context.Context, c *oauthCall, tok *ccToken, ttl 
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()
-	if err := s.rdb.Set(wctx, s.ccKey(c), sealed, ttl).Err(); err != nil {
+	if err := s.rdb.Set(wctx, rediskeys.OAuthToken(c.tenant, c.name), sealed, ttl).Err(); err != nil {
 		return fmt.Errorf("caching the oauth2 token of integration %q failed: %w", c.integration, err)
 	}
 	return nil

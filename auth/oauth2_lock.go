@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // unlockScript deletes the lock only if it still holds this holder's token:
@@ -26,7 +28,7 @@ func (o *OAuth) lock(ctx context.Context, c *oauthCall) (token string, ok bool, 
 		return "", false, fmt.Errorf("reading random bytes for a lock token failed: %w", err)
 	}
 	token = hex.EncodeToString(b)
-	ok, err = o.rdb.SetNX(ctx, o.key("oauthlock", c), token, o.lockTTL).Result()
+	ok, err = o.rdb.SetNX(ctx, rediskeys.OAuthLock(c.tenant, c.name), token, o.lockTTL).Result()
 	if err != nil {
 		return "", false, fmt.Errorf("taking the oauth2 refresh lock of integration %q failed: %w", c.integration, err)
 	}
@@ -37,7 +39,7 @@ func (o *OAuth) unlock(ctx context.Context, c *oauthCall, token string) {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()
 	// On failure the lock expires after LockTTL.
-	_ = unlockScript.Run(uctx, o.rdb, []string{o.key("oauthlock", c)}, token).Err()
+	_ = unlockScript.Run(uctx, o.rdb, []string{rediskeys.OAuthLock(c.tenant, c.name)}, token).Err()
 }
 
 // wait sleeps about one poll interval, or fails when the caller's context
@@ -101,5 +103,5 @@ func (o *OAuth) remember(ctx context.Context, c *oauthCall, version string, te *
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisOpTimeout)
 	defer cancel()
-	_ = o.rdb.Set(wctx, o.key("oauthfail", c), b, ttl).Err() // best effort
+	_ = o.rdb.Set(wctx, rediskeys.OAuthFailure(c.tenant, c.name), b, ttl).Err() // best effort
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // tokenState is a credential of grant refresh_token, opened.
@@ -192,8 +194,8 @@ func (o *OAuth) writeBack(ctx context.Context, c *oauthCall, fields map[string]s
 // round trip.
 func (o *OAuth) readCredential(ctx context.Context, c *oauthCall) (*tokenState, *failureRecord, error) {
 	pipe := o.rdb.Pipeline()
-	credCmd := pipe.Get(ctx, o.store.credKey(c.tenant, c.ref))
-	failCmd := pipe.Get(ctx, o.key("oauthfail", c))
+	credCmd := pipe.Get(ctx, rediskeys.Credential(c.tenant, c.ref))
+	failCmd := pipe.Get(ctx, rediskeys.OAuthFailure(c.tenant, c.name))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("reading credential %q failed: %w", c.ref, err)
 	}

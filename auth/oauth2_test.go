@@ -482,7 +482,7 @@ func TestOAuthUnlockKeepsAnotherWorkersLock(t *testing.T) {
 	gate, openGate := newTokenGate(t, e.ts)
 	ctx := t.Context()
 	rdb := e.workers[0].rdb
-	lockKey := e.workers[0].oauth.key("oauthlock", &oauthCall{tenant: oauthTenant, name: "cred:" + oauthRef})
+	lockKey := "callq:{" + oauthTenant + "}:oauthlock:cred:" + oauthRef
 	token := func(w *oauthWorker) <-chan error {
 		done := make(chan error, 1)
 		go func() {
@@ -806,7 +806,7 @@ func TestOAuthTransientFailure(t *testing.T) {
 	requireNoOAuthSecret(t, err, oauthClientSecret, refresh)
 
 	// Shared with the fleet for a moment: the same failure, no request.
-	failKey := e.workers[0].oauth.key("oauthfail", &oauthCall{tenant: oauthTenant, name: "cred:" + oauthRef})
+	failKey := "callq:{" + oauthTenant + "}:oauthfail:cred:" + oauthRef
 	pttl := e.workers[0].rdb.PTTL(t.Context(), failKey).Val()
 	require.True(t, pttl > 59*time.Minute && pttl <= time.Hour, "PTTL %s: the failure memory", pttl)
 	_, err = e.workers[1].oauth.Token(t.Context(), oauthTenant, oauthIntegration, e.spec, e.credential(t))

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // ResealStats says what Reseal did.
@@ -40,8 +42,8 @@ func sealedKeyID(sealed string) string {
 func (s *Store) Reseal(ctx context.Context) (*ResealStats, error) {
 	stats := &ResealStats{Unreadable: []string{}}
 	primary := s.keyring.PrimaryID()
-	err := s.scan(ctx, s.prefix+":{*}:cred:*", func(key string) error {
-		tenant, ref, ok := s.parseCredKey(key)
+	err := s.scan(ctx, rediskeys.CredentialPattern, func(key string) error {
+		tenant, ref, ok := rediskeys.ParseCredential(key)
 		if !ok {
 			return nil
 		}
@@ -50,7 +52,7 @@ func (s *Store) Reseal(ctx context.Context) (*ResealStats, error) {
 	if err != nil {
 		return stats, err
 	}
-	err = s.scan(ctx, s.prefix+":{*}:oauthcc:*", func(key string) error {
+	err = s.scan(ctx, rediskeys.OAuthTokenPattern, func(key string) error {
 		n, err := s.rdb.Del(ctx, key).Result()
 		stats.TokensDropped += int(n)
 		return err
@@ -112,16 +114,6 @@ func (s *Store) resealOne(ctx context.Context, key, tenant, ref, primary string,
 		return nil
 	}
 	return fmt.Errorf("resealing credential %q of tenant %q: it kept changing under %d attempts", ref, tenant, updateFieldsAttempts)
-}
-
-// parseCredKey reads "<prefix>:{<tenant>}:cred:<ref>".
-func (s *Store) parseCredKey(key string) (tenant, ref string, ok bool) {
-	rest, ok := strings.CutPrefix(key, s.prefix+":{")
-	if !ok {
-		return "", "", false
-	}
-	tenant, ref, ok = strings.Cut(rest, "}:cred:")
-	return tenant, ref, ok
 }
 
 // scan calls fn for every key matching pattern, on every master of a

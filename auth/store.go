@@ -12,14 +12,13 @@ import (
 	"unicode"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // ErrCredentialNotFound is returned when a tenant has no credential of the
 // given ref.
 var ErrCredentialNotFound = errors.New("credential not found")
-
-// DefaultPrefix prefixes every Redis key the package writes.
-const DefaultPrefix = "callq"
 
 // Limits on what Put accepts; they keep one credential a small Redis value.
 const (
@@ -52,8 +51,6 @@ func fieldErrorf(field, format string, args ...any) *FieldError {
 type StoreConfig struct {
 	// Keyring seals literal field values. Required.
 	Keyring *Keyring
-	// Prefix prefixes every Redis key. Defaults to "callq".
-	Prefix string
 	// SourceDirs, when set (CALLQ_SOURCE_DIRS), are the only directories
 	// file: values may name: Put refuses other paths, and credentials
 	// resolved with the store's SourceDirs read nothing outside them, after
@@ -65,20 +62,8 @@ func (c *StoreConfig) validate() error {
 	if c.Keyring == nil || len(c.Keyring.entries) == 0 {
 		return errors.New("StoreConfig.Keyring is required: parse one from CALLQ_SECRET_KEY with ParseKeyring")
 	}
-	if err := validatePrefix(c.Prefix); err != nil {
-		return fmt.Errorf("StoreConfig.Prefix %w", err)
-	}
 	if err := c.SourceDirs.validate(); err != nil {
 		return fmt.Errorf("StoreConfig.SourceDirs: %w", err)
-	}
-	return nil
-}
-
-func validatePrefix(prefix string) error {
-	// A brace would break the {tenant} hash tag that keeps a tenant's keys in
-	// one cluster slot.
-	if strings.ContainsAny(prefix, "{} ") {
-		return fmt.Errorf("%q must not contain braces or spaces", prefix)
 	}
 	return nil
 }
@@ -86,14 +71,13 @@ func validatePrefix(prefix string) error {
 // Store keeps credentials in Redis, their literal fields sealed, so a Redis
 // dump holds no secret in clear. A Store is safe for concurrent use.
 //
-// Layout: "<prefix>:{<tenant>}:cred:<ref>" holds the JSON of a Credential,
-// and the set "<prefix>:{<tenant>}:creds" its ref. The {tenant} hash tag
-// puts a tenant's keys in one cluster slot, so they can change in one
-// MULTI/EXEC and be read in one MGET.
+// Layout (internal/rediskeys): "callq:{<tenant>}:cred:<ref>" holds the JSON
+// of a Credential, and the set "callq:{<tenant>}:creds" its ref. The
+// {tenant} hash tag puts a tenant's keys in one cluster slot, so they can
+// change in one MULTI/EXEC and be read in one MGET.
 type Store struct {
 	rdb     redis.UniversalClient
 	keyring *Keyring
-	prefix  string
 	dirs    SourceDirs
 	now     func() time.Time
 }
@@ -109,24 +93,12 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	prefix := cfg.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &Store{rdb: rdb, keyring: cfg.Keyring, prefix: prefix, dirs: cfg.SourceDirs.clean(), now: time.Now}, nil
+	return &Store{rdb: rdb, keyring: cfg.Keyring, dirs: cfg.SourceDirs.clean(), now: time.Now}, nil
 }
 
 // SourceDirs returns the directories file: values are restricted to
 // (StoreConfig.SourceDirs), to resolve the store's credentials with.
 func (s *Store) SourceDirs() SourceDirs { return s.dirs }
-
-func (s *Store) credKey(tenant, ref string) string {
-	return s.prefix + ":{" + tenant + "}:cred:" + ref
-}
-
-func (s *Store) setKey(tenant string) string {
-	return s.prefix + ":{" + tenant + "}:creds"
-}
 
 // Put creates or replaces the credential ref of tenant. Literal values are
 // sealed; "env:NAME" and "file:/path" are stored as references. Invalid input
@@ -184,8 +156,8 @@ func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields
 		return nil, fmt.Errorf("encoding credential %q failed: %w", ref, err)
 	}
 	pipe := s.rdb.TxPipeline()
-	pipe.Set(ctx, s.credKey(tenant, ref), b, 0)
-	pipe.SAdd(ctx, s.setKey(tenant), ref)
+	pipe.Set(ctx, rediskeys.Credential(tenant, ref), b, 0)
+	pipe.SAdd(ctx, rediskeys.Credentials(tenant), ref)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("storing credential %q failed: %w", ref, err)
 	}
@@ -204,7 +176,7 @@ func (s *Store) Get(ctx context.Context, tenant, ref string) (*Credential, error
 // get reads and decodes the credential with c, which is the store's client
 // or a transaction watching the credential's key.
 func (s *Store) get(ctx context.Context, c redis.Cmdable, tenant, ref string) (*Credential, error) {
-	b, err := c.Get(ctx, s.credKey(tenant, ref)).Bytes()
+	b, err := c.Get(ctx, rediskeys.Credential(tenant, ref)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, notFound(tenant, ref)
 	}
@@ -263,7 +235,7 @@ func (s *Store) updateFields(ctx context.Context, tenant, ref string, fields map
 		sealed[name] = &Value{Kind: KindLiteral, Sealed: blob}
 	}
 
-	key := s.credKey(tenant, ref)
+	key := rediskeys.Credential(tenant, ref)
 	var updated *Credential
 	update := func(tx *redis.Tx) error {
 		cred, err := s.get(ctx, tx, tenant, ref)
@@ -322,7 +294,7 @@ func (s *Store) List(ctx context.Context, tenant string) ([]*Credential, error) 
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, &FieldError{Field: "tenant", Message: err.Error()}
 	}
-	refs, err := s.rdb.SMembers(ctx, s.setKey(tenant)).Result()
+	refs, err := s.rdb.SMembers(ctx, rediskeys.Credentials(tenant)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("listing credentials of tenant %q failed: %w", tenant, err)
 	}
@@ -333,7 +305,7 @@ func (s *Store) List(ctx context.Context, tenant string) ([]*Credential, error) 
 
 	keys := make([]string, len(refs))
 	for i, ref := range refs {
-		keys[i] = s.credKey(tenant, ref)
+		keys[i] = rediskeys.Credential(tenant, ref)
 	}
 	vals, err := s.rdb.MGet(ctx, keys...).Result()
 	if err != nil {
@@ -364,8 +336,8 @@ func (s *Store) Delete(ctx context.Context, tenant, ref string) error {
 		return err
 	}
 	pipe := s.rdb.TxPipeline()
-	del := pipe.Del(ctx, s.credKey(tenant, ref))
-	pipe.SRem(ctx, s.setKey(tenant), ref)
+	del := pipe.Del(ctx, rediskeys.Credential(tenant, ref))
+	pipe.SRem(ctx, rediskeys.Credentials(tenant), ref)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("deleting credential %q failed: %w", ref, err)
 	}

@@ -45,12 +45,17 @@ func TestNewStore(t *testing.T) {
 	_, err = NewStore(rdb, &StoreConfig{})
 	require.ErrorContains(t, err, "StoreConfig.Keyring is required")
 
-	_, err = NewStore(rdb, &StoreConfig{Keyring: ring, Prefix: "a{b}"})
-	require.EqualError(t, err, `StoreConfig.Prefix "a{b}" must not contain braces or spaces`)
-
-	s, err := NewStore(rdb, &StoreConfig{Keyring: ring, Prefix: "myapp"})
+	// No brace reaches a key: it would move the {tenant} hash tag that keeps
+	// a tenant's keys in one cluster slot (internal/rediskeys tests the slots).
+	s, err := NewStore(rdb, &StoreConfig{Keyring: ring})
 	require.NoError(t, err)
-	require.Equal(t, "myapp:{acme}:cred:gh", s.credKey("acme", "gh"))
+	var fe *FieldError
+	_, err = s.Put(t.Context(), "a{b}", "gh", "github", map[string]string{"token": "t"})
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "tenant", fe.Field)
+	_, err = s.Put(t.Context(), "acme", "g{h}", "github", map[string]string{"token": "t"})
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "ref", fe.Field)
 }
 
 func TestStore(t *testing.T) {

@@ -120,7 +120,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	require.NoError(tb, err)
 	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring, SourceDirs: sc.sourceDirs})
 	require.NoError(tb, err)
-	keys := auth.NewKeyStore(rdb, "")
+	keys := auth.NewKeyStore(rdb)
 
 	client, err := producer.NewClient(rdb, "default", &producer.Config{Catalog: cat, Records: records, Limits: sc.limits,
 		WebhooksEnabled: sc.webhooks})

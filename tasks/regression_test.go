@@ -89,7 +89,7 @@ func TestWaitSurvivesRedisOutage(t *testing.T) {
 		rec *tasks.Record
 		err error
 	}
-	reads := &recordReads{key: e.cfg.Prefix + ":call:acme:outage"}
+	reads := &recordReads{key: "callq:call:acme:outage"}
 	e.rdb.AddHook(reads)
 	done := make(chan result, 1)
 	go func() {

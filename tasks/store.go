@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/internal/rediskeys"
 )
 
 // Store errors.
@@ -27,8 +29,6 @@ var (
 
 // StoreConfig configures a Store.
 type StoreConfig struct {
-	// Prefix begins every Redis key. Default "callq".
-	Prefix string
 	// ResultTTL is how long a record lives after the call finishes.
 	// Default 24h (CALLQ_RESULT_TTL).
 	ResultTTL time.Duration
@@ -39,7 +39,6 @@ type StoreConfig struct {
 
 // Defaults for StoreConfig.
 const (
-	DefaultPrefix     = "callq"
 	DefaultResultTTL  = 24 * time.Hour
 	DefaultPendingTTL = 7 * 24 * time.Hour
 )
@@ -60,11 +59,11 @@ func (c *StoreConfig) validate() error {
 // progress), "fp" (the call's fingerprint) and "v" (a version for
 // compare-and-set). Every change goes through a Lua script, so a terminal
 // record is never overwritten and a finished call's waiters are notified in
-// the same round trip as the write.
+// the same round trip as the write. The keys and the completion channel are
+// internal/rediskeys's Record and DoneChannel.
 type Store struct {
 	rdb      redis.UniversalClient
 	cfg      StoreConfig
-	channel  string
 	notifier *notifier
 }
 
@@ -77,17 +76,14 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
-	}
 	if c.ResultTTL == 0 {
 		c.ResultTTL = DefaultResultTTL
 	}
 	if c.PendingTTL == 0 {
 		c.PendingTTL = DefaultPendingTTL
 	}
-	s := &Store{rdb: rdb, cfg: c, channel: c.Prefix + ":done"}
-	s.notifier = newNotifier(rdb, s.channel)
+	s := &Store{rdb: rdb, cfg: c}
+	s.notifier = newNotifier(rdb, rediskeys.DoneChannel)
 	return s, nil
 }
 
@@ -96,10 +92,6 @@ func (s *Store) Close() error { return s.notifier.close() }
 
 // ResultTTL is how long finished records live.
 func (s *Store) ResultTTL() time.Duration { return s.cfg.ResultTTL }
-
-func (s *Store) key(tenant, id string) string {
-	return s.cfg.Prefix + ":call:" + tenant + ":" + id
-}
 
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -120,7 +112,7 @@ func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, del
 		return nil, "", err
 	}
 	ttl := s.cfg.PendingTTL + delay
-	res, err := createScript.Run(ctx, s.rdb, []string{s.key(rec.Tenant, rec.CorrelationID)},
+	res, err := createScript.Run(ctx, s.rdb, []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)},
 		b, string(rec.Status), fingerprint, ttl.Milliseconds()).Slice()
 	if err != nil {
 		return nil, "", fmt.Errorf("create record: %w", err)
@@ -152,7 +144,7 @@ func (s *Store) GetVersion(ctx context.Context, tenant, id string) (*Record, int
 }
 
 func (s *Store) get(ctx context.Context, tenant, id string) (*Record, int64, error) {
-	v, err := s.rdb.HMGet(ctx, s.key(tenant, id), "rec", "status", "run", "v", "wh").Result()
+	v, err := s.rdb.HMGet(ctx, rediskeys.Record(tenant, id), "rec", "status", "run", "v", "wh").Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("get record: %w", err)
 	}
@@ -231,7 +223,7 @@ type Begun struct {
 // gone.
 func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*Begun, error) {
 	mb, _ := json.Marshal(run)
-	res, err := beginScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, mb).Slice()
+	res, err := beginScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, mb).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("begin attempt: %w", err)
 	}
@@ -284,7 +276,7 @@ func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 	channel, msg := "", ""
 	if rec.Status.Terminal() {
 		ttl = s.cfg.ResultTTL
-		channel, msg = s.channel, rec.Tenant+":"+rec.CorrelationID
+		channel, msg = rediskeys.DoneChannel, rec.Tenant+":"+rec.CorrelationID
 	} else if rec.NextAttemptAt != nil {
 		ttl += time.Until(*rec.NextAttemptAt)
 	}
@@ -292,7 +284,7 @@ func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 	if version != 0 {
 		ver = strconv.FormatInt(version, 10)
 	}
-	n, err := writeScript.Run(ctx, s.rdb, []string{s.key(rec.Tenant, rec.CorrelationID)},
+	n, err := writeScript.Run(ctx, s.rdb, []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)},
 		b, string(rec.Status), ttl.Milliseconds(), ver, channel, msg).Int()
 	if err != nil {
 		return fmt.Errorf("write record: %w", err)
@@ -354,7 +346,7 @@ func (s *Store) SetWebhook(ctx context.Context, tenant, id string, state *Webhoo
 	if err != nil {
 		return err
 	}
-	n, err := webhookScript.Run(ctx, s.rdb, []string{s.key(tenant, id)}, b).Int()
+	n, err := webhookScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, b).Int()
 	if err != nil {
 		return fmt.Errorf("write webhook state: %w", err)
 	}
@@ -380,7 +372,7 @@ func (s *Store) ReplaceWebhook(ctx context.Context, tenant, id string, state *We
 	if err != nil {
 		return err
 	}
-	key := s.key(tenant, id)
+	key := rediskeys.Record(tenant, id)
 	prev, err := s.rdb.HGet(ctx, key, "wh").Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read webhook state: %w", err)
@@ -401,7 +393,7 @@ func (s *Store) ReplaceWebhook(ctx context.Context, tenant, id string, state *We
 // Delete removes a record (used to undo a Create whose task could not be
 // enqueued).
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {
-	return s.rdb.Del(ctx, s.key(tenant, id)).Err()
+	return s.rdb.Del(ctx, rediskeys.Record(tenant, id)).Err()
 }
 
 // Wait returns the record once it is terminal, or ctx's error (with the

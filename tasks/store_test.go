@@ -39,7 +39,7 @@ func setup(t *testing.T) *storeEnv {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	cfg := tasks.StoreConfig{Prefix: "test", ResultTTL: time.Hour, PendingTTL: 2 * time.Hour}
+	cfg := tasks.StoreConfig{ResultTTL: time.Hour, PendingTTL: 2 * time.Hour}
 	store, err := tasks.NewStore(rdb, &cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
@@ -92,7 +92,7 @@ func (e *storeEnv) finish(t *testing.T, rec *tasks.Record, status int) {
 // pttl is the remaining TTL of the record's key.
 func (e *storeEnv) pttl(t *testing.T, tenant, id string) time.Duration {
 	t.Helper()
-	d, err := e.rdb.PTTL(e.ctx, e.cfg.Prefix+":call:"+tenant+":"+id).Result()
+	d, err := e.rdb.PTTL(e.ctx, "callq:call:"+tenant+":"+id).Result()
 	require.NoError(t, err)
 	return d
 }
@@ -220,7 +220,7 @@ func TestStoreBegin(t *testing.T) {
 	b5, err := e.store.Begin(e.ctx, "acme", "missing", first)
 	require.ErrorIs(t, err, tasks.ErrNotFound)
 	require.Nil(t, b5)
-	exists, err := e.rdb.Exists(e.ctx, "test:call:acme:missing").Result()
+	exists, err := e.rdb.Exists(e.ctx, "callq:call:acme:missing").Result()
 	require.NoError(t, err)
 	require.Zero(t, exists, "Begin does not create a record")
 }
@@ -257,7 +257,7 @@ func TestStoreWrite(t *testing.T) {
 		"a pending record lives past its next attempt")
 
 	// A terminal write publishes, sets the result TTL and freezes the record.
-	sub := e.rdb.Subscribe(e.ctx, "test:done")
+	sub := e.rdb.Subscribe(e.ctx, "callq:done")
 	t.Cleanup(func() { _ = sub.Close() })
 	_, err = sub.Receive(e.ctx)
 	require.NoError(t, err)
@@ -269,7 +269,7 @@ func TestStoreWrite(t *testing.T) {
 
 	msg, err := sub.ReceiveMessage(e.ctx)
 	require.NoError(t, err)
-	require.Equal(t, "test:done", msg.Channel)
+	require.Equal(t, "callq:done", msg.Channel)
 	require.Equal(t, "acme:order-1", msg.Payload)
 	ttl := e.pttl(t, "acme", "order-1")
 	require.InDelta(t, e.cfg.ResultTTL, ttl, float64(5*time.Second))
@@ -413,13 +413,13 @@ func TestStoreRecordJSONInRedis(t *testing.T) {
 	parallelRedis(t)
 	e := setup(t)
 	e.create(t, "acme", "j1")
-	raw, err := e.rdb.HGet(e.ctx, "test:call:acme:j1", "rec").Result()
+	raw, err := e.rdb.HGet(e.ctx, "callq:call:acme:j1", "rec").Result()
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(raw), &m))
 	require.Equal(t, "queued", m["status"])
 	require.Equal(t, "j1", m["correlation_id"])
-	fp, err := e.rdb.HGet(e.ctx, "test:call:acme:j1", "fp").Result()
+	fp, err := e.rdb.HGet(e.ctx, "callq:call:acme:j1", "fp").Result()
 	require.NoError(t, err)
 	require.Equal(t, "fp-j1", fp)
 }
@@ -627,9 +627,12 @@ func TestStoreWaitSubscriptionOutlivesFirstWaiter(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	for i := range 20 {
-		store, err := tasks.NewStore(rdb, &tasks.StoreConfig{Prefix: fmt.Sprintf("sub%d", i)})
+		// A store of its own each round (its first wait subscribes), and a
+		// record of its own.
+		store, err := tasks.NewStore(rdb, nil)
 		require.NoError(t, err)
-		rec := newRecord("acme", "s")
+		id := fmt.Sprintf("s%d", i)
+		rec := newRecord("acme", id)
 		_, _, err = store.Create(context.Background(), rec, "fp", 0)
 		require.NoError(t, err)
 
@@ -637,11 +640,11 @@ func TestStoreWaitSubscriptionOutlivesFirstWaiter(t *testing.T) {
 		long, cancelLong := context.WithTimeout(context.Background(), 20*time.Second)
 		tinyDone, longDone := make(chan error, 1), make(chan error, 1)
 		go func() {
-			_, err := store.Wait(tiny, "acme", "s")
+			_, err := store.Wait(tiny, "acme", id)
 			tinyDone <- err
 		}()
 		go func() {
-			got, err := store.Wait(long, "acme", "s")
+			got, err := store.Wait(long, "acme", id)
 			if err == nil && !got.Status.Terminal() {
 				err = fmt.Errorf("woken with status %s", got.Status)
 			}

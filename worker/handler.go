@@ -14,6 +14,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -24,12 +25,7 @@ const userAgent = "callq/1"
 // this call's credential, or says how long to wait for one.
 func (w *Worker) rateLimit(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (time.Duration, error) {
 	rl := in.RateLimit
-	cred := call.Credential
-	if cred == "" {
-		cred = "-"
-	}
-	// "|" appears in no tenant, integration or credential name.
-	res, err := w.limiter.Allow(ctx, "callq:"+tenant+"|"+in.Name+"|"+cred,
+	res, err := w.limiter.Allow(ctx, rediskeys.RateLimit(tenant, in.Name, call.Credential),
 		redis_rate.Limit{Rate: rl.Requests, Period: rl.Per.D(), Burst: rl.Burst})
 	if err != nil {
 		return 0, fmt.Errorf("rate limit: %w", err)

@@ -304,7 +304,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func keysCommand(ctx context.Context, rdb redis.UniversalClient, cmd string, pos []string, tenant, role string, stdout, stderr io.Writer) error {
-	ks := auth.NewKeyStore(rdb, "")
+	ks := auth.NewKeyStore(rdb)
 	switch cmd {
 	case "create":
 		r, err := auth.ParseRole(role)

@@ -71,7 +71,7 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 	if cfg.sourceRefs && len(dirs) == 0 {
 		log.Warn().Msg("CALLQ_ALLOW_SOURCE_REFS is on without CALLQ_SOURCE_DIRS: a file: credential value may name any regular file the process can read outside /proc, /sys and /dev (service-account tokens, cloud credentials, an env file holding CALLQ_SECRET_KEY); set CALLQ_SOURCE_DIRS to the directories that hold credentials only")
 	}
-	s.keys = auth.NewKeyStore(rdb, "")
+	s.keys = auth.NewKeyStore(rdb)
 	if cfg.webhookSecret != "" {
 		if s.hooks, err = auth.ParseWebhookSecrets(cfg.webhookSecret); err != nil {
 			return nil, fmt.Errorf("CALLQ_WEBHOOK_SECRET: %w", err)

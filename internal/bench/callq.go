@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -148,7 +149,7 @@ func (h *harness) phaseCallq(ctx context.Context) error {
 // connection of the harness's own, subscribed before it returns (before
 // the window opens); done is closed at the nth.
 func (h *harness) countCompletions(ctx context.Context, n int) (completed *atomic.Int64, done <-chan struct{}, stop func(), err error) {
-	ps := h.adm.Subscribe(ctx, tasks.DefaultPrefix+":done")
+	ps := h.adm.Subscribe(ctx, rediskeys.DoneChannel)
 	if _, err := ps.Receive(ctx); err != nil {
 		_ = ps.Close()
 		return nil, nil, nil, fmt.Errorf("subscribe to completions: %w", err)

@@ -34,7 +34,7 @@ func (h *harness) phaseHTTPEnqueue(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	keys := auth.NewKeyStore(rdb, "")
+	keys := auth.NewKeyStore(rdb)
 	_, secret, err := keys.Create(ctx, tenant, auth.RoleProducer)
 	if err != nil {
 		return err

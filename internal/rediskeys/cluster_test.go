@@ -1,0 +1,123 @@
+package rediskeys_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/tasks"
+)
+
+// A cluster refuses what the hash-tag rule is there to avoid: a script or
+// a MULTI/EXEC whose keys are in two slots. This is the positive control of
+// TestStoresOnCluster, which would fail like this if a store broke the rule.
+func TestClusterRefusesCrossSlot(t *testing.T) {
+	t.Parallel()
+	node, cc := startCluster(t)
+	ctx := t.Context()
+	a, b := rediskeys.Record("acme", "1"), rediskeys.Record("acme", "2")
+	require.NotEqual(t, slotOf(t, node, a), slotOf(t, node, b))
+
+	err := redis.NewScript(`return redis.call('EXISTS', KEYS[1], KEYS[2])`).Run(ctx, node, []string{a, b}).Err()
+	require.ErrorContains(t, err, "CROSSSLOT")
+
+	pipe := cc.TxPipeline()
+	pipe.Set(ctx, rediskeys.Credential("acme", "gh"), "{}", 0)
+	pipe.SAdd(ctx, "callq:creds:acme", "gh") // the set without its tag
+	_, err = pipe.Exec(ctx)
+	require.ErrorContains(t, err, "CROSSSLOT")
+}
+
+// Every store runs on Redis Cluster: each script, MULTI/EXEC and MGET of
+// tasks.Store, auth.Store, auth.KeyStore and the rate limiter stays within
+// one slot, the done channel reaches a waiter, and Reseal scans the masters.
+func TestStoresOnCluster(t *testing.T) {
+	t.Parallel()
+	_, cc := startCluster(t)
+	ctx := t.Context()
+
+	t.Run("Records", func(t *testing.T) {
+		store, err := tasks.NewStore(cc, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = store.Close() })
+		rec := &tasks.Record{CorrelationID: "order-1", Tenant: "acme", Status: tasks.StatusQueued, Integration: "gh",
+			Method: "GET", Path: "/", Queue: "default", MaxAttempts: 3, CreatedAt: time.Now()}
+		_, _, err = store.Create(ctx, rec, "fp", 0)
+		require.NoError(t, err)
+		_, _, err = store.Create(ctx, rec, "fp", 0)
+		require.ErrorIs(t, err, tasks.ErrExists)
+		begun, err := store.Begin(ctx, "acme", "order-1", tasks.RunMarker{Attempt: 1, StartedAt: time.Now()})
+		require.NoError(t, err)
+		state := &tasks.WebhookState{URL: "https://hooks.example/x", Status: "pending"}
+		require.NoError(t, store.SetWebhook(ctx, "acme", "order-1", state))
+		require.NoError(t, store.ReplaceWebhook(ctx, "acme", "order-1", state, func() error { return nil }))
+
+		waited := make(chan error, 1)
+		go func() {
+			got, err := store.Wait(ctx, "acme", "order-1")
+			if err == nil && got.Status != tasks.StatusSucceeded {
+				err = fmt.Errorf("woken with status %s", got.Status)
+			}
+			waited <- err
+		}()
+		done := *begun.Record
+		done.Status, done.Attempts = tasks.StatusSucceeded, 1
+		require.NoError(t, store.Write(ctx, &done, begun.Version))
+		require.NoError(t, <-waited)
+		require.NoError(t, store.Delete(ctx, "acme", "order-1"))
+	})
+
+	t.Run("Credentials", func(t *testing.T) {
+		old, err := auth.GenerateKey()
+		require.NoError(t, err)
+		ring, err := auth.ParseKeyring("k1:" + old)
+		require.NoError(t, err)
+		store, err := auth.NewStore(cc, &auth.StoreConfig{Keyring: ring})
+		require.NoError(t, err)
+		for _, ref := range []string{"gh", "dd", "crm:main"} {
+			_, err = store.Put(ctx, "acme", ref, "github", map[string]string{"token": "t-" + ref})
+			require.NoError(t, err)
+		}
+		list, err := store.List(ctx, "acme")
+		require.NoError(t, err)
+		require.Len(t, list, 3)
+		_, err = store.UpdateFields(ctx, "acme", "gh", map[string]string{"token": "t-gh-2"})
+		require.NoError(t, err)
+		require.NoError(t, store.Delete(ctx, "acme", "dd"))
+
+		primary, err := auth.GenerateKey()
+		require.NoError(t, err)
+		ring2, err := auth.ParseKeyring("k2:" + primary + ",k1:" + old)
+		require.NoError(t, err)
+		store2, err := auth.NewStore(cc, &auth.StoreConfig{Keyring: ring2})
+		require.NoError(t, err)
+		stats, err := store2.Reseal(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 2, stats.Credentials)
+	})
+
+	t.Run("APIKeys", func(t *testing.T) {
+		keys := auth.NewKeyStore(cc)
+		key, secret, err := keys.Create(ctx, "acme", auth.RoleProducer)
+		require.NoError(t, err)
+		got, err := keys.Authenticate(ctx, secret)
+		require.NoError(t, err)
+		require.Equal(t, key.ID, got.ID)
+		list, err := keys.List(ctx)
+		require.NoError(t, err)
+		require.Len(t, list, 1)
+		require.NoError(t, keys.Revoke(ctx, key.ID))
+	})
+
+	t.Run("RateLimit", func(t *testing.T) {
+		res, err := redis_rate.NewLimiter(cc).Allow(ctx, rediskeys.RateLimit("acme", "github", ""), redis_rate.PerSecond(10))
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Allowed)
+	})
+}

@@ -1,0 +1,68 @@
+// Package rediskeys names every Redis key callq writes, in one place, with
+// one prefix and one hash-tag rule for Redis Cluster. callq's code builds
+// its keys here and nowhere else (asynq builds its own).
+//
+// # Prefix
+//
+// Every key begins "callq:" ([Prefix]). It is a constant, not a setting:
+// asynq's own keys ("asynq:{<queue>}:...") cannot be prefixed, so a prefix
+// never let two deployments share a Redis (and callq's command never set
+// one). Deployments that must not see each other use separate Redis
+// databases or servers. Pub/sub is not per database, so deployments on one
+// server hear each other's completions: a waiter woken by another's reads
+// its own record again and waits on. The one exception to the prefix is the
+// rate limiter's key, to which go-redis/redis_rate (v10, which has no option
+// for it) prepends "rate:".
+//
+// # Keys
+//
+//	callq:call:<tenant>:<id>                   hash: a call's record (tasks.Store)
+//	callq:done                                 pub/sub channel: "<tenant>:<id>" of each finished call
+//	callq:{<tenant>}:cred:<ref>                string: a credential's JSON, literal fields sealed (auth.Store)
+//	callq:{<tenant>}:creds                     set: the refs of the tenant's credentials
+//	callq:{<tenant>}:oauthcc:<subject>         string: a cached client_credentials token, sealed
+//	callq:{<tenant>}:oauthlock:<name>          string: the fleet's refresh lock of one token
+//	callq:{<tenant>}:oauthfail:<name>          string: a token request's failure, remembered briefly
+//	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
+//	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
+//	rate:callq:<tenant>|<integration>|<cred>   redis_rate's GCRA state of one rate limit ("-" for no credential)
+//
+// An OAuth2 token's name is "cred:<ref>" (grant refresh_token: the lock and
+// failure guard the credential itself) or, for grant client_credentials,
+// "cc:cred:<ref>:<client>:<version>" or "cc:int:<integration>:<client>";
+// the token cache's subject is that name without "cc:".
+//
+// No part ever holds a brace: tenants are [a-z0-9_-], refs, ids and
+// integration names [A-Za-z0-9._:-], API key hashes and client digests hex.
+// So the only hash tags are the ones placed here.
+//
+// # Hash tags (Redis Cluster)
+//
+// A Lua script, a MULTI/EXEC and an MGET may only touch keys of one slot.
+// The rule: keys that one of them touches together share a hash tag; every
+// other key is left untagged, so that it spreads over the cluster.
+//
+//   - A tenant's credentials and OAuth2 state are tagged {<tenant>}. Put and
+//     Delete change a credential and the tenant's set in one MULTI/EXEC;
+//     List reads the tenant's credentials in one MGET; the OAuth2 paths read
+//     a credential or cached token with its remembered failure in one
+//     pipeline, which stays one round trip on one node. A tenant has few,
+//     small credentials, so one slot per tenant holds them easily.
+//   - Records are not tagged. Each script on a record (create, begin, write,
+//     webhook state) touches that one key, as KEYS[1]; records are the bulk
+//     of callq's data and traffic, and a tag would pin a busy tenant's every
+//     call to one node.
+//   - The done channel is global: classic pub/sub reaches every node of a
+//     cluster. The write script publishes to it by the name in its ARGV,
+//     which Redis allows because a channel is not a key. Sharded pub/sub
+//     (SPUBLISH) is not used: its channel hashes to a slot like a key, so
+//     the script could publish only to a channel in the record's slot.
+//   - An API key and the index of API keys are not tagged: no transaction
+//     spans them. KeyStore writes them in an order that is safe if it dies
+//     between the two, and List reads the keys with a pipeline of GETs.
+//   - A rate limit is one key, the only one its script touches.
+//
+// No script builds a key from ARGV: every key a script touches is in KEYS.
+// The tests check the rule against a real redis-server in cluster mode
+// (CLUSTER KEYSLOT, and the stores run through a cluster client).
+package rediskeys

@@ -1,0 +1,173 @@
+package rediskeys_test
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/internal/redistest"
+	"github.com/callq/callq/tasks"
+)
+
+const hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+// The layout is what deployed Redis servers hold: a changed key would lose
+// their records, credentials and API keys on upgrade.
+func TestLayout(t *testing.T) {
+	t.Parallel()
+	for got, want := range map[string]string{
+		rediskeys.Record("acme", "order-1"):                         "callq:call:acme:order-1",
+		rediskeys.DoneChannel:                                       "callq:done",
+		rediskeys.Credential("acme", "gh"):                          "callq:{acme}:cred:gh",
+		rediskeys.Credentials("acme"):                               "callq:{acme}:creds",
+		rediskeys.OAuthToken("acme", "cc:cred:crm-app:0a1b2c:m1x"):  "callq:{acme}:oauthcc:cred:crm-app:0a1b2c:m1x",
+		rediskeys.OAuthToken("acme", "cc:int:crm:0a1b2c"):           "callq:{acme}:oauthcc:int:crm:0a1b2c",
+		rediskeys.OAuthLock("acme", "cred:crm-main"):                "callq:{acme}:oauthlock:cred:crm-main",
+		rediskeys.OAuthLock("acme", "cc:int:crm:0a1b2c"):            "callq:{acme}:oauthlock:cc:int:crm:0a1b2c",
+		rediskeys.OAuthFailure("acme", "cred:crm-main"):             "callq:{acme}:oauthfail:cred:crm-main",
+		rediskeys.OAuthFailure("acme", "cc:cred:crm-app:0a1b2c:m1"): "callq:{acme}:oauthfail:cc:cred:crm-app:0a1b2c:m1",
+		rediskeys.CredentialPattern:                                 "callq:{*}:cred:*",
+		rediskeys.OAuthTokenPattern:                                 "callq:{*}:oauthcc:*",
+		rediskeys.APIKey(hash):                                      "callq:apikey:" + hash,
+		rediskeys.APIKeys:                                           "callq:apikeys",
+		rediskeys.RateLimit("acme", "github", "gh"):                 "callq:acme|github|gh",
+		rediskeys.RateLimit("acme", "github", ""):                   "callq:acme|github|-",
+	} {
+		require.Equal(t, want, got)
+	}
+}
+
+func TestParseCredential(t *testing.T) {
+	t.Parallel()
+	tenant, ref, ok := rediskeys.ParseCredential(rediskeys.Credential("acme", "a:b.c"))
+	require.True(t, ok)
+	require.Equal(t, "acme", tenant)
+	require.Equal(t, "a:b.c", ref)
+	// CredentialPattern also matches these; they are not credentials.
+	for _, key := range []string{
+		rediskeys.OAuthToken("acme", "cc:cred:gh:0a1b2c:m1"),
+		rediskeys.OAuthFailure("acme", "cred:gh"),
+		rediskeys.OAuthLock("acme", "cc:cred:gh:0a1b2c:m1"),
+		rediskeys.Credentials("acme"),
+		rediskeys.Record("acme", "cred:x"),
+	} {
+		_, _, ok := rediskeys.ParseCredential(key)
+		require.False(t, ok, key)
+	}
+}
+
+// startCluster starts a redis-server in cluster mode holding every slot:
+// a one-node cluster, which refuses a script, MULTI or MGET across slots
+// as a larger one does. It returns a client of the node and a cluster
+// client.
+func startCluster(t *testing.T) (*redis.Client, *redis.ClusterClient) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0") // a bus port: port+10000 may be above 65535
+	require.NoError(t, err)
+	bus := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	srv, stop, err := redistest.StartProcess(t.TempDir(), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = stop() })
+	node := srv.Client(t)
+	ctx := t.Context()
+	require.NoError(t, node.ClusterAddSlotsRange(ctx, 0, 16383).Err())
+	require.Eventually(t, func() bool {
+		info, err := node.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	}, 30*time.Second, 20*time.Millisecond, "the one-node cluster never became ready")
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
+	t.Cleanup(func() { _ = cc.Close() })
+	return node, cc
+}
+
+func slotOf(t *testing.T, node *redis.Client, key string) int64 {
+	t.Helper()
+	slot, err := node.ClusterKeySlot(t.Context(), key).Result()
+	require.NoError(t, err)
+	return slot
+}
+
+// The hash-tag rule, as the package doc states it, with Redis's own slot
+// function: a tenant's credential keys and OAuth2 keys share a slot
+// (MULTI/EXEC, MGET, one-node pipelines), tenants spread, and records spread
+// even within one tenant.
+func TestSlots(t *testing.T) {
+	t.Parallel()
+	node, _ := startCluster(t)
+
+	tenantSlots := map[int64]bool{}
+	recordSlots := map[int64]bool{}
+	for i := range 32 {
+		tenant := "tenant-" + strconv.Itoa(i)
+		slot := slotOf(t, node, rediskeys.Credentials(tenant))
+		tenantSlots[slot] = true
+		for _, key := range []string{
+			rediskeys.Credential(tenant, "gh"),
+			rediskeys.Credential(tenant, "crm:main-"+strconv.Itoa(i)),
+			rediskeys.OAuthToken(tenant, "cc:cred:gh:0a1b2c3d4e5f:m1x"),
+			rediskeys.OAuthToken(tenant, "cc:int:crm:0a1b2c3d4e5f"),
+			rediskeys.OAuthLock(tenant, "cc:int:crm:0a1b2c3d4e5f"),
+			rediskeys.OAuthLock(tenant, "cred:gh"),
+			rediskeys.OAuthFailure(tenant, "cc:cred:gh:0a1b2c3d4e5f:m1x"),
+			rediskeys.OAuthFailure(tenant, "cred:gh"),
+		} {
+			require.Equal(t, slot, slotOf(t, node, key), "%s is not in the slot of %s", key, rediskeys.Credentials(tenant))
+		}
+		recordSlots[slotOf(t, node, rediskeys.Record("acme", "order-"+strconv.Itoa(i)))] = true
+	}
+	require.Greater(t, len(tenantSlots), 24, "tenants' credentials must spread: one slot each, not one for all")
+	require.Greater(t, len(recordSlots), 24, "one tenant's records must spread, not share the tenant's slot")
+}
+
+// Without a prefix setting, deployments that must not see each other use
+// separate Redis databases. Pub/sub is not per database: a completion in
+// one wakes the other's waiter of the same tenant and id, which reads its
+// own record again and waits on.
+func TestDatabasesSeparateDeployments(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	stores := make([]*tasks.Store, 2)
+	for db := range stores {
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, DB: db})
+		t.Cleanup(func() { _ = rdb.Close() })
+		store, err := tasks.NewStore(rdb, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = store.Close() })
+		stores[db] = store
+	}
+	rec := &tasks.Record{CorrelationID: "order-1", Tenant: "acme", Status: tasks.StatusQueued, Integration: "gh",
+		Method: "GET", Path: "/", Queue: "default", MaxAttempts: 3, CreatedAt: time.Now()}
+	for _, store := range stores {
+		_, _, err := store.Create(ctx, rec, "fp", 0)
+		require.NoError(t, err, "the same tenant and id in each database")
+	}
+	finish := func(store *tasks.Store, status tasks.Status) {
+		done := *rec
+		done.Status, done.Attempts = status, 1
+		require.NoError(t, store.Write(ctx, &done, 0))
+	}
+
+	waited := make(chan *tasks.Record, 1)
+	go func() {
+		got, _ := stores[0].Wait(ctx, "acme", "order-1")
+		waited <- got
+	}()
+	node := srv.Client(t)
+	require.Eventually(t, func() bool {
+		n, err := node.PubSubNumSub(ctx, rediskeys.DoneChannel).Result()
+		return err == nil && n[rediskeys.DoneChannel] >= 1
+	}, 10*time.Second, time.Millisecond, "the first database's waiter never subscribed")
+	finish(stores[1], tasks.StatusSucceeded) // heard by that waiter too
+	finish(stores[0], tasks.StatusFailed)
+	got := <-waited
+	require.NotNil(t, got)
+	require.Equal(t, tasks.StatusFailed, got.Status, "the waiter answers its own database's record")
+}
