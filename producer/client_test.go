@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -25,7 +26,11 @@ func TestNewClientValidates(t *testing.T) {
 	for _, tenant := range []string{"", "Acme", "a:b", "a{b}", "-x"} {
 		_, err = producer.NewClient(e.rdb, tenant, &producer.Config{Catalog: e.cat})
 		require.Error(t, err, "tenant %q", tenant)
+		_, err = e.prod.Tenant(tenant)
+		require.Error(t, err, "tenant %q", tenant)
 	}
+	_, err = producer.New(e.rdb, &producer.Config{})
+	require.Error(t, err, "a catalog is required")
 
 	// Without Records the client makes (and closes) its own store.
 	c, err := producer.NewClient(e.rdb, "acme", &producer.Config{Catalog: e.cat})
@@ -38,6 +43,35 @@ func TestNewClientValidates(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "/own", rec.Path)
 	require.NoError(t, c.Close())
+}
+
+func TestProducerTenantViewsShareIt(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+
+	acme, err := e.prod.Tenant("acme")
+	require.NoError(t, err)
+	require.Equal(t, "acme", acme.Tenant())
+	_, err = acme.Enqueue(ctx, &tasks.Call{Integration: "httpbin", Method: "GET", Path: "/view"}, producer.WithCorrelationID("view"))
+	require.NoError(t, err)
+
+	// A view has nothing of its own to close: the producer, and so the
+	// API over it, keeps working after it.
+	require.NoError(t, acme.Close())
+	again, err := e.prod.Tenant("acme")
+	require.NoError(t, err)
+	rec, err := again.Get(ctx, "view")
+	require.NoError(t, err)
+	require.Equal(t, "/view", rec.Path)
+	r := e.get(t, "view")
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+
+	// Each view works in its own tenant only.
+	other, err := e.prod.Tenant("other")
+	require.NoError(t, err)
+	_, err = other.Get(ctx, "view")
+	require.ErrorIs(t, err, producer.ErrNotFound)
 }
 
 func TestClientEnqueueWithOptions(t *testing.T) {

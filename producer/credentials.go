@@ -41,7 +41,7 @@ func (h *handler) putCredential(w http.ResponseWriter, r *http.Request) {
 			Message: `the body must be {"integration": "...", "fields": {"name": "value"}} with string values`})
 		return
 	}
-	in, ok := h.cfg.Client.cfg.Catalog.Lookup(req.Integration)
+	in, ok := h.cfg.Producer.catalog().Lookup(req.Integration)
 	if !ok {
 		writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Field: "integration",
 			Message: fmt.Sprintf("unknown integration %q", req.Integration)})

@@ -12,14 +12,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/callq/callq/auth"
-	"github.com/callq/callq/tasks"
 )
 
 // HandlerConfig configures the HTTP API.
 type HandlerConfig struct {
-	// Client is the producer client the API works through; the API serves
-	// every tenant with it, as each request's API key says. Required.
-	Client *Client
+	// Producer is what the API works through: each request works in the
+	// tenant its API key names (Producer.Tenant). Required.
+	Producer *Producer
 	// Credentials is the credential store. Required.
 	Credentials *auth.Store
 	// Keys authenticates API keys. Required.
@@ -56,14 +55,14 @@ const (
 
 func (c *HandlerConfig) validate() error {
 	switch {
-	case c.Client == nil:
-		return errors.New("Client is required.")
+	case c.Producer == nil:
+		return errors.New("Producer is required")
 	case c.Credentials == nil:
-		return errors.New("Credentials is required.")
+		return errors.New("Credentials is required")
 	case c.Keys == nil:
-		return errors.New("Keys is required.")
+		return errors.New("Keys is required")
 	case c.MaxWait < 0:
-		return errors.New("MaxWait must not be negative.")
+		return errors.New("MaxWait must not be negative")
 	}
 	return nil
 }
@@ -87,11 +86,7 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 		c.MaxWait = DefaultMaxWait
 	}
 	if c.MaxBodyBytes == 0 {
-		lim := int64(tasks.DefaultMaxRequestBytes)
-		if l := c.Client.cfg.Limits; l != nil && l.MaxRequestBytes > 0 {
-			lim = l.MaxRequestBytes
-		}
-		c.MaxBodyBytes = lim*4/3 + 64<<10
+		c.MaxBodyBytes = c.Producer.maxRequestBytes()*4/3 + 64<<10
 	}
 	if c.Ready == nil {
 		c.Ready = func(context.Context) error { return nil }
@@ -207,7 +202,7 @@ func (h *handler) authed(role auth.Role, next http.HandlerFunc) http.HandlerFunc
 
 func (h *handler) client(r *http.Request) *Client {
 	key := r.Context().Value(ctxKey{}).(*auth.APIKey)
-	return h.cfg.Client.forTenant(key.Tenant)
+	return h.cfg.Producer.tenant(key.Tenant)
 }
 
 func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error) {
