@@ -54,10 +54,11 @@ func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 // enqueueOne answers 202 with a new call, 200 with an existing record.
 func (h *handler) enqueueOne(ctx context.Context, c *Client, call *tasks.Call) (int, any, *APIError) {
 	res, err := c.Enqueue(ctx, call)
+	var conflict *ConflictError
 	switch {
-	case errors.Is(err, ErrConflict):
+	case errors.As(err, &conflict):
 		return 0, nil, &APIError{Status: http.StatusConflict, Code: CodeConflict, Field: "correlation_id",
-			Message: fmt.Sprintf("correlation_id %q is already used by a call with a different payload", res.Record.CorrelationID)}
+			Message: fmt.Sprintf("correlation_id %q is already used by a call with a different payload", conflict.Existing.CorrelationID)}
 	case err != nil:
 		if fe := fieldError(err); fe != nil {
 			return 0, nil, fe
@@ -182,9 +183,10 @@ func (h *handler) answerRecord(w http.ResponseWriter, r *http.Request, rec *task
 
 func (h *handler) cancelCall(w http.ResponseWriter, r *http.Request) {
 	rec, err := h.client(r).Cancel(r.Context(), r.PathValue("id"))
-	if errors.Is(err, ErrFinished) {
+	var finished *FinishedError
+	if errors.As(err, &finished) {
 		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict,
-			Message: fmt.Sprintf("call %q has already finished (%s) and cannot be canceled", rec.CorrelationID, rec.Status)})
+			Message: fmt.Sprintf("call %q has already finished (%s) and cannot be canceled", finished.Record.CorrelationID, finished.Record.Status)})
 		return
 	}
 	h.answerRecord(w, r, rec, err, http.StatusOK)

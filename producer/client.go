@@ -16,9 +16,11 @@ import (
 var (
 	// ErrNotFound: no call under that correlation ID in this tenant.
 	ErrNotFound = tasks.ErrNotFound
-	// ErrConflict: the correlation ID is taken by a call with another payload.
+	// ErrConflict: the correlation ID is taken by a call with another
+	// payload. Enqueue returns it as a *ConflictError.
 	ErrConflict = errors.New("producer: correlation_id is already used by a different call")
 	// ErrFinished: the call has finished and can no longer be canceled.
+	// Cancel returns it as a *FinishedError.
 	ErrFinished = tasks.ErrFinished
 	// ErrNotFinished: the call has not finished, so it has no webhook to redeliver yet.
 	ErrNotFinished = errors.New("producer: the call has not finished")
@@ -28,6 +30,34 @@ var (
 	// queued, running or being retried.
 	ErrRedeliveryPending = errors.New("producer: a redelivery of the call's webhook is already pending")
 )
+
+// ConflictError is Enqueue's error when the correlation ID is taken by a
+// call with another payload; errors.Is(err, ErrConflict) matches it.
+type ConflictError struct {
+	// Existing is the record of the call that holds the ID.
+	Existing *tasks.Record
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("producer: correlation_id %q is already used by a different call", e.Existing.CorrelationID)
+}
+
+// Is reports whether target is ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// FinishedError is Cancel's error when the call has already finished;
+// errors.Is(err, ErrFinished) matches it.
+type FinishedError struct {
+	// Record is the call's record, as it finished.
+	Record *tasks.Record
+}
+
+func (e *FinishedError) Error() string {
+	return fmt.Sprintf("producer: call %q has already finished (%s)", e.Record.CorrelationID, e.Record.Status)
+}
+
+// Is reports whether target is ErrFinished.
+func (e *FinishedError) Is(target error) bool { return target == ErrFinished }
 
 // Client enqueues and looks up the calls of one tenant: a view of a
 // Producer (Producer.Tenant), or a producer of its own (NewClient). It is
@@ -97,8 +127,9 @@ type Enqueued struct {
 
 // Enqueue validates call and queues it. Enqueueing the same correlation ID
 // with the same payload again returns the existing record with Duplicate
-// set; with another payload it fails with ErrConflict. Invalid calls fail
-// with a *tasks.FieldError. call is not modified.
+// set; with another payload it fails with a *ConflictError holding the
+// existing record. Invalid calls fail with a *tasks.FieldError. call is not
+// modified.
 func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) (*Enqueued, error) {
 	cp := *call
 	for _, o := range opts {
@@ -123,7 +154,7 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 	switch {
 	case errors.Is(err, tasks.ErrExists):
 		if existingFP != fp {
-			return &Enqueued{Record: existing}, ErrConflict
+			return nil, &ConflictError{Existing: existing}
 		}
 		if existing.Status == tasks.StatusQueued {
 			// A producer may have died between writing the record and
@@ -186,7 +217,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*tasks.Record, error) {
 // Cancel cancels a call that has not finished: a queued or retrying call
 // never runs again; a running one has its request aborted (the upstream may
 // already have received it, and the record says so). A finished call
-// returns its record with ErrFinished.
+// fails with a *FinishedError holding its record.
 func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound
@@ -203,8 +234,11 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 		r.Error = &tasks.CallError{Kind: tasks.KindCanceled, Message: msg}
 		return nil
 	})
+	if errors.Is(err, tasks.ErrFinished) && rec != nil {
+		return nil, &FinishedError{Record: rec}
+	}
 	if err != nil {
-		return rec, err
+		return nil, err
 	}
 	taskID := tasks.TaskID(c.tenant, id)
 	if err := c.p.inspector.DeleteTask(rec.Queue, taskID); err != nil {

@@ -187,8 +187,13 @@ func TestClientEnqueueDuplicateAndConflict(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, again.Duplicate)
 
-	_, err = c.Enqueue(ctx, mk("/b"), producer.WithCorrelationID("dup"))
+	refused, err := c.Enqueue(ctx, mk("/b"), producer.WithCorrelationID("dup"))
 	require.ErrorIs(t, err, producer.ErrConflict)
+	require.Nil(t, refused)
+	var conflict *producer.ConflictError
+	require.ErrorAs(t, err, &conflict)
+	require.Equal(t, "/a", conflict.Existing.Path, "the error holds the record that has the ID")
+	require.Equal(t, `producer: correlation_id "dup" is already used by a different call`, err.Error())
 	_, err = c.Enqueue(ctx, mk("/a"), producer.WithCorrelationID("dup"), producer.WithQueue("low"))
 	require.ErrorIs(t, err, producer.ErrConflict)
 
@@ -290,11 +295,15 @@ func TestClientGetAndWait(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusFailed, got.Status)
 
-	// Cancel on a finished call: ErrFinished, with the record.
+	// Cancel on a finished call: ErrFinished, with the record in the error.
 	rec, err = c.Cancel(ctx, "w1")
 	require.ErrorIs(t, err, producer.ErrFinished)
-	require.NotNil(t, rec)
-	require.Equal(t, tasks.StatusFailed, rec.Status)
+	require.Nil(t, rec)
+	var finished *producer.FinishedError
+	require.ErrorAs(t, err, &finished)
+	require.NotNil(t, finished.Record)
+	require.Equal(t, tasks.StatusFailed, finished.Record.Status)
+	require.Equal(t, `producer: call "w1" has already finished (failed)`, err.Error())
 }
 
 func TestClientCancelRemovesTheScheduledTask(t *testing.T) {
@@ -327,9 +336,11 @@ func TestClientCancelRemovesTheScheduledTask(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusCanceled, got.Status)
 
-	rec, err = c.Cancel(ctx, "later")
+	_, err = c.Cancel(ctx, "later")
 	require.ErrorIs(t, err, producer.ErrFinished)
-	require.Equal(t, tasks.StatusCanceled, rec.Status)
+	var finished *producer.FinishedError
+	require.ErrorAs(t, err, &finished)
+	require.Equal(t, tasks.StatusCanceled, finished.Record.Status)
 
 	// A worker that picked the task up anyway would find it finished.
 	_, err = e.records.Begin(ctx, "acme", "later", tasks.RunMarker{Attempt: 1, StartedAt: time.Now()})
