@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/callq/callq/auth"
 	"github.com/callq/callq/tasks"
 )
 
@@ -20,9 +16,11 @@ import (
 var (
 	// ErrNotFound: no call under that correlation ID in this tenant.
 	ErrNotFound = tasks.ErrNotFound
-	// ErrConflict: the correlation ID is taken by a call with another payload.
+	// ErrConflict: the correlation ID is taken by a call with another
+	// payload. Enqueue returns it as a *ConflictError.
 	ErrConflict = errors.New("producer: correlation_id is already used by a different call")
 	// ErrFinished: the call has finished and can no longer be canceled.
+	// Cancel returns it as a *FinishedError.
 	ErrFinished = tasks.ErrFinished
 	// ErrNotFinished: the call has not finished, so it has no webhook to redeliver yet.
 	ErrNotFinished = errors.New("producer: the call has not finished")
@@ -33,87 +31,67 @@ var (
 	ErrRedeliveryPending = errors.New("producer: a redelivery of the call's webhook is already pending")
 )
 
-// Config configures a Client.
-type Config struct {
-	// Catalog is the integration catalog calls are checked against. Required.
-	Catalog *tasks.Catalog
-	// Records is the record store. Default: a store with default settings
-	// over the client's Redis.
-	Records *tasks.Store
-	// Limits bound what a call may carry. Default: tasks.Limits defaults.
-	Limits *tasks.Limits
-	// WebhooksEnabled accepts calls with a webhook. Set it when the workers
-	// have CALLQ_WEBHOOK_SECRET; otherwise such calls are refused at enqueue
-	// rather than accepted with a webhook nobody can sign.
-	WebhooksEnabled bool
-	// WebhookAllowPrivate accepts webhook URLs naming loopback, private or
-	// link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE). The worker checks
-	// the address it dials in any case; this refuses the obvious ones early.
-	WebhookAllowPrivate bool
+// ConflictError is Enqueue's error when the correlation ID is taken by a
+// call with another payload; errors.Is(err, ErrConflict) matches it.
+type ConflictError struct {
+	// Existing is the record of the call that holds the ID.
+	Existing *tasks.Record
 }
 
-func (c *Config) validate() error {
-	if c.Catalog == nil {
-		return errors.New("Catalog is required.")
-	}
-	return nil
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("producer: correlation_id %q is already used by a different call", e.Existing.CorrelationID)
 }
 
-// Client enqueues and looks up the calls of one tenant. It is safe for
-// concurrent use; make one per process and tenant and share it.
+// Is reports whether target is ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// FinishedError is Cancel's error when the call has already finished;
+// errors.Is(err, ErrFinished) matches it.
+type FinishedError struct {
+	// Record is the call's record, as it finished.
+	Record *tasks.Record
+}
+
+func (e *FinishedError) Error() string {
+	return fmt.Sprintf("producer: call %q has already finished (%s)", e.Record.CorrelationID, e.Record.Status)
+}
+
+// Is reports whether target is ErrFinished.
+func (e *FinishedError) Is(target error) bool { return target == ErrFinished }
+
+// Client enqueues and looks up the calls of one tenant: a view of a
+// Producer (Producer.Tenant), or a producer of its own (NewClient). It is
+// safe for concurrent use.
 type Client struct {
-	cfg       Config
-	tenant    string
-	asynq     *asynq.Client
-	inspector *asynq.Inspector
-	ownStore  bool
+	p      *Producer
+	tenant string
+	own    bool // made by NewClient: Close closes p
 }
 
-// NewClient returns a client of tenant's calls over rdb.
+// NewClient returns a client of tenant's calls over rdb: New and Tenant in
+// one step, for a process that works in one tenant. Close it when done.
 func NewClient(rdb redis.UniversalClient, tenant string, cfg *Config) (*Client, error) {
-	if cfg == nil {
-		cfg = &Config{}
+	p, err := New(rdb, cfg)
+	if err != nil {
+		return nil, err
 	}
-	c := *cfg
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("producer: %w", err)
+	c, err := p.Tenant(tenant)
+	if err != nil {
+		_ = p.Close()
+		return nil, err
 	}
-	if err := auth.ValidateTenant(tenant); err != nil {
-		return nil, fmt.Errorf("producer: %w", err)
-	}
-	own := false
-	if c.Records == nil {
-		s, err := tasks.NewStore(rdb, nil)
-		if err != nil {
-			return nil, err
-		}
-		c.Records, own = s, true
-	}
-	return &Client{
-		cfg:       c,
-		tenant:    tenant,
-		asynq:     asynq.NewClientFromRedisClient(rdb),
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
-		ownStore:  own,
-	}, nil
+	c.own = true
+	return c, nil
 }
 
 // Tenant is the tenant this client works in.
 func (c *Client) Tenant() string { return c.tenant }
 
-// forTenant returns a view of c over another tenant, sharing its connections.
-func (c *Client) forTenant(tenant string) *Client {
-	cp := *c
-	cp.tenant = tenant
-	cp.ownStore = false
-	return &cp
-}
-
-// Close releases what the client opened itself. The Redis client passed to
-// NewClient is the caller's to close.
+// Close releases what NewClient opened. A client from Producer.Tenant has
+// nothing of its own to close: close its Producer.
 func (c *Client) Close() error {
-	if c.ownStore {
-		return c.cfg.Records.Close()
+	if c.own {
+		return c.p.Close()
 	}
 	return nil
 }
@@ -149,19 +127,20 @@ type Enqueued struct {
 
 // Enqueue validates call and queues it. Enqueueing the same correlation ID
 // with the same payload again returns the existing record with Duplicate
-// set; with another payload it fails with ErrConflict. Invalid calls fail
-// with a *tasks.FieldError. call is not modified.
+// set; with another payload it fails with a *ConflictError holding the
+// existing record. Invalid calls fail with a *tasks.FieldError. call is not
+// modified.
 func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) (*Enqueued, error) {
 	cp := *call
 	for _, o := range opts {
 		o(&cp)
 	}
-	in, err := cp.Normalize(c.cfg.Catalog, c.cfg.Limits)
+	in, err := cp.Normalize(c.p.cfg.Catalog, c.p.cfg.Limits)
 	if err != nil {
 		return nil, err
 	}
 	if cp.Webhook != nil {
-		if err := c.checkWebhook(cp.Webhook.URL); err != nil {
+		if err := c.p.checkWebhook(cp.Webhook.URL); err != nil {
 			return nil, err
 		}
 	}
@@ -171,11 +150,11 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 		return nil, err
 	}
 	fp := cp.Fingerprint()
-	existing, existingFP, err := c.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
+	existing, existingFP, err := c.p.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
 	switch {
 	case errors.Is(err, tasks.ErrExists):
 		if existingFP != fp {
-			return &Enqueued{Record: existing}, ErrConflict
+			return nil, &ConflictError{Existing: existing}
 		}
 		if existing.Status == tasks.StatusQueued {
 			// A producer may have died between writing the record and
@@ -194,7 +173,7 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 	}
 	if err := c.enqueueTask(ctx, task, &cp); err != nil {
 		// Nothing is queued: take the record back so it does not lie.
-		_ = c.cfg.Records.Delete(context.WithoutCancel(ctx), c.tenant, cp.CorrelationID)
+		_ = c.p.cfg.Records.Delete(context.WithoutCancel(ctx), c.tenant, cp.CorrelationID)
 		return nil, err
 	}
 	return &Enqueued{Record: rec}, nil
@@ -202,32 +181,8 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 
 func (c *Client) enqueueTask(ctx context.Context, task *asynq.Task, call *tasks.Call) error {
 	// A live task under the call's ID is this call's own: nothing to do.
-	_, err := c.enqueueOrReplace(ctx, task, call.Queue, tasks.TaskID(c.tenant, call.CorrelationID))
+	_, err := c.p.enqueueOrReplace(ctx, task, call.Queue, tasks.TaskID(c.tenant, call.CorrelationID))
 	return err
-}
-
-// enqueueOrReplace queues task under id. If a task holds id already, it
-// answers false, unless that task is finished with (archived or completed:
-// a leftover of an earlier call whose record expired, or a delivery asynq
-// gave up on), which it replaces. asynq refuses a second live task under
-// one ID atomically; replacing a finished one is two steps, which two
-// concurrent callers may both take.
-func (c *Client) enqueueOrReplace(ctx context.Context, task *asynq.Task, queue, id string) (bool, error) {
-	_, err := c.asynq.EnqueueContext(ctx, task)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		info, ierr := c.inspector.GetTaskInfo(queue, id)
-		if ierr != nil || info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
-			return false, nil
-		}
-		if derr := c.inspector.DeleteTask(queue, id); derr != nil {
-			return false, fmt.Errorf("replace a stale task: %w", derr)
-		}
-		_, err = c.asynq.EnqueueContext(ctx, task)
-	}
-	if err != nil {
-		return false, fmt.Errorf("enqueue: %w", err)
-	}
-	return true, nil
 }
 
 // Get returns the record of a call.
@@ -235,11 +190,11 @@ func (c *Client) Get(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound
 	}
-	rec, err := c.cfg.Records.Get(ctx, c.tenant, id)
+	rec, err := c.p.cfg.Records.Get(ctx, c.tenant, id)
 	if err != nil {
 		return nil, err
 	}
-	c.showRunning(rec)
+	c.p.showRunning(rec)
 	return rec, nil
 }
 
@@ -252,36 +207,24 @@ func (c *Client) Wait(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound
 	}
-	rec, err := c.cfg.Records.Wait(ctx, c.tenant, id)
+	rec, err := c.p.cfg.Records.Wait(ctx, c.tenant, id)
 	if rec != nil && err != nil {
-		c.showRunning(rec)
+		c.p.showRunning(rec)
 	}
 	return rec, err
-}
-
-// showRunning marks a queued record running when asynq holds its task
-// active (tasks.CurrentStatus).
-func (c *Client) showRunning(rec *tasks.Record) {
-	rec.Status = tasks.CurrentStatus(rec, c.taskActive)
-}
-
-// taskActive reports whether a worker holds the call's task.
-func (c *Client) taskActive(rec *tasks.Record) bool {
-	info, err := c.inspector.GetTaskInfo(rec.Queue, tasks.TaskID(rec.Tenant, rec.CorrelationID))
-	return err == nil && info.State == asynq.TaskStateActive
 }
 
 // Cancel cancels a call that has not finished: a queued or retrying call
 // never runs again; a running one has its request aborted (the upstream may
 // already have received it, and the record says so). A finished call
-// returns its record with ErrFinished.
+// fails with a *FinishedError holding its record.
 func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	if !tasks.ValidID(id) {
 		return nil, ErrNotFound
 	}
 	wasRunning := false
-	rec, err := c.cfg.Records.Update(ctx, c.tenant, id, func(r *tasks.Record) error {
-		wasRunning = tasks.CurrentStatus(r, c.taskActive) == tasks.StatusRunning
+	rec, err := c.p.cfg.Records.Update(ctx, c.tenant, id, func(r *tasks.Record) error {
+		wasRunning = tasks.CurrentStatus(r, c.p.taskActive) == tasks.StatusRunning
 		now := time.Now().UTC()
 		msg := "canceled by request"
 		if wasRunning {
@@ -291,21 +234,24 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 		r.Error = &tasks.CallError{Kind: tasks.KindCanceled, Message: msg}
 		return nil
 	})
+	if errors.Is(err, tasks.ErrFinished) && rec != nil {
+		return nil, &FinishedError{Record: rec}
+	}
 	if err != nil {
-		return rec, err
+		return nil, err
 	}
 	taskID := tasks.TaskID(c.tenant, id)
-	if err := c.inspector.DeleteTask(rec.Queue, taskID); err != nil {
+	if err := c.p.inspector.DeleteTask(rec.Queue, taskID); err != nil {
 		// Active (or already gone): tell the worker running it to stop.
 		// Whatever slips through cannot undo the cancel: a worker's write
 		// over a terminal record is refused, and a retry reads the record
 		// before it runs.
-		_ = c.inspector.CancelProcessing(taskID)
+		_ = c.p.inspector.CancelProcessing(taskID)
 	}
 	if rec.Webhook != nil {
 		task, err := tasks.NewWebhookTask(rec, false)
 		if err == nil {
-			_, err = c.asynq.EnqueueContext(ctx, task)
+			_, err = c.p.asynq.EnqueueContext(ctx, task)
 		}
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return rec, fmt.Errorf("the call is canceled but its webhook could not be queued: %w", err)
@@ -335,8 +281,8 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 		return nil, err
 	}
 	pending := &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
-	err = c.cfg.Records.ReplaceWebhook(ctx, c.tenant, id, pending, func() error {
-		queued, err := c.enqueueOrReplace(ctx, task, tasks.WebhookQueue, tasks.WebhookTaskID(rec, true))
+	err = c.p.cfg.Records.ReplaceWebhook(ctx, c.tenant, id, pending, func() error {
+		queued, err := c.p.enqueueOrReplace(ctx, task, tasks.WebhookQueue, tasks.WebhookTaskID(rec, true))
 		if err == nil && !queued {
 			return ErrRedeliveryPending
 		}
@@ -347,28 +293,4 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 	}
 	rec.Webhook = pending
 	return rec, nil
-}
-
-// checkWebhook refuses webhook URLs callq will not deliver to.
-func (c *Client) checkWebhook(raw string) error {
-	if !c.cfg.WebhooksEnabled {
-		return &tasks.FieldError{Field: "webhook", Message: "webhooks are not configured on this callq (CALLQ_WEBHOOK_SECRET is not set)"}
-	}
-	if c.cfg.WebhookAllowPrivate {
-		return nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return &tasks.FieldError{Field: "webhook.url", Message: "is not a valid URL"}
-	}
-	host := u.Hostname()
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		host = "127.0.0.1"
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if err := tasks.CheckWebhookAddr(ip); err != nil {
-			return &tasks.FieldError{Field: "webhook.url", Message: err.Error()}
-		}
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -25,7 +26,11 @@ func TestNewClientValidates(t *testing.T) {
 	for _, tenant := range []string{"", "Acme", "a:b", "a{b}", "-x"} {
 		_, err = producer.NewClient(e.rdb, tenant, &producer.Config{Catalog: e.cat})
 		require.Error(t, err, "tenant %q", tenant)
+		_, err = e.prod.Tenant(tenant)
+		require.Error(t, err, "tenant %q", tenant)
 	}
+	_, err = producer.New(e.rdb, &producer.Config{})
+	require.Error(t, err, "a catalog is required")
 
 	// Without Records the client makes (and closes) its own store.
 	c, err := producer.NewClient(e.rdb, "acme", &producer.Config{Catalog: e.cat})
@@ -38,6 +43,35 @@ func TestNewClientValidates(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "/own", rec.Path)
 	require.NoError(t, c.Close())
+}
+
+func TestProducerTenantViewsShareIt(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+
+	acme, err := e.prod.Tenant("acme")
+	require.NoError(t, err)
+	require.Equal(t, "acme", acme.Tenant())
+	_, err = acme.Enqueue(ctx, &tasks.Call{Integration: "httpbin", Method: "GET", Path: "/view"}, producer.WithCorrelationID("view"))
+	require.NoError(t, err)
+
+	// A view has nothing of its own to close: the producer, and so the
+	// API over it, keeps working after it.
+	require.NoError(t, acme.Close())
+	again, err := e.prod.Tenant("acme")
+	require.NoError(t, err)
+	rec, err := again.Get(ctx, "view")
+	require.NoError(t, err)
+	require.Equal(t, "/view", rec.Path)
+	r := e.get(t, "view")
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+
+	// Each view works in its own tenant only.
+	other, err := e.prod.Tenant("other")
+	require.NoError(t, err)
+	_, err = other.Get(ctx, "view")
+	require.ErrorIs(t, err, producer.ErrNotFound)
 }
 
 func TestClientEnqueueWithOptions(t *testing.T) {
@@ -153,8 +187,13 @@ func TestClientEnqueueDuplicateAndConflict(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, again.Duplicate)
 
-	_, err = c.Enqueue(ctx, mk("/b"), producer.WithCorrelationID("dup"))
+	refused, err := c.Enqueue(ctx, mk("/b"), producer.WithCorrelationID("dup"))
 	require.ErrorIs(t, err, producer.ErrConflict)
+	require.Nil(t, refused)
+	var conflict *producer.ConflictError
+	require.ErrorAs(t, err, &conflict)
+	require.Equal(t, "/a", conflict.Existing.Path, "the error holds the record that has the ID")
+	require.Equal(t, `producer: correlation_id "dup" is already used by a different call`, err.Error())
 	_, err = c.Enqueue(ctx, mk("/a"), producer.WithCorrelationID("dup"), producer.WithQueue("low"))
 	require.ErrorIs(t, err, producer.ErrConflict)
 
@@ -256,11 +295,15 @@ func TestClientGetAndWait(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusFailed, got.Status)
 
-	// Cancel on a finished call: ErrFinished, with the record.
+	// Cancel on a finished call: ErrFinished, with the record in the error.
 	rec, err = c.Cancel(ctx, "w1")
 	require.ErrorIs(t, err, producer.ErrFinished)
-	require.NotNil(t, rec)
-	require.Equal(t, tasks.StatusFailed, rec.Status)
+	require.Nil(t, rec)
+	var finished *producer.FinishedError
+	require.ErrorAs(t, err, &finished)
+	require.NotNil(t, finished.Record)
+	require.Equal(t, tasks.StatusFailed, finished.Record.Status)
+	require.Equal(t, `producer: call "w1" has already finished (failed)`, err.Error())
 }
 
 func TestClientCancelRemovesTheScheduledTask(t *testing.T) {
@@ -293,9 +336,11 @@ func TestClientCancelRemovesTheScheduledTask(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusCanceled, got.Status)
 
-	rec, err = c.Cancel(ctx, "later")
+	_, err = c.Cancel(ctx, "later")
 	require.ErrorIs(t, err, producer.ErrFinished)
-	require.Equal(t, tasks.StatusCanceled, rec.Status)
+	var finished *producer.FinishedError
+	require.ErrorAs(t, err, &finished)
+	require.Equal(t, tasks.StatusCanceled, finished.Record.Status)
 
 	// A worker that picked the task up anyway would find it finished.
 	_, err = e.records.Begin(ctx, "acme", "later", tasks.RunMarker{Attempt: 1, StartedAt: time.Now()})

@@ -52,7 +52,7 @@ type env struct {
 	creds     *auth.Store
 	ring      *auth.Keyring
 	keys      *auth.KeyStore
-	client    *producer.Client // tenant "default", as the API is built over
+	prod      *producer.Producer // what the API is built over
 	inspector *asynq.Inspector
 	url       string
 
@@ -122,13 +122,13 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	require.NoError(tb, err)
 	keys := auth.NewKeyStore(rdb)
 
-	client, err := producer.NewClient(rdb, "default", &producer.Config{Catalog: cat, Records: records, Limits: sc.limits,
+	prod, err := producer.New(rdb, &producer.Config{Catalog: cat, Records: records, Limits: sc.limits,
 		WebhooksEnabled: sc.webhooks})
 	require.NoError(tb, err)
-	tb.Cleanup(func() { _ = client.Close() })
+	tb.Cleanup(func() { _ = prod.Close() })
 
 	hc := sc.handler
-	hc.Client, hc.Credentials, hc.Keys = client, creds, keys
+	hc.Producer, hc.Credentials, hc.Keys = prod, creds, keys
 	h, err := producer.NewHandler(&hc)
 	require.NoError(tb, err)
 	ts := httptest.NewServer(h)
@@ -147,17 +147,17 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 
 	return &env{
 		srv: srv, rdb: rdb, cat: cat, records: records, creds: creds, ring: ring, keys: keys,
-		client: client, inspector: inspector, url: ts.URL,
+		prod: prod, inspector: inspector, url: ts.URL,
 		adminKey: adminKey, producerKey: producerKey, producerKeyID: pk.ID, otherAdminKey: otherAdminKey,
 	}
 }
 
-// tenantClient is a Go client of tenant over the env's Redis and stores.
+// tenantClient is a Go client of tenant: a view of the producer the API
+// is built over.
 func (e *env) tenantClient(tb testing.TB, tenant string) *producer.Client {
 	tb.Helper()
-	c, err := producer.NewClient(e.rdb, tenant, &producer.Config{Catalog: e.cat, Records: e.records})
+	c, err := e.prod.Tenant(tenant)
 	require.NoError(tb, err)
-	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
 

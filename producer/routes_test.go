@@ -102,10 +102,10 @@ func TestNewHandlerValidatesItsConfig(t *testing.T) {
 
 	for name, cfg := range map[string]*producer.HandlerConfig{
 		"nil":              nil,
-		"no client":        {Credentials: e.creds, Keys: e.keys},
-		"no credentials":   {Client: e.client, Keys: e.keys},
-		"no keys":          {Client: e.client, Credentials: e.creds},
-		"negative MaxWait": {Client: e.client, Credentials: e.creds, Keys: e.keys, MaxWait: -1},
+		"no producer":      {Credentials: e.creds, Keys: e.keys},
+		"no credentials":   {Producer: e.prod, Keys: e.keys},
+		"no keys":          {Producer: e.prod, Credentials: e.creds},
+		"negative MaxWait": {Producer: e.prod, Credentials: e.creds, Keys: e.keys, MaxWait: -1},
 	} {
 		h, err := producer.NewHandler(cfg)
 		require.Error(t, err, name)
@@ -116,7 +116,7 @@ func TestNewHandlerValidatesItsConfig(t *testing.T) {
 func TestHandlerMaxWait(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	h, err := producer.NewHandler(&producer.HandlerConfig{Client: e.client, Credentials: e.creds, Keys: e.keys, MaxWait: 500 * time.Millisecond})
+	h, err := producer.NewHandler(&producer.HandlerConfig{Producer: e.prod, Credentials: e.creds, Keys: e.keys, MaxWait: 500 * time.Millisecond})
 	require.NoError(t, err)
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)

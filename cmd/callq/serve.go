@@ -84,7 +84,7 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 }
 
 func (s *stack) apiHandler() (http.Handler, error) {
-	client, err := producer.NewClient(s.rdb, "default", &producer.Config{
+	prod, err := producer.New(s.rdb, &producer.Config{
 		Catalog:             s.catalog,
 		Records:             s.records,
 		Limits:              &tasks.Limits{MaxRequestBytes: s.cfg.maxRequestBytes, Queues: s.qnames},
@@ -95,7 +95,7 @@ func (s *stack) apiHandler() (http.Handler, error) {
 		return nil, err
 	}
 	api, err := producer.NewHandler(&producer.HandlerConfig{
-		Client:      client,
+		Producer:    prod,
 		Credentials: s.creds,
 		Keys:        s.keys,
 		Ready:       func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },

@@ -25,11 +25,11 @@ func (h *harness) phaseHTTPEnqueue(ctx context.Context) error {
 		return err
 	}
 	defer store.Close()
-	client, err := producer.NewClient(rdb, "default", &producer.Config{Catalog: h.catalog, Records: store})
+	prod, err := producer.New(rdb, &producer.Config{Catalog: h.catalog, Records: store})
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	defer prod.Close()
 	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: h.keyring})
 	if err != nil {
 		return err
@@ -39,7 +39,7 @@ func (h *harness) phaseHTTPEnqueue(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	handler, err := producer.NewHandler(&producer.HandlerConfig{Client: client, Credentials: creds, Keys: keys, Logger: &h.nop})
+	handler, err := producer.NewHandler(&producer.HandlerConfig{Producer: prod, Credentials: creds, Keys: keys, Logger: &h.nop})
 	if err != nil {
 		return err
 	}

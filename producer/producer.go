@@ -1,0 +1,172 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/tasks"
+)
+
+// Config configures a Producer.
+type Config struct {
+	// Catalog is the integration catalog calls are checked against. Required.
+	Catalog *tasks.Catalog
+	// Records is the record store. Default: a store with default settings
+	// over the producer's Redis.
+	Records *tasks.Store
+	// Limits bound what a call may carry. Default: tasks.Limits defaults.
+	Limits *tasks.Limits
+	// WebhooksEnabled accepts calls with a webhook. Set it when the workers
+	// have CALLQ_WEBHOOK_SECRET; otherwise such calls are refused at enqueue
+	// rather than accepted with a webhook nobody can sign.
+	WebhooksEnabled bool
+	// WebhookAllowPrivate accepts webhook URLs naming loopback, private or
+	// link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE). The worker checks
+	// the address it dials in any case; this refuses the obvious ones early.
+	WebhookAllowPrivate bool
+}
+
+func (c *Config) validate() error {
+	if c.Catalog == nil {
+		return errors.New("Catalog is required")
+	}
+	return nil
+}
+
+// Producer holds what every tenant's calls share: the catalog, the record
+// store and the connections to asynq. It works in no tenant itself; Tenant
+// returns a Client that does. It is safe for concurrent use; make one per
+// process and share it.
+type Producer struct {
+	cfg       Config
+	asynq     *asynq.Client
+	inspector *asynq.Inspector
+	ownStore  bool
+}
+
+// New returns a producer over rdb.
+func New(rdb redis.UniversalClient, cfg *Config) (*Producer, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	c := *cfg
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	own := false
+	if c.Records == nil {
+		s, err := tasks.NewStore(rdb, nil)
+		if err != nil {
+			return nil, err
+		}
+		c.Records, own = s, true
+	}
+	return &Producer{
+		cfg:       c,
+		asynq:     asynq.NewClientFromRedisClient(rdb),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		ownStore:  own,
+	}, nil
+}
+
+// Tenant returns a client of tenant's calls. The client shares p's
+// connections: making one costs nothing, and it needs no Close.
+func (p *Producer) Tenant(tenant string) (*Client, error) {
+	if err := auth.ValidateTenant(tenant); err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	return p.tenant(tenant), nil
+}
+
+// tenant is Tenant for a name already validated (an API key's).
+func (p *Producer) tenant(tenant string) *Client {
+	return &Client{p: p, tenant: tenant}
+}
+
+// Close releases what the producer opened itself. The Redis client passed
+// to New is the caller's to close.
+func (p *Producer) Close() error {
+	if p.ownStore {
+		return p.cfg.Records.Close()
+	}
+	return nil
+}
+
+// catalog is the catalog calls are checked against.
+func (p *Producer) catalog() *tasks.Catalog { return p.cfg.Catalog }
+
+// maxRequestBytes bounds a call's body (tasks.Limits.MaxRequestBytes).
+func (p *Producer) maxRequestBytes() int64 {
+	if l := p.cfg.Limits; l != nil && l.MaxRequestBytes > 0 {
+		return l.MaxRequestBytes
+	}
+	return tasks.DefaultMaxRequestBytes
+}
+
+// enqueueOrReplace queues task under id. If a task holds id already, it
+// answers false, unless that task is finished with (archived or completed:
+// a leftover of an earlier call whose record expired, or a delivery asynq
+// gave up on), which it replaces. asynq refuses a second live task under
+// one ID atomically; replacing a finished one is two steps, which two
+// concurrent callers may both take.
+func (p *Producer) enqueueOrReplace(ctx context.Context, task *asynq.Task, queue, id string) (bool, error) {
+	_, err := p.asynq.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		info, ierr := p.inspector.GetTaskInfo(queue, id)
+		if ierr != nil || info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
+			return false, nil
+		}
+		if derr := p.inspector.DeleteTask(queue, id); derr != nil {
+			return false, fmt.Errorf("replace a stale task: %w", derr)
+		}
+		_, err = p.asynq.EnqueueContext(ctx, task)
+	}
+	if err != nil {
+		return false, fmt.Errorf("enqueue: %w", err)
+	}
+	return true, nil
+}
+
+// showRunning marks a queued record running when asynq holds its task
+// active (tasks.CurrentStatus).
+func (p *Producer) showRunning(rec *tasks.Record) {
+	rec.Status = tasks.CurrentStatus(rec, p.taskActive)
+}
+
+// taskActive reports whether a worker holds the call's task.
+func (p *Producer) taskActive(rec *tasks.Record) bool {
+	info, err := p.inspector.GetTaskInfo(rec.Queue, tasks.TaskID(rec.Tenant, rec.CorrelationID))
+	return err == nil && info.State == asynq.TaskStateActive
+}
+
+// checkWebhook refuses webhook URLs callq will not deliver to.
+func (p *Producer) checkWebhook(raw string) error {
+	if !p.cfg.WebhooksEnabled {
+		return &tasks.FieldError{Field: "webhook", Message: "webhooks are not configured on this callq (CALLQ_WEBHOOK_SECRET is not set)"}
+	}
+	if p.cfg.WebhookAllowPrivate {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return &tasks.FieldError{Field: "webhook.url", Message: "is not a valid URL"}
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		host = "127.0.0.1"
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if err := tasks.CheckWebhookAddr(ip); err != nil {
+			return &tasks.FieldError{Field: "webhook.url", Message: err.Error()}
+		}
+	}
+	return nil
+}
