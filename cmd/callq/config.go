@@ -92,49 +92,35 @@ func parseSchedule(s string) ([]time.Duration, error) {
 	return out, nil
 }
 
-// envInt reads an integer environment variable, def when unset. A value
-// that is not an integer is kept in c.envErrs, so the command refuses to
-// start instead of running on the default the operator meant to change.
+// envValue reads the environment variable name with parse, def when unset.
+// A value parse refuses is kept in c.envErrs (with want, what it should
+// be), so the command refuses to start instead of running on the default
+// the operator meant to change.
+func envValue[T any](c *serverConfig, name string, def T, parse func(string) (T, error), want string) T {
+	raw := os.Getenv(name)
+	if raw == "" {
+		return def
+	}
+	v, err := parse(strings.TrimSpace(raw))
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not %s", name, raw, want))
+		return def
+	}
+	return v
+}
+
 func (c *serverConfig) envInt(name string, def int) int {
-	raw := os.Getenv(name)
-	if raw == "" {
-		return def
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(raw))
-	if err != nil {
-		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not a whole number", name, raw))
-		return def
-	}
-	return v
+	return envValue(c, name, def, strconv.Atoi, "a whole number")
 }
 
-// envDuration is envInt for Go durations ("30s", "24h").
 func (c *serverConfig) envDuration(name string, def time.Duration) time.Duration {
-	raw := os.Getenv(name)
-	if raw == "" {
-		return def
-	}
-	v, err := time.ParseDuration(strings.TrimSpace(raw))
-	if err != nil {
-		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not a duration (want a Go duration such as 30s or 24h)", name, raw))
-		return def
-	}
-	return v
+	return envValue(c, name, def, time.ParseDuration, "a duration (want a Go duration such as 30s or 24h)")
 }
 
-// envBool is envInt for "true" and "false" (and strconv.ParseBool's other
-// spellings); "yes" is an error rather than a silent false.
+// envBool takes strconv.ParseBool's spellings; "yes" is an error rather
+// than a silent false.
 func (c *serverConfig) envBool(name string) bool {
-	raw := os.Getenv(name)
-	if raw == "" {
-		return false
-	}
-	v, err := strconv.ParseBool(strings.TrimSpace(raw))
-	if err != nil {
-		c.envErrs = append(c.envErrs, fmt.Errorf("%s: %q is not true or false", name, raw))
-		return false
-	}
-	return v
+	return envValue(c, name, false, strconv.ParseBool, "true or false")
 }
 
 // envError reports every malformed environment value flags found.
