@@ -55,6 +55,13 @@ func readPieces[T text](h T, j int, ps *[maxPieces]piece) int {
 		if p, ok := backslashEscape(h, j+3); ok && d == '\\' {
 			add(p) // %5C%2F, %5Cu002f
 		}
+		if d == 0xEF && j+8 < len(h) && h[j+3] == '%' && h[j+6] == '%' {
+			if b2, ok := hexByte(h, j+4); ok && b2 == 0xBF {
+				if b3, ok := hexByte(h, j+7); ok && b3 == 0xBD {
+					add(piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 9, fffd: true}) // U+FFFD percent-encoded
+				}
+			}
+		}
 	case 0xEF:
 		if j+2 < len(h) && h[j+1] == 0xBF && h[j+2] == 0xBD {
 			add(piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 3, fffd: true})
