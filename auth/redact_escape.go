@@ -230,19 +230,40 @@ func htmlReference[T text](h T, i int) (rune, int, bool) {
 	return r, k + 1, true
 }
 
-// cutEscape reports whether h[pos:], an escape that did not read, may be
-// one the end of h cut short.
+// cutEscape reports whether h[pos:], at the end of h, may be an escape the
+// end cut short (or one that a longer escape, cut short, begins with):
+// it is short and holds only what the escape beginning with h[pos] may.
 func cutEscape[T text](h T, pos int) bool {
-	if len(h)-pos >= maxEscapeLen {
+	rest := h[pos+1:]
+	if len(rest) >= maxEscapeLen {
 		return false
 	}
-	for k := pos + 1; k < len(h); k++ {
-		c := h[k]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '%' || c == '#' || c == '\\' || c == '\r' || c == '\n') {
-			return false
+	all := func(ok func(c byte) bool) bool {
+		for i := range len(rest) {
+			if !ok(rest[i]) {
+				return false
+			}
 		}
+		return true
 	}
-	return true
+	isHex := func(c byte) bool { _, ok := unhex(c); return ok }
+	switch h[pos] {
+	case '=':
+		return len(rest) < 2 && all(func(c byte) bool { return isHex(c) || c == '\r' })
+	case 0xEF:
+		return len(rest) < 2
+	case '&':
+		if len(rest) > 0 && rest[0] == '#' {
+			return all(func(c byte) bool { return isHex(c) || c == '#' || c == 'x' || c == 'X' })
+		}
+		return all(func(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' })
+	case '%', '\\':
+		return all(func(c byte) bool {
+			_, short := shortEscape(c)
+			return isHex(c) || short || c == '%' || c == 'u' || c == 'x'
+		})
+	}
+	return false
 }
 
 func shortEscape(c byte) (byte, bool) {

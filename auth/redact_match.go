@@ -172,7 +172,7 @@ func longestAt[T text](m *matcher, h T, j int, cut bool) (int, *needle) {
 	}
 	var ps [maxPieces]piece
 	np := readPieces(h, j, &ps)
-	if cut && np == 1 && cutEscape(h, j) {
+	if cut && cutEscape(h, j) {
 		return len(h), nil // an escape cut short may decode to a needle's first byte
 	}
 	for i, p := range ps[:np] {
@@ -229,7 +229,7 @@ func matchAt[T text](nd *needle, h T, j int, cut bool) int {
 		}
 		var ps [maxPieces]piece
 		np := readPieces(h, pos, &ps)
-		if cut && k > 0 && np == 1 && cutEscape(h, pos) {
+		if cut && k > 0 && cutEscape(h, pos) {
 			best = len(h)
 			continue
 		}

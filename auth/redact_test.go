@@ -196,3 +196,39 @@ func TestRedactorEveryForm(t *testing.T) {
 		})
 	}
 }
+
+// Prefix takes its text to be cut at the end: wherever a form of the
+// secret is cut, no prefix of it is kept, while the text before it is.
+func TestRedactorPrefixCut(t *testing.T) {
+	t.Parallel()
+	const secret = "Zq9/Kx+Wv=Jt7"
+	r := NewRedactor(secret)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, form := range []string{
+		secret,
+		`\u005Aq9\/Kx\u002bWv=Jt7`,
+		"Zq9%2FKx%2BWv%3DJt7",
+		"Zq9%252FKx%252BWv%253DJt7",
+		"Zq9&#x2F;Kx&plus;Wv&#61;Jt7",
+		"Zq9=2FKx+Wv=3D=\r\nJt7",
+		wrap(b64("Bearer "+secret), 5, "\r\n"),
+		hex.EncodeToString([]byte(secret)),
+		utfBytes(secret, 2, binary.LittleEndian),
+	} {
+		const before = "kept-before: "
+		text := before + form
+		for i := len(before); i < len(text); i++ {
+			out := string(r.Prefix([]byte(text[:i]), i))
+			require.True(t, strings.HasPrefix(out, before), "cut at %d of %q: %q", i, text, out)
+			for m := 3; m <= len(secret); m++ {
+				require.Empty(t, leaktest.Find([]byte(out), secret[:m]), "cut at %d of %q: %q keeps %q", i, text, out, secret[:m])
+			}
+		}
+	}
+	// An occurrence cut at the end is redacted to the end; the text is
+	// kept up to it.
+	require.Equal(t, "a [REDACTED]", string(r.Prefix([]byte("a Zq9/Kx+W"), 10)))
+	require.Equal(t, "a [REDACTED]", string(r.Prefix([]byte("a Zq9%2"), 7)))
+	require.Equal(t, "a Zq b", string(r.Prefix([]byte("a Zq b"), 6)), "not the secret: kept")
+	require.Equal(t, "a Zq9/Kx+Wv=Jt", r.String("a Zq9/Kx+Wv=Jt"), "String does not take its text to be cut")
+}
