@@ -195,9 +195,9 @@ func (r *Redactor) Prefix(b []byte, n int) []byte {
 	return b[:n]
 }
 
-// MaxMatch is the most bytes one redacted occurrence can span, its every
-// character escaped: how far past a cut to read so no occurrence
-// straddling it goes unseen.
+// MaxMatch bounds the bytes one redacted occurrence spans, its every
+// character escaped: how far past a cut to read so that an occurrence
+// straddling it is redacted as itself rather than to the end (see Prefix).
 func (r *Redactor) MaxMatch() int {
 	if r.Empty() {
 		return 0
@@ -380,6 +380,7 @@ func rawNeedle(v string) needle {
 	for i := range len(v) {
 		nd.units[i] = unit{b: v[i], alt: v[i]}
 	}
+	nd.plain = true
 	return nd
 }
 
@@ -387,7 +388,7 @@ func rawNeedle(v string) needle {
 // bytes apart or with one space or colon between them.
 func hexNeedle(v string) needle {
 	const lower, upper = "0123456789abcdef", "0123456789ABCDEF"
-	nd := needle{units: make([]unit, 0, 2*len(v)), gapEvery: 2}
+	nd := needle{units: make([]unit, 0, 2*len(v)), gapEvery: 2, plain: true}
 	nd.gaps.add(' ')
 	nd.gaps.add(':')
 	for i := range len(v) {

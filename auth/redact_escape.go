@@ -35,57 +35,68 @@ type piece struct {
 func readPieces[T text](h T, j int, ps *[maxPieces]piece) int {
 	c := h[j]
 	ps[0] = piece{b: [4]byte{c}, n: 1, end: j + 1}
-	np := 1
-	add := func(p piece) {
-		ps[np] = p
-		np++
-	}
 	switch c {
 	case '+':
-		add(piece{b: [4]byte{' '}, n: 1, end: j + 1})
+		ps[1] = piece{b: [4]byte{' '}, n: 1, end: j + 1}
+		return 2
 	case '%':
 		d, ok := hexByte(h, j+1)
 		if !ok {
-			break
+			return 1
 		}
-		add(piece{b: [4]byte{d}, n: 1, end: j + 3})
-		if d2, end, ok := hexDigits(h, j+3, 2); ok && d == '%' {
-			add(piece{b: [4]byte{byte(d2)}, n: 1, end: end}) // %252F, %25%32%46
-		}
-		if p, ok := backslashEscape(h, j+3); ok && d == '\\' {
-			add(p) // %5C%2F, %5Cu002f
-		}
-		if d == 0xEF && j+8 < len(h) && h[j+3] == '%' && h[j+6] == '%' {
-			if b2, ok := hexByte(h, j+4); ok && b2 == 0xBF {
-				if b3, ok := hexByte(h, j+7); ok && b3 == 0xBD {
-					add(piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 9, fffd: true}) // U+FFFD percent-encoded
+		ps[1] = piece{b: [4]byte{d}, n: 1, end: j + 3}
+		switch d {
+		case '%':
+			if d2, end, ok := hexDigits(h, j+3, 2); ok {
+				ps[2] = piece{b: [4]byte{byte(d2)}, n: 1, end: end} // %252F, %25%32%46
+				return 3
+			}
+		case '\\':
+			if p, ok := backslashEscape(h, j+3); ok {
+				ps[2] = p // %5C%2F, %5Cu002f
+				return 3
+			}
+		case 0xEF:
+			if j+8 < len(h) && h[j+3] == '%' && h[j+6] == '%' {
+				b2, ok2 := hexByte(h, j+4)
+				b3, ok3 := hexByte(h, j+7)
+				if ok2 && ok3 && b2 == 0xBF && b3 == 0xBD {
+					ps[2] = piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 9, fffd: true} // U+FFFD percent-encoded
+					return 3
 				}
 			}
 		}
+		return 2
 	case 0xEF:
 		if j+2 < len(h) && h[j+1] == 0xBF && h[j+2] == 0xBD {
-			add(piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 3, fffd: true})
+			ps[1] = piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 3, fffd: true}
+			return 2
 		}
 	case '\\':
 		if p, ok := backslashEscape(h, j+1); ok {
-			add(p)
+			ps[1] = p
+			return 2
 		}
 	case '&':
 		if r, end, ok := htmlReference(h, j+1); ok {
-			add(runePiece(r, end))
+			ps[1] = runePiece(r, end)
+			return 2
 		}
 	case '=':
 		// Quoted-printable: =XX, or a soft line break, which is nothing.
 		switch d, ok := hexByte(h, j+1); {
 		case ok:
-			add(piece{b: [4]byte{d}, n: 1, end: j + 3})
+			ps[1] = piece{b: [4]byte{d}, n: 1, end: j + 3}
+			return 2
 		case j+2 < len(h) && h[j+1] == '\r' && h[j+2] == '\n':
-			add(piece{end: j + 3})
+			ps[1] = piece{end: j + 3}
+			return 2
 		case j+1 < len(h) && h[j+1] == '\n':
-			add(piece{end: j + 2})
+			ps[1] = piece{end: j + 2}
+			return 2
 		}
 	}
-	return np
+	return 1
 }
 
 // escapeChar reads one character of an escape at h[i:], raw or

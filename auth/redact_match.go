@@ -41,6 +41,9 @@ type needle struct {
 	// separator between a hex dump's bytes.
 	gaps     byteSet
 	gapEvery int
+	// plain: a form (hex, UTF-16, UTF-32) whose bytes are not escaped
+	// again in practice, which maxLen bounds unescaped.
+	plain bool
 }
 
 // unit is what one byte of a needle may decode from.
@@ -95,9 +98,12 @@ func (n *needle) gapAt(k int, c byte) bool {
 
 // maxLen bounds the bytes a match of n spans with every unit escaped and,
 // where n allows gaps, one escaped line break (%0D%0A) before each;
-// padding may follow. (Longer runs of gaps are cut at the end of the text,
-// and redacted there: see redact.)
+// padding may follow. (A longer match is cut at the end of the text, and
+// redacted there: see redact.)
 func (n *needle) maxLen() int {
+	if n.plain {
+		return 2 * len(n.units) // a separator for each hex byte
+	}
 	per := maxUnitLen
 	if n.gapEvery > 0 {
 		per += 6
