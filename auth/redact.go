@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -34,7 +35,16 @@ const MinRedactLen = 4
 //     base64 stream (an echoed body encoded whole), with the same escapes
 //     allowed on each base64 character (PHP writes / as \/);
 //   - the same for the header values the auth type composes from the
-//     secrets ("Bearer " + token, basic auth's base64 pair).
+//     secrets ("Bearer " + token, basic auth's base64 pair);
+//   - base64 wrapped in lines: CR and LF (raw or escaped) between any of
+//     its characters;
+//   - with characters written as HTML references (&#47; &#x2F; &sol;, any
+//     case, leading zeros), quoted-printable (=2F, soft line breaks
+//     anywhere), JavaScript's \xHH, percent-encoded twice (%252F), or as
+//     percent-encoded JSON escapes (%5C%2F, %5Cu002f);
+//   - in hex, either case, its bytes apart or separated by a space or a
+//     colon; and in UTF-16 and UTF-32 of either byte order, for a body
+//     that does not say it is in one (callers transcode those that do).
 //
 // Compressed text is not matched: callers decode it first. A Redactor is
 // immutable once built and safe for concurrent use; the nil *Redactor
@@ -148,7 +158,7 @@ func (r *Redactor) String(s string) string {
 	if r.Empty() {
 		return s
 	}
-	if out, changed := redact(r.m, s, len(s)); changed {
+	if out, changed := redact(r.m, s, len(s), false); changed {
 		return string(out)
 	}
 	return s
@@ -160,30 +170,34 @@ func (r *Redactor) Bytes(b []byte) []byte {
 	if r.Empty() || len(b) == 0 {
 		return b
 	}
-	if out, changed := redact(r.m, b, len(b)); changed {
+	if out, changed := redact(r.m, b, len(b), false); changed {
 		return out
 	}
 	return b
 }
 
-// Prefix returns the redacted form of b[:n], for cutting a body at a limit:
-// an occurrence that begins before n is read to its end in b and redacted
-// whole, and nothing of b after it is kept. So that no occurrence is cut,
-// b should hold MaxMatch bytes past n. It does not modify b.
+// Prefix returns the redacted form of b[:n], for cutting a body at a limit
+// or where reading it failed: an occurrence that begins before n is read
+// to its end in b and redacted whole, and nothing of b after it is kept.
+// b is taken to be cut short at its end: text running into its end that
+// may begin an occurrence (the first bytes of a secret in any form, or an
+// escape cut in two) is redacted to the end, so that no prefix of a secret
+// is kept. So that no more is redacted than an occurrence, b should hold
+// MaxMatch bytes past n. It does not modify b.
 func (r *Redactor) Prefix(b []byte, n int) []byte {
 	n = min(max(n, 0), len(b))
 	if r.Empty() {
 		return b[:n]
 	}
-	if out, changed := redact(r.m, b, n); changed {
+	if out, changed := redact(r.m, b, n, true); changed {
 		return out
 	}
 	return b[:n]
 }
 
-// MaxMatch is the most bytes one redacted occurrence can span, its every
-// character escaped: how far past a cut to read so no occurrence
-// straddling it goes unseen.
+// MaxMatch bounds the bytes one redacted occurrence spans, its every
+// character escaped: how far past a cut to read so that an occurrence
+// straddling it is redacted as itself rather than to the end (see Prefix).
 func (r *Redactor) MaxMatch() int {
 	if r.Empty() {
 		return 0
@@ -211,11 +225,15 @@ func (b *matcherBuilder) first(f seenForm) bool {
 	return true
 }
 
-// addValue adds v as text and, at each of its three base64 alignments, v
-// and the escaped forms an upstream may have written before encoding.
+// addValue adds v as text, in hex and in UTF-16 and UTF-32 and, at each of
+// its three base64 alignments, v and the escaped forms an upstream may have
+// written before encoding.
 func (b *matcherBuilder) addValue(v string) {
 	if b.first(seenForm{false, v}) {
-		b.needles = append(b.needles, textNeedle(v))
+		b.needles = append(b.needles, textNeedle(v), hexNeedle(v))
+		for _, form := range utfForms(v) {
+			b.needles = append(b.needles, rawNeedle(form))
+		}
 	}
 	escaped := jsonEscape(v, false)
 	b.addBase64(
@@ -259,6 +277,9 @@ func (b *matcherBuilder) build() *matcher {
 		second := byteSet{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
 		if len(nd.units) > 1 {
 			second = nd.unitSet(1)
+			if nd.gapEvery == 1 {
+				second.union(&nd.gaps)
+			}
 		}
 		firsts[i].each(func(c byte) {
 			count[c]++
@@ -287,7 +308,7 @@ func (b *matcherBuilder) build() *matcher {
 	}
 	// Escapes can decode to any byte; + is a space in form encoding; EF BF BD
 	// is U+FFFD, which JSON encoders write for invalid UTF-8.
-	m.start['%'], m.start['\\'] = true, true
+	m.start['%'], m.start['\\'], m.start['&'], m.start['='] = true, true, true, true
 	m.start['+'] = m.start['+'] || m.start[' ']
 	m.start[0xEF] = m.start[0xEF] || len(m.badFirst) > 0
 	return m
@@ -353,6 +374,51 @@ func plainASCII(v string, escapeHTML bool) bool {
 	return true
 }
 
+// rawNeedle matches the bytes of v.
+func rawNeedle(v string) needle {
+	nd := needle{units: make([]unit, len(v))}
+	for i := range len(v) {
+		nd.units[i] = unit{b: v[i], alt: v[i]}
+	}
+	nd.plain = true
+	return nd
+}
+
+// hexNeedle matches v's bytes in hex, each digit in either case, the
+// bytes apart or with one space or colon between them.
+func hexNeedle(v string) needle {
+	const lower, upper = "0123456789abcdef", "0123456789ABCDEF"
+	nd := needle{units: make([]unit, 0, 2*len(v)), gapEvery: 2, plain: true}
+	nd.gaps.add(' ')
+	nd.gaps.add(':')
+	for i := range len(v) {
+		hi, lo := v[i]>>4, v[i]&0xf
+		nd.units = append(nd.units, unit{b: lower[hi], alt: upper[hi]}, unit{b: lower[lo], alt: upper[lo]})
+	}
+	return nd
+}
+
+// utfForms is v in UTF-16 and UTF-32, each byte order; an invalid byte is
+// U+FFFD, as transcoders write it.
+func utfForms(v string) []string {
+	var forms [4][]byte
+	for _, r := range v {
+		r1, r2 := r, rune(-1)
+		if r > 0xffff {
+			r1, r2 = utf16.EncodeRune(r)
+		}
+		for _, u := range []rune{r1, r2} {
+			if u >= 0 {
+				forms[0] = binary.LittleEndian.AppendUint16(forms[0], uint16(u))
+				forms[1] = binary.BigEndian.AppendUint16(forms[1], uint16(u))
+			}
+		}
+		forms[2] = binary.LittleEndian.AppendUint32(forms[2], uint32(r))
+		forms[3] = binary.BigEndian.AppendUint32(forms[3], uint32(r))
+	}
+	return []string{string(forms[0]), string(forms[1]), string(forms[2]), string(forms[3])}
+}
+
 // textNeedle matches v itself, each byte decoded from whatever escape the
 // text writes it in.
 func textNeedle(v string) needle {
@@ -385,7 +451,9 @@ func base64Needle(v string, align int) needle {
 		return uint16(v[k])
 	}
 	lo, hi := 8*align, 8*(align+len(v)) // the bits that are v's
-	nd := needle{units: make([]unit, 0, (hi-lo)/6+1)}
+	nd := needle{units: make([]unit, 0, (hi-lo)/6+1), gapEvery: 1}
+	nd.gaps.add('\r')
+	nd.gaps.add('\n')
 	for i := lo / 6; 6*i < hi; i++ {
 		bit := 6 * i
 		word := at(bit/8)<<8 | at(bit/8+1)

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -51,6 +52,33 @@ var encodings = []encoding{
 	{name: "form then base64 url", apply: func(_ *rand.Rand, s string) string {
 		return base64.URLEncoding.EncodeToString([]byte(url.QueryEscape(s)))
 	}, inverse: []leaktest.Decoding{leaktest.Base64, leaktest.Form}},
+	{name: "base64 wrapped", apply: func(rng *rand.Rand, s string) string {
+		return wrap(base64.StdEncoding.EncodeToString([]byte(s)), 1+rng.IntN(80), []string{"\r\n", "\n"}[rng.IntN(2)])
+	}, inverse: []leaktest.Decoding{leaktest.Base64}},
+	{name: "base64 wrapped, JSON escaped", apply: func(rng *rand.Rand, s string) string {
+		return randomJSON(rng, wrap(base64.StdEncoding.EncodeToString([]byte(s)), 1+rng.IntN(80), "\r\n"))
+	}, inverse: []leaktest.Decoding{leaktest.JSON, leaktest.Base64}},
+	{name: "base64 url wrapped, percent-encoded", apply: func(rng *rand.Rand, s string) string {
+		return randomPercent(rng, wrap(base64.RawURLEncoding.EncodeToString([]byte(s)), 1+rng.IntN(80), "\n"), false)
+	}, inverse: []leaktest.Decoding{leaktest.Percent, leaktest.Base64}},
+	{name: "quoted-printable", apply: randomQP, inverse: []leaktest.Decoding{leaktest.QuotedPrintable}},
+	{name: "html", lossy: true, apply: randomHTML, inverse: []leaktest.Decoding{leaktest.HTML}},
+	{name: "javascript \\x", apply: randomJSHex, inverse: []leaktest.Decoding{leaktest.JSON}},
+	{name: "percent twice", apply: func(rng *rand.Rand, s string) string {
+		return randomPercent(rng, randomPercent(rng, s, false), false)
+	}, inverse: []leaktest.Decoding{leaktest.Percent, leaktest.Percent}},
+	{name: "json then percent", lossy: true, apply: func(rng *rand.Rand, s string) string {
+		return randomPercent(rng, randomJSON(rng, s), false)
+	}, inverse: []leaktest.Decoding{leaktest.Percent, leaktest.JSON}},
+	{name: "hex", apply: randomHex, inverse: []leaktest.Decoding{leaktest.Hex}},
+	{name: "utf-16le", lossy: true, apply: utf(2, binary.LittleEndian), inverse: []leaktest.Decoding{leaktest.UTF}},
+	{name: "utf-16be", lossy: true, apply: utf(2, binary.BigEndian), inverse: []leaktest.Decoding{leaktest.UTF}},
+	{name: "utf-32le", lossy: true, apply: utf(4, binary.LittleEndian), inverse: []leaktest.Decoding{leaktest.UTF}},
+	{name: "utf-32be", lossy: true, apply: utf(4, binary.BigEndian), inverse: []leaktest.Decoding{leaktest.UTF}},
+}
+
+func utf(width int, order binary.AppendByteOrder) func(*rand.Rand, string) string {
+	return func(_ *rand.Rand, s string) string { return utfBytes(s, width, order) }
 }
 
 func b64(enc *base64.Encoding) func(*rand.Rand, string) string {

@@ -4,10 +4,12 @@ import "math/bits"
 
 // The Redactor's matcher. A needle is a value as a sequence of units, each
 // the byte (or set of bytes) one of its characters decodes to. Text is read
-// as pieces: a raw byte, or an escape (%XX, \uXXXX, \/, + for a space) and
-// what it decodes to. A needle matches where some reading of the text into
-// pieces decodes to its units, so every mix of escapes matches without
-// listing them. The scan looks only at bytes that can begin a match (a
+// as pieces: a raw byte, or an escape (%XX, \uXXXX, \/, + for a space,
+// &#47;, =2F, ...; see readPieces) and what it decodes to. A needle matches
+// where some reading of the text into pieces decodes to its units, so every
+// mix of escapes matches without listing them. Some needles let line
+// breaks or separators come between their units (wrapped base64, hex
+// dumps). The scan looks only at bytes that can begin a match (a
 // needle's first byte, or the start of an escape), which keeps a clean body
 // at a table lookup per byte.
 
@@ -34,6 +36,14 @@ type needle struct {
 	// first bits, and the last, holding its last bits and the next byte's.
 	lead, tail byteSet
 	pad        bool // base64: '=' padding may follow
+	// gaps are the bytes that may come between units (every gapEvery
+	// units), standing for nothing: line breaks in wrapped base64, one
+	// separator between a hex dump's bytes.
+	gaps     byteSet
+	gapEvery int
+	// plain: a form (hex, UTF-16, UTF-32) whose bytes are not escaped
+	// again in practice, which maxLen bounds unescaped.
+	plain bool
 }
 
 // unit is what one byte of a needle may decode from.
@@ -81,151 +91,37 @@ func (n *needle) matches(u unit, c byte) bool {
 	return c == u.b || c == u.alt
 }
 
-// maxLen bounds the bytes a match of n spans: \u00XX, six bytes, is the
-// longest escape of one byte, and padding may follow.
+// gapAt reports whether c may come before unit k of n, standing for nothing.
+func (n *needle) gapAt(k int, c byte) bool {
+	return n.gapEvery > 0 && k > 0 && k%n.gapEvery == 0 && n.gaps.has(c)
+}
+
+// maxLen bounds the bytes a match of n spans with every unit escaped and,
+// where n allows gaps, one escaped line break (%0D%0A) before each;
+// padding may follow. (A longer match is cut at the end of the text, and
+// redacted there: see redact.)
 func (n *needle) maxLen() int {
-	l := 6 * len(n.units)
+	if n.plain {
+		return 2 * len(n.units) // a separator for each hex byte
+	}
+	per := maxUnitLen
+	if n.gapEvery > 0 {
+		per += 6
+	}
+	l := per * len(n.units)
 	if n.pad {
-		l += 12
+		l += 2 * maxUnitLen
 	}
 	return l
 }
 
-// text is what the matcher reads: a string or a byte slice, without copying.
-type text interface{ ~string | ~[]byte }
-
-// special marks the bytes that may begin an escape.
-var special = [256]bool{'%': true, '\\': true, '+': true, 0xEF: true}
-
-// piece is one reading of the text at a position.
-type piece struct {
-	b    [4]byte // decoded bytes
-	n    int     // how many of b
-	end  int     // where the piece ends in the text
-	fffd bool    // U+FFFD, which stands for invalid bytes
-}
-
-// readPieces writes the readings of h at j: the raw byte, and the escape
-// beginning there, if any.
-func readPieces[T text](h T, j int, ps *[2]piece) int {
-	c := h[j]
-	ps[0] = piece{b: [4]byte{c}, n: 1, end: j + 1}
-	switch c {
-	case '+':
-		ps[1] = piece{b: [4]byte{' '}, n: 1, end: j + 1}
-		return 2
-	case '%':
-		if j+2 < len(h) {
-			hi, ok1 := unhex(h[j+1])
-			lo, ok2 := unhex(h[j+2])
-			if ok1 && ok2 {
-				ps[1] = piece{b: [4]byte{hi<<4 | lo}, n: 1, end: j + 3}
-				return 2
-			}
-		}
-	case 0xEF:
-		if j+2 < len(h) && h[j+1] == 0xBF && h[j+2] == 0xBD {
-			ps[1] = piece{b: [4]byte{0xEF, 0xBF, 0xBD}, n: 3, end: j + 3, fffd: true}
-			return 2
-		}
-	case '\\':
-		if j+1 >= len(h) {
-			return 1
-		}
-		if d, ok := shortEscape(h[j+1]); ok {
-			ps[1] = piece{b: [4]byte{d}, n: 1, end: j + 2}
-			return 2
-		}
-		r, ok := hexRune(h, j+1)
-		if !ok {
-			return 1
-		}
-		end := j + 6
-		if r >= 0xD800 && r < 0xDC00 && end+1 < len(h) && h[end] == '\\' {
-			if r2, ok := hexRune(h, end+1); ok && r2 >= 0xDC00 && r2 < 0xE000 {
-				r, end = 0x10000+(r-0xD800)<<10+(r2-0xDC00), end+6
-			}
-		}
-		p := piece{end: end}
-		if r >= 0xD800 && r < 0xE000 {
-			r = 0xFFFD // a lone surrogate, which decoders replace
-		}
-		p.fffd = r == 0xFFFD
-		p.n = encodeRune(&p.b, r)
-		ps[1] = p
-		return 2
-	}
-	return 1
-}
-
-func shortEscape(c byte) (byte, bool) {
-	switch c {
-	case '"', '\\', '/':
-		return c, true
-	case 'b':
-		return '\b', true
-	case 'f':
-		return '\f', true
-	case 'n':
-		return '\n', true
-	case 'r':
-		return '\r', true
-	case 't':
-		return '\t', true
-	}
-	return 0, false
-}
-
-// hexRune reads "uXXXX" at h[i:], hex digits in either case.
-func hexRune[T text](h T, i int) (rune, bool) {
-	if i+5 > len(h) || h[i] != 'u' {
-		return 0, false
-	}
-	var r rune
-	for k := i + 1; k < i+5; k++ {
-		v, ok := unhex(h[k])
-		if !ok {
-			return 0, false
-		}
-		r = r<<4 | rune(v)
-	}
-	return r, true
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
-// encodeRune is utf8.EncodeRune into a fixed array.
-func encodeRune(b *[4]byte, r rune) int {
-	switch {
-	case r < 0x80:
-		b[0] = byte(r)
-		return 1
-	case r < 0x800:
-		b[0], b[1] = 0xC0|byte(r>>6), 0x80|byte(r)&0x3F
-		return 2
-	case r < 0x10000:
-		b[0], b[1], b[2] = 0xE0|byte(r>>12), 0x80|byte(r>>6)&0x3F, 0x80|byte(r)&0x3F
-		return 3
-	default:
-		b[0], b[1], b[2], b[3] = 0xF0|byte(r>>18), 0x80|byte(r>>12)&0x3F, 0x80|byte(r>>6)&0x3F, 0x80|byte(r)&0x3F
-		return 4
-	}
-}
-
 // redact replaces every match that begins in h[:n] and returns the result
 // up to where h[:n] (or a match straddling n) ends, and whether anything
-// matched. Matches are leftmost, then longest.
-func redact[T text](m *matcher, h T, n int) ([]byte, bool) {
+// matched. Matches are leftmost, then longest. If cut, h is taken to be
+// cut short at its end: a match that runs into the end (the beginning of a
+// needle, or of an escape) is redacted to the end, so that no prefix of a
+// secret is kept.
+func redact[T text](m *matcher, h T, n int, cut bool) ([]byte, bool) {
 	var out []byte
 	last := 0
 	for j := 0; j < n; j++ {
@@ -233,13 +129,19 @@ func redact[T text](m *matcher, h T, n int) ([]byte, bool) {
 		if !m.start[c] || !special[c] && j+1 < len(h) && !special[h[j+1]] && !m.pairs[c].has(h[j+1]) {
 			continue
 		}
-		end, nd := longestAt(m, h, j)
+		end, nd := longestAt(m, h, j, cut)
 		if end < 0 {
 			continue
 		}
 		s := j
-		if s > last && nd.lead.has(h[s-1]) {
-			s-- // the character holding the value's first bits
+		if nd != nil {
+			p := s - 1
+			for p > last && nd.gapAt(1, h[p]) {
+				p-- // a line break between it and the first
+			}
+			if p >= last && nd.lead.has(h[p]) {
+				s = p // the character holding the value's first bits
+			}
 		}
 		if out == nil {
 			out = make([]byte, 0, n+len(Redacted))
@@ -259,13 +161,13 @@ func redact[T text](m *matcher, h T, n int) ([]byte, bool) {
 }
 
 // longestAt returns the end of the longest match beginning at j, and its
-// needle; -1 if none begins there.
-func longestAt[T text](m *matcher, h T, j int) (int, *needle) {
+// needle (nil for an escape cut short at the end); -1 if none begins there.
+func longestAt[T text](m *matcher, h T, j int, cut bool) (int, *needle) {
 	best, bestNeedle := -1, (*needle)(nil)
 	try := func(ids []int32) {
 		for _, id := range ids {
 			nd := &m.needles[id]
-			if end := matchAt(nd, h, j); end > best {
+			if end := matchAt(nd, h, j, cut); end > best {
 				best, bestNeedle = end, nd
 			}
 		}
@@ -274,9 +176,15 @@ func longestAt[T text](m *matcher, h T, j int) (int, *needle) {
 		try(m.firstIDs[m.firstAt[h[j]]:m.firstAt[int(h[j])+1]])
 		return best, bestNeedle
 	}
-	var ps [2]piece
+	var ps [maxPieces]piece
 	np := readPieces(h, j, &ps)
+	if cut && cutEscape(h, j) {
+		return len(h), nil // an escape cut short may decode to a needle's first byte
+	}
 	for i, p := range ps[:np] {
+		if p.n == 0 {
+			continue
+		}
 		if i == 0 || p.b[0] != ps[0].b[0] {
 			try(m.firstIDs[m.firstAt[p.b[0]]:m.firstAt[int(p.b[0])+1]])
 		}
@@ -294,8 +202,9 @@ type state struct{ k, pos int }
 // matchAt returns the end of the longest match of nd beginning at j, or -1.
 // It follows every reading of the text into pieces; seen keeps a stretch
 // that reads two ways (a secret of backslashes in a text of escaped
-// backslashes) from being followed twice.
-func matchAt[T text](nd *needle, h T, j int) int {
+// backslashes) from being followed twice. If cut, a match that reaches the
+// end of h, or an escape there that does not read, ends at the end.
+func matchAt[T text](nd *needle, h T, j int, cut bool) int {
 	best := -1
 	var buf [8]state
 	stack := append(buf[:0], state{0, j})
@@ -312,14 +221,35 @@ func matchAt[T text](nd *needle, h T, j int) int {
 			best = max(best, finish(nd, h, pos))
 			continue
 		}
-		if pos >= len(h) || !special[h[pos]] {
+		if pos >= len(h) {
+			if cut && k > 0 {
+				best = len(h)
+			}
 			continue
 		}
-		var ps [2]piece
+		if !special[h[pos]] {
+			if nd.gapAt(k, h[pos]) {
+				stack = append(stack, state{k, pos + 1})
+			}
+			continue
+		}
+		var ps [maxPieces]piece
 		np := readPieces(h, pos, &ps)
-		var nb [4]state
+		if cut && k > 0 && cutEscape(h, pos) {
+			best = len(h)
+			continue
+		}
+		var nb [2 * maxPieces]state
 		next := nb[:0]
 		for _, p := range ps[:np] {
+			if p.n == 0 || p.n == 1 && nd.gapAt(k, p.b[0]) {
+				if k > 0 {
+					next = append(next, state{k, p.end}) // a soft line break, or a gap
+				}
+				if p.n == 0 {
+					continue
+				}
+			}
 			if p.fffd && units[k].bad {
 				// One U+FFFD for each invalid byte, or for a run of them.
 				for kk := k; kk < len(units) && units[kk].bad; kk++ {
@@ -370,11 +300,18 @@ func finish[T text](nd *needle, h T, pos int) int {
 		if !special[h[pos]] {
 			break
 		}
-		var ps [2]piece
-		if np := readPieces(h, pos, &ps); np < 2 || ps[1].n != 1 || ps[1].b[0] != '=' {
+		var ps [maxPieces]piece
+		np := readPieces(h, pos, &ps)
+		end := -1
+		for _, p := range ps[1:np] {
+			if p.n == 1 && p.b[0] == '=' {
+				end = max(end, p.end)
+			}
+		}
+		if end < 0 {
 			break
 		}
-		pos = ps[1].end
+		pos = end
 	}
 	return pos
 }

@@ -2,7 +2,11 @@ package auth
 
 import (
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	htmltemplate "html/template"
 	"net/url"
 	"strings"
 	"testing"
@@ -116,6 +120,14 @@ func TestRedactor(t *testing.T) {
 	})
 }
 
+// htmlTemplate is s written into HTML text by html/template (+ as &#43;).
+func htmlTemplate(t *testing.T, s string) string {
+	var sb strings.Builder
+	require.NoError(t, htmltemplate.Must(htmltemplate.New("").Parse(`<p>{{.}}</p>`)).Execute(&sb, s))
+	require.NotContains(t, sb.String(), s)
+	return sb.String()
+}
+
 // An upstream may write a secret back in any legal encoding, and mix them
 // character by character: each form must be redacted whole.
 func TestRedactorEveryForm(t *testing.T) {
@@ -149,9 +161,74 @@ func TestRedactorEveryForm(t *testing.T) {
 		{"base64 JSON-escaped", strings.ReplaceAll(b64(base64.StdEncoding, "a"+secret), "/", `\/`), secret},
 		{"base64 form-encoded", url.QueryEscape(b64(base64.StdEncoding, "?"+secret)), secret},
 		{"base64 of the emoji secret", b64(base64.StdEncoding, "x"+emoji), emoji},
+		// Text transcoded, wrapped or written the ways of HTML, mail, JavaScript and dumps.
+		{"UTF-16LE", "\xff\xfe" + utfBytes(`{"a":"`+secret+`"}`, 2, binary.LittleEndian), secret},
+		{"UTF-16BE", utfBytes("x"+secret, 2, binary.BigEndian), secret},
+		{"UTF-16LE of the emoji secret", utfBytes(emoji, 2, binary.LittleEndian), emoji},
+		{"UTF-32LE", utfBytes(secret, 4, binary.LittleEndian), secret},
+		{"UTF-32BE", utfBytes("x"+emoji+"y", 4, binary.BigEndian), emoji},
+		{"base64 wrapped at 76, CRLF", wrap(b64(base64.StdEncoding, strings.Repeat("A", 40)+"Bearer "+secret), 76, "\r\n"), secret},
+		{"base64 wrapped at 64 (PEM)", wrap(b64(base64.StdEncoding, strings.Repeat("A", 30)+"Bearer "+secret), 64, "\n"), secret},
+		{"base64 wrapped every 4", wrap(b64(base64.StdEncoding, "a"+secret), 4, "\r\n"), secret},
+		{"base64 wrapped, JSON \\n", wrap(b64(base64.StdEncoding, "ab"+secret), 5, `\n`), secret},
+		{"base64 wrapped, %0D%0A", wrap(b64(base64.URLEncoding, secret), 6, "%0D%0A"), secret},
+		{"quoted-printable", "Bearer tok/en+val=3Due/42", secret},
+		{"quoted-printable soft breaks", "tok/en+v=\r\nal=3Du=\ne/42", secret},
+		{"quoted-printable, every byte", randomQP(nil, spaced), spaced},
+		{"html/template", htmlTemplate(t, secret), secret},
+		{"HTML numeric references", "tok&#x2F;en&#X2b;val&#0061;ue&#47;42", secret},
+		{"HTML named references", "tok&sol;en&plus;val&equals;ue&sol;42", secret},
+		{"HTML references of UTF-8", "key-&#128512;-&#xE9;-end", emoji},
+		{"JavaScript \\x", `tok\x2fen\x2Bval\x3due\x2F42`, secret},
+		{"percent twice", url.QueryEscape(url.QueryEscape(secret)), secret},
+		{"percent of PHP JSON", url.QueryEscape(`tok\/en+val=ue\/42`), secret},
+		{"percent of JSON \\u", "tok%5Cu002fen%5cu002Bval=ue%5C%2F42", secret},
+		{"hex", hex.EncodeToString([]byte(secret)), secret},
+		{"hex upper case", strings.ToUpper(hex.EncodeToString([]byte("Bearer " + secret))), secret},
+		{"hex with spaces", fmt.Sprintf("% x", secret), secret},
+		{"hex with colons", strings.ReplaceAll(fmt.Sprintf("% X", emoji), " ", ":"), emoji},
 	} {
-		out := r.String(tc.text)
-		require.Empty(t, leaktest.Find([]byte(out), tc.secret), "%s: %q redacted to %q", tc.name, tc.text, out)
-		require.Contains(t, out, Redacted, tc.name)
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out := r.String(tc.text)
+			require.Empty(t, leaktest.Find([]byte(out), tc.secret), "%q redacted to %q", tc.text, out)
+			require.Contains(t, out, Redacted)
+		})
 	}
+}
+
+// Prefix takes its text to be cut at the end: wherever a form of the
+// secret is cut, no prefix of it is kept, while the text before it is.
+func TestRedactorPrefixCut(t *testing.T) {
+	t.Parallel()
+	const secret = "Zq9/Kx+Wv=Jt7"
+	r := NewRedactor(secret)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, form := range []string{
+		secret,
+		`\u005Aq9\/Kx\u002bWv=Jt7`,
+		"Zq9%2FKx%2BWv%3DJt7",
+		"Zq9%252FKx%252BWv%253DJt7",
+		"Zq9&#x2F;Kx&plus;Wv&#61;Jt7",
+		"Zq9=2FKx+Wv=3D=\r\nJt7",
+		wrap(b64("Bearer "+secret), 5, "\r\n"),
+		hex.EncodeToString([]byte(secret)),
+		utfBytes(secret, 2, binary.LittleEndian),
+	} {
+		const before = "kept-before: "
+		text := before + form
+		for i := len(before); i < len(text); i++ {
+			out := string(r.Prefix([]byte(text[:i]), i))
+			require.True(t, strings.HasPrefix(out, before), "cut at %d of %q: %q", i, text, out)
+			for m := 3; m <= len(secret); m++ {
+				require.Empty(t, leaktest.Find([]byte(out), secret[:m]), "cut at %d of %q: %q keeps %q", i, text, out, secret[:m])
+			}
+		}
+	}
+	// An occurrence cut at the end is redacted to the end; the text is
+	// kept up to it.
+	require.Equal(t, "a [REDACTED]", string(r.Prefix([]byte("a Zq9/Kx+W"), 10)))
+	require.Equal(t, "a [REDACTED]", string(r.Prefix([]byte("a Zq9%2"), 7)))
+	require.Equal(t, "a Zq b", string(r.Prefix([]byte("a Zq b"), 6)), "not the secret: kept")
+	require.Equal(t, "a Zq9/Kx+Wv=Jt", r.String("a Zq9/Kx+Wv=Jt"), "String does not take its text to be cut")
 }

@@ -184,10 +184,11 @@ func NewCorrelationID() string { return uuid.Must(uuid.NewV7()).String() }
 // TE, Range and If-Range would let an upstream that echoes the request
 // answer the credential compressed or in slices, forms redaction cannot see:
 // the worker chooses the encodings itself and decodes them before it
-// redacts.
+// redacts. Accept-Charset would let it ask for UTF-16 or another charset
+// that writes the credential's bytes apart.
 var reservedHeaders = []string{"Host", "Content-Length", "Transfer-Encoding", "Connection",
 	"Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Trailer", "Upgrade",
-	"Accept-Encoding", "Range", "If-Range"}
+	"Accept-Encoding", "Accept-Charset", "Range", "If-Range"}
 
 // ReservedHeader reports whether name (in any letter case) is a header only
 // callq sets: neither a call nor an integration may set it.

@@ -98,6 +98,7 @@ func TestNormalizeRefuses(t *testing.T) {
 		{name: "reserved Range", edit: func(c *tasks.Call) { c.Headers = map[string]string{"Range": "bytes=0-9"} }, field: "headers.Range"},
 		{name: "reserved range upper case", edit: func(c *tasks.Call) { c.Headers = map[string]string{"RANGE": "bytes=10-19"} }, field: "headers.RANGE"},
 		{name: "reserved If-Range", edit: func(c *tasks.Call) { c.Headers = map[string]string{"if-range": `"etag"`} }, field: "headers.if-range"},
+		{name: "reserved Accept-Charset", edit: func(c *tasks.Call) { c.Headers = map[string]string{"accept-charset": "utf-16"} }, field: "headers.accept-charset"},
 		{name: "reserved TE", edit: func(c *tasks.Call) { c.Headers = map[string]string{"TE": "gzip"} }, field: "headers.TE"},
 		{name: "Authorization on bearer integration", edit: func(c *tasks.Call) {
 			c.Integration = "gh"

@@ -185,6 +185,8 @@ func TestParseCatalogErrors(t *testing.T) {
 			integration: "a", key: "headers.accept-encoding"},
 		{name: "Range in headers", yaml: "integrations:\n  a:\n    base_url: https://a.example\n    headers: {Range: bytes=0-9}\n",
 			integration: "a", key: "headers.Range"},
+		{name: "Accept-Charset in headers", yaml: "integrations:\n  a:\n    base_url: https://a.example\n    headers: {Accept-Charset: utf-32}\n",
+			integration: "a", key: "headers.Accept-Charset"},
 		{name: "invalid header name", yaml: "integrations:\n  a:\n    base_url: https://a.example\n    headers: {\"X A\": x}\n",
 			integration: "a", key: "headers.X A"},
 		{name: "bad default_credential", yaml: "integrations:\n  a:\n    base_url: https://a.example\n    default_credential: \"a/b\"\n",

@@ -7,17 +7,24 @@ import (
 	"compress/zlib"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
+	"mime/quotedprintable"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/stretchr/testify/require"
 
@@ -85,6 +92,9 @@ func serveEcho(w http.ResponseWriter, r *http.Request) {
 	case "range":
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(echo))
 		return
+	case "cut-hang", "cut-reset":
+		serveCut(w, r, form, echo)
+		return
 	case "header":
 		// Echoed in response headers, in a few forms, and in no body.
 		for k, vs := range r.Header {
@@ -96,10 +106,130 @@ func serveEcho(w http.ResponseWriter, r *http.Request) {
 		}
 		body = []byte(`{}`)
 	default:
-		http.NotFound(w, r)
-		return
+		var ok bool
+		if body, ok = writtenEcho(form, echo, h); !ok {
+			http.NotFound(w, r)
+			return
+		}
 	}
 	_, _ = w.Write(body)
+}
+
+// writtenEcho is the echo transcoded, wrapped or written the ways of HTML,
+// mail, JavaScript and dumps, setting its Content-Type in h.
+func writtenEcho(form string, echo []byte, h http.Header) ([]byte, bool) {
+	text := func(ct string, b []byte) ([]byte, bool) {
+		h.Set("Content-Type", ct)
+		return b, true
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	// Three shifts of the echo, wrapped: one has a line break inside each
+	// value, whatever its length and place.
+	wrapped := func(width int, eol string) []byte {
+		var out []string
+		for pad := range 3 {
+			out = append(out, wrapLines(b64(append(bytes.Repeat([]byte("x"), pad*width/4), echo...)), width, eol))
+		}
+		return []byte(strings.Join(out, eol+eol))
+	}
+	switch form {
+	case "utf16-labelled":
+		return text("application/json; charset=utf-16", utfEcho(echo, 2, binary.LittleEndian))
+	case "utf16be-labelled":
+		return text("text/plain; charset=UTF-16", utfEcho(echo, 2, binary.BigEndian))
+	case "utf16be-bom":
+		return text("text/plain", append([]byte{0xfe, 0xff}, utfEcho(echo, 2, binary.BigEndian)...))
+	case "utf16-unlabelled":
+		return text("application/octet-stream", utfEcho(echo, 2, binary.LittleEndian))
+	case "utf32be-labelled":
+		return text("text/plain; charset=UTF-32BE", utfEcho(echo, 4, binary.BigEndian))
+	case "utf32le-unlabelled":
+		return text("application/octet-stream", utfEcho(echo, 4, binary.LittleEndian))
+	case "base64-mime":
+		return text("text/plain", wrapped(76, "\r\n"))
+	case "base64-pem":
+		return text("text/plain", wrapped(64, "\n"))
+	case "quoted-printable":
+		var qp bytes.Buffer
+		qw := quotedprintable.NewWriter(&qp)
+		_, _ = qw.Write(echo)
+		_ = qw.Close()
+		return text("text/plain", qp.Bytes())
+	case "html-template":
+		var out bytes.Buffer
+		_ = template.Must(template.New("").Parse(`<pre>{{.}}</pre>`)).Execute(&out, string(echo))
+		return text("text/html", out.Bytes())
+	case "html-references":
+		return text("text/html", []byte(strings.NewReplacer("/", "&sol;", "+", "&#X2B;", "=", "&#061;", `"`, "&quot;").Replace(string(echo))))
+	case "js-hex":
+		return text("application/javascript", []byte(strings.NewReplacer("/", `\x2f`, "+", `\x2B`, "=", `\x3d`).Replace(string(echo))))
+	case "percent-twice":
+		return text("text/plain", []byte(url.QueryEscape(url.QueryEscape(string(echo)))))
+	case "percent-php":
+		return text("text/plain", []byte(url.QueryEscape(strings.ReplaceAll(string(echo), "/", `\/`))))
+	case "hex":
+		return text("text/plain", []byte(hex.EncodeToString(echo)))
+	case "hex-colons":
+		return text("text/plain", []byte(strings.ReplaceAll(fmt.Sprintf("% X", echo), " ", ":")))
+	}
+	return nil, false
+}
+
+// serveCut sends the echo up to 4 bytes before the end of the Bearer
+// token, saying it is longer, then waits for the client to give up
+// (cut-hang) or resets the connection (cut-reset).
+func serveCut(w http.ResponseWriter, r *http.Request, form string, echo []byte) {
+	token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	at := bytes.Index(echo, []byte(token))
+	if token == "" || at < 0 {
+		http.Error(w, "no bearer token to cut", http.StatusBadRequest)
+		return
+	}
+	part := echo[:at+len(token)-4]
+	if form == "cut-hang" {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(echo)))
+		_, _ = w.Write(part)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return
+	}
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(echo), part)
+	_ = buf.Flush()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // close with a reset
+	}
+	_ = conn.Close()
+}
+
+// utfEcho is b in UTF-16 (width 2) or UTF-32 (width 4).
+func utfEcho(b []byte, width int, order binary.AppendByteOrder) []byte {
+	var out []byte
+	for _, r := range string(b) {
+		if width == 4 {
+			out = order.AppendUint32(out, uint32(r))
+			continue
+		}
+		for _, u := range utf16.Encode([]rune{r}) {
+			out = order.AppendUint16(out, u)
+		}
+	}
+	return out
+}
+
+// wrapLines breaks s into lines of width.
+func wrapLines(s string, width int, eol string) string {
+	var sb strings.Builder
+	for len(s) > width {
+		sb.WriteString(s[:width] + eol)
+		s = s[width:]
+	}
+	sb.WriteString(s)
+	return sb.String()
 }
 
 var zerosGzip = sync.OnceValue(func() []byte { return compress(gzipWriter, make([]byte, 8<<20)) })
@@ -204,6 +334,7 @@ func TestEchoedCredentialNeverRecorded(t *testing.T) {
 	type row struct {
 		path     string
 		withheld string // what body_withheld names, if the body cannot be decoded
+		utf8     bool   // the body is in UTF-16 or UTF-32 by its label or BOM: kept as UTF-8
 	}
 	rows := []row{
 		{path: "/echo/gzip"}, {path: "/echo/x-gzip"}, {path: "/echo/gzip-gzip"}, {path: "/echo/deflate-then-gzip"},
@@ -213,6 +344,12 @@ func TestEchoedCredentialNeverRecorded(t *testing.T) {
 		{path: "/echo/php"}, {path: "/echo/uescape"}, {path: "/echo/form"}, {path: "/echo/percent-lower"},
 		{path: "/echo/base64"}, {path: "/echo/base64url"}, {path: "/echo/base64-php"}, {path: "/echo/range"},
 		{path: "/echo/bomb"},
+		{path: "/echo/utf16-labelled", utf8: true}, {path: "/echo/utf16be-labelled", utf8: true},
+		{path: "/echo/utf16be-bom", utf8: true}, {path: "/echo/utf32be-labelled", utf8: true},
+		{path: "/echo/utf16-unlabelled"}, {path: "/echo/utf32le-unlabelled"},
+		{path: "/echo/base64-mime"}, {path: "/echo/base64-pem"}, {path: "/echo/quoted-printable"},
+		{path: "/echo/html-template"}, {path: "/echo/html-references"}, {path: "/echo/js-hex"},
+		{path: "/echo/percent-twice"}, {path: "/echo/percent-php"}, {path: "/echo/hex"}, {path: "/echo/hex-colons"},
 		// go-httpbin's own echoes.
 		{path: "/gzip"}, {path: "/deflate"}, {path: "/dump/request"}, {path: "/anything"},
 	}
@@ -243,6 +380,12 @@ func TestEchoedCredentialNeverRecorded(t *testing.T) {
 					b = []byte(strings.Join(decodedRuns(string(b)), " "))
 				}
 				require.Contains(t, string(b), auth.Redacted, "the echo was redacted, not lost")
+				if tc.utf8 {
+					require.True(t, r.Body != nil || r.BodyText != nil, "kept as text")
+					require.NotContains(t, string(b), `\u0000`, "transcoded")
+					require.Contains(t, string(b), "Accept-Encoding", "transcoded")
+					require.Empty(t, r.Headers["Content-Length"], "it gave the UTF-16 length")
+				}
 				if tc.path == "/echo/bomb" {
 					require.True(t, r.Truncated)
 					require.Less(t, r.Size, int64(1<<20), "decoding stopped near the limit")
@@ -283,7 +426,7 @@ func TestWorkerChoosesEncodingsAndRanges(t *testing.T) {
 	require.Empty(t, got[0].Values("Range"))
 
 	// A call may not choose them.
-	for _, h := range []string{"Accept-Encoding", "range", "If-Range", "TE"} {
+	for _, h := range []string{"Accept-Encoding", "range", "If-Range", "TE", "accept-charset"} {
 		_, err := e.client.Enqueue(context.Background(), &tasks.Call{Integration: "bin", Method: "GET", Path: "/range/100",
 			Headers: map[string]string{h: "bytes=0-3"}})
 		var fe *tasks.FieldError
@@ -307,4 +450,34 @@ func TestSecretEchoedInResponseHeadersIsRedacted(t *testing.T) {
 		require.Contains(t, h[name], auth.Redacted, "%s: %q", name, h[name])
 	}
 	requireNoSecret(t, rec, token)
+}
+
+// A body cut off by a timeout or a reset ends in a prefix of the token:
+// the record keeps the body up to it and none of it, however short the
+// producer makes the timeout.
+func TestCutBodyKeepsNoPrefixOfASecret(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for _, path := range []string{"/echo/cut-hang", "/echo/cut-reset"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			id := uid()
+			token := "tok/en+val=ue/" + id
+			e.putCred(t, "cut-"+id, "bin-bearer", map[string]string{"token": token})
+			call := &tasks.Call{Integration: "bin-bearer", Method: "GET", Path: path, Credential: "cut-" + id,
+				Timeout: tasks.Duration(300 * time.Millisecond)}
+			rec := e.run(t, call)
+			require.Equal(t, tasks.StatusFailed, rec.Status)
+			require.NotNil(t, rec.Error)
+			// The timeout closes the connection under the read: either kind.
+			require.Contains(t, []tasks.ErrorKind{tasks.KindTimeout, tasks.KindConnection}, rec.Error.Kind, "error: %+v", rec.Error)
+			require.Contains(t, rec.Error.Message, "reading the response body")
+			r := rec.Response
+			require.NotNil(t, r, "the response read so far is kept")
+			require.NotNil(t, r.BodyText, "the body read so far is kept: %+v", r)
+			require.Contains(t, *r.BodyText, `{"headers":{`, "the body up to the cut is kept")
+			require.Contains(t, *r.BodyText, "Bearer "+auth.Redacted, "the token's prefix is redacted")
+			requireNoSecret(t, rec, token[:len(token)-4], token[:len("tok/en+val=ue/")+2])
+		})
+	}
 }

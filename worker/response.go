@@ -29,7 +29,8 @@ const acceptEncoding = "gzip, deflate"
 const maxEncodings = 4
 
 // readResponse keeps the response in the record's form: the body decoded
-// from its Content-Encoding, redacted, and cut at limit; the headers
+// from its Content-Encoding and, in UTF-16 or UTF-32, transcoded to UTF-8,
+// redacted, and cut at limit; the headers
 // redacted, without Set-Cookie and the auth headers. A body callq cannot
 // decode is withheld, saying why: its bytes could not be redacted. The
 // error is the transport's, reading the body.
@@ -66,7 +67,9 @@ func readResponse(resp *http.Response, limit int64, redactor *auth.Redactor, in 
 
 // readBody returns the body decoded (and whether it had to be), redacted
 // and cut at limit, and sets r's size and truncated; or it sets r's
-// body_withheld and returns none.
+// body_withheld and returns none. A body whose reading failed is cut where
+// it failed: the redactor takes its end to be cut (see auth.Redactor.Prefix),
+// so a secret the failure cut in two leaves no prefix behind.
 func readBody(resp *http.Response, r *tasks.Response, limit int64, redactor *auth.Redactor) ([]byte, bool, error) {
 	withhold := func(why string) ([]byte, bool, error) {
 		r.BodyWithheld = redactor.String(why)
@@ -81,21 +84,24 @@ func readBody(resp *http.Response, r *tasks.Response, limit int64, redactor *aut
 	// before cutting: a secret straddling the cut must not leave its prefix
 	// behind. Decoding stops there too, whatever the stream would inflate to.
 	wire := &wireReader{r: resp.Body}
-	body, err := readDecoded(wire, encodings, limit+int64(redactor.MaxMatch())+1)
+	body, transcoded, err := readDecoded(wire, encodings, resp.Header.Get("Content-Type"), limit+int64(redactor.MaxMatch())+1)
 	if err != nil && wire.err == nil {
 		return withhold(fmt.Sprintf("the %s-encoded body does not decode (%v), so it could not be redacted",
 			resp.Header.Get("Content-Encoding"), err))
 	}
-	decoded := len(encodings) > 0
+	decoded := len(encodings) > 0 || transcoded
 	read := int64(len(body))
 	r.Size = read // a lower bound when truncated and the upstream did not say
 	if !decoded {
 		r.Size = max(read, resp.ContentLength)
 	}
-	if read > limit {
+	switch {
+	case read > limit:
 		r.Truncated = true
 		body = redactor.Prefix(body, int(limit))
 		return body[:min(int64(len(body)), limit)], decoded, err
+	case err != nil:
+		return redactor.Prefix(body, len(body)), decoded, err
 	}
 	return redactor.Bytes(body), decoded, err
 }
@@ -122,24 +128,27 @@ func contentEncodings(h http.Header) (encodings []string, withheld string) {
 	return encodings, ""
 }
 
-// readDecoded reads up to max bytes of the body undone from encodings. An
+// readDecoded reads up to max bytes of the body undone from encodings and
+// transcoded to UTF-8 from UTF-16 or UTF-32 (and says whether it was). An
 // empty body is empty whatever its encoding says (HEAD, 204, 304).
-func readDecoded(body io.Reader, encodings []string, max int64) ([]byte, error) {
+func readDecoded(body io.Reader, encodings []string, contentType string, max int64) ([]byte, bool, error) {
 	rd := body
 	if len(encodings) > 0 {
 		br := bufio.NewReader(body)
 		if _, err := br.Peek(1); err == io.EOF {
-			return nil, nil
+			return nil, false, nil
 		}
 		rd = br
 	}
 	for _, enc := range encodings {
 		var err error
 		if rd, err = decoder(enc, rd); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return io.ReadAll(io.LimitReader(rd, max))
+	rd, transcoded := transcode(rd, contentType)
+	b, err := io.ReadAll(io.LimitReader(rd, max))
+	return b, transcoded, err
 }
 
 // decoder undoes one content coding. Deflate is zlib-wrapped by the

@@ -4,10 +4,14 @@
 // redactor matches encoded forms.
 //
 // Find looks for the secret's bytes in the text as it is and after every
-// chain of up to three decodings: JSON string escapes (\/, \", \uXXXX with
-// surrogate pairs), percent-encoding, form encoding (+ for space), and
-// base64 (standard or URL alphabet, padded or not, at each of the four
-// offsets of every run of base64 characters). Inflate undoes gzip, zlib or
+// chain of up to three decodings: JSON and JavaScript string escapes (\/,
+// \", \uXXXX with surrogate pairs, \xHH), percent-encoding, form encoding
+// (+ for space), base64 (standard or URL alphabet, padded or not, at each
+// of the four offsets of every run of base64 characters, line breaks
+// inside a run ignored), HTML character references (numeric and named),
+// quoted-printable (=XX and soft line breaks), hex (in either case, bytes
+// apart or separated by one space or colon) and, for text holding NUL
+// bytes, UTF-16 and UTF-32 of either byte order. Inflate undoes gzip, zlib or
 // raw deflate, for bytes an upstream may have compressed; Find does not try
 // it on its own, because inflating arbitrary bytes yields short strings by
 // chance.
@@ -36,10 +40,14 @@ type Decoding int
 
 // Decodings.
 const (
-	JSON    Decoding = iota // JSON string escapes
-	Percent                 // %XX
-	Form                    // %XX and + for a space
-	Base64                  // every run of base64 characters, from each offset
+	JSON            Decoding = iota // JSON string escapes, and JavaScript's \xHH
+	Percent                         // %XX
+	Form                            // %XX and + for a space
+	Base64                          // every run of base64 characters, from each offset
+	HTML                            // &#NN; &#xHH; and named character references
+	QuotedPrintable                 // =XX and soft line breaks
+	Hex                             // runs of hex digit pairs, from each offset
+	UTF                             // UTF-16 and UTF-32, either byte order, each alignment
 )
 
 var decodings = []struct {
@@ -48,10 +56,14 @@ var decodings = []struct {
 	// to join pieces with.
 	decode func(b []byte, sep byte) [][]byte
 }{
-	JSON:    {"json", one(UnescapeJSON)},
-	Percent: {"percent", one(func(b []byte) []byte { return unescapePercent(b, false) })},
-	Form:    {"form", one(func(b []byte) []byte { return unescapePercent(b, true) })},
-	Base64:  {"base64", base64Runs},
+	JSON:            {"json", one(UnescapeJSON)},
+	Percent:         {"percent", one(func(b []byte) []byte { return unescapePercent(b, false) })},
+	Form:            {"form", one(func(b []byte) []byte { return unescapePercent(b, true) })},
+	Base64:          {"base64", base64Runs},
+	HTML:            {"html", one(unescapeHTML)},
+	QuotedPrintable: {"qp", one(unescapeQP)},
+	Hex:             {"hex", hexRuns},
+	UTF:             {"utf", transcodeUTF},
 }
 
 func one(f func([]byte) []byte) func([]byte, byte) [][]byte {
@@ -132,9 +144,9 @@ func separator(secret string) byte {
 	return sep
 }
 
-// UnescapeJSON decodes the JSON string escapes in b wherever they are,
-// leaving everything else as it is. A lone surrogate becomes U+FFFD, as
-// encoding/json decodes it.
+// UnescapeJSON decodes the JSON string escapes in b wherever they are, and
+// JavaScript's \xHH, leaving everything else as it is. A lone surrogate
+// becomes U+FFFD, as encoding/json decodes it.
 func UnescapeJSON(b []byte) []byte {
 	if bytes.IndexByte(b, '\\') < 0 {
 		return b
@@ -149,6 +161,15 @@ func UnescapeJSON(b []byte) []byte {
 			out = append(out, c)
 			i++
 			continue
+		}
+		if i+3 < len(b) && b[i+1] == 'x' {
+			hi, ok1 := unhex(b[i+2])
+			lo, ok2 := unhex(b[i+3])
+			if ok1 && ok2 {
+				out = append(out, hi<<4|lo)
+				i += 3
+				continue
+			}
 		}
 		r, ok := hex4(b, i+1)
 		if !ok {
@@ -235,6 +256,9 @@ func unescapePercent(b []byte, form bool) []byte {
 // joined by sep. (A secret holding every byte value may be reported
 // across a join.)
 func base64Runs(b []byte, sep byte) [][]byte {
+	if bytes.ContainsAny(b, "\r\n") {
+		b = []byte(strings.NewReplacer("\r", "", "\n", "").Replace(string(b)))
+	}
 	var runs [][]byte
 	start := -1
 	for i := 0; i <= len(b); i++ {

@@ -36,6 +36,19 @@ func TestFind(t *testing.T) {
 		{"xx" + b64(base64.StdEncoding, "Bearer "+secret), "base64"},
 		{"x" + b64(base64.RawURLEncoding, "ab"+secret+"cd"), "base64"},
 		{"a=s3cr%2Ft%2Bk%3Dy+" + url.QueryEscape("a b"), "percent"},
+		{`"s3cr\x2ft\x2Bk\x3dy"`, "json"},
+		{"<p>s3cr&#x2F;t&#43;k&#0061;y</p>", "html"},
+		{"<p>s3cr&sol;t&plus;k&equals;y</p>", "html"},
+		{"Bearer s3cr/t=2Bk=\r\n=3Dy", "qp"},
+		{"ab" + strings.ReplaceAll(b64(base64.StdEncoding, "Bearer "+secret), "y", "y\r\n"), "base64"},
+		{"733363722f742b6b3d79", "hex"},
+		{"x 73:33:63:72:2F:74:2B:6B:3D:79", "hex"},
+		{"73 33 63 72 2f 74 2b 6b 3d 79", "hex"},
+		{url.QueryEscape(url.QueryEscape(secret)), "percent(percent)"},
+		{"s3cr%5C%2Ft%2Bk%3Dy", "json(percent)"},
+		{"s3cr%5Cu002Ft+k=y", "json(percent)"},
+		{"\xff\xfes\x003\x00c\x00r\x00/\x00t\x00+\x00k\x00=\x00y\x00", "utf"},
+		{"\x00\x00\x00s\x00\x00\x003\x00\x00\x00c\x00\x00\x00r\x00\x00\x00/\x00\x00\x00t\x00\x00\x00+\x00\x00\x00k\x00\x00\x00=\x00\x00\x00y", "utf"},
 	} {
 		require.Equal(t, tc.form, Find([]byte(tc.text), secret), "in %q", tc.text)
 	}
