@@ -110,6 +110,11 @@ func (w *Worker) attempt(ctx context.Context, tenant string, call *tasks.Call, i
 	r, readErr := readResponse(resp, w.cfg.MaxResponseBytes, redactor, in)
 	out.response = r
 	if readErr != nil {
+		if errors.Is(actx.Err(), context.DeadlineExceeded) {
+			// The call's timeout ran out mid-body: the read sees its
+			// connection closed under it, but the cause is the timeout.
+			readErr = fmt.Errorf("%w: %w", context.DeadlineExceeded, readErr)
+		}
 		retry, kind := w.cfg.CheckRetry(ctx, nil, readErr)
 		out.err = &tasks.CallError{Kind: kind, Message: redactor.String("reading the response body: " + transportMessage(kind, readErr, timeout))}
 		out.retry = retry
