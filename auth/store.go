@@ -32,16 +32,25 @@ var (
 	fieldNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
-// FieldError reports an invalid input and the path of the field at fault
-// ("ref", "fields.token", "auth.type"), so an API can name it to its caller.
+// FieldError reports an input field the caller must fix: a credential's
+// ("ref", "fields.token", "auth.type") or, as tasks.FieldError, a call's
+// ("path", "headers.Host", "retry.max_attempts"). Field is the field's path,
+// so an API can name it to its caller. It is the one type for a bad field
+// in every package.
 type FieldError struct {
 	Field   string
 	Message string
+	// TooLarge is set when the field exceeds a size limit (HTTP 413).
+	TooLarge bool
 }
 
-func (e *FieldError) Error() string {
-	return e.Field + ": " + e.Message
-}
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Is makes errors.Is(err, ErrTooLarge) true for size-limit errors.
+func (e *FieldError) Is(target error) bool { return target == ErrTooLarge && e.TooLarge }
+
+// ErrTooLarge matches a FieldError for a value over a size limit.
+var ErrTooLarge = errors.New("value too large")
 
 func fieldErrorf(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/callq/callq/auth"
 )
 
 // Call is one outbound API call as a service enqueues it. It names a
@@ -144,21 +146,12 @@ func (l *Limits) withDefaults() Limits {
 }
 
 // FieldError reports a call field the caller must fix. Field is the JSON
-// path of the field ("path", "headers.Host", "retry.max_attempts").
-type FieldError struct {
-	Field   string
-	Message string
-	// TooLarge is set when the field exceeds a size limit (HTTP 413).
-	TooLarge bool
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-// Is makes errors.Is(err, ErrTooLarge) true for size-limit errors.
-func (e *FieldError) Is(target error) bool { return target == ErrTooLarge && e.TooLarge }
+// path of the field ("path", "headers.Host", "retry.max_attempts"). It is
+// auth.FieldError: one type for a bad field, whichever package found it.
+type FieldError = auth.FieldError
 
 // ErrTooLarge matches a FieldError for a value over a size limit.
-var ErrTooLarge = errors.New("tasks: value too large")
+var ErrTooLarge = auth.ErrTooLarge
 
 func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
