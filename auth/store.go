@@ -28,9 +28,16 @@ const (
 )
 
 var (
-	refPattern       = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	idPattern        = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 	fieldNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
+
+// IDRule says, for error messages, what ValidID accepts.
+const IDRule = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
+
+// ValidID reports whether s is acceptable as a credential ref, a
+// correlation ID or an integration name: IDRule.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
 
 // FieldError reports an input field the caller must fix: a credential's
 // ("ref", "fields.token", "auth.type") or, as tasks.FieldError, a call's
@@ -360,8 +367,8 @@ func validateTenantRef(tenant, ref string) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return &FieldError{Field: "tenant", Message: err.Error()}
 	}
-	if !refPattern.MatchString(ref) {
-		return fieldErrorf("ref", "credential ref %q is not valid: want 1 to 128 of A-Z a-z 0-9 . _ : -", ref)
+	if !ValidID(ref) {
+		return fieldErrorf("ref", "credential ref %q is not valid: want %s", ref, IDRule)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/httpurl"
 )
 
 // Catalog is the set of integrations callq may call, loaded from YAML. It is
@@ -243,14 +244,12 @@ func ParseCatalog(b []byte) (*Catalog, error) {
 	return cat, nil
 }
 
-var integrationName = idPattern
-
 func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	fail := func(key string, line int, format string, args ...any) error {
 		return &CatalogError{Integration: name, Key: key, Line: line, Message: fmt.Sprintf(format, args...)}
 	}
-	if !integrationName.MatchString(name) {
-		return nil, fail("", node.Line, "name must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+	if !ValidID(name) {
+		return nil, fail("", node.Line, "name "+idMessage)
 	}
 	if node.Kind != yaml.MappingNode {
 		return nil, fail("", node.Line, "must be a mapping of settings")
@@ -279,8 +278,8 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if in.BaseURL == "" {
 		return nil, fail("base_url", node.Line, "is required")
 	}
-	u, err := url.Parse(in.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, ok := httpurl.Parse(in.BaseURL)
+	if !ok {
 		return nil, fail("base_url", node.Line, "must be an absolute http or https URL, got %q", in.BaseURL)
 	}
 	if u.User != nil || u.Fragment != "" || u.RawQuery != "" {
@@ -293,12 +292,11 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if err := in.Auth.Validate(); err != nil {
 		return nil, fail("auth", node.Line, "%v", err)
 	}
-	sensitive := in.Auth.SensitiveHeaders()
 	for h := range in.Headers {
 		if !headerNamePattern.MatchString(h) {
 			return nil, fail("headers."+h, node.Line, "is not a valid header name")
 		}
-		if slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, h) }) {
+		if in.Auth.IsSensitiveHeader(h) {
 			return nil, fail("headers."+h, node.Line, "is set by the auth block; do not set it in headers")
 		}
 		if ReservedHeader(h) {
@@ -345,7 +343,7 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 		}
 	}
 	if in.DefaultCredential != "" && !ValidID(in.DefaultCredential) {
-		return nil, fail("default_credential", node.Line, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+		return nil, fail("default_credential", node.Line, idMessage)
 	}
 	if in.TLS.CAFile != "" {
 		if _, err := os.Stat(in.TLS.CAFile); err != nil {
