@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/callq/callq/internal/httpurl"
 )
 
 // Type is how an integration authenticates.
@@ -210,8 +212,8 @@ func (s *Spec) validateOAuth2() error {
 	if s.TokenURL == "" {
 		return fieldErrorf("auth.token_url", "token_url is required for auth type oauth2")
 	}
-	u, err := url.Parse(s.TokenURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, ok := httpurl.Parse(s.TokenURL)
+	if !ok {
 		return fieldErrorf("auth.token_url", "token_url must be an absolute http or https URL, got %q", s.TokenURL)
 	}
 	if u.User != nil || u.Fragment != "" {
@@ -409,6 +411,26 @@ func (s *Spec) SensitiveHeaders() []string {
 	default:
 		return nil
 	}
+}
+
+// IsSensitiveHeader reports whether name, in any case, is one of
+// SensitiveHeaders: a header the spec sets from the credential, which a
+// call or the catalog may not set and a recorded response does not keep.
+// It allocates nothing, as it runs per header on the call path.
+func (s *Spec) IsSensitiveHeader(name string) bool {
+	switch s.authType() {
+	case TypeBearer, TypeBasic, TypeOAuth2:
+		return strings.EqualFold(name, "Authorization")
+	case TypeAPIKey:
+		return s.In != InQuery && strings.EqualFold(name, s.apiKeyHeader())
+	case TypeHeaders:
+		for h := range s.Headers {
+			if strings.EqualFold(h, name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // SensitiveQuery returns the query parameter names that carry secrets under

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -296,6 +297,14 @@ func TestSpecFieldsAndSensitive(t *testing.T) {
 	for _, tc := range cases {
 		require.Equal(t, tc.required, tc.spec.RequiredFields(), "%+v", tc.spec)
 		require.Equal(t, tc.headers, tc.spec.SensitiveHeaders(), "%+v", tc.spec)
+		for _, h := range tc.headers {
+			for _, name := range []string{h, strings.ToLower(h), strings.ToUpper(h)} {
+				require.True(t, tc.spec.IsSensitiveHeader(name), "%s under %+v", name, tc.spec)
+			}
+		}
+		for _, name := range []string{"Content-Type", "X-Api-Keys", "Authorizatio", "api_key", ""} {
+			require.False(t, tc.spec.IsSensitiveHeader(name), "%s under %+v", name, tc.spec)
+		}
 		require.Equal(t, tc.query, tc.spec.SensitiveQuery(), "%+v", tc.spec)
 	}
 }

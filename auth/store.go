@@ -28,20 +28,36 @@ const (
 )
 
 var (
-	refPattern       = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	idPattern        = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 	fieldNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
-// FieldError reports an invalid input and the path of the field at fault
-// ("ref", "fields.token", "auth.type"), so an API can name it to its caller.
+// IDRule says, for error messages, what ValidID accepts.
+const IDRule = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
+
+// ValidID reports whether s is acceptable as a credential ref, a
+// correlation ID or an integration name: IDRule.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// FieldError reports an input field the caller must fix: a credential's
+// ("ref", "fields.token", "auth.type") or, as tasks.FieldError, a call's
+// ("path", "headers.Host", "retry.max_attempts"). Field is the field's path,
+// so an API can name it to its caller. It is the one type for a bad field
+// in every package.
 type FieldError struct {
 	Field   string
 	Message string
+	// TooLarge is set when the field exceeds a size limit (HTTP 413).
+	TooLarge bool
 }
 
-func (e *FieldError) Error() string {
-	return e.Field + ": " + e.Message
-}
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Is makes errors.Is(err, ErrTooLarge) true for size-limit errors.
+func (e *FieldError) Is(target error) bool { return target == ErrTooLarge && e.TooLarge }
+
+// ErrTooLarge matches a FieldError for a value over a size limit.
+var ErrTooLarge = errors.New("value too large")
 
 func fieldErrorf(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
@@ -351,8 +367,8 @@ func validateTenantRef(tenant, ref string) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return &FieldError{Field: "tenant", Message: err.Error()}
 	}
-	if !refPattern.MatchString(ref) {
-		return fieldErrorf("ref", "credential ref %q is not valid: want 1 to 128 of A-Z a-z 0-9 . _ : -", ref)
+	if !ValidID(ref) {
+		return fieldErrorf("ref", "credential ref %q is not valid: want %s", ref, IDRule)
 	}
 	return nil
 }

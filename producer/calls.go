@@ -193,14 +193,16 @@ func (h *handler) cancelCall(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) redeliverWebhook(w http.ResponseWriter, r *http.Request) {
-	rec, err := h.client(r).RedeliverWebhook(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	rec, err := h.client(r).RedeliverWebhook(r.Context(), id)
+	var notFinished *NotFinishedError
 	switch {
 	case errors.Is(err, ErrNoWebhook):
-		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q was enqueued without a webhook", rec.CorrelationID)})
-	case errors.Is(err, ErrNotFinished):
-		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q has not finished (%s); its webhook is sent when it does", rec.CorrelationID, rec.Status)})
+		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q was enqueued without a webhook", id)})
+	case errors.As(err, &notFinished):
+		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("call %q has not finished (%s); its webhook is sent when it does", id, notFinished.Record.Status)})
 	case errors.Is(err, ErrRedeliveryPending):
-		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("a redelivery of call %q's webhook is already pending; its outcome shows in the record's webhook block", rec.CorrelationID)})
+		writeError(w, &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: fmt.Sprintf("a redelivery of call %q's webhook is already pending; its outcome shows in the record's webhook block", id)})
 	default:
 		h.answerRecord(w, r, rec, err, http.StatusAccepted)
 	}

@@ -22,7 +22,8 @@ var (
 	// ErrFinished: the call has finished and can no longer be canceled.
 	// Cancel returns it as a *FinishedError.
 	ErrFinished = tasks.ErrFinished
-	// ErrNotFinished: the call has not finished, so it has no webhook to redeliver yet.
+	// ErrNotFinished: the call has not finished, so it has no webhook to
+	// redeliver yet. RedeliverWebhook returns it as a *NotFinishedError.
 	ErrNotFinished = errors.New("producer: the call has not finished")
 	// ErrNoWebhook: the call was enqueued without a webhook.
 	ErrNoWebhook = errors.New("producer: the call has no webhook")
@@ -58,6 +59,20 @@ func (e *FinishedError) Error() string {
 
 // Is reports whether target is ErrFinished.
 func (e *FinishedError) Is(target error) bool { return target == ErrFinished }
+
+// NotFinishedError is RedeliverWebhook's error when the call has not
+// finished; errors.Is(err, ErrNotFinished) matches it.
+type NotFinishedError struct {
+	// Record is the call's record as it stands.
+	Record *tasks.Record
+}
+
+func (e *NotFinishedError) Error() string {
+	return fmt.Sprintf("producer: call %q has not finished (%s)", e.Record.CorrelationID, e.Record.Status)
+}
+
+// Is reports whether target is ErrNotFinished.
+func (e *NotFinishedError) Is(target error) bool { return target == ErrNotFinished }
 
 // Client enqueues and looks up the calls of one tenant: a view of a
 // Producer (Producer.Tenant), or a producer of its own (NewClient). It is
@@ -150,10 +165,12 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 		return nil, err
 	}
 	fp := cp.Fingerprint()
-	existing, existingFP, err := c.p.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
+	err = c.p.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
+	var exists *tasks.ExistsError
 	switch {
-	case errors.Is(err, tasks.ErrExists):
-		if existingFP != fp {
+	case errors.As(err, &exists):
+		existing := exists.Record
+		if exists.Fingerprint != fp {
 			return nil, &ConflictError{Existing: existing}
 		}
 		if existing.Status == tasks.StatusQueued {
@@ -234,8 +251,9 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 		r.Error = &tasks.CallError{Kind: tasks.KindCanceled, Message: msg}
 		return nil
 	})
-	if errors.Is(err, tasks.ErrFinished) && rec != nil {
-		return nil, &FinishedError{Record: rec}
+	var finished *tasks.FinishedError
+	if errors.As(err, &finished) {
+		return nil, &FinishedError{Record: finished.Record}
 	}
 	if err != nil {
 		return nil, err
@@ -261,10 +279,13 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 }
 
 // RedeliverWebhook queues a fresh delivery of a finished call's webhook,
-// with the same webhook-id and body as the first. It returns
-// ErrRedeliveryPending while an earlier redelivery is queued, running or
-// being retried: asynq's task ID (tasks.WebhookTaskID) makes that check and
-// the queueing one step, so of two concurrent requests exactly one queues.
+// with the same webhook-id and body as the first, and returns the record
+// with its webhook block pending. It fails with ErrNoWebhook for a call
+// enqueued without one, a *NotFinishedError holding the record for a call
+// that has not finished, and ErrRedeliveryPending while an earlier
+// redelivery is queued, running or being retried: asynq's task ID
+// (tasks.WebhookTaskID) makes that check and the queueing one step, so of
+// two concurrent requests exactly one queues.
 func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record, error) {
 	rec, err := c.Get(ctx, id)
 	if err != nil {
@@ -272,9 +293,9 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 	}
 	switch {
 	case rec.Webhook == nil:
-		return rec, ErrNoWebhook
+		return nil, ErrNoWebhook
 	case !rec.Status.Terminal():
-		return rec, ErrNotFinished
+		return nil, &NotFinishedError{Record: rec}
 	}
 	task, err := tasks.NewWebhookTask(rec, true)
 	if err != nil {
@@ -289,7 +310,7 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 		return err
 	})
 	if err != nil {
-		return rec, err
+		return nil, err
 	}
 	rec.Webhook = pending
 	return rec, nil

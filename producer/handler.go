@@ -56,13 +56,13 @@ const (
 func (c *HandlerConfig) validate() error {
 	switch {
 	case c.Producer == nil:
-		return errors.New("Producer is required")
+		return errors.New("HandlerConfig.Producer is required")
 	case c.Credentials == nil:
-		return errors.New("Credentials is required")
+		return errors.New("HandlerConfig.Credentials is required")
 	case c.Keys == nil:
-		return errors.New("Keys is required")
+		return errors.New("HandlerConfig.Keys is required")
 	case c.MaxWait < 0:
-		return errors.New("MaxWait must not be negative")
+		return errors.New("HandlerConfig.MaxWait must not be negative")
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ type Config struct {
 
 func (c *Config) validate() error {
 	if c.Catalog == nil {
-		return errors.New("Catalog is required")
+		return errors.New("Config.Catalog is required")
 	}
 	return nil
 }

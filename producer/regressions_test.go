@@ -10,14 +10,15 @@ import (
 	"github.com/callq/callq/auth"
 )
 
-// Regressions: defects found by review, each fixed and kept as the test
-// that caught it.
+// Defects found by review, each fixed and kept as the test that caught it.
+// Each name and comment says what the API does now.
 
-// A ?wait= that runs out before the store's first round trip answers 503
-// "callq cannot reach its store" (tasks.Store.Wait returns a nil record with
-// the context's error, which getCall only forgives with a record). Bad or
-// merely short input must never be a 5xx.
-func TestRegressionTinyWaitIs503(t *testing.T) {
+// A ?wait= that runs out before or during the store's first round trip
+// answers the record as it stands (200), and an unknown ID 404: never 503
+// "callq cannot reach its store", which it once was (tasks.Store.Wait
+// returns a nil record with the context's error). Bad or merely short input
+// must never be a 5xx.
+func TestTinyWaitAnswersTheRecord(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	r := e.post(t, call(map[string]any{"correlation_id": "tiny"}))
@@ -37,10 +38,10 @@ func TestRegressionTinyWaitIs503(t *testing.T) {
 	}
 }
 
-// Unknown keys are refused at the top level of a call but silently dropped
-// inside retry (and webhook): a typo such as "max_attempt" queues the call
-// with the integration's policy instead of the one asked for.
-func TestRegressionNestedUnknownKeysAreIgnored(t *testing.T) {
+// Unknown keys are refused inside retry as at the top level of a call: a
+// typo such as "max_attempt" is a 400 naming the field, where it was once
+// dropped and the call queued with the integration's policy.
+func TestNestedUnknownKeysAreRefused(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	r := e.post(t, `{"integration": "httpbin", "method": "GET", "path": "/get", "retry": {"max_attempt": 10}}`)
@@ -48,11 +49,10 @@ func TestRegressionNestedUnknownKeysAreIgnored(t *testing.T) {
 	require.Contains(t, []string{"retry", "retry.max_attempt"}, errorField(t, r))
 }
 
-// "batch" is a valid correlation_id and is enqueued, but the route
-// POST /v1/calls/batch shadows /v1/calls/{id}: GET and DELETE on
-// /v1/calls/batch answer 405, so the call can be neither read nor canceled
-// over HTTP.
-func TestRegressionCorrelationIDBatchIsUnreachable(t *testing.T) {
+// A call with correlation_id "batch" can be read over HTTP: GET
+// /v1/calls/batch is the call, not a 405 from the POST /v1/calls/batch route
+// (refusing the ID at enqueue would do too).
+func TestCorrelationIDBatchIsReachable(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	r := e.post(t, call(map[string]any{"correlation_id": "batch"}))
@@ -65,18 +65,19 @@ func TestRegressionCorrelationIDBatchIsUnreachable(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 }
 
-// A body of JSON null is answered as a call with every field missing (400
-// invalid_field, field integration) rather than as a non-object body (400
-// invalid_json) like [], "x", 42 and true.
-func TestRegressionNullBodyIsNotInvalidJSON(t *testing.T) {
+// A body of JSON null is a non-object body like [], "x", 42 and true (400
+// invalid_json), not a call with every field missing (400 invalid_field,
+// field integration) as it once was.
+func TestNullBodyIsInvalidJSON(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	requireError(t, e.post(t, `null`), http.StatusBadRequest, "invalid_json", "")
 }
 
-// POST /v1/calls refuses unknown keys; POST /v1/calls/batch ignores them at
-// its top level and matches "calls" case-insensitively.
-func TestRegressionBatchIgnoresUnknownKeys(t *testing.T) {
+// POST /v1/calls/batch refuses unknown keys at its top level and a
+// mis-cased "Calls" (400), as POST /v1/calls does; it once ignored the one
+// and matched the other case-insensitively.
+func TestBatchRefusesUnknownKeys(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	for _, body := range []string{

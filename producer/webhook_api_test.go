@@ -1,12 +1,14 @@
 package producer_test
 
 import (
+	"context"
 	"net/http"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
 
@@ -86,6 +88,37 @@ func TestRedeliverWhilePendingIs409(t *testing.T) {
 	r := e.redeliver(t, "hook-twice")
 	requireError(t, r, http.StatusConflict, "conflict", "")
 	require.Equal(t, tasks.WebhookPending, e.get(t, "hook-twice").Record(t).Webhook.Status)
+}
+
+// A redelivery is refused with 409 for a call without a webhook and for one
+// that has not finished; the Go client says which, the second as a
+// *NotFinishedError holding the record.
+func TestRedeliverRefusedWithoutWebhookOrBeforeFinish(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withWebhooks())
+	r := e.post(t, call(map[string]any{"correlation_id": "no-hook"}))
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+	r = e.post(t, call(map[string]any{"correlation_id": "queued-hook", "webhook": map[string]any{"url": "https://hooks.example/h"}}))
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+
+	r = e.redeliver(t, "no-hook")
+	requireError(t, r, http.StatusConflict, "conflict", "")
+	require.JSONEq(t, `{"error":{"code":"conflict","message":"call \"no-hook\" was enqueued without a webhook"}}`, string(r.Body))
+	r = e.redeliver(t, "queued-hook")
+	requireError(t, r, http.StatusConflict, "conflict", "")
+	require.JSONEq(t, `{"error":{"code":"conflict","message":"call \"queued-hook\" has not finished (queued); its webhook is sent when it does"}}`, string(r.Body))
+
+	c := e.tenantClient(t, "acme")
+	rec, err := c.RedeliverWebhook(context.Background(), "no-hook")
+	require.ErrorIs(t, err, producer.ErrNoWebhook)
+	require.Nil(t, rec)
+	rec, err = c.RedeliverWebhook(context.Background(), "queued-hook")
+	require.ErrorIs(t, err, producer.ErrNotFinished)
+	require.Nil(t, rec)
+	var notFinished *producer.NotFinishedError
+	require.ErrorAs(t, err, &notFinished)
+	require.Equal(t, tasks.StatusQueued, notFinished.Record.Status)
+	require.Equal(t, "queued-hook", notFinished.Record.CorrelationID)
 }
 
 // A redelivery asynq gave up on (archived) is not pending: a new one

@@ -9,13 +9,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/httpurl"
 )
 
 // Call is one outbound API call as a service enqueues it. It names a
@@ -144,21 +146,12 @@ func (l *Limits) withDefaults() Limits {
 }
 
 // FieldError reports a call field the caller must fix. Field is the JSON
-// path of the field ("path", "headers.Host", "retry.max_attempts").
-type FieldError struct {
-	Field   string
-	Message string
-	// TooLarge is set when the field exceeds a size limit (HTTP 413).
-	TooLarge bool
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
-
-// Is makes errors.Is(err, ErrTooLarge) true for size-limit errors.
-func (e *FieldError) Is(target error) bool { return target == ErrTooLarge && e.TooLarge }
+// path of the field ("path", "headers.Host", "retry.max_attempts"). It is
+// auth.FieldError: one type for a bad field, whichever package found it.
+type FieldError = auth.FieldError
 
 // ErrTooLarge matches a FieldError for a value over a size limit.
-var ErrTooLarge = errors.New("tasks: value too large")
+var ErrTooLarge = auth.ErrTooLarge
 
 func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
@@ -168,13 +161,15 @@ func fieldErr(field, format string, args ...any) *FieldError {
 var methods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 var (
-	idPattern         = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 	headerNamePattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 )
 
 // ValidID reports whether s is acceptable as a correlation ID or credential
-// reference: 1 to 128 of A-Z a-z 0-9 . _ : -.
-func ValidID(s string) bool { return idPattern.MatchString(s) }
+// reference: auth.ValidID, whose auth.IDRule error messages quote.
+func ValidID(s string) bool { return auth.ValidID(s) }
+
+// idMessage is the message of a FieldError for an invalid ID.
+const idMessage = "must be " + auth.IDRule
 
 // NewCorrelationID returns a time-ordered random ID (UUIDv7).
 func NewCorrelationID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -237,7 +232,7 @@ func (c *Call) Normalize(cat *Catalog, limits *Limits) (*Integration, error) {
 		c.Credential = in.DefaultCredential
 	}
 	if c.Credential != "" && !ValidID(c.Credential) {
-		return nil, fieldErr("credential", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+		return nil, fieldErr("credential", idMessage)
 	}
 	if c.Credential == "" && in.Auth.NeedsCredential() {
 		return nil, fieldErr("credential", "is required: integration %q uses auth type %s and has no default_credential", in.Name, in.Auth.Type)
@@ -245,7 +240,7 @@ func (c *Call) Normalize(cat *Catalog, limits *Limits) (*Integration, error) {
 	if c.CorrelationID == "" {
 		c.CorrelationID = NewCorrelationID()
 	} else if !ValidID(c.CorrelationID) {
-		return nil, fieldErr("correlation_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+		return nil, fieldErr("correlation_id", idMessage)
 	}
 	if c.Timeout < 0 {
 		return nil, fieldErr("timeout", "must not be negative")
@@ -307,7 +302,6 @@ func (c *Call) validateHeaders(in *Integration, lim Limits) error {
 	if len(c.Headers) > lim.MaxHeaders {
 		return &FieldError{Field: "headers", Message: fmt.Sprintf("has %d headers, more than the limit of %d", len(c.Headers), lim.MaxHeaders), TooLarge: true}
 	}
-	sensitive := in.Auth.SensitiveHeaders()
 	for name, v := range c.Headers {
 		field := "headers." + name
 		if !headerNamePattern.MatchString(name) {
@@ -316,7 +310,7 @@ func (c *Call) validateHeaders(in *Integration, lim Limits) error {
 		if ReservedHeader(name) {
 			return fieldErr(field, "is set by callq and may not be set by a call")
 		}
-		if slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, name) }) {
+		if in.Auth.IsSensitiveHeader(name) {
 			return fieldErr(field, "is set from the credential by integration %q and may not be set by a call", in.Name)
 		}
 		if len(v) > maxHeaderValueBytes {
@@ -408,8 +402,7 @@ func validateWebhookURL(raw string) error {
 	if len(raw) > maxPathBytes {
 		return fieldErr("webhook.url", "is longer than %d bytes", maxPathBytes)
 	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+	if u, ok := httpurl.Parse(raw); !ok || u.User != nil {
 		return fieldErr("webhook.url", "must be an absolute http or https URL without userinfo")
 	}
 	return nil

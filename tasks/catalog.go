@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/httpurl"
 )
 
 // Catalog is the set of integrations callq may call, loaded from YAML. It is
@@ -243,14 +244,15 @@ func ParseCatalog(b []byte) (*Catalog, error) {
 	return cat, nil
 }
 
-var integrationName = idPattern
+// catalogFail makes the *CatalogError of a key of one integration.
+type catalogFail func(key string, line int, format string, args ...any) error
 
 func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	fail := func(key string, line int, format string, args ...any) error {
 		return &CatalogError{Integration: name, Key: key, Line: line, Message: fmt.Sprintf(format, args...)}
 	}
-	if !integrationName.MatchString(name) {
-		return nil, fail("", node.Line, "name must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+	if !ValidID(name) {
+		return nil, fail("", node.Line, "name "+idMessage)
 	}
 	if node.Kind != yaml.MappingNode {
 		return nil, fail("", node.Line, "must be a mapping of settings")
@@ -279,8 +281,8 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if in.BaseURL == "" {
 		return nil, fail("base_url", node.Line, "is required")
 	}
-	u, err := url.Parse(in.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, ok := httpurl.Parse(in.BaseURL)
+	if !ok {
 		return nil, fail("base_url", node.Line, "must be an absolute http or https URL, got %q", in.BaseURL)
 	}
 	if u.User != nil || u.Fragment != "" || u.RawQuery != "" {
@@ -293,59 +295,22 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if err := in.Auth.Validate(); err != nil {
 		return nil, fail("auth", node.Line, "%v", err)
 	}
-	sensitive := in.Auth.SensitiveHeaders()
 	for h := range in.Headers {
 		if !headerNamePattern.MatchString(h) {
 			return nil, fail("headers."+h, node.Line, "is not a valid header name")
 		}
-		if slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, h) }) {
+		if in.Auth.IsSensitiveHeader(h) {
 			return nil, fail("headers."+h, node.Line, "is set by the auth block; do not set it in headers")
 		}
 		if ReservedHeader(h) {
 			return nil, fail("headers."+h, node.Line, "is set by callq; do not set it in headers")
 		}
 	}
-	if in.Timeout == 0 {
-		in.Timeout = Duration(DefaultTimeout)
-	}
-	if in.MaxTimeout == 0 {
-		in.MaxTimeout = Duration(DefaultMaxTimeout)
-	}
-	if in.Timeout < 0 || in.MaxTimeout < 0 {
-		return nil, fail("timeout", node.Line, "must not be negative")
-	}
-	if in.Timeout > in.MaxTimeout {
-		return nil, fail("timeout", node.Line, "%s is above max_timeout %s", in.Timeout, in.MaxTimeout)
-	}
-	// Check what the file says before defaults fill the gaps: a zero or
-	// negative value written out is a mistake, not a request for the default.
-	if retry := mapValue(node, "retry"); retry != nil {
-		for _, k := range []string{"max_attempts", "multiplier"} {
-			if v := mapValue(retry, k); v != nil && strings.TrimSpace(v.Value) == "0" {
-				return nil, fail("retry."+k, v.Line, "must not be 0")
-			}
-		}
-	}
-	if err := in.Retry.validate("retry", true); err != nil {
-		var fe *FieldError
-		errors.As(err, &fe)
-		return nil, fail(fe.Field, node.Line, "%s", fe.Message)
-	}
-	in.Retry = DefaultRetryPolicy.Merge(&in.Retry)
-	if rl := in.RateLimit; rl != nil {
-		switch {
-		case rl.Requests < 1:
-			return nil, fail("rate_limit.requests", node.Line, "must be at least 1")
-		case rl.Per.D() < time.Millisecond:
-			return nil, fail("rate_limit.per", node.Line, "must be a duration of at least 1ms")
-		case rl.Burst < 0:
-			return nil, fail("rate_limit.burst", node.Line, "must not be negative")
-		case rl.Burst == 0:
-			rl.Burst = rl.Requests
-		}
+	if err := in.checkPolicy(node, fail); err != nil {
+		return nil, err
 	}
 	if in.DefaultCredential != "" && !ValidID(in.DefaultCredential) {
-		return nil, fail("default_credential", node.Line, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+		return nil, fail("default_credential", node.Line, idMessage)
 	}
 	if in.TLS.CAFile != "" {
 		if _, err := os.Stat(in.TLS.CAFile); err != nil {
@@ -353,6 +318,51 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 		}
 	}
 	return in, nil
+}
+
+// checkPolicy checks the timeouts, retry policy and rate limit of an
+// integration decoded from node, and fills their defaults.
+func (in *Integration) checkPolicy(node *yaml.Node, fail catalogFail) error {
+	if in.Timeout == 0 {
+		in.Timeout = Duration(DefaultTimeout)
+	}
+	if in.MaxTimeout == 0 {
+		in.MaxTimeout = Duration(DefaultMaxTimeout)
+	}
+	if in.Timeout < 0 || in.MaxTimeout < 0 {
+		return fail("timeout", node.Line, "must not be negative")
+	}
+	if in.Timeout > in.MaxTimeout {
+		return fail("timeout", node.Line, "%s is above max_timeout %s", in.Timeout, in.MaxTimeout)
+	}
+	// Check what the file says before defaults fill the gaps: a zero or
+	// negative value written out is a mistake, not a request for the default.
+	if retry := mapValue(node, "retry"); retry != nil {
+		for _, k := range []string{"max_attempts", "multiplier"} {
+			if v := mapValue(retry, k); v != nil && strings.TrimSpace(v.Value) == "0" {
+				return fail("retry."+k, v.Line, "must not be 0")
+			}
+		}
+	}
+	if err := in.Retry.validate("retry", true); err != nil {
+		var fe *FieldError
+		errors.As(err, &fe)
+		return fail(fe.Field, node.Line, "%s", fe.Message)
+	}
+	in.Retry = DefaultRetryPolicy.Merge(&in.Retry)
+	if rl := in.RateLimit; rl != nil {
+		switch {
+		case rl.Requests < 1:
+			return fail("rate_limit.requests", node.Line, "must be at least 1")
+		case rl.Per.D() < time.Millisecond:
+			return fail("rate_limit.per", node.Line, "must be a duration of at least 1ms")
+		case rl.Burst < 0:
+			return fail("rate_limit.burst", node.Line, "must not be negative")
+		case rl.Burst == 0:
+			rl.Burst = rl.Requests
+		}
+	}
+	return nil
 }
 
 func checkKeys(m *yaml.Node, level, integration, prefix string) error {

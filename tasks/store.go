@@ -20,12 +20,42 @@ var (
 	// created, or expired after CALLQ_RESULT_TTL).
 	ErrNotFound = errors.New("tasks: record not found")
 	// ErrExists: Create found a record under that correlation ID already.
+	// Create returns it as an *ExistsError.
 	ErrExists = errors.New("tasks: record exists")
-	// ErrFinished: the record is terminal and no longer changes.
+	// ErrFinished: the record is terminal and no longer changes. Begin and
+	// Update return it as a *FinishedError; Write, which has no record to
+	// give, returns it bare.
 	ErrFinished = errors.New("tasks: record is finished")
 	// ErrChanged: the record changed since it was read.
 	ErrChanged = errors.New("tasks: record changed concurrently")
 )
+
+// ExistsError is Create's error when a record exists under the call's
+// correlation ID; errors.Is(err, ErrExists) matches it.
+type ExistsError struct {
+	// Record is the existing record.
+	Record *Record
+	// Fingerprint is the fingerprint stored with it, to tell a retry of
+	// the same call from another call under the same ID.
+	Fingerprint string
+}
+
+func (e *ExistsError) Error() string { return ErrExists.Error() }
+
+// Is reports whether target is ErrExists.
+func (e *ExistsError) Is(target error) bool { return target == ErrExists }
+
+// FinishedError is the error of Begin and Update on a terminal record;
+// errors.Is(err, ErrFinished) matches it.
+type FinishedError struct {
+	// Record is the record as it finished.
+	Record *Record
+}
+
+func (e *FinishedError) Error() string { return ErrFinished.Error() }
+
+// Is reports whether target is ErrFinished.
+func (e *FinishedError) Is(target error) bool { return target == ErrFinished }
 
 // StoreConfig configures a Store.
 type StoreConfig struct {
@@ -45,10 +75,10 @@ const (
 
 func (c *StoreConfig) validate() error {
 	if c.ResultTTL < 0 {
-		return errors.New("ResultTTL must not be negative.")
+		return errors.New("StoreConfig.ResultTTL must not be negative")
 	}
 	if c.PendingTTL < 0 {
-		return errors.New("PendingTTL must not be negative.")
+		return errors.New("StoreConfig.PendingTTL must not be negative")
 	}
 	return nil
 }
@@ -74,7 +104,7 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 		c = *cfg
 	}
 	if err := c.validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tasks: %w", err)
 	}
 	if c.ResultTTL == 0 {
 		c.ResultTTL = DefaultResultTTL
@@ -104,28 +134,28 @@ return {1}
 `)
 
 // Create stores a new record of a call with the given fingerprint. If a
-// record exists under that correlation ID it returns that record, its
-// fingerprint and ErrExists.
-func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration) (*Record, string, error) {
+// record exists under that correlation ID it returns an *ExistsError
+// holding that record and its fingerprint.
+func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return nil, "", err
+		return err
 	}
 	ttl := s.cfg.PendingTTL + delay
 	res, err := createScript.Run(ctx, s.rdb, []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)},
 		b, string(rec.Status), fingerprint, ttl.Milliseconds()).Slice()
 	if err != nil {
-		return nil, "", fmt.Errorf("create record: %w", err)
+		return fmt.Errorf("create record: %w", err)
 	}
 	if res[0].(int64) == 1 {
-		return nil, "", nil
+		return nil
 	}
 	existing, err := decodeRecord(res[1], res[2], res[3], res[5])
 	if err != nil {
-		return nil, "", err
+		return err
 	}
 	fp, _ := res[4].(string)
-	return existing, fp, ErrExists
+	return &ExistsError{Record: existing, Fingerprint: fp}
 }
 
 // Get returns a record.
@@ -218,9 +248,9 @@ type Begun struct {
 }
 
 // Begin marks the call running for the attempt described by run, in one
-// round trip. It returns ErrFinished (with the record) if the call is already
-// terminal (canceled before it ran, say) and ErrNotFound if the record is
-// gone.
+// round trip. It returns a *FinishedError holding the record if the call is
+// already terminal (canceled before it ran, say) and ErrNotFound if the
+// record is gone.
 func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*Begun, error) {
 	mb, _ := json.Marshal(run)
 	res, err := beginScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, mb).Slice()
@@ -240,7 +270,7 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 		return nil, err
 	}
 	if ver == 0 {
-		return &Begun{Record: rec}, ErrFinished
+		return nil, &FinishedError{Record: rec}
 	}
 	b := &Begun{Record: rec, Version: ver}
 	if runs, _ := res[3].(string); runs != "" && rec.Status == StatusRunning {
@@ -302,7 +332,8 @@ func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 
 // Update reads the record, applies fn and writes it back if nothing changed
 // in between, trying again a few times if something did. fn returning an
-// error aborts the update with that error.
+// error aborts the update with that error. A record that is or becomes
+// terminal is left alone: a *FinishedError holding it as it finished.
 func (s *Store) Update(ctx context.Context, tenant, id string, fn func(*Record) error) (*Record, error) {
 	for range 10 {
 		rec, ver, err := s.get(ctx, tenant, id)
@@ -310,10 +341,10 @@ func (s *Store) Update(ctx context.Context, tenant, id string, fn func(*Record) 
 			return nil, err
 		}
 		if rec.Status.Terminal() {
-			return rec, ErrFinished
+			return nil, &FinishedError{Record: rec}
 		}
 		if err := fn(rec); err != nil {
-			return rec, err
+			return nil, err
 		}
 		switch err := s.Write(ctx, rec, ver); {
 		case errors.Is(err, ErrChanged):
@@ -323,7 +354,7 @@ func (s *Store) Update(ctx context.Context, tenant, id string, fn func(*Record) 
 			if gerr != nil {
 				return nil, gerr
 			}
-			return cur, ErrFinished
+			return nil, &FinishedError{Record: cur}
 		case err != nil:
 			return nil, err
 		}

@@ -70,10 +70,7 @@ func newRecord(tenant, id string) *tasks.Record {
 func (e *storeEnv) create(t *testing.T, tenant, id string) *tasks.Record {
 	t.Helper()
 	rec := newRecord(tenant, id)
-	existing, fp, err := e.store.Create(e.ctx, rec, "fp-"+id, 0)
-	require.NoError(t, err)
-	require.Nil(t, existing)
-	require.Empty(t, fp)
+	require.NoError(t, e.store.Create(e.ctx, rec, "fp-"+id, 0))
 	return rec
 }
 
@@ -123,10 +120,7 @@ func TestStoreCreateGet(t *testing.T) {
 	e := setup(t)
 
 	rec := newRecord("acme", "order-1")
-	existing, fp, err := e.store.Create(e.ctx, rec, "fp-a", 0)
-	require.NoError(t, err)
-	require.Nil(t, existing)
-	require.Empty(t, fp)
+	require.NoError(t, e.store.Create(e.ctx, rec, "fp-a", 0))
 	require.InDelta(t, e.cfg.PendingTTL, e.pttl(t, "acme", "order-1"), float64(5*time.Second))
 
 	got, err := e.store.Get(e.ctx, "acme", "order-1")
@@ -136,25 +130,25 @@ func TestStoreCreateGet(t *testing.T) {
 	// The same ID again reports the existing record and its fingerprint.
 	again := newRecord("acme", "order-1")
 	again.Path = "/other"
-	existing, fp, err = e.store.Create(e.ctx, again, "fp-b", 0)
+	err = e.store.Create(e.ctx, again, "fp-b", 0)
 	require.ErrorIs(t, err, tasks.ErrExists)
-	require.Equal(t, "fp-a", fp)
-	require.Equal(t, rec, existing)
+	var exists *tasks.ExistsError
+	require.ErrorAs(t, err, &exists)
+	require.Equal(t, "fp-a", exists.Fingerprint)
+	require.Equal(t, rec, exists.Record)
 	got, err = e.store.Get(e.ctx, "acme", "order-1")
 	require.NoError(t, err)
 	require.Equal(t, "/repos", got.Path, "a second Create does not overwrite")
 
 	// Another tenant's ID is its own record.
 	other := newRecord("globex", "order-1")
-	existing, _, err = e.store.Create(e.ctx, other, "fp-c", 0)
-	require.NoError(t, err)
-	require.Nil(t, existing)
+	require.NoError(t, e.store.Create(e.ctx, other, "fp-c", 0))
 	got, err = e.store.Get(e.ctx, "globex", "order-1")
 	require.NoError(t, err)
 	require.Equal(t, "globex", got.Tenant)
 
 	// A delayed call's record lives the delay longer.
-	_, _, err = e.store.Create(e.ctx, newRecord("acme", "later"), "fp", 3*time.Hour)
+	err = e.store.Create(e.ctx, newRecord("acme", "later"), "fp", 3*time.Hour)
 	require.NoError(t, err)
 	require.InDelta(t, e.cfg.PendingTTL+3*time.Hour, e.pttl(t, "acme", "later"), float64(5*time.Second))
 
@@ -211,8 +205,10 @@ func TestStoreBegin(t *testing.T) {
 	require.NoError(t, e.store.Write(e.ctx, &canceled, 0))
 	b4, err := e.store.Begin(e.ctx, "acme", "order-1", tasks.RunMarker{Attempt: 4, StartedAt: testNow})
 	require.ErrorIs(t, err, tasks.ErrFinished)
-	require.NotNil(t, b4)
-	require.Equal(t, tasks.StatusCanceled, b4.Record.Status)
+	require.Nil(t, b4)
+	var finished *tasks.FinishedError
+	require.ErrorAs(t, err, &finished)
+	require.Equal(t, tasks.StatusCanceled, finished.Record.Status)
 	got, err = e.store.Get(e.ctx, "acme", "order-1")
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusCanceled, got.Status)
@@ -319,7 +315,7 @@ func TestStoreUpdate(t *testing.T) {
 			return boom
 		})
 		require.ErrorIs(t, err, boom)
-		require.NotNil(t, got)
+		require.Nil(t, got)
 		stored, err := e.store.Get(e.ctx, "acme", "u2")
 		require.NoError(t, err)
 		require.Zero(t, stored.Attempts)
@@ -370,8 +366,11 @@ func TestStoreUpdate(t *testing.T) {
 			return nil
 		})
 		require.ErrorIs(t, err, tasks.ErrFinished)
-		require.Equal(t, tasks.StatusSucceeded, got.Status)
-		require.Equal(t, 204, got.Response.Status)
+		require.Nil(t, got)
+		var finished *tasks.FinishedError
+		require.ErrorAs(t, err, &finished)
+		require.Equal(t, tasks.StatusSucceeded, finished.Record.Status)
+		require.Equal(t, 204, finished.Record.Response.Status)
 	})
 
 	t.Run("terminal", func(t *testing.T) {
@@ -381,7 +380,10 @@ func TestStoreUpdate(t *testing.T) {
 		got, err := e.store.Update(e.ctx, "acme", "u6", func(r *tasks.Record) error { called = true; return nil })
 		require.ErrorIs(t, err, tasks.ErrFinished)
 		require.False(t, called)
-		require.Equal(t, tasks.StatusSucceeded, got.Status)
+		require.Nil(t, got)
+		var finished *tasks.FinishedError
+		require.ErrorAs(t, err, &finished)
+		require.Equal(t, tasks.StatusSucceeded, finished.Record.Status)
 	})
 
 	t.Run("missing", func(t *testing.T) {
@@ -404,9 +406,7 @@ func TestStoreDelete(t *testing.T) {
 	require.NoError(t, e.store.Delete(e.ctx, "acme", "d1"), "deleting twice is fine")
 
 	// The ID is free again.
-	existing, _, err := e.store.Create(e.ctx, newRecord("acme", "d1"), "fp-new", 0)
-	require.NoError(t, err)
-	require.Nil(t, existing)
+	require.NoError(t, e.store.Create(e.ctx, newRecord("acme", "d1"), "fp-new", 0))
 }
 
 func TestStoreRecordJSONInRedis(t *testing.T) {
@@ -633,7 +633,7 @@ func TestStoreWaitSubscriptionOutlivesFirstWaiter(t *testing.T) {
 		require.NoError(t, err)
 		id := fmt.Sprintf("s%d", i)
 		rec := newRecord("acme", id)
-		_, _, err = store.Create(context.Background(), rec, "fp", 0)
+		err = store.Create(context.Background(), rec, "fp", 0)
 		require.NoError(t, err)
 
 		tiny, cancelTiny := context.WithTimeout(context.Background(), 100*time.Microsecond)

@@ -84,7 +84,7 @@ integrations:
 					b.Fatal(err)
 				}
 				rec := tasks.NewRecord(tenant, call, in, time.Now())
-				if _, _, err := records.Create(ctx, rec, call.Fingerprint(), 0); err != nil {
+				if err := records.Create(ctx, rec, call.Fingerprint(), 0); err != nil {
 					b.Fatal(err)
 				}
 				if taskList[i], err = tasks.NewCallTask(tenant, call, in, rec.CreatedAt); err != nil {

@@ -107,12 +107,13 @@ func (w *Worker) begin(ctx context.Context, p *tasks.Payload) (run, error) {
 func (w *Worker) resume(ctx context.Context, r *run) error {
 	begun, err := w.cfg.Records.Begin(ctx, r.tenant, r.call.CorrelationID,
 		tasks.RunMarker{Attempt: r.retried + 1, StartedAt: r.start.UTC(), Worker: w.cfg.Name})
+	var finished *tasks.FinishedError
 	switch {
-	case errors.Is(err, tasks.ErrFinished):
+	case errors.As(err, &finished):
 		// Canceled before it ran, or run to the end by a worker that
 		// died before it queued the webhook: queue it now (at most once).
-		r.log.Info().Str("status", string(begun.Record.Status)).Msg("call already finished; not attempting it")
-		return w.enqueueWebhook(ctx, begun.Record)
+		r.log.Info().Str("status", string(finished.Record.Status)).Msg("call already finished; not attempting it")
+		return w.enqueueWebhook(ctx, finished.Record)
 	case errors.Is(err, tasks.ErrNotFound):
 		r.log.Warn().Msg("call has no record (expired or deleted); not attempting it")
 		return nil

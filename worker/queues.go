@@ -10,10 +10,20 @@ import (
 	"github.com/callq/callq/tasks"
 )
 
+// defaultPriorities are the priorities of tasks.DefaultQueues, in its
+// order: the queues are tasks' to name, their weights the worker's.
+var defaultPriorities = [...]int{6, 3, 1}
+
 // DefaultQueues returns the queue priorities used unless CALLQ_QUEUES says
-// otherwise, in a map of the caller's own.
+// otherwise (tasks.DefaultQueues with defaultPriorities), in a map of the
+// caller's own.
 func DefaultQueues() map[string]int {
-	return map[string]int{"critical": 6, tasks.DefaultQueue: 3, "low": 1}
+	names := tasks.DefaultQueues()
+	out := make(map[string]int, len(names))
+	for i, n := range names {
+		out[n] = defaultPriorities[i]
+	}
+	return out
 }
 
 // FormatQueues writes queue priorities as CALLQ_QUEUES reads them,

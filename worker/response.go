@@ -38,10 +38,9 @@ func readResponse(resp *http.Response, limit int64, redactor *auth.Redactor, in 
 	r := &tasks.Response{Status: resp.StatusCode}
 	body, decoded, err := readBody(resp, r, limit, redactor)
 	r.Headers = make(map[string]string, len(resp.Header))
-	sensitive := in.Auth.SensitiveHeaders()
 	for k, vs := range resp.Header {
 		switch {
-		case k == "Set-Cookie", slices.ContainsFunc(sensitive, func(s string) bool { return strings.EqualFold(s, k) }):
+		case k == "Set-Cookie", in.Auth.IsSensitiveHeader(k):
 			continue
 		case decoded && (k == "Content-Encoding" || k == "Content-Length"):
 			continue // they describe the encoded bytes; the record keeps them decoded

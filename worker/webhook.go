@@ -16,6 +16,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/callq/callq/internal/httpurl"
 	"github.com/callq/callq/tasks"
 )
 
@@ -165,7 +166,7 @@ func (w *Worker) deliver(ctx context.Context, p *tasks.WebhookPayload) (int, tim
 	if err != nil {
 		return 0, 0, &addrError{fmt.Errorf("webhook URL cannot be used: %w", err)}
 	}
-	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+	if !httpurl.Is(req.URL) {
 		return 0, 0, &addrError{errors.New("webhook URL must be http or https")}
 	}
 	ts := time.Now().Unix()

@@ -114,25 +114,25 @@ var errDrainLimit = errors.New("the worker's drain limit ran out")
 func (c *Config) validate() error {
 	switch {
 	case c.Catalog == nil:
-		return errors.New("Catalog is required.")
+		return errors.New("Config.Catalog is required")
 	case c.Records == nil:
-		return errors.New("Records is required.")
+		return errors.New("Config.Records is required")
 	case c.Credentials == nil:
-		return errors.New("Credentials is required.")
+		return errors.New("Config.Credentials is required")
 	case c.Keyring == nil:
-		return errors.New("Keyring is required.")
+		return errors.New("Config.Keyring is required")
 	case c.Concurrency < 0:
-		return errors.New("Concurrency must not be negative.")
+		return errors.New("Config.Concurrency must not be negative")
 	case c.WebhookTimeout < 0:
-		return errors.New("WebhookTimeout must not be negative.")
+		return errors.New("Config.WebhookTimeout must not be negative")
 	case c.MaxResponseBytes < 0:
-		return errors.New("MaxResponseBytes must not be negative.")
+		return errors.New("Config.MaxResponseBytes must not be negative")
 	case c.ShutdownTimeout < 0:
-		return errors.New("ShutdownTimeout must not be negative.")
+		return errors.New("Config.ShutdownTimeout must not be negative")
 	}
 	for q, p := range c.Queues {
 		if p < 1 {
-			return fmt.Errorf("Queues: queue %q must have a priority of at least 1.", q)
+			return fmt.Errorf("Config.Queues: queue %q must have a priority of at least 1", q)
 		}
 	}
 	return nil

@@ -674,7 +674,7 @@ func TestRetriesSpentFailsTheCall(t *testing.T) {
 	in, err := call.Normalize(e.catalog, nil)
 	require.NoError(t, err)
 	rec := tasks.NewRecord("acme", call, in, time.Now())
-	_, _, err = e.records.Create(ctx, rec, call.Fingerprint(), 0)
+	err = e.records.Create(ctx, rec, call.Fingerprint(), 0)
 	require.NoError(t, err)
 	task, err := tasks.NewCallTask("acme", call, in, rec.CreatedAt)
 	require.NoError(t, err)

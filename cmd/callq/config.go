@@ -128,7 +128,8 @@ func (c *serverConfig) envError() error {
 	return errors.Join(c.envErrs...)
 }
 
-// queueMap parses "critical=6,default=3,low=1".
+// parseQueues parses "critical=6,default=3,low=1" into priorities and the
+// names in the order given.
 func parseQueues(s string) (map[string]int, []string, error) {
 	out := map[string]int{}
 	var names []string

@@ -26,52 +26,19 @@ const (
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cfg serverConfig
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	cfg.flags(fs, "deploy/integrations.example.yaml")
-	fs.Lookup("log-format").DefValue = "console"
-	if os.Getenv("CALLQ_LOG_FORMAT") == "" {
-		cfg.logFormat = "console"
-	}
-	// Loopback only unless asked: the dev API key is printed, and dev mode
-	// lets it make the worker read its own environment and files.
-	fs.Lookup("addr").DefValue = devAPIAddr
-	if os.Getenv("CALLQ_API_ADDR") == "" {
-		cfg.apiAddr = devAPIAddr
-	}
-	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if err := cfg.envError(); err != nil {
+	cfg, httpbinAddr, err := devConfig(args)
+	if err != nil {
 		return err
 	}
 	log, err := cfg.logger(stderr)
 	if err != nil {
 		return err
 	}
-
-	mr := miniredis.NewMiniRedis()
-	if err := mr.Start(); err != nil {
-		return fmt.Errorf("start the embedded Redis: %w", err)
+	mr, err := startDevRedis(ctx)
+	if err != nil {
+		return err
 	}
 	defer mr.Close()
-	// miniredis expires keys only when its clock moves; move it with the
-	// wall clock so record TTLs behave as on Redis.
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				mr.FastForward(now.Sub(last))
-				last = now
-			}
-		}
-	}()
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: worker.RedisPoolSize(cfg.concurrency)})
 	defer rdb.Close()
 
@@ -121,10 +88,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !isLoopback(ln.Addr()) {
 		exposed = append(exposed, fmt.Sprintf("WARNING: the API listens %s, not only on this machine: whoever reaches it can use the dev API key printed here and store env: and file: credentials, which make the worker send its environment and files upstream. Use the default --addr %s unless you mean it.", where(ln.Addr()), devAPIAddr))
 	}
-	if *httpbinAddr != "" {
-		hln, err := net.Listen("tcp", *httpbinAddr)
+	if httpbinAddr != "" {
+		hln, err := net.Listen("tcp", httpbinAddr)
 		if err != nil {
-			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", *httpbinAddr, err)
+			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", httpbinAddr, err)
 		}
 		hsrv := &http.Server{Handler: httpbin.New(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hsrv.Serve(hln) }()
@@ -148,6 +115,56 @@ WARNING: development mode. The secret key and API key below are for this process
 		fmt.Fprintln(stdout, w)
 	}
 	return serveAPI(ctx, ln, h, log)
+}
+
+// devConfig reads callq dev's flags and environment: the server's, with
+// console logs and a loopback API by default, and the demo httpbin's
+// address.
+func devConfig(args []string) (serverConfig, string, error) {
+	var cfg serverConfig
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	cfg.flags(fs, "deploy/integrations.example.yaml")
+	fs.Lookup("log-format").DefValue = "console"
+	if os.Getenv("CALLQ_LOG_FORMAT") == "" {
+		cfg.logFormat = "console"
+	}
+	// Loopback only unless asked: the dev API key is printed, and dev mode
+	// lets it make the worker read its own environment and files.
+	fs.Lookup("addr").DefValue = devAPIAddr
+	if os.Getenv("CALLQ_API_ADDR") == "" {
+		cfg.apiAddr = devAPIAddr
+	}
+	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return cfg, *httpbinAddr, cfg.envError()
+}
+
+// startDevRedis starts the embedded Redis, its clock following the wall
+// clock until ctx ends.
+func startDevRedis(ctx context.Context) (*miniredis.Miniredis, error) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		return nil, fmt.Errorf("start the embedded Redis: %w", err)
+	}
+	// miniredis expires keys only when its clock moves; move it with the
+	// wall clock so record TTLs behave as on Redis.
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	return mr, nil
 }
 
 // isLoopback reports whether addr is a loopback address: only this machine

@@ -72,7 +72,7 @@ func (c *Config) withDefaults() error {
 		{"PickupSamples", &c.PickupSamples, DefaultPickupSamples},
 	} {
 		if *f.v < 0 {
-			return fmt.Errorf("bench: %s must not be negative", f.name)
+			return fmt.Errorf("bench: Config.%s must not be negative", f.name)
 		}
 		if *f.v == 0 {
 			*f.v = f.def

@@ -26,7 +26,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, 300, c.HTTPRequests)
 
 	c = Config{WaitSamples: -1}
-	require.EqualError(t, c.withDefaults(), "bench: WaitSamples must not be negative")
+	require.EqualError(t, c.withDefaults(), "bench: Config.WaitSamples must not be negative")
 }
 
 func TestPercentilesAndMedian(t *testing.T) {

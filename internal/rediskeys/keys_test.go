@@ -146,7 +146,7 @@ func TestDatabasesSeparateDeployments(t *testing.T) {
 	rec := &tasks.Record{CorrelationID: "order-1", Tenant: "acme", Status: tasks.StatusQueued, Integration: "gh",
 		Method: "GET", Path: "/", Queue: "default", MaxAttempts: 3, CreatedAt: time.Now()}
 	for _, store := range stores {
-		_, _, err := store.Create(ctx, rec, "fp", 0)
+		err := store.Create(ctx, rec, "fp", 0)
 		require.NoError(t, err, "the same tenant and id in each database")
 	}
 	finish := func(store *tasks.Store, status tasks.Status) {
