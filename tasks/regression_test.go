@@ -84,7 +84,7 @@ func TestQueueDefaultsToFirstConfigured(t *testing.T) {
 func TestWaitSurvivesRedisOutage(t *testing.T) {
 	parallelRedis(t)
 	e := setup(t)
-	rec := e.create(t, "acme", "outage")
+	e.create(t, "acme", "outage")
 	type result struct {
 		rec *tasks.Record
 		err error
@@ -113,7 +113,7 @@ func TestWaitSurvivesRedisOutage(t *testing.T) {
 
 	begun, err := e.store.Begin(e.ctx, "acme", "outage", tasks.RunMarker{Attempt: 1, StartedAt: testNow})
 	require.NoError(t, err)
-	rec = begun.Record
+	rec := begun.Record
 	rec.Status = tasks.StatusSucceeded
 	require.NoError(t, e.store.Write(e.ctx, rec, begun.Version))
 	select {

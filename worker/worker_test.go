@@ -53,23 +53,12 @@ type upstream struct {
 	*httptest.Server
 	mu       sync.Mutex
 	received map[string][]http.Header // by X-Test-ID header
-	hits     map[string]*atomic.Int64 // by path
 }
 
 func (u *upstream) headers(id string) []http.Header {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.received[id]
-}
-
-func (u *upstream) hit(path string) int64 {
-	u.mu.Lock()
-	c := u.hits[path]
-	u.mu.Unlock()
-	if c == nil {
-		return 0
-	}
-	return c.Load()
 }
 
 // env is a real redis-server, an upstream and a running worker, shared by
@@ -218,7 +207,7 @@ func TestMain(m *testing.M) {
 // (from ?after=) on the first request of each X-Test-ID, then 200; and
 // /echo/{form}, the request's headers echoed in that form (serveEcho).
 func newUpstream() *upstream {
-	u := &upstream{received: map[string][]http.Header{}, hits: map[string]*atomic.Int64{}}
+	u := &upstream{received: map[string][]http.Header{}}
 	bin := httpbin.New()
 	var flaky sync.Map
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -226,10 +215,6 @@ func newUpstream() *upstream {
 		if id := r.Header.Get("X-Test-ID"); id != "" {
 			u.received[id] = append(u.received[id], r.Header.Clone())
 		}
-		if u.hits[r.URL.Path] == nil {
-			u.hits[r.URL.Path] = &atomic.Int64{}
-		}
-		u.hits[r.URL.Path].Add(1)
 		u.mu.Unlock()
 		if strings.HasPrefix(r.URL.Path, "/echo/") {
 			serveEcho(w, r)

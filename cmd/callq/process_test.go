@@ -439,21 +439,7 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
 	secret, err := auth.GenerateKey()
 	require.NoError(t, err)
 
-	// The admin key, made the way an operator bootstraps access.
-	keys := exec.Command(d.procs.bin, "keys", "create", "--tenant", "acme", "--role", "admin")
-	keys.Env = childEnv("REDIS_URL=" + d.redis.URL)
-	var stderr bytes.Buffer
-	keys.Stderr = &stderr
-	out, err := keys.Output()
-	require.NoError(t, err, "callq keys create: %s", stderr.String())
-	var created struct {
-		Key    string `json:"key"`
-		Tenant string `json:"tenant"`
-	}
-	require.NoError(t, json.Unmarshal(out, &created), "callq keys create printed %q", out)
-	require.NotEmpty(t, created.Key, "callq keys create printed %q", out)
-	require.Equal(t, "acme", created.Tenant)
-	d.apiKey = created.Key
+	d.apiKey = createAdminKey(t, d.procs.bin, d.redis.URL)
 
 	d.env = childEnv(
 		"REDIS_URL="+d.redis.URL,
@@ -469,6 +455,26 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
 		return c, []string{d.apiURL + "/healthz", d.apiURL + "/readyz"}
 	})
 	return d
+}
+
+// createAdminKey makes an admin key of tenant acme the way an operator
+// bootstraps access (`callq keys create`) and returns its secret.
+func createAdminKey(t *testing.T, bin, redisURL string) string {
+	t.Helper()
+	keys := exec.Command(bin, "keys", "create", "--tenant", "acme", "--role", "admin")
+	keys.Env = childEnv("REDIS_URL=" + redisURL)
+	var stderr bytes.Buffer
+	keys.Stderr = &stderr
+	out, err := keys.Output()
+	require.NoError(t, err, "callq keys create: %s", stderr.String())
+	var created struct {
+		Key    string `json:"key"`
+		Tenant string `json:"tenant"`
+	}
+	require.NoError(t, json.Unmarshal(out, &created), "callq keys create printed %q", out)
+	require.NotEmpty(t, created.Key, "callq keys create printed %q", out)
+	require.Equal(t, "acme", created.Tenant)
+	return created.Key
 }
 
 // startWorker starts a `callq worker` process with concurrency 20.

@@ -71,17 +71,7 @@ func deploySources(t *testing.T, env ...string) (*deployment, *seen) {
 `, up.URL), 0o644))
 	secret, err := auth.GenerateKey()
 	require.NoError(t, err)
-	keys := exec.Command(d.procs.bin, "keys", "create", "--tenant", "acme", "--role", "admin")
-	keys.Env = childEnv("REDIS_URL=" + d.redis.URL)
-	var stderr bytes.Buffer
-	keys.Stderr = &stderr
-	out, err := keys.Output()
-	require.NoError(t, err, "callq keys create: %s", stderr.String())
-	var created struct {
-		Key string `json:"key"`
-	}
-	require.NoError(t, json.Unmarshal(out, &created), "callq keys create printed %q", out)
-	d.apiKey = created.Key
+	d.apiKey = createAdminKey(t, d.procs.bin, d.redis.URL)
 
 	d.env = append(childEnv(
 		"REDIS_URL="+d.redis.URL,
