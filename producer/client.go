@@ -150,6 +150,12 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 	for _, o := range opts {
 		o(&cp)
 	}
+	return c.enqueue(ctx, &cp, "")
+}
+
+// enqueue is Enqueue of cp, which it may modify, as a replay of the call
+// replayOf if that is not "".
+func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, replayOf string) (*Enqueued, error) {
 	in, err := cp.Normalize(c.p.cfg.Catalog, c.p.cfg.Limits)
 	if err != nil {
 		return nil, err
@@ -159,28 +165,29 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 			return nil, err
 		}
 	}
-	rec := tasks.NewRecord(c.tenant, &cp, in, time.Now())
-	task, err := tasks.NewCallTask(c.tenant, &cp, in, rec.CreatedAt)
+	rec := tasks.NewRecord(c.tenant, cp, in, time.Now())
+	rec.ReplayOf = replayOf
+	task, err := tasks.NewCallTask(rec, cp, in)
 	if err != nil {
 		return nil, err
 	}
 	fp := cp.Fingerprint()
-	err = c.p.cfg.Records.Create(ctx, rec, fp, cp.Delay.D())
+	err = c.p.cfg.Records.Create(ctx, rec, fp, cp.Delay.D(), task.Payload())
 	var exists *tasks.ExistsError
 	switch {
 	case errors.As(err, &exists):
 		existing := exists.Record
-		if exists.Fingerprint != fp {
+		if exists.Fingerprint != fp || existing.ReplayOf != replayOf {
 			return nil, &ConflictError{Existing: existing}
 		}
 		if existing.Status == tasks.StatusQueued {
 			// A producer may have died between writing the record and
 			// queueing its task; queue it again (asynq refuses a second
 			// task with the same ID, so this cannot run the call twice).
-			if task, err = tasks.NewCallTask(c.tenant, &cp, in, existing.CreatedAt); err != nil {
+			if task, err = tasks.NewCallTask(existing, cp, in); err != nil {
 				return nil, err
 			}
-			if err := c.enqueueTask(ctx, task, &cp); err != nil {
+			if err := c.enqueueTask(ctx, task, cp); err != nil {
 				return nil, err
 			}
 		}
@@ -188,7 +195,7 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 	case err != nil:
 		return nil, err
 	}
-	if err := c.enqueueTask(ctx, task, &cp); err != nil {
+	if err := c.enqueueTask(ctx, task, cp); err != nil {
 		// Nothing is queued: take the record back so it does not lie.
 		_ = c.p.cfg.Records.Delete(context.WithoutCancel(ctx), c.tenant, cp.CorrelationID)
 		return nil, err

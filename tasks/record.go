@@ -56,6 +56,10 @@ const (
 	KindRateLimited ErrorKind = "rate_limited"
 	KindCanceled    ErrorKind = "canceled"
 	KindInternal    ErrorKind = "internal"
+	// KindLost: the call's task is gone from asynq (deleted or archived
+	// with asynq's own tools, or lost with Redis data) while its record had
+	// not finished; the reconciler failed the call.
+	KindLost ErrorKind = "lost"
 )
 
 // Record is what became of a call: the user's truth about it.
@@ -78,6 +82,22 @@ type Record struct {
 	CompletedAt   *time.Time    `json:"completed_at"`
 	NextAttemptAt *time.Time    `json:"next_attempt_at"`
 	Webhook       *WebhookState `json:"webhook,omitempty"`
+	// ReplayOf is the call this one replays, if it is a replay.
+	ReplayOf string `json:"replay_of,omitempty"`
+	// ReplayedBy is the latest replay of this call, if it was replayed.
+	ReplayedBy string `json:"replayed_by,omitempty"`
+}
+
+// Summary is rec as a list shows it: without history, and with the
+// response's status and size but not its headers or body.
+func (r *Record) Summary() *Record {
+	s := *r
+	s.History = nil
+	if r.Response != nil {
+		s.Response = &Response{Status: r.Response.Status, Size: r.Response.Size,
+			Truncated: r.Response.Truncated, BodyWithheld: r.Response.BodyWithheld}
+	}
+	return &s
 }
 
 // Response is the upstream's answer, as much of it as callq keeps.

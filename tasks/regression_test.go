@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -89,7 +90,7 @@ func TestWaitSurvivesRedisOutage(t *testing.T) {
 		rec *tasks.Record
 		err error
 	}
-	reads := &recordReads{key: "callq:call:acme:outage"}
+	reads := &recordReads{key: rediskeys.Record("acme", "outage")}
 	e.rdb.AddHook(reads)
 	done := make(chan result, 1)
 	go func() {

@@ -95,6 +95,9 @@ type Store struct {
 	rdb      redis.UniversalClient
 	cfg      StoreConfig
 	notifier *notifier
+
+	mu      sync.Mutex
+	tenants map[string]time.Time // when each tenant was last added to rediskeys.Tenants
 }
 
 // NewStore returns a Store over rdb.
@@ -112,7 +115,7 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if c.PendingTTL == 0 {
 		c.PendingTTL = DefaultPendingTTL
 	}
-	s := &Store{rdb: rdb, cfg: c}
+	s := &Store{rdb: rdb, cfg: c, tenants: map[string]time.Time{}}
 	s.notifier = newNotifier(rdb, rediskeys.DoneChannel)
 	return s, nil
 }
@@ -125,32 +128,42 @@ func (s *Store) ResultTTL() time.Duration { return s.cfg.ResultTTL }
 
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'fp', 'wh')
-  return {0, v[1], v[2], v[3] or '', v[4] or '', v[5] or ''}
+  local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'fp', 'wh', 'rb')
+  return {0, v[1], v[2], v[3] or '', v[4] or '', v[5] or '', v[6] or ''}
 end
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1)
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1, 'sum', ARGV[5], 'call', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+for i = 2, #KEYS - 1 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
+redis.call('SADD', KEYS[#KEYS], ARGV[8])
 return {1}
 `)
 
-// Create stores a new record of a call with the given fingerprint. If a
-// record exists under that correlation ID it returns an *ExistsError
-// holding that record and its fingerprint.
-func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration) error {
+// Create stores a new record of a call with the given fingerprint, and the
+// call's task payload, which a replay is made from. If a record exists
+// under that correlation ID it returns an *ExistsError holding that record
+// and its fingerprint. The record enters its shard's indexes in the same
+// script.
+func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration, payload []byte) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
+	sum, err := json.Marshal(rec.Summary())
+	if err != nil {
+		return err
+	}
+	s.registerTenant(ctx, rec.Tenant)
 	ttl := s.cfg.PendingTTL + delay
-	res, err := createScript.Run(ctx, s.rdb, []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)},
-		b, string(rec.Status), fingerprint, ttl.Milliseconds()).Slice()
+	res, err := createScript.Run(ctx, s.rdb, createKeys(rec),
+		b, string(rec.Status), fingerprint, ttl.Milliseconds(), sum, payload,
+		indexMember(rec.CreatedAt, rec.CorrelationID), rec.Integration).Slice()
 	if err != nil {
 		return fmt.Errorf("create record: %w", err)
 	}
 	if res[0].(int64) == 1 {
 		return nil
 	}
-	existing, err := decodeRecord(res[1], res[2], res[3], res[5])
+	existing, err := decodeRecord(res[1], res[2], res[3], res[5], res[6])
 	if err != nil {
 		return err
 	}
@@ -174,14 +187,20 @@ func (s *Store) GetVersion(ctx context.Context, tenant, id string) (*Record, int
 }
 
 func (s *Store) get(ctx context.Context, tenant, id string) (*Record, int64, error) {
-	v, err := s.rdb.HMGet(ctx, rediskeys.Record(tenant, id), "rec", "status", "run", "v", "wh").Result()
+	key := rediskeys.Record(tenant, id)
+	v, err := s.rdb.HMGet(ctx, key, "rec", "status", "run", "v", "wh", "rb").Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("get record: %w", err)
+	}
+	if v[0] == nil && s.moveLegacy(ctx, tenant, id) {
+		if v, err = s.rdb.HMGet(ctx, key, "rec", "status", "run", "v", "wh", "rb").Result(); err != nil {
+			return nil, 0, fmt.Errorf("get record: %w", err)
+		}
 	}
 	if v[0] == nil {
 		return nil, 0, ErrNotFound
 	}
-	rec, err := decodeRecord(v[0], v[1], v[2], v[4])
+	rec, err := decodeRecord(v[0], v[1], v[2], v[4], v[5])
 	if err != nil {
 		return nil, 0, err
 	}
@@ -197,9 +216,10 @@ type RunMarker struct {
 	Worker    string    `json:"worker,omitempty"`
 }
 
-// decodeRecord assembles a record from its hash fields: the JSON, overlaid
-// with the authoritative status, the running attempt and the webhook state.
-func decodeRecord(recv, statusv, runv, whv any) (*Record, error) {
+// decodeRecord assembles a record from its hash fields: the JSON (the
+// record's or its summary's), overlaid with the authoritative status, the
+// running attempt, the webhook state and the latest replay.
+func decodeRecord(recv, statusv, runv, whv, rbv any) (*Record, error) {
 	recs, _ := recv.(string)
 	rec := &Record{}
 	if err := json.Unmarshal([]byte(recs), rec); err != nil {
@@ -221,15 +241,18 @@ func decodeRecord(recv, statusv, runv, whv any) (*Record, error) {
 			rec.Webhook = &wh
 		}
 	}
+	if rb, _ := rbv.(string); rb != "" {
+		rec.ReplayedBy = rb
+	}
 	return rec, nil
 }
 
 var beginScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'v', 'wh')
+local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'v', 'wh', 'rb')
 if not v[1] then return {-1} end
 local st = v[2]
 if st == 'succeeded' or st == 'failed' or st == 'canceled' then
-  return {0, v[1], st, '', v[5] or ''}
+  return {0, v[1], st, '', v[5] or '', v[6] or ''}
 end
 local ver = (tonumber(v[4]) or 0) + 1
 redis.call('HSET', KEYS[1], 'status', 'running', 'run', ARGV[1], 'v', ver)
@@ -253,7 +276,11 @@ type Begun struct {
 // record is gone.
 func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*Begun, error) {
 	mb, _ := json.Marshal(run)
-	res, err := beginScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, mb).Slice()
+	keys := []string{rediskeys.Record(tenant, id)}
+	res, err := beginScript.Run(ctx, s.rdb, keys, mb).Slice()
+	if err == nil && res[0].(int64) == -1 && s.moveLegacy(ctx, tenant, id) {
+		res, err = beginScript.Run(ctx, s.rdb, keys, mb).Slice()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("begin attempt: %w", err)
 	}
@@ -261,11 +288,11 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 	if ver == -1 {
 		return nil, ErrNotFound
 	}
-	var wh any
-	if len(res) > 4 {
-		wh = res[4]
+	var wh, rb any
+	if len(res) > 5 {
+		wh, rb = res[4], res[5]
 	}
-	rec, err := decodeRecord(res[1], res[2], nil, wh)
+	rec, err := decodeRecord(res[1], res[2], nil, wh, rb)
 	if err != nil {
 		return nil, err
 	}
@@ -288,25 +315,38 @@ if not v[1] then return -1 end
 if v[1] == 'succeeded' or v[1] == 'failed' or v[1] == 'canceled' then return 0 end
 if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
 -- 'run' is emptied rather than deleted: one command instead of two.
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1)
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1, 'sum', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if #KEYS > 1 then
+  redis.call('ZREM', KEYS[2], ARGV[8])
+  redis.call('ZADD', KEYS[3], 0, ARGV[8])
+end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 `)
 
 // Write replaces the record, unless it is terminal (ErrFinished), gone
 // (ErrNotFound) or, when version is not zero, changed since that version
-// (ErrChanged). A terminal write sets the result TTL and wakes waiters.
+// (ErrChanged). A terminal write sets the result TTL, moves the call from
+// its shard's open index to its status's, and wakes waiters.
 func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
+	sum, err := json.Marshal(rec.Summary())
+	if err != nil {
+		return err
+	}
 	ttl := s.cfg.PendingTTL
 	channel, msg := "", ""
+	keys := []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)}
 	if rec.Status.Terminal() {
 		ttl = s.cfg.ResultTTL
 		channel, msg = rediskeys.DoneChannel, rec.Tenant+":"+rec.CorrelationID
+		shard := rediskeys.Shard(rec.CorrelationID)
+		keys = append(keys, rediskeys.Index(rec.Tenant, shard, rediskeys.IndexOpen),
+			rediskeys.Index(rec.Tenant, shard, rediskeys.IndexStatus(string(rec.Status), "")))
 	} else if rec.NextAttemptAt != nil {
 		ttl += time.Until(*rec.NextAttemptAt)
 	}
@@ -314,8 +354,11 @@ func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 	if version != 0 {
 		ver = strconv.FormatInt(version, 10)
 	}
-	n, err := writeScript.Run(ctx, s.rdb, []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)},
-		b, string(rec.Status), ttl.Milliseconds(), ver, channel, msg).Int()
+	args := []any{b, string(rec.Status), ttl.Milliseconds(), ver, channel, msg, sum, indexMember(rec.CreatedAt, rec.CorrelationID)}
+	n, err := writeScript.Run(ctx, s.rdb, keys, args...).Int()
+	if err == nil && n == -1 && s.moveLegacy(ctx, rec.Tenant, rec.CorrelationID) {
+		n, err = writeScript.Run(ctx, s.rdb, keys, args...).Int()
+	}
 	if err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}
@@ -377,7 +420,11 @@ func (s *Store) SetWebhook(ctx context.Context, tenant, id string, state *Webhoo
 	if err != nil {
 		return err
 	}
-	n, err := webhookScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, b).Int()
+	keys := []string{rediskeys.Record(tenant, id)}
+	n, err := webhookScript.Run(ctx, s.rdb, keys, b).Int()
+	if err == nil && n == 0 && s.moveLegacy(ctx, tenant, id) {
+		n, err = webhookScript.Run(ctx, s.rdb, keys, b).Int()
+	}
 	if err != nil {
 		return fmt.Errorf("write webhook state: %w", err)
 	}
@@ -405,6 +452,9 @@ func (s *Store) ReplaceWebhook(ctx context.Context, tenant, id string, state *We
 	}
 	key := rediskeys.Record(tenant, id)
 	prev, err := s.rdb.HGet(ctx, key, "wh").Result()
+	if errors.Is(err, redis.Nil) && s.moveLegacy(ctx, tenant, id) {
+		prev, err = s.rdb.HGet(ctx, key, "wh").Result()
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read webhook state: %w", err)
 	}
@@ -422,7 +472,7 @@ func (s *Store) ReplaceWebhook(ctx context.Context, tenant, id string, state *We
 }
 
 // Delete removes a record (used to undo a Create whose task could not be
-// enqueued).
+// enqueued). Its index entries go with the next prune.
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	return s.rdb.Del(ctx, rediskeys.Record(tenant, id)).Err()
 }

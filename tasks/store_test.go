@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/internal/redistest"
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -70,7 +71,7 @@ func newRecord(tenant, id string) *tasks.Record {
 func (e *storeEnv) create(t *testing.T, tenant, id string) *tasks.Record {
 	t.Helper()
 	rec := newRecord(tenant, id)
-	require.NoError(t, e.store.Create(e.ctx, rec, "fp-"+id, 0))
+	require.NoError(t, e.store.Create(e.ctx, rec, "fp-"+id, 0, nil))
 	return rec
 }
 
@@ -89,7 +90,7 @@ func (e *storeEnv) finish(t *testing.T, rec *tasks.Record, status int) {
 // pttl is the remaining TTL of the record's key.
 func (e *storeEnv) pttl(t *testing.T, tenant, id string) time.Duration {
 	t.Helper()
-	d, err := e.rdb.PTTL(e.ctx, "callq:call:"+tenant+":"+id).Result()
+	d, err := e.rdb.PTTL(e.ctx, rediskeys.Record(tenant, id)).Result()
 	require.NoError(t, err)
 	return d
 }
@@ -120,7 +121,7 @@ func TestStoreCreateGet(t *testing.T) {
 	e := setup(t)
 
 	rec := newRecord("acme", "order-1")
-	require.NoError(t, e.store.Create(e.ctx, rec, "fp-a", 0))
+	require.NoError(t, e.store.Create(e.ctx, rec, "fp-a", 0, nil))
 	require.InDelta(t, e.cfg.PendingTTL, e.pttl(t, "acme", "order-1"), float64(5*time.Second))
 
 	got, err := e.store.Get(e.ctx, "acme", "order-1")
@@ -130,7 +131,7 @@ func TestStoreCreateGet(t *testing.T) {
 	// The same ID again reports the existing record and its fingerprint.
 	again := newRecord("acme", "order-1")
 	again.Path = "/other"
-	err = e.store.Create(e.ctx, again, "fp-b", 0)
+	err = e.store.Create(e.ctx, again, "fp-b", 0, nil)
 	require.ErrorIs(t, err, tasks.ErrExists)
 	var exists *tasks.ExistsError
 	require.ErrorAs(t, err, &exists)
@@ -142,13 +143,13 @@ func TestStoreCreateGet(t *testing.T) {
 
 	// Another tenant's ID is its own record.
 	other := newRecord("globex", "order-1")
-	require.NoError(t, e.store.Create(e.ctx, other, "fp-c", 0))
+	require.NoError(t, e.store.Create(e.ctx, other, "fp-c", 0, nil))
 	got, err = e.store.Get(e.ctx, "globex", "order-1")
 	require.NoError(t, err)
 	require.Equal(t, "globex", got.Tenant)
 
 	// A delayed call's record lives the delay longer.
-	err = e.store.Create(e.ctx, newRecord("acme", "later"), "fp", 3*time.Hour)
+	err = e.store.Create(e.ctx, newRecord("acme", "later"), "fp", 3*time.Hour, nil)
 	require.NoError(t, err)
 	require.InDelta(t, e.cfg.PendingTTL+3*time.Hour, e.pttl(t, "acme", "later"), float64(5*time.Second))
 
@@ -216,7 +217,7 @@ func TestStoreBegin(t *testing.T) {
 	b5, err := e.store.Begin(e.ctx, "acme", "missing", first)
 	require.ErrorIs(t, err, tasks.ErrNotFound)
 	require.Nil(t, b5)
-	exists, err := e.rdb.Exists(e.ctx, "callq:call:acme:missing").Result()
+	exists, err := e.rdb.Exists(e.ctx, rediskeys.Record("acme", "missing")).Result()
 	require.NoError(t, err)
 	require.Zero(t, exists, "Begin does not create a record")
 }
@@ -406,20 +407,20 @@ func TestStoreDelete(t *testing.T) {
 	require.NoError(t, e.store.Delete(e.ctx, "acme", "d1"), "deleting twice is fine")
 
 	// The ID is free again.
-	require.NoError(t, e.store.Create(e.ctx, newRecord("acme", "d1"), "fp-new", 0))
+	require.NoError(t, e.store.Create(e.ctx, newRecord("acme", "d1"), "fp-new", 0, nil))
 }
 
 func TestStoreRecordJSONInRedis(t *testing.T) {
 	parallelRedis(t)
 	e := setup(t)
 	e.create(t, "acme", "j1")
-	raw, err := e.rdb.HGet(e.ctx, "callq:call:acme:j1", "rec").Result()
+	raw, err := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "j1"), "rec").Result()
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(raw), &m))
 	require.Equal(t, "queued", m["status"])
 	require.Equal(t, "j1", m["correlation_id"])
-	fp, err := e.rdb.HGet(e.ctx, "callq:call:acme:j1", "fp").Result()
+	fp, err := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "j1"), "fp").Result()
 	require.NoError(t, err)
 	require.Equal(t, "fp-j1", fp)
 }
@@ -633,7 +634,7 @@ func TestStoreWaitSubscriptionOutlivesFirstWaiter(t *testing.T) {
 		require.NoError(t, err)
 		id := fmt.Sprintf("s%d", i)
 		rec := newRecord("acme", id)
-		err = store.Create(context.Background(), rec, "fp", 0)
+		err = store.Create(context.Background(), rec, "fp", 0, nil)
 		require.NoError(t, err)
 
 		tiny, cancelTiny := context.WithTimeout(context.Background(), 100*time.Microsecond)

@@ -22,24 +22,27 @@ type Payload struct {
 	// CreatedAt is the record's created_at, so a worker can rebuild the
 	// record of a first attempt without reading it.
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// ReplayOf is the call this one replays (Record.ReplayOf).
+	ReplayOf string `json:"replay_of,omitempty"`
 }
 
 // TaskID is the asynq task ID of a call: unique per tenant and correlation
 // ID, so asynq itself refuses a second task for the same call.
 func TaskID(tenant, correlationID string) string { return tenant + ":" + correlationID }
 
-// NewCallTask builds the asynq task of a normalized call. asynq keeps
-// timeouts in whole seconds, so the task's deadline is set well above the
-// call's own, which the worker enforces with its own context.
-func NewCallTask(tenant string, c *Call, in *Integration, createdAt time.Time) (*asynq.Task, error) {
-	b, err := json.Marshal(Payload{Tenant: tenant, Call: *c, CreatedAt: createdAt.UTC()})
+// NewCallTask builds the asynq task of a normalized call, whose record is
+// rec (its tenant, created_at and replay_of travel with the call). asynq
+// keeps timeouts in whole seconds, so the task's deadline is set well above
+// the call's own, which the worker enforces with its own context.
+func NewCallTask(rec *Record, c *Call, in *Integration) (*asynq.Task, error) {
+	b, err := json.Marshal(Payload{Tenant: rec.Tenant, Call: *c, CreatedAt: rec.CreatedAt.UTC(), ReplayOf: rec.ReplayOf})
 	if err != nil {
 		return nil, fmt.Errorf("encode call: %w", err)
 	}
 	policy := in.Retry.Merge(c.Retry)
 	timeout := in.EffectiveTimeout(c.Timeout.D())
 	opts := []asynq.Option{
-		asynq.TaskID(TaskID(tenant, c.CorrelationID)),
+		asynq.TaskID(TaskID(rec.Tenant, c.CorrelationID)),
 		asynq.Queue(c.Queue),
 		// Spare retries: runs that make no attempt (Redis unreachable) or
 		// lose theirs count with asynq too, and the worker, not asynq,

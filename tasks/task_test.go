@@ -27,7 +27,7 @@ func TestNewCallTaskPayload(t *testing.T) {
 	in, err := c.Normalize(cat, nil)
 	require.NoError(t, err)
 
-	task, err := tasks.NewCallTask("acme", &c, in, time.Now())
+	task, err := tasks.NewCallTask(&tasks.Record{Tenant: "acme", CreatedAt: time.Now()}, &c, in)
 	require.NoError(t, err)
 	require.Equal(t, tasks.TypeCall, task.Type())
 	require.Equal(t, "call:execute", task.Type())
@@ -82,7 +82,7 @@ func TestNewCallTaskOptions(t *testing.T) {
 			c := tc.call
 			in, err := c.Normalize(cat, nil)
 			require.NoError(t, err)
-			task, err := tasks.NewCallTask("acme", &c, in, time.Now())
+			task, err := tasks.NewCallTask(&tasks.Record{Tenant: "acme", CreatedAt: time.Now()}, &c, in)
 			require.NoError(t, err)
 
 			enq := time.Now()

@@ -84,10 +84,10 @@ integrations:
 					b.Fatal(err)
 				}
 				rec := tasks.NewRecord(tenant, call, in, time.Now())
-				if err := records.Create(ctx, rec, call.Fingerprint(), 0); err != nil {
+				if taskList[i], err = tasks.NewCallTask(rec, call, in); err != nil {
 					b.Fatal(err)
 				}
-				if taskList[i], err = tasks.NewCallTask(tenant, call, in, rec.CreatedAt); err != nil {
+				if err := records.Create(ctx, rec, call.Fingerprint(), 0, taskList[i].Payload()); err != nil {
 					b.Fatal(err)
 				}
 				ids[i] = call.CorrelationID

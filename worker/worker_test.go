@@ -659,9 +659,9 @@ func TestRetriesSpentFailsTheCall(t *testing.T) {
 	in, err := call.Normalize(e.catalog, nil)
 	require.NoError(t, err)
 	rec := tasks.NewRecord("acme", call, in, time.Now())
-	err = e.records.Create(ctx, rec, call.Fingerprint(), 0)
+	task, err := tasks.NewCallTask(rec, call, in)
 	require.NoError(t, err)
-	task, err := tasks.NewCallTask("acme", call, in, rec.CreatedAt)
+	err = e.records.Create(ctx, rec, call.Fingerprint(), 0, task.Payload())
 	require.NoError(t, err)
 	q := asynq.NewClientFromRedisClient(e.rdb)
 	_, err = q.Enqueue(task, asynq.MaxRetry(0)) // as if every retry was spent

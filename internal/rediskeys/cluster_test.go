@@ -48,9 +48,9 @@ func TestStoresOnCluster(t *testing.T) {
 		t.Cleanup(func() { _ = store.Close() })
 		rec := &tasks.Record{CorrelationID: "order-1", Tenant: "acme", Status: tasks.StatusQueued, Integration: "gh",
 			Method: "GET", Path: "/", Queue: "default", MaxAttempts: 3, CreatedAt: time.Now()}
-		err = store.Create(ctx, rec, "fp", 0)
+		err = store.Create(ctx, rec, "fp", 0, nil)
 		require.NoError(t, err)
-		err = store.Create(ctx, rec, "fp", 0)
+		err = store.Create(ctx, rec, "fp", 0, nil)
 		require.ErrorIs(t, err, tasks.ErrExists)
 		begun, err := store.Begin(ctx, "acme", "order-1", tasks.RunMarker{Attempt: 1, StartedAt: time.Now()})
 		require.NoError(t, err)

@@ -16,7 +16,15 @@
 //
 // # Keys
 //
-//	callq:call:<tenant>:<id>                   hash: a call's record (tasks.Store)
+//	callq:{<tenant>:<shard>}:call:<id>         hash: a call's record (tasks.Store)
+//	callq:{<tenant>:<shard>}:ix:all            zset: the calls index of the shard: every call
+//	callq:{<tenant>:<shard>}:ix:open           zset: the calls not finished
+//	callq:{<tenant>:<shard>}:ix:s:<status>     zset: the calls finished with status
+//	callq:{<tenant>:<shard>}:ix:i:<integration> zset: every call to integration
+//	callq:{<tenant>:<shard>}:ix:names          set: the integrations the shard has an index of
+//	callq:tenants                              set: every tenant that has created a call
+//	callq:reconcile:lease                      string: the lease of the fleet's one reconciler
+//	callq:call:<tenant>:<id>                   hash: a record as callq before the calls index kept it
 //	callq:done                                 pub/sub channel: "<tenant>:<id>" of each finished call
 //	callq:{<tenant>}:cred:<ref>                string: a credential's JSON, literal fields sealed (auth.Store)
 //	callq:{<tenant>}:creds                     set: the refs of the tenant's credentials
@@ -48,10 +56,19 @@
 //     a credential or cached token with its remembered failure in one
 //     pipeline, which stays one round trip on one node. A tenant has few,
 //     small credentials, so one slot per tenant holds them easily.
-//   - Records are not tagged. Each script on a record (create, begin, write,
-//     webhook state) touches that one key, as KEYS[1]; records are the bulk
-//     of callq's data and traffic, and a tag would pin a busy tenant's every
-//     call to one node.
+//   - A tenant's records and their index are spread over RecordShards (16)
+//     shards, tagged {<tenant>:<shard>}, the shard a hash of the call's ID
+//     (Shard). The scripts that create and finish a record also write its
+//     entries in the calls index (tasks' List, Count and the reconciler),
+//     so the record and the index of its shard share a slot. Records are
+//     the bulk of callq's data and traffic: one tag per tenant would pin a
+//     busy tenant's every call to one node, while 16 shards spread it over
+//     up to 16 slots (and so nodes). A tenant larger than 16 nodes can
+//     carry should be split into several tenants. Listing reads the 16
+//     shards' indexes in one pipeline and merges them.
+//   - Records written before the calls index (untagged,
+//     "callq:call:<tenant>:<id>") are moved into their shard, indexed, by
+//     the first read or write that misses them, and by the reconciler.
 //   - The done channel is global: classic pub/sub reaches every node of a
 //     cluster. The write script publishes to it by the name in its ARGV,
 //     which Redis allows because a channel is not a key. Sharded pub/sub

@@ -1,6 +1,9 @@
 package rediskeys
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Prefix begins every key.
 const Prefix = "callq"
@@ -9,11 +12,79 @@ const Prefix = "callq"
 // publishes "<tenant>:<id>".
 const DoneChannel = Prefix + ":done"
 
-// Record is the hash holding the record of tenant's call id. Untagged, so
-// records spread over a cluster.
+// RecordShards is how many slots a tenant's records and their index spread
+// over (see the package doc): a call's shard is a hash of its ID.
+const RecordShards = 16
+
+// Shard is the shard of the call id among RecordShards (FNV-1a).
+func Shard(id string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return int(h % RecordShards)
+}
+
+// shardTag begins every key of one shard of tenant's records and index:
+// the {tenant:shard} hash tag keeps a record and the index entries its
+// scripts write in one slot.
+func shardTag(tenant string, shard int) string {
+	return Prefix + ":{" + tenant + ":" + strconv.Itoa(shard) + "}:"
+}
+
+// Record is the hash holding the record of tenant's call id, in the call's
+// shard.
 func Record(tenant, id string) string {
+	return shardTag(tenant, Shard(id)) + "call:" + id
+}
+
+// LegacyRecord is where callq before the calls index kept a record
+// (untagged). Records found there are moved to Record on first touch.
+func LegacyRecord(tenant, id string) string {
 	return Prefix + ":call:" + tenant + ":" + id
 }
+
+// LegacyRecordPattern matches every LegacyRecord key.
+const LegacyRecordPattern = Prefix + ":call:*"
+
+// Index is one index of one shard of tenant's calls: a sorted set of
+// "<created_at ms, 13 digits>:<id>" members, all of score 0, read by lex
+// range newest first. name is IndexAll, IndexOpen, IndexStatus(...) or
+// IndexIntegration(...).
+func Index(tenant string, shard int, name string) string {
+	return shardTag(tenant, shard) + "ix:" + name
+}
+
+// Index names.
+const (
+	// IndexAll holds every call.
+	IndexAll = "all"
+	// IndexOpen holds the calls that have not finished.
+	IndexOpen = "open"
+	// IndexNames is not an index but a set: the integrations the shard has
+	// indexes of, for pruning them.
+	IndexNames = "names"
+)
+
+// IndexStatus names the index of the calls that finished with status, and
+// with an integration, the index of those calls to that integration.
+func IndexStatus(status, integration string) string {
+	if integration == "" {
+		return "s:" + status
+	}
+	return "si:" + status + ":" + integration
+}
+
+// IndexIntegration names the index of every call to integration.
+func IndexIntegration(integration string) string { return "i:" + integration }
+
+// Tenants is the set of tenants that have made calls: what work spanning
+// every tenant (the reconciler) walks.
+const Tenants = Prefix + ":tenants"
+
+// ReconcileLease is the lease of the fleet's one running reconciler.
+const ReconcileLease = Prefix + ":reconcile:lease"
 
 // tenantTag begins every key of tenant's credentials and OAuth2 state: the
 // {tenant} hash tag keeps them in one slot.

@@ -22,7 +22,15 @@ const hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 func TestLayout(t *testing.T) {
 	t.Parallel()
 	for got, want := range map[string]string{
-		rediskeys.Record("acme", "order-1"):                         "callq:call:acme:order-1",
+		rediskeys.Record("acme", "order-1"):                             "callq:{acme:13}:call:order-1",
+		rediskeys.LegacyRecord("acme", "order-1"):                       "callq:call:acme:order-1",
+		rediskeys.Index("acme", 13, rediskeys.IndexAll):                 "callq:{acme:13}:ix:all",
+		rediskeys.Index("acme", 2, rediskeys.IndexOpen):                 "callq:{acme:2}:ix:open",
+		rediskeys.Index("acme", 2, rediskeys.IndexNames):                "callq:{acme:2}:ix:names",
+		rediskeys.Index("acme", 2, rediskeys.IndexStatus("failed", "")): "callq:{acme:2}:ix:s:failed",
+		rediskeys.Index("acme", 2, rediskeys.IndexIntegration("gh")):    "callq:{acme:2}:ix:i:gh",
+		rediskeys.Tenants:                                           "callq:tenants",
+		rediskeys.ReconcileLease:                                    "callq:reconcile:lease",
 		rediskeys.DoneChannel:                                       "callq:done",
 		rediskeys.Credential("acme", "gh"):                          "callq:{acme}:cred:gh",
 		rediskeys.Credentials("acme"):                               "callq:{acme}:creds",
@@ -120,10 +128,18 @@ func TestSlots(t *testing.T) {
 		} {
 			require.Equal(t, slot, slotOf(t, node, key), "%s is not in the slot of %s", key, rediskeys.Credentials(tenant))
 		}
-		recordSlots[slotOf(t, node, rediskeys.Record("acme", "order-"+strconv.Itoa(i)))] = true
+		id := "order-" + strconv.Itoa(i)
+		rslot := slotOf(t, node, rediskeys.Record("acme", id))
+		recordSlots[rslot] = true
+		shard := rediskeys.Shard(id)
+		for _, name := range []string{rediskeys.IndexAll, rediskeys.IndexOpen, rediskeys.IndexNames,
+			rediskeys.IndexStatus("failed", ""), rediskeys.IndexIntegration("gh")} {
+			key := rediskeys.Index("acme", shard, name)
+			require.Equal(t, rslot, slotOf(t, node, key), "%s is not in the slot of its record", key)
+		}
 	}
 	require.Greater(t, len(tenantSlots), 24, "tenants' credentials must spread: one slot each, not one for all")
-	require.Greater(t, len(recordSlots), 24, "one tenant's records must spread, not share the tenant's slot")
+	require.Len(t, recordSlots, rediskeys.RecordShards, "one tenant's records must spread over its shards, not share the tenant's slot")
 }
 
 // Without a prefix setting, deployments that must not see each other use
@@ -146,7 +162,7 @@ func TestDatabasesSeparateDeployments(t *testing.T) {
 	rec := &tasks.Record{CorrelationID: "order-1", Tenant: "acme", Status: tasks.StatusQueued, Integration: "gh",
 		Method: "GET", Path: "/", Queue: "default", MaxAttempts: 3, CreatedAt: time.Now()}
 	for _, store := range stores {
-		err := store.Create(ctx, rec, "fp", 0)
+		err := store.Create(ctx, rec, "fp", 0, nil)
 		require.NoError(t, err, "the same tenant and id in each database")
 	}
 	finish := func(store *tasks.Store, status tasks.Status) {

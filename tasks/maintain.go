@@ -1,0 +1,229 @@
+package tasks
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/callq/callq/internal/rediskeys"
+)
+
+// What the reconciler uses: the unfinished calls, pruning, and moving
+// records from where callq before the calls index kept them.
+
+// Unfinished returns up to n of tenant's unfinished calls created before
+// before, shard by shard, oldest first within a shard, from after cursor
+// ("" to begin), and the cursor to go on from ("" when done). On the way
+// it drops entries whose record has expired and moves a finished call
+// still in the open index to its status's (a terminal write always does
+// both; this repairs what an interrupted one could leave).
+func (s *Store) Unfinished(ctx context.Context, tenant string, before time.Time, cursor string, n int) ([]*Record, string, error) {
+	if cursor == "" {
+		return s.unfinished(ctx, tenant, before, 0, "-", n)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	sh, m, ok := strings.Cut(string(b), "/")
+	shard, err2 := strconv.Atoi(sh)
+	if err != nil || err2 != nil || !ok || shard < 0 || shard >= rediskeys.RecordShards {
+		return nil, "", ErrBadCursor
+	}
+	return s.unfinished(ctx, tenant, before, shard, "("+m, n)
+}
+
+func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time, shard int, lo string, n int) ([]*Record, string, error) {
+	hi := "(" + timeBound(before)
+	var out []*Record
+	for ; shard < rediskeys.RecordShards; shard, lo = shard+1, "-" {
+		open := rediskeys.Index(tenant, shard, rediskeys.IndexOpen)
+		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: open, Start: lo, Stop: hi, ByLex: true, Count: int64(n - len(out))}).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("read the open index: %w", err)
+		}
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(members))
+		for i, m := range members {
+			cmds[i] = pipe.HMGet(ctx, rediskeys.Record(tenant, memberID(m)), "rec", "status", "run", "wh", "rb")
+		}
+		if len(members) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return nil, "", fmt.Errorf("read unfinished records: %w", err)
+			}
+		}
+		fix := s.rdb.Pipeline()
+		for i, c := range cmds {
+			v := c.Val()
+			if v[0] == nil {
+				fix.ZRem(ctx, open, members[i])
+				continue
+			}
+			rec, err := decodeRecord(v[0], v[1], v[2], v[3], v[4])
+			if err != nil {
+				return nil, "", err
+			}
+			if rec.Status.Terminal() {
+				fix.ZRem(ctx, open, members[i])
+				fix.ZAdd(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(rec.Status), "")), redis.Z{Member: members[i]})
+				continue
+			}
+			out = append(out, rec)
+		}
+		if fix.Len() > 0 {
+			if _, err := fix.Exec(ctx); err != nil {
+				return nil, "", fmt.Errorf("repair the open index: %w", err)
+			}
+		}
+		if len(out) == n {
+			return out, base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(shard) + "/" + members[len(members)-1])), nil
+		}
+	}
+	return out, "", nil
+}
+
+// prunePage and prunePages bound one Prune's work per shard.
+const (
+	prunePage  = 500
+	prunePages = 40
+)
+
+// Prune removes from tenant's indexes the entries of records that have
+// expired, oldest first, and returns how many calls it unindexed. In each
+// shard it stops at the first page of entries whose records all live:
+// records expire roughly in the order they were created, and List drops
+// any entry it meets whose record is gone.
+func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
+	removed := 0
+	for shard := range rediskeys.RecordShards {
+		names, err := s.rdb.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)).Result()
+		if err != nil {
+			return removed, fmt.Errorf("prune the calls index: %w", err)
+		}
+		keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
+		for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
+			keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
+		}
+		for _, n := range names {
+			keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
+		}
+		lo := "-"
+		for range prunePages {
+			members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: keys[0], Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
+			if err != nil {
+				return removed, fmt.Errorf("prune the calls index: %w", err)
+			}
+			if len(members) == 0 {
+				break
+			}
+			pipe := s.rdb.Pipeline()
+			exists := make([]*redis.IntCmd, len(members))
+			for i, m := range members {
+				exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return removed, fmt.Errorf("prune the calls index: %w", err)
+			}
+			var gone []any
+			for i, c := range exists {
+				if c.Val() == 0 {
+					gone = append(gone, members[i])
+				}
+			}
+			if len(gone) > 0 {
+				pipe := s.rdb.Pipeline()
+				for _, k := range keys {
+					pipe.ZRem(ctx, k, gone...)
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					return removed, fmt.Errorf("prune the calls index: %w", err)
+				}
+				removed += len(gone)
+			}
+			if len(gone) == 0 || len(members) < prunePage {
+				break
+			}
+			lo = "(" + members[len(members)-1]
+		}
+	}
+	return removed, nil
+}
+
+var moveScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+for i = 2, #KEYS - 1 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('SADD', KEYS[#KEYS], ARGV[3])
+return 1
+`)
+
+// moveLegacy moves tenant's record id from where callq before the calls
+// index kept it (rediskeys.LegacyRecord) to its shard, indexed, keeping its
+// time to live, and reports whether there was one. Every read and write
+// that finds no record tries it once, so records written before an upgrade
+// stay readable and finish normally; MigrateLegacy moves the rest.
+func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
+	old := rediskeys.LegacyRecord(tenant, id)
+	pipe := s.rdb.Pipeline()
+	all := pipe.HGetAll(ctx, old)
+	pttl := pipe.PTTL(ctx, old)
+	if _, err := pipe.Exec(ctx); err != nil || len(all.Val()) == 0 || all.Val()["rec"] == "" {
+		return false
+	}
+	fields := all.Val()
+	rec, err := decodeRecord(fields["rec"], fields["status"], nil, fields["wh"], fields["rb"])
+	if err != nil {
+		return false
+	}
+	rec.Tenant, rec.CorrelationID = tenant, id
+	sum, err := json.Marshal(rec.Summary())
+	if err != nil {
+		return false
+	}
+	fields["sum"] = string(sum)
+	args := []any{pttl.Val().Milliseconds(), indexMember(rec.CreatedAt, id), rec.Integration}
+	for k, v := range fields {
+		args = append(args, k, v)
+	}
+	if err := moveScript.Run(ctx, s.rdb, createKeys(rec), args...).Err(); err != nil {
+		return false
+	}
+	_ = s.rdb.Del(ctx, old).Err()
+	return true
+}
+
+// MigrateLegacy moves every record still where callq before the calls
+// index kept it, and returns how many it moved.
+func (s *Store) MigrateLegacy(ctx context.Context) (int, error) {
+	var moved atomic.Int64
+	each := func(ctx context.Context, c *redis.Client) error {
+		it := c.Scan(ctx, 0, rediskeys.LegacyRecordPattern, 1000).Iterator()
+		for it.Next(ctx) {
+			rest := strings.TrimPrefix(it.Val(), rediskeys.Prefix+":call:")
+			tenant, id, ok := strings.Cut(rest, ":")
+			if ok && s.moveLegacy(ctx, tenant, id) {
+				moved.Add(1)
+			}
+		}
+		return it.Err()
+	}
+	var err error
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, each)
+	case *redis.Client:
+		err = each(ctx, c)
+	default:
+		err = errors.New("migrate records: unsupported Redis client")
+	}
+	if err != nil {
+		return int(moved.Load()), fmt.Errorf("migrate records: %w", err)
+	}
+	return int(moved.Load()), nil
+}
