@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/tasks"
 )
 
