@@ -45,7 +45,7 @@ var claimReplayScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'status', 'rb', 'rbp', 'call')
 if not v[1] then return {-1} end
 if v[1] ~= 'succeeded' and v[1] ~= 'failed' and v[1] ~= 'canceled' then return {0, v[1]} end
-if not v[4] then return {-3} end
+if not v[4] or v[4] == '' then return {-3} end
 if v[3] and ARGV[3] == '0' then return {1, v[3], v[4]} end
 if v[2] and ARGV[2] == '0' then return {2, v[2]} end
 redis.call('HSET', KEYS[1], 'rbp', ARGV[1])

@@ -2,6 +2,7 @@ package rediskeys_test
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -70,7 +71,37 @@ func TestStoresOnCluster(t *testing.T) {
 		done.Status, done.Attempts = tasks.StatusSucceeded, 1
 		require.NoError(t, store.Write(ctx, &done, begun.Version))
 		require.NoError(t, <-waited)
+
+		// The calls index: list, count, replay claims, the reconciler's
+		// walk, pruning and the move of records from before the index.
+		for i := range 40 {
+			r := *rec
+			r.CorrelationID = "bulk-" + strconv.Itoa(i)
+			require.NoError(t, store.Create(ctx, &r, "fp", 0, []byte("{}")))
+			if i%2 == 0 {
+				r.Status = tasks.StatusFailed
+				require.NoError(t, store.Write(ctx, &r, 0))
+			}
+		}
+		page, err := store.List(ctx, "acme", tasks.Filter{Statuses: []tasks.Status{tasks.StatusFailed}}, "", 500)
+		require.NoError(t, err)
+		require.Len(t, page.Calls, 20)
+		counts, err := store.Count(ctx, "acme", time.Now().Add(-time.Hour), time.Now().Add(time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, int64(41), counts.Total)
+		claim, err := store.ClaimReplay(ctx, "acme", "bulk-0", "bulk-0-again", false, false)
+		require.NoError(t, err)
+		require.NoError(t, store.ConfirmReplay(ctx, "acme", "bulk-0", claim.ID))
+		open, _, err := store.Unfinished(ctx, "acme", time.Now().Add(time.Minute), "", 100)
+		require.NoError(t, err)
+		require.Len(t, open, 20)
+		require.NoError(t, cc.HSet(ctx, rediskeys.LegacyRecord("acme", "old"), "rec", `{"correlation_id":"old","status":"failed"}`, "status", "failed").Err())
+		moved, err := store.MigrateLegacy(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 1, moved)
 		require.NoError(t, store.Delete(ctx, "acme", "order-1"))
+		_, err = store.Prune(ctx, "acme")
+		require.NoError(t, err)
 	})
 
 	t.Run("Credentials", func(t *testing.T) {
