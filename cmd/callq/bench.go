@@ -37,6 +37,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.HTTPRequests, "http-requests", bench.DefaultHTTPRequests, "POST /v1/calls requests in the HTTP enqueue phase (at most --calls)")
 	fs.IntVar(&cfg.WaitSamples, "wait-samples", bench.DefaultWaitSamples, "calls in the Wait latency phase")
 	fs.IntVar(&cfg.PickupSamples, "pickup-samples", bench.DefaultPickupSamples, "calls in the idle pickup phase")
+	fs.IntVar(&cfg.ListRecords, "list-records", bench.DefaultListRecords, "records the tenant holds in the list phase")
+	fs.IntVar(&cfg.ListSamples, "list-samples", bench.DefaultListSamples, "GET /v1/calls requests timed in the list phase")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the (first) callq throughput phase, worker start to last record, to this file")
 	if err := fs.Parse(args); err != nil {
@@ -48,8 +50,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: bench takes no arguments, got %q", errUsage, fs.Args())
 	}
-	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rounds < 1 || cfg.HTTPRequests < 1 || cfg.WaitSamples < 1 || cfg.PickupSamples < 1 {
-		return fmt.Errorf("%w: --calls, --concurrency, --rounds, --http-requests, --wait-samples and --pickup-samples must be at least 1", errUsage)
+	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rounds < 1 || cfg.HTTPRequests < 1 || cfg.WaitSamples < 1 || cfg.PickupSamples < 1 || cfg.ListRecords < 1 || cfg.ListSamples < 1 {
+		return fmt.Errorf("%w: --calls, --concurrency, --rounds, --http-requests, --wait-samples, --pickup-samples, --list-records and --list-samples must be at least 1", errUsage)
 	}
 	rep, err := bench.Run(ctx, &cfg)
 	if err != nil {

@@ -17,7 +17,7 @@ func TestBenchRunsAndReportsItsKeys(t *testing.T) {
 	t.Parallel()
 	bin := callqBinary(t)
 	cmd := exec.Command(bin, "bench", "--calls", "300", "--concurrency", "10", "--http-requests", "300",
-		"--wait-samples", "20", "--pickup-samples", "10", "--json")
+		"--wait-samples", "20", "--pickup-samples", "10", "--list-records", "3000", "--list-samples", "30", "--json")
 	cmd.Env = childEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -31,7 +31,7 @@ func TestBenchRunsAndReportsItsKeys(t *testing.T) {
 	slices.Sort(keys)
 	require.Equal(t, []string{"asynq_http_per_s", "asynq_http_redis_cmds_per_call", "asynq_noop_per_s", "callq_per_s",
 		"callq_vs_asynq_http", "callq_vs_asynq_noop", "calls", "concurrency", "date", "go_enqueue_per_s",
-		"http_enqueue_per_s", "idle_pickup_ms", "machine", "redis_cmds_per_call", "wait_latency_ms", "worker_peak_rss_mb"}, keys)
+		"http_enqueue_per_s", "idle_pickup_ms", "list_p99_ms", "machine", "redis_cmds_per_call", "wait_latency_ms", "worker_peak_rss_mb"}, keys)
 	var lat struct{ P50, P99 *float64 }
 	require.NoError(t, json.Unmarshal(got["wait_latency_ms"], &lat))
 	require.NotNil(t, lat.P50)

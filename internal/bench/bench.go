@@ -32,6 +32,8 @@ const (
 	DefaultHTTPRequests  = 10000
 	DefaultWaitSamples   = 200
 	DefaultPickupSamples = 100
+	DefaultListRecords   = 100000
+	DefaultListSamples   = 500
 )
 
 // Config says how much Run measures. A zero field takes its default.
@@ -50,6 +52,12 @@ type Config struct {
 	WaitSamples int
 	// PickupSamples is the number of calls in the idle pickup phase.
 	PickupSamples int
+	// ListRecords is the number of records the bench tenant holds in the
+	// list phase.
+	ListRecords int
+	// ListSamples is the number of GET /v1/calls requests timed in the
+	// list phase.
+	ListSamples int
 	// CPUProfile, when set, is the file that receives a CPU profile of the
 	// first callq throughput phase, from the worker's start to the last
 	// record.
@@ -70,6 +78,8 @@ func (c *Config) withDefaults() error {
 		{"HTTPRequests", &c.HTTPRequests, DefaultHTTPRequests},
 		{"WaitSamples", &c.WaitSamples, DefaultWaitSamples},
 		{"PickupSamples", &c.PickupSamples, DefaultPickupSamples},
+		{"ListRecords", &c.ListRecords, DefaultListRecords},
+		{"ListSamples", &c.ListSamples, DefaultListSamples},
 	} {
 		if *f.v < 0 {
 			return fmt.Errorf("bench: Config.%s must not be negative", f.name)
@@ -201,7 +211,8 @@ func (h *harness) run(ctx context.Context) error {
 	}
 	phases = append(phases,
 		phase{"HTTP enqueue", h.phaseHTTPEnqueue},
-		phase{"Wait latency and idle pickup", h.phaseLatency})
+		phase{"Wait latency and idle pickup", h.phaseLatency},
+		phase{fmt.Sprintf("List: %d records, GET /v1/calls?status=failed&limit=50", h.cfg.ListRecords), h.phaseList})
 	for i, p := range phases {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, Config{
 		Calls: DefaultCalls, Concurrency: worker.DefaultConcurrency, Rounds: DefaultRounds,
 		HTTPRequests: DefaultHTTPRequests, WaitSamples: DefaultWaitSamples, PickupSamples: DefaultPickupSamples,
-		Progress: io.Discard,
+		ListRecords: DefaultListRecords, ListSamples: DefaultListSamples, Progress: io.Discard,
 	}, c)
 
 	c = Config{Calls: 300}

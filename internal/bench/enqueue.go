@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
@@ -20,43 +22,18 @@ func (h *harness) phaseHTTPEnqueue(ctx context.Context) error {
 	n := h.cfg.HTTPRequests
 	rdb := h.newClient(nil)
 	defer rdb.Close()
-	store, err := tasks.NewStore(rdb, nil)
+	api, err := h.startAPI(ctx, rdb)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	prod, err := producer.New(rdb, &producer.Config{Catalog: h.catalog, Records: store})
-	if err != nil {
-		return err
-	}
-	defer prod.Close()
-	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: h.keyring})
-	if err != nil {
-		return err
-	}
-	keys := auth.NewKeyStore(rdb)
-	_, secret, err := keys.Create(ctx, tenant, auth.RoleProducer)
-	if err != nil {
-		return err
-	}
-	handler, err := producer.NewHandler(&producer.HandlerConfig{Producer: prod, Credentials: creds, Keys: keys, Logger: &h.nop})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer api.close()
 
 	tr := &http.Transport{MaxIdleConns: 0, MaxIdleConnsPerHost: enqueuers, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	url := "http://" + ln.Addr().String() + "/v1/calls"
+	url := api.url + "/v1/calls"
 	body := []byte(`{"integration":"` + integration + `","method":"GET","path":"/ok"}`)
-	authz := "Bearer " + secret
+	authz := "Bearer " + api.secret
 
 	t0 := time.Now()
 	err = concurrent(ctx, n, enqueuers, func(int) error {
@@ -88,4 +65,54 @@ func (h *harness) phaseHTTPEnqueue(ctx context.Context) error {
 	h.notes.httpRequests = n
 	h.logf("      %d requests in %s: %.0f/s", n, elapsed.Round(time.Millisecond), h.res.HTTPEnqueuePerS)
 	return nil
+}
+
+// api is the real API handler served on a loopback port, with a producer
+// key of the bench tenant.
+type api struct {
+	url    string
+	secret string
+	close  func()
+}
+
+// startAPI serves the API over rdb.
+func (h *harness) startAPI(ctx context.Context, rdb *redis.Client) (*api, error) {
+	store, err := tasks.NewStore(rdb, nil)
+	if err != nil {
+		return nil, err
+	}
+	prod, err := producer.New(rdb, &producer.Config{Catalog: h.catalog, Records: store})
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	fail := func(err error) (*api, error) {
+		_ = prod.Close()
+		_ = store.Close()
+		return nil, err
+	}
+	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: h.keyring})
+	if err != nil {
+		return fail(err)
+	}
+	keys := auth.NewKeyStore(rdb)
+	_, secret, err := keys.Create(ctx, tenant, auth.RoleProducer)
+	if err != nil {
+		return fail(err)
+	}
+	handler, err := producer.NewHandler(&producer.HandlerConfig{Producer: prod, Credentials: creds, Keys: keys, Logger: &h.nop})
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	go func() { _ = srv.Serve(ln) }()
+	return &api{url: "http://" + ln.Addr().String(), secret: secret, close: func() {
+		_ = srv.Close()
+		_ = prod.Close()
+		_ = store.Close()
+	}}, nil
 }

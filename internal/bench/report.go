@@ -59,6 +59,7 @@ type Result struct {
 	RedisCmdsPerCall          float64 `json:"redis_cmds_per_call"`
 	AsynqHTTPRedisCmdsPerCall float64 `json:"asynq_http_redis_cmds_per_call"`
 	WorkerPeakRSSMB           float64 `json:"worker_peak_rss_mb"`
+	ListP99MS                 float64 `json:"list_p99_ms"`
 	Machine                   Machine `json:"machine"`
 	Calls                     int     `json:"calls"`
 	Concurrency               int     `json:"concurrency"`
@@ -85,6 +86,9 @@ type notes struct {
 	waitSamples       int
 	pickupSamples     int
 	elapsed           time.Duration
+	listP50MS         float64
+	listRecords       int
+	listSamples       int
 }
 
 // summarize turns the rounds' figures into Result: medians (peak RSS: the
@@ -145,6 +149,7 @@ func (rep *Report) WriteTable(out io.Writer) {
 	row("redis_cmds_per_call", fmt.Sprintf("%.2f", r.RedisCmdsPerCall), fmt.Sprintf("callq phase, enqueue + execution: INFO total_commands_processed delta / calls (%.2f sent by clients; the rest run inside Lua scripts)", n.callqSentCmds))
 	row("asynq_http_redis_cmds_per_call", fmt.Sprintf("%.2f", r.AsynqHTTPRedisCmdsPerCall), fmt.Sprintf("the same for the asynq + net/http phase (%.2f sent by clients; no-op phase: %.2f)", n.asynqHTTPSentCmds, n.asynqNoopCmds))
 	row("worker_peak_rss_mb", fmt.Sprintf("%.1f", r.WorkerPeakRSSMB), fmt.Sprintf("peak RSS of this process (worker in process, with the harness and upstream) over the callq execution window; %s; %.1f MB at its start%s", n.rssMethod, n.rssStartMB, strings.Replace(each(rs.rss, "%.1f"), "median", "maximum", 1)))
+	row("list_p99_ms", fmt.Sprintf("%.3f", r.ListP99MS), fmt.Sprintf("GET /v1/calls?status=failed&limit=50 over a tenant of %d records (a fifth failed), one request at a time following the cursor; %d requests, p50 %.3f", n.listRecords, n.listSamples, n.listP50MS))
 	tw.Flush()
 	fmt.Fprintf(out, "\nThroughput phases are enqueue-first: all %d tasks are queued with no worker running, then the worker\n"+
 		"(asynq.Server or callq's, with callq's queues %s, TaskCheckInterval %s and\n"+
