@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -241,6 +242,15 @@ func TestReconcilerFailsCallsWhoseTaskIsGone(t *testing.T) {
 	require.Equal(t, 5, lostLines)
 	require.Contains(t, logs.String(), `"correlation_id":"del-beta","tenant":"beta"`)
 	require.Equal(t, 3, strings.Count(logs.String(), `"message":"reconcile run"`))
+
+	// The README quotes the messages as they are.
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	quoted, err := json.Marshal(goneMessage(tasks.DefaultQueue))
+	require.NoError(t, err)
+	require.Contains(t, string(readme), string(quoted))
+	archived, _, _ := strings.Cut(rec.Error.Message, ";")
+	require.Contains(t, strings.Join(strings.Fields(string(readme)), " "), "`"+archived+"; ...`")
 
 	m := metricsText(t, reg)
 	require.Contains(t, m, `callq_calls_finished_total{error_kind="lost",integration="up",status="failed"} 5`)
