@@ -46,6 +46,9 @@ type ReconcilerConfig struct {
 const (
 	DefaultReconcileInterval = time.Minute
 	DefaultReconcilePageSize = 100
+	// MinReconcileInterval is the shortest interval: the lease is kept in
+	// whole milliseconds.
+	MinReconcileInterval = 10 * time.Millisecond
 )
 
 // reconcileLeaseIntervals is the lease's length in intervals: the holder
@@ -61,8 +64,8 @@ func (c *ReconcilerConfig) validate() error {
 	switch {
 	case c.Records == nil:
 		return errors.New("ReconcilerConfig.Records is required")
-	case c.Interval < 0:
-		return errors.New("ReconcilerConfig.Interval must not be negative")
+	case c.Interval < 0 || c.Interval > 0 && c.Interval < MinReconcileInterval:
+		return fmt.Errorf("ReconcilerConfig.Interval must be 0 (the default) or at least %s", MinReconcileInterval)
 	case c.PageSize < 0:
 		return errors.New("ReconcilerConfig.PageSize must not be negative")
 	}

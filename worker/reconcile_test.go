@@ -401,22 +401,16 @@ func reconcilerGoroutines() int {
 
 func TestReconcilerConfigValidate(t *testing.T) {
 	t.Parallel()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
-	defer rdb.Close()
-	_, err := worker.NewReconciler(rdb, &worker.ReconcilerConfig{})
+	e := setupReconcile(t, false)
+	_, err := worker.NewReconciler(e.rdb, &worker.ReconcilerConfig{})
 	require.ErrorContains(t, err, "ReconcilerConfig.Records is required")
-	records, err := tasks.NewStore(rdb, nil)
-	require.NoError(t, err)
-	_, err = worker.NewReconciler(rdb, &worker.ReconcilerConfig{Records: records, Interval: -time.Second})
-	require.ErrorContains(t, err, "ReconcilerConfig.Interval must not be negative")
-	cat, err := tasks.ParseCatalog([]byte("integrations:\n  up:\n    base_url: http://127.0.0.1:1\n"))
-	require.NoError(t, err)
-	key, _ := auth.GenerateKey()
-	ring, err := auth.ParseKeyring(key)
-	require.NoError(t, err)
-	creds, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: ring})
-	require.NoError(t, err)
-	_, err = worker.New(rdb, &worker.Config{Catalog: cat, Records: records, Credentials: creds, Keyring: ring,
-		ReconcileInterval: -2 * time.Second})
-	require.ErrorContains(t, err, "Config.ReconcileInterval must not be negative, except ReconcileOff")
+	for _, d := range []time.Duration{-time.Second, time.Millisecond} {
+		_, err = worker.NewReconciler(e.rdb, &worker.ReconcilerConfig{Records: e.records, Interval: d})
+		require.ErrorContains(t, err, "ReconcilerConfig.Interval must be 0 (the default) or at least 10ms", d)
+	}
+	for _, d := range []time.Duration{-2 * time.Second, time.Millisecond} {
+		_, err = worker.New(e.rdb, &worker.Config{Catalog: e.catalog, Records: e.records, Credentials: e.creds,
+			Keyring: e.keyring, ReconcileInterval: d})
+		require.ErrorContains(t, err, "Config.ReconcileInterval must be 0 (the default), at least 10ms, or ReconcileOff", d)
+	}
 }

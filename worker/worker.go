@@ -140,8 +140,8 @@ func (c *Config) validate() error {
 		return errors.New("Config.MaxResponseBytes must not be negative")
 	case c.ShutdownTimeout < 0:
 		return errors.New("Config.ShutdownTimeout must not be negative")
-	case c.ReconcileInterval < 0 && c.ReconcileInterval != ReconcileOff:
-		return errors.New("Config.ReconcileInterval must not be negative, except ReconcileOff")
+	case c.ReconcileInterval != ReconcileOff && (c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < MinReconcileInterval):
+		return fmt.Errorf("Config.ReconcileInterval must be 0 (the default), at least %s, or ReconcileOff", MinReconcileInterval)
 	}
 	for q, p := range c.Queues {
 		if p < 1 {

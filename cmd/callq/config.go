@@ -66,7 +66,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(c.envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
 	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(c.envInt("CALLQ_MAX_RESPONSE_BYTES", worker.DefaultMaxResponseBytes)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
-	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, "a positive duration such as 1m, or off"))
+	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, reconcileWant))
 	fs.Var(&c.reconcile, "reconcile-interval", "worker: how often the fleet's reconciler fails calls whose asynq task is gone, and how old they must be; off: this worker never runs it (CALLQ_RECONCILE_INTERVAL)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
@@ -95,17 +95,19 @@ func parseSchedule(s string) ([]time.Duration, error) {
 	return out, nil
 }
 
-// reconcileInterval is CALLQ_RECONCILE_INTERVAL: a positive duration, or
-// worker.ReconcileOff, written "off".
+// reconcileInterval is CALLQ_RECONCILE_INTERVAL: a duration of at least
+// worker.MinReconcileInterval, or worker.ReconcileOff, written "off".
 type reconcileInterval time.Duration
+
+var reconcileWant = fmt.Sprintf("a duration of at least %s such as 1m, or off", worker.MinReconcileInterval)
 
 func parseReconcileInterval(s string) (time.Duration, error) {
 	if s == "off" {
 		return worker.ReconcileOff, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%q is not a positive duration such as 1m, or off", s)
+	if err != nil || d < worker.MinReconcileInterval {
+		return 0, fmt.Errorf("%q is not %s", s, reconcileWant)
 	}
 	return d, nil
 }

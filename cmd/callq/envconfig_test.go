@@ -28,9 +28,9 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 		{"api", "CALLQ_MAX_REQUEST_BYTES=1MiB", `CALLQ_MAX_REQUEST_BYTES: "1MiB" is not a whole number`},
 		{"api", "CALLQ_WEBHOOK_ALLOW_PRIVATE=yes", `CALLQ_WEBHOOK_ALLOW_PRIVATE: "yes" is not true or false`},
 		{"dev", "CALLQ_ALLOW_SOURCE_REFS=on", `CALLQ_ALLOW_SOURCE_REFS: "on" is not true or false`},
-		{"worker", "CALLQ_RECONCILE_INTERVAL=0", `CALLQ_RECONCILE_INTERVAL: "0" is not a positive duration such as 1m, or off`},
-		{"dev", "CALLQ_RECONCILE_INTERVAL=-1m", `CALLQ_RECONCILE_INTERVAL: "-1m" is not a positive duration`},
-		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a positive duration`},
+		{"worker", "CALLQ_RECONCILE_INTERVAL=0", `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
+		{"dev", "CALLQ_RECONCILE_INTERVAL=-1m", `CALLQ_RECONCILE_INTERVAL: "-1m" is not a duration of at least 10ms`},
+		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a duration of at least 10ms`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cmd+"/"+strings.SplitN(tc.env, "=", 2)[0], func(t *testing.T) {
@@ -56,8 +56,8 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 	require.Contains(t, string(out), "redis")
 }
 
-// CALLQ_RECONCILE_INTERVAL and --reconcile-interval take a positive
-// duration or "off". Not parallel: sets the environment the flags read.
+// CALLQ_RECONCILE_INTERVAL and --reconcile-interval take a duration of at
+// least 10ms or "off". Not parallel: sets the environment the flags read.
 func TestReconcileIntervalSetting(t *testing.T) {
 	for _, tc := range []struct {
 		env  string
@@ -68,10 +68,11 @@ func TestReconcileIntervalSetting(t *testing.T) {
 		{"30s", 30 * time.Second, ""},
 		{" 2m ", 2 * time.Minute, ""},
 		{"off", worker.ReconcileOff, ""},
-		{"0", 0, `CALLQ_RECONCILE_INTERVAL: "0" is not a positive duration such as 1m, or off`},
-		{"-5s", 0, `CALLQ_RECONCILE_INTERVAL: "-5s" is not a positive duration`},
-		{"OFF", 0, `CALLQ_RECONCILE_INTERVAL: "OFF" is not a positive duration`},
-		{"1", 0, `CALLQ_RECONCILE_INTERVAL: "1" is not a positive duration`},
+		{"0", 0, `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
+		{"-5s", 0, `CALLQ_RECONCILE_INTERVAL: "-5s" is not a duration of at least 10ms`},
+		{"OFF", 0, `CALLQ_RECONCILE_INTERVAL: "OFF" is not a duration of at least 10ms`},
+		{"1", 0, `CALLQ_RECONCILE_INTERVAL: "1" is not a duration of at least 10ms`},
+		{"1ms", 0, `CALLQ_RECONCILE_INTERVAL: "1ms" is not a duration of at least 10ms`},
 	} {
 		clearServerEnv(t)
 		t.Setenv("CALLQ_RECONCILE_INTERVAL", tc.env)
