@@ -15,6 +15,7 @@ type Metrics struct {
 	attempts *prometheus.HistogramVec
 	calls    *prometheus.CounterVec
 	webhooks *prometheus.CounterVec
+	runs     *prometheus.CounterVec
 }
 
 // NewMetrics registers a worker's metrics with reg.
@@ -33,8 +34,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "callq", Name: "webhook_deliveries_total",
 			Help: "Webhook delivery attempts, by outcome (delivered, retrying, failed).",
 		}, []string{"outcome"}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callq", Name: "reconcile_runs_total",
+			Help: "Reconciler runs this worker made holding the fleet's lease, by result (ok, error). The calls they failed are in calls_finished_total with error_kind lost.",
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks} {
+	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -63,4 +68,15 @@ func (m *Metrics) webhook(outcome string) {
 	if m != nil {
 		m.webhooks.WithLabelValues(outcome).Inc()
 	}
+}
+
+func (m *Metrics) reconciled(ok bool) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.runs.WithLabelValues(result).Inc()
 }

@@ -74,10 +74,10 @@ func newWebhookClient(allowPrivate bool) *http.Client {
 	}
 }
 
-// enqueueWebhook queues the first delivery of a finished call's webhook. Its
-// task ID is derived from the call, so doing it again after a crash is
-// harmless.
-func (w *Worker) enqueueWebhook(ctx context.Context, rec *tasks.Record) error {
+// enqueueWebhook queues the first delivery of a finished call's webhook on
+// q. Its task ID is derived from the call, so doing it again after a crash
+// is harmless.
+func enqueueWebhook(ctx context.Context, q *asynq.Client, rec *tasks.Record) error {
 	if rec.Webhook == nil || rec.Webhook.Status != tasks.WebhookPending || rec.Webhook.Attempts > 0 {
 		return nil
 	}
@@ -85,7 +85,7 @@ func (w *Worker) enqueueWebhook(ctx context.Context, rec *tasks.Record) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("enqueue webhook: %w", err)
 	}
 	return nil

@@ -85,7 +85,8 @@ type hookEnv struct {
 	catalog *tasks.Catalog
 }
 
-func setupHooks(t *testing.T, allowPrivateWorker bool) *hookEnv {
+// setupHooks starts the environment; opts change the worker's Config.
+func setupHooks(t *testing.T, allowPrivateWorker bool, opts ...func(*worker.Config)) *hookEnv {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
@@ -113,10 +114,14 @@ func setupHooks(t *testing.T, allowPrivateWorker bool) *hookEnv {
 	secrets, err := auth.ParseWebhookSecrets(webhookSecret)
 	require.NoError(t, err)
 	log := zerolog.Nop()
-	w, err := worker.New(rdb, &worker.Config{Catalog: cat, Records: records, Credentials: creds, Keyring: ring,
+	cfg := &worker.Config{Catalog: cat, Records: records, Credentials: creds, Keyring: ring,
 		Concurrency: 10, Logger: &log, ShutdownTimeout: time.Second,
 		WebhookSecrets: secrets, WebhookAllowPrivate: allowPrivateWorker,
-		WebhookSchedule: []time.Duration{100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond}})
+		WebhookSchedule: []time.Duration{100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond}}
+	for _, o := range opts {
+		o(cfg)
+	}
+	w, err := worker.New(rdb, cfg)
 	require.NoError(t, err)
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Shutdown)

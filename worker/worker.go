@@ -85,7 +85,18 @@ type Config struct {
 
 	// Metrics receives the worker's Prometheus metrics. Default: none.
 	Metrics *Metrics
+
+	// ReconcileInterval is how often the worker runs the reconciler
+	// (Reconciler: it fails calls whose asynq task is gone, with error kind
+	// lost), when it holds the fleet's lease, and how old a call must be
+	// before the reconciler looks at it. Default 1m
+	// (CALLQ_RECONCILE_INTERVAL); ReconcileOff keeps this worker out.
+	ReconcileInterval time.Duration
 }
+
+// ReconcileOff, as Config.ReconcileInterval, keeps a worker from running
+// the reconciler. Other workers of the fleet may still run it.
+const ReconcileOff time.Duration = -1
 
 // Defaults for Config.
 const (
@@ -129,6 +140,8 @@ func (c *Config) validate() error {
 		return errors.New("Config.MaxResponseBytes must not be negative")
 	case c.ShutdownTimeout < 0:
 		return errors.New("Config.ShutdownTimeout must not be negative")
+	case c.ReconcileInterval != ReconcileOff && (c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < MinReconcileInterval):
+		return fmt.Errorf("Config.ReconcileInterval must be 0 (the default), at least %s, or ReconcileOff", MinReconcileInterval)
 	}
 	for q, p := range c.Queues {
 		if p < 1 {
@@ -179,8 +192,7 @@ func (c *Config) withDefaults() {
 		c.Queues = q
 	}
 	if c.Name == "" {
-		host, _ := os.Hostname()
-		c.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+		c.Name = defaultName()
 	}
 }
 
@@ -207,6 +219,10 @@ type Worker struct {
 	// context ends with it (attemptContext).
 	drain        context.Context
 	stopHandlers context.CancelCauseFunc
+	// reconciler runs from Start to Shutdown, unless ReconcileOff.
+	reconciler     *Reconciler
+	stopReconciler context.CancelFunc
+	reconcilerDone chan struct{}
 }
 
 // New returns a Worker over rdb. It does not start it.
@@ -239,6 +255,14 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		}
 		w.clients[in.Name] = client
 	}
+	if c.ReconcileInterval != ReconcileOff {
+		r, err := NewReconciler(rdb, &ReconcilerConfig{Records: c.Records, Interval: c.ReconcileInterval,
+			Name: c.Name, Logger: c.Logger, Metrics: c.Metrics})
+		if err != nil {
+			return nil, err
+		}
+		w.reconciler = r
+	}
 	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
 	w.limiter = redis_rate.NewLimiter(rdb)
 	w.queue = asynq.NewClientFromRedisClient(rdb)
@@ -256,12 +280,23 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	return w, nil
 }
 
-// Start begins processing in the background.
+// Start begins processing in the background, and the reconciler.
 func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(tasks.TypeCall, w.ProcessCall)
 	mux.HandleFunc(tasks.TypeWebhook, w.ProcessWebhook)
-	return w.srv.Start(mux)
+	if err := w.srv.Start(mux); err != nil {
+		return err
+	}
+	if w.reconciler != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stopReconciler, w.reconcilerDone = cancel, make(chan struct{})
+		go func() {
+			defer close(w.reconcilerDone)
+			w.reconciler.Run(ctx)
+		}()
+	}
+	return nil
 }
 
 // Shutdown stops taking calls and lets those in flight run up to
@@ -272,8 +307,14 @@ func (w *Worker) Start() error {
 // the caller may close Redis, or drainGrace after the limit: a handler
 // still running then (Redis too slow to take its write) keeps its task,
 // which asynq's lease recovery hands to another worker once this process
-// has exited, raising the retry count too.
+// has exited, raising the retry count too. The reconciler stops with the
+// rest, releasing its lease.
 func (w *Worker) Shutdown() {
+	if w.stopReconciler != nil {
+		w.stopReconciler()
+		// Its run stops at the next call it checks (or Redis's timeouts).
+		defer func() { <-w.reconcilerDone }()
+	}
 	limit := time.AfterFunc(w.cfg.ShutdownTimeout, func() { w.stopHandlers(errDrainLimit) })
 	defer limit.Stop()
 	done := make(chan struct{})

@@ -49,6 +49,7 @@ type serverConfig struct {
 	sourceRefs       bool
 	sourceDirs       string
 	shutdownTimeout  time.Duration
+	reconcile        reconcileInterval
 	envErrs          []error // malformed environment values, reported by envError
 }
 
@@ -65,6 +66,8 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(c.envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
 	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(c.envInt("CALLQ_MAX_RESPONSE_BYTES", worker.DefaultMaxResponseBytes)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
+	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, reconcileWant))
+	fs.Var(&c.reconcile, "reconcile-interval", "worker: how often the fleet's reconciler fails calls whose asynq task is gone, and how old they must be; off: this worker never runs it (CALLQ_RECONCILE_INTERVAL)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", c.envBool("CALLQ_WEBHOOK_ALLOW_PRIVATE"), "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
@@ -91,6 +94,42 @@ func parseSchedule(s string) ([]time.Duration, error) {
 	}
 	return out, nil
 }
+
+// reconcileInterval is CALLQ_RECONCILE_INTERVAL: a duration of at least
+// worker.MinReconcileInterval, or worker.ReconcileOff, written "off".
+type reconcileInterval time.Duration
+
+var reconcileWant = fmt.Sprintf("a duration of at least %s such as 1m, or off", worker.MinReconcileInterval)
+
+func parseReconcileInterval(s string) (time.Duration, error) {
+	if s == "off" {
+		return worker.ReconcileOff, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < worker.MinReconcileInterval {
+		return 0, fmt.Errorf("%q is not %s", s, reconcileWant)
+	}
+	return d, nil
+}
+
+func (v *reconcileInterval) Set(s string) error {
+	d, err := parseReconcileInterval(s)
+	if err != nil {
+		return err
+	}
+	*v = reconcileInterval(d)
+	return nil
+}
+
+func (v *reconcileInterval) String() string {
+	if time.Duration(*v) == worker.ReconcileOff {
+		return "off"
+	}
+	return time.Duration(*v).String()
+}
+
+// Get makes the flag a flag.Getter, as the standard library's are.
+func (v *reconcileInterval) Get() any { return time.Duration(*v) }
 
 // envValue reads the environment variable name with parse, def when unset.
 // A value parse refuses is kept in c.envErrs (with want, what it should

@@ -26,6 +26,7 @@ func TestServerFlagsTakeThePackagesDefaults(t *testing.T) {
 	require.EqualValues(t, tasks.DefaultMaxRequestBytes, cfg.maxRequestBytes)
 	require.EqualValues(t, worker.DefaultMaxResponseBytes, cfg.maxResponseBytes)
 	require.Equal(t, worker.DefaultShutdownTimeout, cfg.shutdownTimeout)
+	require.Equal(t, worker.DefaultReconcileInterval, time.Duration(cfg.reconcile))
 }
 
 // The README's table of variables shows each flag's default as the binary

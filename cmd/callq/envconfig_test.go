@@ -2,11 +2,16 @@ package main
 
 import (
 	"errors"
+	"flag"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/worker"
 )
 
 // A malformed numeric, duration or boolean environment value stops the
@@ -23,6 +28,9 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 		{"api", "CALLQ_MAX_REQUEST_BYTES=1MiB", `CALLQ_MAX_REQUEST_BYTES: "1MiB" is not a whole number`},
 		{"api", "CALLQ_WEBHOOK_ALLOW_PRIVATE=yes", `CALLQ_WEBHOOK_ALLOW_PRIVATE: "yes" is not true or false`},
 		{"dev", "CALLQ_ALLOW_SOURCE_REFS=on", `CALLQ_ALLOW_SOURCE_REFS: "on" is not true or false`},
+		{"worker", "CALLQ_RECONCILE_INTERVAL=0", `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
+		{"dev", "CALLQ_RECONCILE_INTERVAL=-1m", `CALLQ_RECONCILE_INTERVAL: "-1m" is not a duration of at least 10ms`},
+		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a duration of at least 10ms`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cmd+"/"+strings.SplitN(tc.env, "=", 2)[0], func(t *testing.T) {
@@ -46,4 +54,47 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 	require.Error(t, err)
 	require.NotContains(t, string(out), "CALLQ_SHUTDOWN_TIMEOUT")
 	require.Contains(t, string(out), "redis")
+}
+
+// CALLQ_RECONCILE_INTERVAL and --reconcile-interval take a duration of at
+// least 10ms or "off". Not parallel: sets the environment the flags read.
+func TestReconcileIntervalSetting(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want time.Duration
+		err  string
+	}{
+		{"", worker.DefaultReconcileInterval, ""},
+		{"30s", 30 * time.Second, ""},
+		{" 2m ", 2 * time.Minute, ""},
+		{"off", worker.ReconcileOff, ""},
+		{"0", 0, `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
+		{"-5s", 0, `CALLQ_RECONCILE_INTERVAL: "-5s" is not a duration of at least 10ms`},
+		{"OFF", 0, `CALLQ_RECONCILE_INTERVAL: "OFF" is not a duration of at least 10ms`},
+		{"1", 0, `CALLQ_RECONCILE_INTERVAL: "1" is not a duration of at least 10ms`},
+		{"1ms", 0, `CALLQ_RECONCILE_INTERVAL: "1ms" is not a duration of at least 10ms`},
+	} {
+		clearServerEnv(t)
+		t.Setenv("CALLQ_RECONCILE_INTERVAL", tc.env)
+		var cfg serverConfig
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		cfg.flags(fs, "")
+		if tc.err != "" {
+			require.ErrorContains(t, cfg.envError(), tc.err, tc.env)
+			continue
+		}
+		require.NoError(t, cfg.envError(), tc.env)
+		require.Equal(t, tc.want, time.Duration(cfg.reconcile), tc.env)
+	}
+	// The flag wins over the environment, and refuses what the variable does.
+	clearServerEnv(t)
+	var cfg serverConfig
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.flags(fs, "")
+	require.NoError(t, fs.Parse([]string{"--reconcile-interval", "off"}))
+	require.Equal(t, worker.ReconcileOff, time.Duration(cfg.reconcile))
+	require.Equal(t, "off", fs.Lookup("reconcile-interval").Value.String())
+	require.Error(t, fs.Parse([]string{"--reconcile-interval", "0s"}))
+	require.Equal(t, "1m0s", fs.Lookup("reconcile-interval").DefValue)
 }

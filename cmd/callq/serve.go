@@ -134,6 +134,8 @@ func (s *stack) worker() (*worker.Worker, error) {
 		ShutdownTimeout:  s.cfg.shutdownTimeout,
 		Logger:           &s.log,
 
+		ReconcileInterval: time.Duration(s.cfg.reconcile),
+
 		WebhookSecrets:      s.hooks,
 		WebhookAllowPrivate: s.cfg.webhookPrivate,
 		WebhookSchedule:     s.sched,
@@ -231,7 +233,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 		defer srv.Close()
 		s.log.Info().Str("addr", ln.Addr().String()).Msg("metrics listening")
 	}
-	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Msg("worker starting")
+	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Stringer("reconcile_interval", &s.cfg.reconcile).Msg("worker starting")
 	err = w.Run(ctx)
 	s.log.Info().Msg("worker stopped")
 	return err

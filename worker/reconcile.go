@@ -1,0 +1,416 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/tasks"
+)
+
+// ReconcilerConfig configures a Reconciler.
+type ReconcilerConfig struct {
+	// Records is the record store. Required.
+	Records *tasks.Store
+	// Interval is how often the reconciler runs, and how long after its
+	// created_at a call is first looked at: the producer creates a record
+	// before it queues the call's task, so a younger record may not have
+	// its task yet. The fleet's lease lasts three intervals. Default 1m
+	// (CALLQ_RECONCILE_INTERVAL).
+	Interval time.Duration
+	// PageSize is how many unfinished records one read takes; the lease is
+	// renewed between reads. Default 100.
+	PageSize int
+	// Name identifies this process in the lease, for an operator who reads
+	// it (GET callq:reconcile:lease). Default hostname:pid.
+	Name string
+	// Logger receives a warning per call failed as lost and a debug line
+	// per run. Default: a disabled logger.
+	Logger *zerolog.Logger
+	// Metrics counts the calls failed as lost (callq_calls_finished_total,
+	// error_kind "lost") and the runs. Default: none.
+	Metrics *Metrics
+}
+
+// Defaults for ReconcilerConfig.
+const (
+	DefaultReconcileInterval = time.Minute
+	DefaultReconcilePageSize = 100
+	// MinReconcileInterval is the shortest interval: the lease is kept in
+	// whole milliseconds.
+	MinReconcileInterval = 10 * time.Millisecond
+)
+
+// reconcileLeaseIntervals is the lease's length in intervals: the holder
+// renews it every interval and between pages, so it lapses only when the
+// holder stops or stalls, and another worker takes over within three
+// intervals (3m on the default).
+const reconcileLeaseIntervals = 3
+
+// releaseTimeout bounds the lease's release when the reconciler stops.
+const releaseTimeout = 2 * time.Second
+
+func (c *ReconcilerConfig) validate() error {
+	switch {
+	case c.Records == nil:
+		return errors.New("ReconcilerConfig.Records is required")
+	case c.Interval < 0 || c.Interval > 0 && c.Interval < MinReconcileInterval:
+		return fmt.Errorf("ReconcilerConfig.Interval must be 0 (the default) or at least %s", MinReconcileInterval)
+	case c.PageSize < 0:
+		return errors.New("ReconcilerConfig.PageSize must not be negative")
+	}
+	return nil
+}
+
+func (c *ReconcilerConfig) withDefaults() {
+	if c.Interval == 0 {
+		c.Interval = DefaultReconcileInterval
+	}
+	if c.PageSize == 0 {
+		c.PageSize = DefaultReconcilePageSize
+	}
+	if c.Name == "" {
+		c.Name = defaultName()
+	}
+	if c.Logger == nil {
+		nop := zerolog.Nop()
+		c.Logger = &nop
+	}
+}
+
+// ErrLeaseHeld is RunOnce's error when another reconciler holds the fleet's
+// lease.
+var ErrLeaseHeld = errors.New("worker: another reconciler holds the lease")
+
+// errLeaseLost stops a run whose lease lapsed while it ran (the process
+// stalled longer than the lease): another reconciler may have taken over.
+var errLeaseLost = errors.New("worker: the reconciler's lease lapsed during the run; the run stopped")
+
+// ReconcileReport is what one run did.
+type ReconcileReport struct {
+	// Tenants is how many tenants the run walked.
+	Tenants int
+	// Checked is how many unfinished calls, older than the interval, had
+	// their asynq task looked up.
+	Checked int
+	// Lost is how many of them the run failed as lost.
+	Lost int
+	// Pruned is how many index entries of expired records it removed.
+	Pruned int
+	// Migrated is how many records it moved from where callq before the
+	// calls index kept them (on the process's first run only).
+	Migrated int
+}
+
+// Reconciler fails the calls whose records say they have not finished but
+// whose asynq task is gone (deleted or archived with asynq's own tools, or
+// lost with Redis data), so that no record says queued or retrying
+// forever. Each such call fails with error kind "lost", its webhook queued.
+// On each run it also prunes the calls index of expired records and, on the
+// process's first run, moves records written before the calls index.
+//
+// Every worker runs one (Config.ReconcileInterval); a Redis lease
+// (rediskeys.ReconcileLease) lets one of the fleet run at a time. The
+// holder keeps the lease from run to run and releases it when it stops.
+type Reconciler struct {
+	cfg       ReconcilerConfig
+	rdb       redis.UniversalClient
+	inspector *asynq.Inspector
+	queue     *asynq.Client
+	log       zerolog.Logger
+	token     string
+	lease     time.Duration
+	now       func() time.Time // the age cutoff's clock (tests move it)
+
+	mu        sync.Mutex // one run at a time; guards the fields below
+	held      bool
+	renewedAt time.Time
+	migrated  bool
+}
+
+// NewReconciler returns a Reconciler over rdb. It does not start it.
+func NewReconciler(rdb redis.UniversalClient, cfg *ReconcilerConfig) (*Reconciler, error) {
+	if cfg == nil {
+		cfg = &ReconcilerConfig{}
+	}
+	c := *cfg
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	c.withDefaults()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("worker: reading random bytes for the reconciler's lease token failed: %w", err)
+	}
+	return &Reconciler{
+		cfg:       c,
+		rdb:       rdb,
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		queue:     asynq.NewClientFromRedisClient(rdb),
+		log:       c.Logger.With().Str("component", "reconciler").Logger(),
+		token:     c.Name + "/" + hex.EncodeToString(b),
+		lease:     reconcileLeaseIntervals * c.Interval,
+		now:       time.Now,
+	}, nil
+}
+
+// Run runs the reconciler every interval, the first time at once, until
+// ctx ends; then it releases the lease, if it holds it, and returns.
+func (r *Reconciler) Run(ctx context.Context) {
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		if err := r.Release(rctx); err != nil {
+			r.log.Warn().Err(err).Msg("could not release the reconciler's lease; it lapses on its own")
+		}
+	}()
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := r.RunOnce(ctx); err != nil && !errors.Is(err, ErrLeaseHeld) && ctx.Err() == nil {
+			r.log.Warn().Err(err).Msg("reconcile run did not complete; trying again next interval")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce takes or renews the fleet's lease and makes one run. It returns
+// ErrLeaseHeld, having done nothing, when another reconciler holds the
+// lease. Errors of one tenant do not stop the others; they are returned
+// together, with the report of what was done. The lease is kept after the
+// run: Release gives it up.
+func (r *Reconciler) RunOnce(ctx context.Context) (*ReconcileReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ok, err := r.hold(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrLeaseHeld
+	}
+	start := time.Now()
+	rep, err := r.run(ctx)
+	r.cfg.Metrics.reconciled(err == nil)
+	r.log.Debug().Int("tenants", rep.Tenants).Int("checked", rep.Checked).Int("lost", rep.Lost).
+		Int("pruned", rep.Pruned).Int("migrated", rep.Migrated).Int64("duration_ms", time.Since(start).Milliseconds()).
+		AnErr("error", err).Msg("reconcile run")
+	return rep, err
+}
+
+var renewLeaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+// releaseLeaseScript deletes the lease only while it is this holder's: a
+// lease that lapsed and was taken by another reconciler is left alone.
+var releaseLeaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// hold renews the lease this reconciler holds, or takes it if it is free.
+func (r *Reconciler) hold(ctx context.Context) (bool, error) {
+	now := time.Now()
+	if r.held {
+		ok, err := renewLeaseScript.Run(ctx, r.rdb, []string{rediskeys.ReconcileLease}, r.token, r.lease.Milliseconds()).Bool()
+		if err != nil {
+			return false, fmt.Errorf("worker: renew the reconciler's lease: %w", err)
+		}
+		if ok {
+			r.renewedAt = now
+			return true, nil
+		}
+		r.held = false // it lapsed while this process stalled
+	}
+	ok, err := r.rdb.SetNX(ctx, rediskeys.ReconcileLease, r.token, r.lease).Result()
+	if err != nil {
+		return false, fmt.Errorf("worker: take the reconciler's lease: %w", err)
+	}
+	r.held, r.renewedAt = ok, now
+	return ok, nil
+}
+
+// keep checks, between pieces of a run, that the run should go on: ctx has
+// not ended and the lease is still this reconciler's (renewed when a third
+// of it has passed).
+func (r *Reconciler) keep(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if time.Since(r.renewedAt) < r.lease/3 {
+		return nil
+	}
+	ok, err := r.hold(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errLeaseLost
+	}
+	return nil
+}
+
+// Release gives up the lease if this reconciler holds it, so that another
+// worker takes over at its next interval instead of after the lease lapses.
+func (r *Reconciler) Release(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.held {
+		return nil
+	}
+	r.held = false
+	if err := releaseLeaseScript.Run(ctx, r.rdb, []string{rediskeys.ReconcileLease}, r.token).Err(); err != nil {
+		return fmt.Errorf("worker: release the reconciler's lease: %w", err)
+	}
+	return nil
+}
+
+// run is one run under the lease.
+func (r *Reconciler) run(ctx context.Context) (*ReconcileReport, error) {
+	rep := &ReconcileReport{}
+	var errs []error
+	if !r.migrated {
+		n, err := r.cfg.Records.MigrateLegacy(ctx)
+		rep.Migrated = n
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			r.migrated = true
+		}
+	}
+	tenants, err := r.cfg.Records.Tenants(ctx)
+	if err != nil {
+		return rep, errors.Join(append(errs, err)...)
+	}
+	before := r.now().Add(-r.cfg.Interval)
+	for _, tenant := range tenants {
+		if err := r.keep(ctx); err != nil {
+			return rep, errors.Join(append(errs, err)...)
+		}
+		rep.Tenants++
+		err := r.reconcileTenant(ctx, tenant, before, rep)
+		if errors.Is(err, errLeaseLost) || ctx.Err() != nil {
+			return rep, errors.Join(append(errs, err)...)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", tenant, err))
+		}
+		n, err := r.cfg.Records.Prune(ctx, tenant)
+		rep.Pruned += n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", tenant, err))
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// reconcileTenant checks tenant's unfinished calls created before before,
+// a page at a time.
+func (r *Reconciler) reconcileTenant(ctx context.Context, tenant string, before time.Time, rep *ReconcileReport) error {
+	cursor := ""
+	for {
+		recs, next, err := r.cfg.Records.Unfinished(ctx, tenant, before, cursor, r.cfg.PageSize)
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			rep.Checked++
+			if r.check(ctx, rec) {
+				rep.Lost++
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		if err := r.keep(ctx); err != nil {
+			return err
+		}
+		cursor = next
+	}
+}
+
+// check looks up an unfinished call's task and fails the call if the task
+// is gone, archived or completed. A queued record whose task is active is a
+// first attempt running (tasks.FirstRun): its task exists, so it is left
+// alone like every other call whose task exists. It reports whether it
+// failed the call.
+func (r *Reconciler) check(ctx context.Context, rec *tasks.Record) bool {
+	info, err := r.inspector.GetTaskInfo(rec.Queue, tasks.TaskID(rec.Tenant, rec.CorrelationID))
+	var found string
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		found = fmt.Sprintf("the call's task is gone from asynq queue %q (deleted, or lost with Redis data); the call was not finished", rec.Queue)
+	case err != nil:
+		r.log.Warn().Err(err).Str("correlation_id", rec.CorrelationID).Str("tenant", rec.Tenant).
+			Msg("could not look up the call's asynq task; it is checked again next run")
+		return false
+	case info.State == asynq.TaskStateArchived:
+		found = fmt.Sprintf("the call's task was archived in asynq queue %q (with asynq's tools, or its retries ran out); the call was not finished", rec.Queue)
+	case info.State == asynq.TaskStateCompleted:
+		found = fmt.Sprintf("the call's task is completed in asynq queue %q, but the call's record was never finished", rec.Queue)
+	default:
+		return false
+	}
+	return r.fail(ctx, rec, found)
+}
+
+// errOtherCall: the record under the ID is another call's (the lost one's
+// expired and the ID was used again).
+var errOtherCall = errors.New("the record is another call's")
+
+// fail fails a lost call, unless it finished meanwhile, and queues its
+// webhook.
+func (r *Reconciler) fail(ctx context.Context, lost *tasks.Record, found string) bool {
+	log := r.log.With().Str("correlation_id", lost.CorrelationID).Str("tenant", lost.Tenant).
+		Str("integration", lost.Integration).Str("queue", lost.Queue).Logger()
+	now := time.Now().UTC()
+	rec, err := r.cfg.Records.Update(ctx, lost.Tenant, lost.CorrelationID, func(cur *tasks.Record) error {
+		if !cur.CreatedAt.Equal(lost.CreatedAt) {
+			return errOtherCall
+		}
+		cur.Status, cur.CompletedAt, cur.NextAttemptAt = tasks.StatusFailed, &now, nil
+		cur.Error = &tasks.CallError{Kind: tasks.KindLost, Message: found}
+		return nil
+	})
+	var finished *tasks.FinishedError
+	switch {
+	case errors.As(err, &finished), errors.Is(err, tasks.ErrNotFound), errors.Is(err, errOtherCall):
+		log.Debug().Msg("call finished or expired while the reconciler looked at it; left alone")
+		return false
+	case err != nil:
+		log.Warn().Err(err).Msg("could not fail a lost call; it is checked again next run")
+		return false
+	}
+	log.Warn().Str("was", string(lost.Status)).Str("error", found).Msg("call failed as lost")
+	r.cfg.Metrics.finished(rec)
+	if err := enqueueWebhook(context.WithoutCancel(ctx), r.queue, rec); err != nil {
+		log.Error().Err(err).Msg("the call failed as lost, but its webhook could not be queued")
+	}
+	return true
+}
+
+// defaultName is a process's name in records of lost attempts and in the
+// reconciler's lease: hostname:pid.
+func defaultName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
