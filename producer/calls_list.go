@@ -189,7 +189,7 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	var since, until time.Time
+	since, until := time.Time{}, now // a duration is before the same now
 	var aerr *APIError
 	if v := q.Get("since"); v != "" {
 		if since, aerr = parseWhen("since", v, now); aerr != nil {

@@ -2,6 +2,7 @@ package producer_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -70,9 +71,9 @@ func newestFirst(calls []seeded) {
 }
 
 func ids(calls []seeded) []string {
-	out := make([]string, len(calls))
-	for i, c := range calls {
-		out[i] = c.id
+	var out []string
+	for _, c := range calls {
+		out = append(out, c.id)
 	}
 	return out
 }
@@ -195,4 +196,157 @@ func TestListPagesNeitherRepeatNorSkipACall(t *testing.T) {
 	require.Greater(t, len(want), 3)
 	since := url.QueryEscape(base.Add(10 * time.Second).Format(time.RFC3339Nano))
 	require.Equal(t, ids(want), e.listAll(t, e.producerKey, "status=failed&status=queued&integration=httpbin&until=1h&since="+since, 1, nil))
+}
+
+func TestListFilters(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	base := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	calls := e.seedMany(t, "acme", 60, base) // created over 20s from base
+	newestFirst(calls)
+	at := func(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
+	ts := func(sec int) string { return url.QueryEscape(at(sec).Format(time.RFC3339Nano)) }
+
+	cases := []struct {
+		query string
+		pred  func(seeded) bool
+	}{
+		{"", func(seeded) bool { return true }},
+		{"status=failed", func(c seeded) bool { return c.status == tasks.StatusFailed }},
+		{"status=queued", func(c seeded) bool { return c.status == tasks.StatusQueued }},
+		{"status=running", func(c seeded) bool { return c.status == tasks.StatusRunning }},
+		{"status=retrying&status=running", func(c seeded) bool {
+			return c.status == tasks.StatusRetrying || c.status == tasks.StatusRunning
+		}},
+		{"status=succeeded&status=canceled&status=failed", func(c seeded) bool { return c.status.Terminal() }},
+		{"status=failed&status=queued&status=failed", func(c seeded) bool {
+			return c.status == tasks.StatusFailed || c.status == tasks.StatusQueued
+		}},
+		{"integration=bearer", func(c seeded) bool { return c.integration == "bearer" }},
+		{"integration=nothing-here", func(seeded) bool { return false }},
+		{"integration=basic&status=canceled&status=retrying", func(c seeded) bool {
+			return c.integration == "basic" && (c.status == tasks.StatusCanceled || c.status == tasks.StatusRetrying)
+		}},
+		{"since=" + ts(10), func(c seeded) bool { return !c.created.Before(at(10)) }},
+		{"until=" + ts(10), func(c seeded) bool { return c.created.Before(at(10)) }},
+		{"since=" + ts(5) + "&until=" + ts(15), func(c seeded) bool { return !c.created.Before(at(5)) && c.created.Before(at(15)) }},
+		{"since=" + ts(5) + "&until=" + ts(15) + "&status=succeeded&status=queued&integration=httpbin", func(c seeded) bool {
+			return !c.created.Before(at(5)) && c.created.Before(at(15)) && c.integration == "httpbin" &&
+				(c.status == tasks.StatusSucceeded || c.status == tasks.StatusQueued)
+		}},
+		// Durations mean that long ago: every call is older than 2h.
+		{"since=2h", func(seeded) bool { return false }},
+		{"until=2h", func(seeded) bool { return true }},
+		{"since=4h&until=90m&status=failed", func(c seeded) bool { return c.status == tasks.StatusFailed }},
+	}
+	for _, tc := range cases {
+		want := ids(matching(calls, tc.pred))
+		got := e.listAll(t, e.producerKey, tc.query, tasks.MaxListLimit, nil)
+		require.Equal(t, want, got, "GET /v1/calls?%s", tc.query)
+		if len(want) > 4 {
+			require.Equal(t, want, e.listAll(t, e.producerKey, tc.query, 4, nil), "GET /v1/calls?%s in pages of 4", tc.query)
+		}
+	}
+}
+
+func TestListLimit(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.seedMany(t, "acme", 60, time.Now().Add(-time.Hour))
+
+	p, _ := e.list(t, e.producerKey, "")
+	require.Len(t, p.Calls, tasks.DefaultListLimit, "the default limit")
+	require.NotNil(t, p.NextCursor)
+	p, _ = e.list(t, e.producerKey, "limit=1")
+	require.Len(t, p.Calls, 1)
+	p, _ = e.list(t, e.producerKey, "limit=500")
+	require.Len(t, p.Calls, 60)
+	require.Nil(t, p.NextCursor, "nothing is left")
+	p, _ = e.list(t, e.producerKey, "limit=60")
+	require.Len(t, p.Calls, 60)
+
+	// The Go client: 0 is the default.
+	page, err := e.tenantClient(t, "acme").List(context.Background(), tasks.Filter{}, "", 0)
+	require.NoError(t, err)
+	require.Len(t, page.Calls, tasks.DefaultListLimit)
+	_, err = e.tenantClient(t, "acme").List(context.Background(), tasks.Filter{}, "", tasks.MaxListLimit+1)
+	var fe *tasks.FieldError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "limit", fe.Field)
+}
+
+// A summary is the record without history, and its response without
+// headers or body.
+func TestListSummaries(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	r := e.post(t, call(map[string]any{"correlation_id": "sum-1"}))
+	require.Equal(t, http.StatusAccepted, r.Status, "body: %s", r.Body)
+	e.finish(t, "acme", "sum-1", tasks.StatusSucceeded)
+	a := replayed(t, e.replay(t, e.producerKey, "sum-1", nil), "sum-1")
+
+	_, r = e.list(t, e.producerKey, "")
+	var page struct {
+		Calls []map[string]json.RawMessage `json:"calls"`
+	}
+	require.NoError(t, json.Unmarshal(r.Body, &page))
+	require.Len(t, page.Calls, 2)
+	rep, orig := page.Calls[0], page.Calls[1]
+	require.JSONEq(t, `"`+a.CorrelationID+`"`, string(rep["correlation_id"]))
+	require.JSONEq(t, `"sum-1"`, string(rep["replay_of"]))
+	require.JSONEq(t, `"queued"`, string(rep["status"]))
+	require.JSONEq(t, `null`, string(rep["response"]))
+	require.JSONEq(t, `"sum-1"`, string(orig["correlation_id"]))
+	require.JSONEq(t, `"`+a.CorrelationID+`"`, string(orig["replayed_by"]))
+	require.JSONEq(t, `"succeeded"`, string(orig["status"]))
+	require.JSONEq(t, `{"status": 200, "size": 11, "truncated": false}`, string(orig["response"]))
+	for _, c := range page.Calls {
+		require.NotContains(t, c, "history")
+		for _, k := range []string{"correlation_id", "status", "integration", "method", "path", "attempts", "error", "created_at", "completed_at"} {
+			require.Contains(t, c, k)
+		}
+	}
+	require.NotContains(t, string(r.Body), "application/json", "no response headers")
+	require.NotContains(t, string(r.Body), `"ok"`, "no response body")
+}
+
+func TestListBadInput(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.seedMany(t, "acme", 3, time.Now().Add(-time.Hour))
+	forged := base64.RawURLEncoding.EncodeToString([]byte("1764000000000:a b"))
+	cases := map[string]string{
+		"status=bogus":                "status",
+		"status=failed&status=Failed": "status",
+		"status=":                     "status",
+		"integration=a%20b":           "integration",
+		"integration=a&integration=b": "integration",
+		"integration=":                "integration",
+		"since=yesterday":             "since",
+		"since=-1h":                   "since",
+		"since=0s":                    "since",
+		"since=2026-13-01T00:00:00Z":  "since",
+		"until=1d":                    "until",
+		"since=1h&until=2h":           "until",
+		"since=1h&until=1h":           "until",
+		"limit=0":                     "limit",
+		"limit=501":                   "limit",
+		"limit=-1":                    "limit",
+		"limit=ten":                   "limit",
+		"limit=1.5":                   "limit",
+		"limit=1&limit=2":             "limit",
+		"cursor=!!!":                  "cursor",
+		"cursor=abc":                  "cursor",
+		"cursor=" + forged:            "cursor",
+		"cursor=a&cursor=b":           "cursor",
+		"bogus=1":                     "bogus",
+		"Status=failed":               "Status",
+		"status=failed&wait=1s":       "wait",
+		"since=1h&until=1h&zzz=1":     "zzz", // unknown parameters first
+	}
+	for query, field := range cases {
+		r := e.do(t, req{Method: http.MethodGet, Path: "/v1/calls?" + query, Key: e.producerKey})
+		requireError(t, r, http.StatusBadRequest, "invalid_field", field)
+	}
+	requireError(t, e.do(t, req{Method: http.MethodGet, Path: "/v1/calls"}), http.StatusUnauthorized, "unauthorized", "")
 }

@@ -242,3 +242,191 @@ func TestReplayIsAlsoACorrelationID(t *testing.T) {
 		replayed(t, e.replay(t, e.producerKey, id, nil), id)
 	}
 }
+
+// bulkAnswer is POST /v1/calls/replay's answer.
+type bulkAnswer struct {
+	Replayed int  `json:"replayed"`
+	Skipped  int  `json:"skipped"`
+	DryRun   bool `json:"dry_run"`
+	Calls    []struct {
+		ReplayOf      string  `json:"replay_of"`
+		CorrelationID *string `json:"correlation_id"`
+	} `json:"calls"`
+}
+
+func (e *env) bulkReplay(tb testing.TB, key string, body any) bulkAnswer {
+	tb.Helper()
+	r := e.do(tb, req{Method: http.MethodPost, Path: "/v1/calls/replay", Key: key, Body: body})
+	require.Equal(tb, http.StatusOK, r.Status, "body: %s", r.Body)
+	var a bulkAnswer
+	require.NoError(tb, json.Unmarshal(r.Body, &a), "body: %s", r.Body)
+	require.Len(tb, a.Calls, a.Replayed, "body: %s", r.Body)
+	return a
+}
+
+func (a bulkAnswer) originals() []string {
+	var out []string
+	for _, c := range a.Calls {
+		out = append(out, c.ReplayOf)
+	}
+	return out
+}
+
+// enqueueFinished enqueues calls under ids to integration and finishes
+// them as st, oldest first.
+func (e *env) enqueueFinished(tb testing.TB, integration string, st tasks.Status, ids ...string) {
+	tb.Helper()
+	for _, id := range ids {
+		r := e.post(tb, call(map[string]any{"correlation_id": id, "integration": integration}))
+		require.Equal(tb, http.StatusAccepted, r.Status, "body: %s", r.Body)
+		if st != tasks.StatusQueued {
+			e.finish(tb, "acme", id, st)
+		}
+	}
+}
+
+func TestReplayMany(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "f1", "f2", "f3")
+	e.enqueueFinished(t, "bearer", tasks.StatusFailed, "f4", "f5", "f6")
+	e.enqueueFinished(t, "httpbin", tasks.StatusSucceeded, "s1", "s2", "s3")
+	e.enqueueFinished(t, "httpbin", tasks.StatusQueued, "q1", "q2")
+	count := func() int { return len(e.listAll(t, e.producerKey, "", tasks.MaxListLimit, nil)) }
+	failed := map[string]any{"status": "failed"}
+
+	// A dry run counts, newest first, and changes nothing.
+	a := e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed, "dry_run": true})
+	require.Equal(t, 6, a.Replayed)
+	require.True(t, a.DryRun)
+	require.Equal(t, []string{"f6", "f5", "f4", "f3", "f2", "f1"}, a.originals())
+	for _, c := range a.Calls {
+		require.Nil(t, c.CorrelationID)
+	}
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"dry_run": true})
+	require.Equal(t, 9, a.Replayed)
+	require.Equal(t, 2, a.Skipped, "the queued calls")
+	require.Equal(t, 11, count())
+	require.Empty(t, e.get(t, "f6").Record(t).ReplayedBy)
+
+	// A limit caps the replays: the newest first.
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed, "limit": 2})
+	require.False(t, a.DryRun)
+	require.Equal(t, []string{"f6", "f5"}, a.originals())
+	for _, c := range a.Calls {
+		require.NotNil(t, c.CorrelationID)
+		rep := e.get(t, *c.CorrelationID).Record(t)
+		require.Equal(t, c.ReplayOf, rep.ReplayOf)
+		require.Equal(t, tasks.StatusQueued, rep.Status)
+		require.Equal(t, *c.CorrelationID, e.get(t, c.ReplayOf).Record(t).ReplayedBy)
+		_, err := e.taskInfo("acme", "default", *c.CorrelationID)
+		require.NoError(t, err, "the replay is queued in asynq")
+	}
+
+	// The rest; then the same again replays nothing new.
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed})
+	require.Equal(t, []string{"f4", "f3", "f2", "f1"}, a.originals())
+	require.Equal(t, 2, a.Skipped, "replayed already")
+	require.Equal(t, 17, count())
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed})
+	require.Zero(t, a.Replayed)
+	require.Equal(t, 6, a.Skipped)
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed, "dry_run": true})
+	require.Zero(t, a.Replayed)
+	require.Equal(t, 6, a.Skipped)
+	require.Equal(t, 17, count())
+
+	// again replays them again; replayed_by is the latest.
+	first := e.get(t, "f5").Record(t).ReplayedBy
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": map[string]any{"status": []string{"failed"}, "integration": "bearer"}, "again": true})
+	require.Equal(t, []string{"f6", "f5", "f4"}, a.originals())
+	require.Zero(t, a.Skipped)
+	latest := e.get(t, "f5").Record(t).ReplayedBy
+	require.NotEqual(t, first, latest)
+	require.Equal(t, *a.Calls[1].CorrelationID, latest)
+	require.Equal(t, 20, count())
+
+	// Only finished calls: queued ones (the replays among them) are skipped.
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": map[string]any{"status": "queued"}})
+	require.Zero(t, a.Replayed)
+	require.Equal(t, 11, a.Skipped)
+
+	// An interrupted replay (claimed, not made) is taken up under its
+	// claimed ID, not made a second time.
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "f7")
+	claim, err := e.records.ClaimReplay(ctx, "acme", "f7", "claimed-f7", false, false)
+	require.NoError(t, err)
+	require.Equal(t, "claimed-f7", claim.ID)
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed})
+	require.Equal(t, []string{"f7"}, a.originals())
+	require.Equal(t, "claimed-f7", *a.Calls[0].CorrelationID)
+	require.Equal(t, "claimed-f7", e.get(t, "f7").Record(t).ReplayedBy)
+	require.Equal(t, "f7", e.get(t, "claimed-f7").Record(t).ReplayOf)
+
+	// Interrupted after the replay was made, before it was recorded on the
+	// original: a claim under the ID of a replay that exists. Taken up, it
+	// is that replay, and no call is made.
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "f8")
+	made, err := e.tenantClient(t, "acme").Replay(ctx, "f8", producer.ReplayAs("made-f8"))
+	require.NoError(t, err)
+	require.False(t, made.Duplicate)
+	_, err = e.records.ClaimReplay(ctx, "acme", "f8", "made-f8", true, true) // as if not confirmed
+	require.NoError(t, err)
+	before := count()
+	r, err := e.tenantClient(t, "acme").Replay(ctx, "f8")
+	require.NoError(t, err)
+	require.True(t, r.Duplicate)
+	require.Equal(t, "made-f8", r.Record.CorrelationID)
+	require.Equal(t, before, count())
+}
+
+func TestReplayManyBadInput(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	for body, field := range map[string]string{
+		`{"limit": 0}`:                               "limit",
+		`{"limit": 10001}`:                           "limit",
+		`{"limit": -3}`:                              "limit",
+		`{"limit": "10"}`:                            "limit",
+		`{"limit": 1.5}`:                             "limit",
+		`{"dry_run": "yes"}`:                         "dry_run",
+		`{"again": 1}`:                               "again",
+		`{"bogus": true}`:                            "bogus",
+		`{"Limit": 5}`:                               "Limit",
+		`{"filter": []}`:                             "filter",
+		`{"filter": "failed"}`:                       "filter",
+		`{"filter": {"status": "bogus"}}`:            "filter.status",
+		`{"filter": {"status": ["failed", ""]}}`:     "filter.status",
+		`{"filter": {"status": 3}}`:                  "filter.status",
+		`{"filter": {"statuses": ["failed"]}}`:       "filter.statuses",
+		`{"filter": {"integration": "a b"}}`:         "filter.integration",
+		`{"filter": {"integration": 7}}`:             "filter.integration",
+		`{"filter": {"since": "yesterday"}}`:         "filter.since",
+		`{"filter": {"until": "-5m"}}`:               "filter.until",
+		`{"filter": {"since": "1h", "until": "2h"}}`: "filter.until",
+	} {
+		r := e.do(t, req{Method: http.MethodPost, Path: "/v1/calls/replay", Key: e.producerKey, Body: body})
+		requireError(t, r, http.StatusBadRequest, "invalid_field", field)
+	}
+	for _, body := range []string{``, `[`, `[]`, `null`, `"x"`} {
+		r := e.do(t, req{Method: http.MethodPost, Path: "/v1/calls/replay", Key: e.producerKey, Body: body})
+		requireError(t, r, http.StatusBadRequest, "invalid_json", "")
+	}
+
+	// The Go client names the same fields.
+	client := e.tenantClient(t, "acme")
+	for _, tc := range []struct {
+		req   producer.ReplayRequest
+		field string
+	}{
+		{producer.ReplayRequest{Limit: -1}, "limit"},
+		{producer.ReplayRequest{Limit: producer.MaxReplayLimit + 1}, "limit"},
+		{producer.ReplayRequest{Filter: tasks.Filter{Statuses: []tasks.Status{"done"}}}, "status"},
+	} {
+		_, err := client.ReplayMany(context.Background(), tc.req)
+		var fe *tasks.FieldError
+		require.ErrorAs(t, err, &fe)
+		require.Equal(t, tc.field, fe.Field)
+	}
+}
