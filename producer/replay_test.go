@@ -430,3 +430,52 @@ func TestReplayManyBadInput(t *testing.T) {
 		require.Equal(t, tc.field, fe.Field)
 	}
 }
+
+// ReplayMany goes through the calls in pages (of 500): more than a page
+// of calls is replayed once each, the limit counted across pages.
+func TestReplayManyAcrossPages(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	client := e.tenantClient(t, "acme")
+	const n = 505
+	for i := range n {
+		res, err := client.Enqueue(ctx, &tasks.Call{Integration: "httpbin", Method: "GET", Path: "/get"})
+		require.NoError(t, err)
+		if i%100 != 0 {
+			e.finish(t, "acme", res.Record.CorrelationID, tasks.StatusFailed)
+		}
+	}
+	const finished = n - 6
+
+	dry, err := client.ReplayMany(ctx, producer.ReplayRequest{DryRun: true})
+	require.NoError(t, err)
+	require.Equal(t, finished, dry.Replayed)
+	require.Equal(t, 6, dry.Skipped)
+
+	res, err := client.ReplayMany(ctx, producer.ReplayRequest{Limit: 497})
+	require.NoError(t, err)
+	require.Equal(t, 497, res.Replayed)
+	res2, err := client.ReplayMany(ctx, producer.ReplayRequest{Filter: tasks.Filter{Statuses: []tasks.Status{tasks.StatusFailed}}})
+	require.NoError(t, err)
+	require.Equal(t, finished-497, res2.Replayed)
+	require.Equal(t, 497, res2.Skipped)
+
+	// Each finished call was replayed once, and names its replay.
+	seen := map[string]bool{}
+	for _, c := range append(res.Calls, res2.Calls...) {
+		require.False(t, seen[c.ReplayOf], "%s replayed twice", c.ReplayOf)
+		seen[c.ReplayOf] = true
+		rec, err := client.Get(ctx, c.ReplayOf)
+		require.NoError(t, err)
+		require.Equal(t, c.CorrelationID, rec.ReplayedBy)
+	}
+	require.Len(t, seen, finished)
+	page, err := client.List(ctx, tasks.Filter{}, "", tasks.MaxListLimit)
+	require.NoError(t, err)
+	require.NotEmpty(t, page.NextCursor, "more than a page of calls")
+	again, err := client.ReplayMany(ctx, producer.ReplayRequest{Filter: tasks.Filter{Statuses: []tasks.Status{tasks.StatusFailed}}})
+	require.NoError(t, err)
+	require.Zero(t, again.Replayed)
+	require.Equal(t, finished, again.Skipped)
+}
