@@ -176,7 +176,7 @@ func (h *handler) replayCalls(w http.ResponseWriter, r *http.Request) {
 	case res != nil && res.Replayed > 0 && !req.DryRun && r.Context().Err() == nil:
 		h.log.Error().Err(err).Int("replayed", res.Replayed).Msg("bulk replay interrupted")
 		writeError(w, &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
-			Message: fmt.Sprintf("the replay stopped after %d calls; repeat the request to go on (the calls replayed are skipped)", res.Replayed)})
+			Message: fmt.Sprintf("the replay stopped after %d calls; repeat the request to go on (calls replayed already are skipped, unless again)", res.Replayed)})
 	default:
 		h.answerError(w, r, err)
 	}
@@ -307,6 +307,9 @@ func parseWhen(field, v string, now time.Time) (time.Time, *APIError) {
 type statusList []string
 
 func (s *statusList) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // as for any other optional field
+	}
 	var one string
 	if json.Unmarshal(b, &one) == nil {
 		*s = statusList{one}

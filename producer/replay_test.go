@@ -409,6 +409,10 @@ func TestReplayManyBadInput(t *testing.T) {
 		r := e.do(t, req{Method: http.MethodPost, Path: "/v1/calls/replay", Key: e.producerKey, Body: body})
 		requireError(t, r, http.StatusBadRequest, "invalid_field", field)
 	}
+	// null is as good as leaving a field out.
+	r := e.do(t, req{Method: http.MethodPost, Path: "/v1/calls/replay", Key: e.producerKey,
+		Body: `{"filter": {"status": null, "integration": null}, "limit": null, "dry_run": true}`})
+	require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
 	for _, body := range []string{``, `[`, `[]`, `null`, `"x"`} {
 		r := e.do(t, req{Method: http.MethodPost, Path: "/v1/calls/replay", Key: e.producerKey, Body: body})
 		requireError(t, r, http.StatusBadRequest, "invalid_json", "")
