@@ -112,3 +112,19 @@ func (s *Store) ConfirmReplay(ctx context.Context, tenant, id, newID string) err
 	}
 	return nil
 }
+
+var releaseReplayScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'rbp') == ARGV[1] then redis.call('HDEL', KEYS[1], 'rbp') end
+return 1
+`)
+
+// ReleaseReplay gives up the claim of tenant's call id under newID, when
+// the replay cannot be made under that ID (another call holds it): left,
+// the claim would make every later replay of the call take it up, and
+// fail the same way.
+func (s *Store) ReleaseReplay(ctx context.Context, tenant, id, newID string) error {
+	if err := releaseReplayScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, newID).Err(); err != nil {
+		return fmt.Errorf("release replay: %w", err)
+	}
+	return nil
+}
