@@ -119,8 +119,9 @@ type ReplayRequest struct {
 	// DryRun counts and lists the calls that would be replayed, and
 	// replays none.
 	DryRun bool
-	// Again replays calls that were replayed already; by default they are
-	// skipped.
+	// Again replays calls that were replayed already, and calls that are
+	// themselves replays; by default both are skipped, so that the same
+	// request made twice replays nothing new.
 	Again bool
 }
 
@@ -129,7 +130,8 @@ type ReplayResult struct {
 	// Replayed counts the calls replayed (would be, in a dry run).
 	Replayed int `json:"replayed"`
 	// Skipped counts the calls selected but not replayed: not finished,
-	// replayed already (unless Again), or no longer replayable (no stored
+	// replayed already or replays themselves (unless Again), or no longer
+	// replayable (no stored
 	// payload, or no longer accepted by the configuration).
 	Skipped int  `json:"skipped"`
 	DryRun  bool `json:"dry_run"`
@@ -145,10 +147,10 @@ type Replayed struct {
 }
 
 // ReplayMany replays the finished calls req.Filter selects, as Replay does
-// each, newest first, up to req.Limit. A call replayed already is skipped
-// unless req.Again, so running the same request twice replays nothing new
-// (but a replay that finished, failed say, is a call like any other, which
-// a later run over its window replays). It works through the calls in
+// each, newest first, up to req.Limit. A call replayed already, and a call
+// that is itself a replay, is skipped unless req.Again, so running the same
+// request twice replays nothing new, even when the replays the first run
+// made have failed meanwhile. It works through the calls in
 // pages and claims each replay before making it: a run interrupted midway
 // (by an error, which it returns with what it did until then, or by ctx)
 // can be repeated, and a replay it had claimed but not recorded is taken
@@ -193,7 +195,7 @@ func (c *Client) ReplayMany(ctx context.Context, req ReplayRequest) (*ReplayResu
 // replayOne replays the call of summary s for ReplayMany, adding it to res,
 // and reports false for a call it skips.
 func (c *Client) replayOne(ctx context.Context, s *tasks.Record, req ReplayRequest, res *ReplayResult) (bool, error) {
-	if !s.Status.Terminal() {
+	if !s.Status.Terminal() || s.ReplayOf != "" && !req.Again {
 		return false, nil
 	}
 	if req.DryRun {

@@ -483,3 +483,25 @@ func TestReplayManyAcrossPages(t *testing.T) {
 	require.Zero(t, again.Replayed)
 	require.Equal(t, finished, again.Skipped)
 }
+
+// The same bulk request made again replays nothing new even when the
+// replays the first made have failed since: they are replays, left to
+// "again".
+func TestBulkReplayLeavesFailedReplaysToAgain(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "g1", "g2")
+	failed := map[string]any{"status": "failed"}
+	a := e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed})
+	require.Equal(t, []string{"g2", "g1"}, a.originals())
+	for _, c := range a.Calls {
+		e.finish(t, "acme", *c.CorrelationID, tasks.StatusFailed)
+	}
+	for _, dry := range []bool{true, false} {
+		a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed, "dry_run": dry})
+		require.Zero(t, a.Replayed, "dry run %v", dry)
+		require.Equal(t, 4, a.Skipped, "two replayed already, two replays")
+	}
+	a = e.bulkReplay(t, e.producerKey, map[string]any{"filter": failed, "again": true})
+	require.Equal(t, 4, a.Replayed, "again: the failed replays and their originals")
+}
