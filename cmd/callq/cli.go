@@ -167,13 +167,14 @@ func printJSON(w io.Writer, b []byte) error {
 }
 
 func runCall(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("call", "callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--correlation-id ID] [--timeout 10s] [--queue Q] [--wait 30s]",
+	fs := newCmdFlags("call", "callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--queue Q] [--wait 30s]",
 		"Enqueues a call and prints the API's answer; with --wait, the record once the\ncall finishes or the wait runs out (at most 60s).")
 	integration := fs.String("integration", "", "integration name")
 	credential := fs.String("credential", "", "credential reference")
 	correlation := fs.String("correlation-id", "", "correlation ID (default: generated)")
 	body := fs.String("body", "", "JSON body")
 	timeout := fs.Duration("timeout", 0, "call timeout")
+	delay := fs.Duration("delay", 0, "run the call this long from now")
 	wait := fs.Duration("wait", 0, "wait up to this long for the outcome")
 	queue := fs.String("queue", "", "queue")
 	var query, headers multiFlag
@@ -187,7 +188,7 @@ func runCall(ctx context.Context, args []string, stdout io.Writer) error {
 		return fs.usageError("")
 	}
 	call := tasks.Call{Integration: *integration, Method: pos[0], Path: pos[1], Credential: *credential,
-		CorrelationID: *correlation, Timeout: tasks.Duration(*timeout), Queue: *queue}
+		CorrelationID: *correlation, Timeout: tasks.Duration(*timeout), Delay: tasks.Duration(*delay), Queue: *queue}
 	q := tasks.Query{}
 	for _, kv := range query {
 		k, v, ok := strings.Cut(kv, "=")

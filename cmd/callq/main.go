@@ -24,7 +24,7 @@ Usage:
   callq api                                        the HTTP API (production)
   callq worker                                     a worker (production); SIGTERM drains
   callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON]
-             [--credential REF] [--correlation-id ID] [--timeout 10s] [--wait 30s]
+             [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--wait 30s]
   callq get ID [--wait 30s]                        the same as callq calls get
   callq calls ls [--status S]... [--integration I] [--since 1h] [--until T] [--limit N]
                  [--cursor C] [--all] [--json]    list calls, newest first
