@@ -119,12 +119,8 @@ func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cursor := fs.String("cursor", "", "continue after the page that printed this cursor")
 	all := fs.Bool("all", false, "follow the cursors: list every matching call")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
-	pos, err := fs.parse(args)
-	if err != nil {
+	if err := fs.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fs.usageError(fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
 	q := f.query()
 	if *limit == 0 && *all {
@@ -304,12 +300,8 @@ func runStats(ctx context.Context, args []string, stdout io.Writer) error {
 			"tenant shares the queues.")
 	since := fs.String("since", "", "the window's start: a duration ago (at most 7d) or RFC 3339 (default 1h)")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
-	pos, err := fs.parse(args)
-	if err != nil {
+	if err := fs.parseNoArgs(args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fs.usageError(fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
 	path := "/v1/stats"
 	if *since != "" {

@@ -85,6 +85,15 @@ func (c *cmdFlags) parse(args []string) ([]string, error) {
 	return pos, err
 }
 
+// parseNoArgs is parse for a command that takes flags only.
+func (c *cmdFlags) parseNoArgs(args []string) error {
+	pos, err := c.parse(args)
+	if err == nil && len(pos) > 0 {
+		return c.usageError(fmt.Sprintf("unexpected argument %q", pos[0]))
+	}
+	return err
+}
+
 func (c *cmdFlags) usage() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: %s\n\n%s\n", c.synopsis, c.about)
