@@ -14,6 +14,16 @@ import (
 
 // readBody reads a JSON request body within the size and depth limits.
 func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *APIError) {
+	body, aerr := h.readOptionalBody(w, r)
+	if aerr == nil && body == nil {
+		return nil, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidJSON, Message: "the request body is empty; send a JSON object"}
+	}
+	return body, aerr
+}
+
+// readOptionalBody is readBody for a request whose body may be left out:
+// an empty body is nil.
+func (h *handler) readOptionalBody(w http.ResponseWriter, r *http.Request) ([]byte, *APIError) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
@@ -23,7 +33,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *API
 		return nil, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidJSON, Message: "the request body could not be read"}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidJSON, Message: "the request body is empty; send a JSON object"}
+		return nil, nil
 	}
 	if jsonDepth(body) > maxJSONDepth {
 		return nil, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidJSON, Message: fmt.Sprintf("the JSON is nested deeper than %d levels", maxJSONDepth)}

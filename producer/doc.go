@@ -1,6 +1,6 @@
 // Package producer enqueues calls and looks them up. A Producer holds what
 // all tenants share (catalog, record store, asynq connections); its Tenant
-// views are the Go client (Enqueue, Get, Wait, Cancel) of one tenant, and
-// NewHandler serves the HTTP API over it, in the tenant of each request's
-// API key.
+// views are the Go client (Enqueue, Get, Wait, Cancel, List, Replay,
+// ReplayMany, Stats) of one tenant, and NewHandler serves the HTTP API over
+// it, in the tenant of each request's API key.
 package producer

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,6 +118,84 @@ func ExampleClient_Wait() {
 	fmt.Println(rec.Status, rec.Attempts, rec.Response.Status)
 	// Output:
 	// succeeded 1 200
+}
+
+func ExampleClient_Replay() {
+	ctx := context.Background()
+	rdb := exampleRedis() // redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+
+	// An upstream that is down, then back; a catalog that does not retry.
+	var down atomic.Bool
+	down.Store(true)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, `{"order": 981}`)
+	}))
+	defer upstream.Close()
+	cat, err := tasks.ParseCatalog(fmt.Appendf(nil, "integrations:\n  shop:\n    base_url: %s\n    retry: {max_attempts: 1}\n", upstream.URL))
+	if err != nil {
+		panic(err)
+	}
+	stop := startExampleWorker(rdb, cat)
+	defer stop()
+	client, err := producer.NewClient(rdb, "acme", &producer.Config{Catalog: cat})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	call := &tasks.Call{Integration: "shop", Method: "POST", Path: "/orders/981/ship", Body: []byte(`{"carrier": "ups"}`)}
+	if _, err := client.Enqueue(ctx, call, producer.WithCorrelationID("order-981")); err != nil {
+		panic(err)
+	}
+	if _, err := client.Wait(wctx, "order-981"); err != nil {
+		panic(err)
+	}
+
+	// What failed in the last hour.
+	failed := tasks.Filter{Statuses: []tasks.Status{tasks.StatusFailed}, Since: time.Now().Add(-time.Hour)}
+	page, err := client.List(ctx, failed, "", 50)
+	if err != nil {
+		panic(err)
+	}
+	for _, c := range page.Calls {
+		fmt.Println(c.CorrelationID, c.Status, c.Response.Status)
+	}
+
+	// The upstream is back: make the call again.
+	down.Store(false)
+	res, err := client.Replay(ctx, "order-981", producer.ReplayAs("order-981-again"))
+	if err != nil {
+		panic(err)
+	}
+	rec, err := client.Wait(wctx, res.Record.CorrelationID)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(rec.CorrelationID, rec.ReplayOf, rec.Status)
+	orig, err := client.Get(ctx, "order-981")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("order-981 replayed by", orig.ReplayedBy)
+
+	// Replaying everything that failed again replays nothing new.
+	many, err := client.ReplayMany(ctx, producer.ReplayRequest{Filter: failed})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(many.Replayed, many.Skipped)
+	// Output:
+	// order-981 failed 503
+	// order-981-again order-981 succeeded
+	// order-981 replayed by order-981-again
+	// 0 1
 }
 
 func ExampleProducer_Tenant() {

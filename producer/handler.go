@@ -98,18 +98,29 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	h := &handler{cfg: c, mux: http.NewServeMux(), log: c.Logger.With().Str("component", "api").Logger()}
 	h.route("/healthz", map[string]http.HandlerFunc{"GET": h.healthz})
 	h.route("/readyz", map[string]http.HandlerFunc{"GET": h.readyz})
-	h.route("/v1/calls", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.enqueue)})
-	// "batch" is also a valid correlation ID: GET and DELETE reach that call.
+	h.route("/v1/calls", map[string]http.HandlerFunc{
+		"POST": h.authed(auth.RoleProducer, h.enqueue),
+		"GET":  h.authed(auth.RoleProducer, h.listCalls),
+	})
+	// "batch" and "replay" are also valid correlation IDs: GET and DELETE
+	// reach those calls.
 	h.route("/v1/calls/batch", map[string]http.HandlerFunc{
 		"POST":   h.authed(auth.RoleProducer, h.enqueueBatch),
 		"GET":    h.authed(auth.RoleProducer, withID("batch", h.getCall)),
 		"DELETE": h.authed(auth.RoleProducer, withID("batch", h.cancelCall)),
 	})
+	h.route("/v1/calls/replay", map[string]http.HandlerFunc{
+		"POST":   h.authed(auth.RoleProducer, h.replayCalls),
+		"GET":    h.authed(auth.RoleProducer, withID("replay", h.getCall)),
+		"DELETE": h.authed(auth.RoleProducer, withID("replay", h.cancelCall)),
+	})
 	h.route("/v1/calls/{id}", map[string]http.HandlerFunc{
 		"GET":    h.authed(auth.RoleProducer, h.getCall),
 		"DELETE": h.authed(auth.RoleProducer, h.cancelCall),
 	})
+	h.route("/v1/calls/{id}/replay", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.replayCall)})
 	h.route("/v1/calls/{id}/webhook/redeliver", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.redeliverWebhook)})
+	h.route("/v1/stats", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleProducer, h.stats)})
 	h.route("/v1/webhook-secret", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.webhookSecret)})
 	h.route("/v1/credentials", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.listCredentials)})
 	h.route("/v1/credentials/{ref}", map[string]http.HandlerFunc{

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/mccutchen/go-httpbin/v2/httpbin"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -20,11 +21,13 @@ import (
 	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
 )
 
 // testCatalog has an integration without auth (httpbin), one with bearer
 // auth and a default credential (bearer) and one with basic auth (basic).
-// Nothing in this package calls them: no worker runs.
+// Nothing calls them unless a test sets up withUpstream: then a worker
+// runs, and httpbin is a go-httpbin.
 const testCatalog = `
 integrations:
   httpbin:
@@ -67,6 +70,13 @@ type setupConfig struct {
 	webhooks   bool
 	handler    producer.HandlerConfig
 	sourceDirs auth.SourceDirs
+	upstream   bool
+}
+
+// withUpstream points the catalog's httpbin at a go-httpbin of the test's
+// own and runs a worker, so that calls are made.
+func withUpstream() setupOption {
+	return func(c *setupConfig) { c.upstream = true }
 }
 
 type setupOption func(*setupConfig)
@@ -108,7 +118,13 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	srv := redistest.Start(tb)
 	rdb := srv.Client(tb)
 
-	cat, err := tasks.ParseCatalog([]byte(testCatalog))
+	catalog := testCatalog
+	if sc.upstream {
+		up := httptest.NewServer(httpbin.New())
+		tb.Cleanup(up.Close)
+		catalog = strings.Replace(catalog, "http://127.0.0.1:9/api", up.URL, 1)
+	}
+	cat, err := tasks.ParseCatalog([]byte(catalog))
 	require.NoError(tb, err)
 	records, err := tasks.NewStore(rdb, nil)
 	require.NoError(tb, err)
@@ -126,6 +142,13 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 		WebhooksEnabled: sc.webhooks})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = prod.Close() })
+
+	if sc.upstream {
+		w, err := worker.New(rdb, &worker.Config{Catalog: cat, Records: records, Credentials: creds, Keyring: ring, Concurrency: 4})
+		require.NoError(tb, err)
+		require.NoError(tb, w.Start())
+		tb.Cleanup(w.Shutdown)
+	}
 
 	hc := sc.handler
 	hc.Producer, hc.Credentials, hc.Keys = prod, creds, keys

@@ -45,7 +45,7 @@ var claimReplayScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'status', 'rb', 'rbp', 'call')
 if not v[1] then return {-1} end
 if v[1] ~= 'succeeded' and v[1] ~= 'failed' and v[1] ~= 'canceled' then return {0, v[1]} end
-if not v[4] then return {-3} end
+if not v[4] or v[4] == '' then return {-3} end
 if v[3] and ARGV[3] == '0' then return {1, v[3], v[4]} end
 if v[2] and ARGV[2] == '0' then return {2, v[2]} end
 redis.call('HSET', KEYS[1], 'rbp', ARGV[1])
@@ -109,6 +109,22 @@ return 1
 func (s *Store) ConfirmReplay(ctx context.Context, tenant, id, newID string) error {
 	if err := confirmReplayScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, newID).Err(); err != nil {
 		return fmt.Errorf("confirm replay: %w", err)
+	}
+	return nil
+}
+
+var releaseReplayScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'rbp') == ARGV[1] then redis.call('HDEL', KEYS[1], 'rbp') end
+return 1
+`)
+
+// ReleaseReplay gives up the claim of tenant's call id under newID, when
+// the replay cannot be made under that ID (another call holds it): left,
+// the claim would make every later replay of the call take it up, and
+// fail the same way.
+func (s *Store) ReleaseReplay(ctx context.Context, tenant, id, newID string) error {
+	if err := releaseReplayScript.Run(ctx, s.rdb, []string{rediskeys.Record(tenant, id)}, newID).Err(); err != nil {
+		return fmt.Errorf("release replay: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,80 @@
+package producer_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/tasks"
+)
+
+// The README's "Finding and replaying calls" commands, run as written
+// against the API, over calls like those its answers show.
+func TestReadmeCallsExamples(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- calls-api:begin -->\n```sh\n")
+	require.True(t, ok, "README.md has no calls-api block")
+	script, _, ok := strings.Cut(after, "\n```\n<!-- calls-api:end -->")
+	require.True(t, ok, "the calls-api block is not closed")
+
+	e := setup(t)
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "order-980")
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "order-981")
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "order-982")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "CALLQ_API_KEY="+e.producerKey)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stderr: %s", stderr.String())
+
+	var answers []map[string]json.RawMessage
+	dec := json.NewDecoder(&stdout)
+	for {
+		var v map[string]json.RawMessage
+		err := dec.Decode(&v)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err, "the output is not a sequence of JSON objects")
+		require.NotContains(t, v, "error", "%v", v)
+		answers = append(answers, v)
+	}
+	require.Len(t, answers, 5, "one answer per command")
+	for i, keys := range [][]string{
+		{"calls", "next_cursor"},
+		{"correlation_id", "status", "url", "replay_of"},
+		{"replayed", "skipped", "dry_run", "calls"},
+		{"replayed", "skipped", "dry_run", "calls"},
+		{"since", "until", "total", "by_status", "by_integration", "queues"},
+	} {
+		for _, k := range keys {
+			require.Contains(t, answers[i], k, "answer %d", i+1)
+		}
+	}
+	require.Contains(t, string(answers[0]["calls"]), `"order-981"`)
+	require.JSONEq(t, `"order-981-again"`, string(answers[1]["correlation_id"]))
+	require.JSONEq(t, `"order-981"`, string(answers[1]["replay_of"]))
+	for _, i := range []int{2, 3} {
+		require.JSONEq(t, `2`, string(answers[i]["replayed"]), "answer %d", i+1)
+		require.JSONEq(t, `1`, string(answers[i]["skipped"]), "answer %d: order-981 was replayed", i+1)
+	}
+	require.JSONEq(t, `true`, string(answers[2]["dry_run"]))
+	require.JSONEq(t, `6`, string(answers[4]["total"]))
+}
