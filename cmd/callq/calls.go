@@ -111,8 +111,8 @@ func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newCmdFlags("calls ls", "callq calls ls [--status S]... [--integration I] [--since 1h] [--until T] [--limit N] [--cursor C] [--all] [--json]",
 		"Lists the calls, newest first, as a table (or the API's JSON with --json).\n"+
 			"Filters combine; a repeated --status matches any of them. When more calls\n"+
-			"follow, the --cursor of the next page is printed to stderr; --all follows\n"+
-			"the cursors to the end.")
+			"may follow, the --cursor of the next page is printed to stderr; --all\n"+
+			"follows the cursors to the end.")
 	var f callsFilter
 	f.flags(fs)
 	limit := fs.Int("limit", 0, fmt.Sprintf("calls per page, 1 to %d (default %d; %d with --all)", tasks.MaxListLimit, tasks.DefaultListLimit, tasks.MaxListLimit))
@@ -166,11 +166,12 @@ func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := writeCallsTable(stdout, calls); err != nil {
 		return err
 	}
-	if len(calls) == 0 {
-		fmt.Fprintln(stderr, "callq: no calls match")
-	}
 	if next != "" {
-		fmt.Fprintf(stderr, "callq: more calls follow: --cursor %s\n", next)
+		// A page may stop short of --limit (even at none) when a filter
+		// leaves out most of the calls the API reads, so "may".
+		fmt.Fprintf(stderr, "callq: more calls may follow: --cursor %s\n", next)
+	} else if len(calls) == 0 && *cursor == "" {
+		fmt.Fprintln(stderr, "callq: no calls match")
 	}
 	return nil
 }
@@ -294,18 +295,25 @@ var statusOrder = []tasks.Status{tasks.StatusQueued, tasks.StatusRunning, tasks.
 	tasks.StatusSucceeded, tasks.StatusFailed, tasks.StatusCanceled}
 
 func runStats(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("stats", "callq stats [--since 1h] [--json]",
+	fs := newCmdFlags("stats", "callq stats [--since 1h] [--until T] [--json]",
 		"Counts the tenant's calls created in the window by status and by integration,\n"+
 			"and shows the depth of each queue: asynq's tasks, fleet-wide, since every\n"+
 			"tenant shares the queues.")
-	since := fs.String("since", "", "the window's start: a duration ago (at most 7d) or RFC 3339 (default 1h)")
+	since := fs.String("since", "", "the window's start: a duration ago or RFC 3339, at most 168h before its end (default 1h)")
+	until := fs.String("until", "", "the window's end: a duration ago or RFC 3339 (default now)")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
+	q := url.Values{}
+	for k, v := range map[string]string{"since": *since, "until": *until} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
 	path := "/v1/stats"
-	if *since != "" {
-		path += "?" + url.Values{"since": {*since}}.Encode()
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	out, err := newAPIClient().do(ctx, http.MethodGet, path, nil)
 	if err != nil {

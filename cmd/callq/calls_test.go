@@ -96,7 +96,10 @@ func TestCLICalls(t *testing.T) {
 	require.Len(t, all.Calls, 10)
 	require.NotContains(t, raw, `"history"`, "summaries carry no history")
 	for i := 1; i < len(all.Calls); i++ {
-		require.False(t, all.Calls[i].CreatedAt.After(all.Calls[i-1].CreatedAt), "newest first: %v", ids(all.Calls))
+		// Newest first, to the millisecond (the index's precision; the ID
+		// orders calls of the same millisecond).
+		require.False(t, all.Calls[i].CreatedAt.Truncate(time.Millisecond).After(all.Calls[i-1].CreatedAt),
+			"newest first: %v", ids(all.Calls))
 	}
 	byID := map[string]tasks.Record{}
 	for _, r := range all.Calls {
@@ -340,6 +343,12 @@ func TestCLICalls(t *testing.T) {
 		stdout, stderr, code = d.cli(nil, "stats", "--since", "1ms", "--json")
 		require.Zero(t, code, stderr)
 		require.Contains(t, stdout, `"total": 0`)
+		stdout, stderr, code = d.cli(nil, "stats", "--since", "2h", "--until", "1h", "--json")
+		require.Zero(t, code, stderr)
+		require.Contains(t, stdout, `"total": 0`)
+		stdout, stderr, code = d.cli(nil, "stats", "--since", "2h", "--until", time.Now().Add(time.Minute).UTC().Format(time.RFC3339), "--json")
+		require.Zero(t, code, stderr)
+		require.Contains(t, stdout, `"total": 15`)
 		_, stderr, code = d.cli(nil, "stats", "--since", "yesterday")
 		require.Equal(t, 1, code)
 		require.Contains(t, stderr, `"field":"since"`)

@@ -33,7 +33,7 @@ Usage:
   callq calls replay --status failed --since 1h [--integration I] [--until T] [--limit N]
                      [--dry-run] [--again]        replay the finished calls a filter matches
   callq calls cancel ID
-  callq stats [--since 1h] [--json]                counts by status and integration; queue depths
+  callq stats [--since 1h] [--until T] [--json]    counts by status and integration; queue depths
   callq creds put REF --integration NAME --field KEY=VALUE...
   callq creds list | rm REF
   callq creds reseal                               re-seal every secret under CALLQ_SECRET_KEY's first key
