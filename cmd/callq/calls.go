@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
 
@@ -271,25 +272,6 @@ func runCallsCancel(ctx context.Context, args []string, stdout io.Writer) error 
 	return printJSON(stdout, out)
 }
 
-// queueDepth is one queue's tasks in GET /v1/stats.
-type queueDepth struct {
-	Pending   int64 `json:"pending"`
-	Active    int64 `json:"active"`
-	Scheduled int64 `json:"scheduled"`
-	Retry     int64 `json:"retry"`
-	Archived  int64 `json:"archived"`
-}
-
-// statsAnswer is GET /v1/stats's answer.
-type statsAnswer struct {
-	Since         time.Time             `json:"since"`
-	Until         time.Time             `json:"until"`
-	Total         int64                 `json:"total"`
-	ByStatus      map[string]int64      `json:"by_status"`
-	ByIntegration map[string]int64      `json:"by_integration"`
-	Queues        map[string]queueDepth `json:"queues"`
-}
-
 // statusOrder is the order stats shows statuses in: the machine's.
 var statusOrder = []tasks.Status{tasks.StatusQueued, tasks.StatusRunning, tasks.StatusRetrying,
 	tasks.StatusSucceeded, tasks.StatusFailed, tasks.StatusCanceled}
@@ -322,22 +304,19 @@ func runStats(ctx context.Context, args []string, stdout io.Writer) error {
 	if *asJSON {
 		return printJSON(stdout, out)
 	}
-	var st statsAnswer
+	var st producer.Stats
 	if err := json.Unmarshal(out, &st); err != nil {
 		return fmt.Errorf("callq API answered GET /v1/stats with %w", err)
 	}
 	return writeStats(stdout, &st)
 }
 
-func writeStats(w io.Writer, st *statsAnswer) error {
+func writeStats(w io.Writer, st *producer.Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "%d calls created from %s to %s\n\n", st.Total,
 		st.Since.UTC().Format(time.RFC3339), st.Until.UTC().Format(time.RFC3339))
 	fmt.Fprintln(tw, "STATUS\tCALLS")
-	statuses := make([]string, 0, len(st.ByStatus))
-	for _, s := range statusOrder {
-		statuses = append(statuses, string(s))
-	}
+	statuses := slices.Clone(statusOrder)
 	for _, s := range slices.Sorted(maps.Keys(st.ByStatus)) {
 		if !slices.Contains(statuses, s) {
 			statuses = append(statuses, s) // a status this CLI does not know yet

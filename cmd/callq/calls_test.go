@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
 
@@ -19,17 +20,6 @@ import (
 type listAnswer struct {
 	Calls      []tasks.Record `json:"calls"`
 	NextCursor *string        `json:"next_cursor"`
-}
-
-// replayAnswer is POST /v1/calls/replay's answer.
-type replayAnswer struct {
-	Replayed int  `json:"replayed"`
-	Skipped  int  `json:"skipped"`
-	DryRun   bool `json:"dry_run"`
-	Calls    []struct {
-		ReplayOf      string `json:"replay_of"`
-		CorrelationID string `json:"correlation_id"`
-	} `json:"calls"`
 }
 
 // tableIDs is the first column of a table's rows, below its header.
@@ -261,12 +251,12 @@ func TestCLICalls(t *testing.T) {
 		// Bounded by --until, so that the replays it makes, which fail too,
 		// are not taken in by the runs after it.
 		until := time.Now().UTC().Format(time.RFC3339Nano)
-		bulk := func(extra ...string) replayAnswer {
+		bulk := func(extra ...string) producer.ReplayResult {
 			t.Helper()
 			args := append([]string{"calls", "replay", "--status", "failed", "--since", "1h", "--until", until}, extra...)
 			stdout, stderr, code := d.cli(nil, args...)
 			require.Zero(t, code, "%v: %s", args, stderr)
-			var ans replayAnswer
+			var ans producer.ReplayResult
 			require.NoError(t, json.Unmarshal([]byte(stdout), &ans), stdout)
 			return ans
 		}
@@ -323,10 +313,10 @@ func TestCLICalls(t *testing.T) {
 		// 10 calls, fail-0-again, the replay of ok-0, three bulk replays.
 		stdout, stderr, code := d.cli(nil, "stats", "--json")
 		require.Zero(t, code, stderr)
-		var st statsAnswer
+		var st producer.Stats
 		require.NoError(t, json.Unmarshal([]byte(stdout), &st), stdout)
 		require.EqualValues(t, 15, st.Total, stdout)
-		require.Equal(t, map[string]int64{"queued": 0, "running": 0, "retrying": 0, "succeeded": 7, "failed": 7, "canceled": 1}, st.ByStatus)
+		require.Equal(t, map[tasks.Status]int64{"queued": 0, "running": 0, "retrying": 0, "succeeded": 7, "failed": 7, "canceled": 1}, st.ByStatus)
 		require.Equal(t, map[string]int64{"bin": 14, "slow": 1}, st.ByIntegration)
 		require.Contains(t, st.Queues, "default")
 		require.WithinDuration(t, time.Now(), st.Until, time.Minute)
