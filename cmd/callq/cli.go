@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,11 +41,12 @@ func (m multiFlag) pairs(name string) (map[string]string, error) {
 
 // parseInterleaved parses flags that may come before, between and after the
 // positional arguments, as in "callq call --integration github GET /x --wait 5s".
+// Its errors are errUsage; -h and --help also flag.ErrHelp.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
+			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -53,6 +55,65 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// helpError is a command's -h or --help: run prints usage to stdout, and
+// the command exits 0.
+type helpError struct{ usage string }
+
+func (e *helpError) Error() string { return "help requested" }
+
+// cmdFlags are a CLI command's flags and its usage.
+type cmdFlags struct {
+	*flag.FlagSet
+	synopsis string // "callq calls get ID [--wait 30s]"
+	about    string // what the command does, a few lines
+}
+
+func newCmdFlags(name, synopsis, about string) *cmdFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // run prints errors, once
+	return &cmdFlags{FlagSet: fs, synopsis: synopsis, about: about}
+}
+
+// parse is parseInterleaved, -h and --help answering the usage.
+func (c *cmdFlags) parse(args []string) ([]string, error) {
+	pos, err := parseInterleaved(c.FlagSet, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, &helpError{c.usage()}
+	}
+	return pos, err
+}
+
+// parseNoArgs is parse for a command that takes flags only.
+func (c *cmdFlags) parseNoArgs(args []string) error {
+	pos, err := c.parse(args)
+	if err == nil && len(pos) > 0 {
+		return c.usageError(fmt.Sprintf("unexpected argument %q", pos[0]))
+	}
+	return err
+}
+
+func (c *cmdFlags) usage() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: %s\n\n%s\n", c.synopsis, c.about)
+	n := 0
+	c.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		b.WriteString("\nFlags:\n")
+		c.SetOutput(&b)
+		c.PrintDefaults()
+		c.SetOutput(io.Discard)
+	}
+	return b.String()
+}
+
+// usageError is wrong usage of the command (exit 2): why, and its synopsis.
+func (c *cmdFlags) usageError(why string) error {
+	if why == "" {
+		return fmt.Errorf("%w: %s", errUsage, c.synopsis)
+	}
+	return fmt.Errorf("%w: %s: %s", errUsage, why, c.synopsis)
 }
 
 // apiClient talks to callq's HTTP API for the CLI commands.
@@ -115,27 +176,28 @@ func printJSON(w io.Writer, b []byte) error {
 }
 
 func runCall(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("call", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newCmdFlags("call", "callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--queue Q] [--wait 30s]",
+		"Enqueues a call and prints the API's answer; with --wait, the record once the\ncall finishes or the wait runs out (at most 60s).")
 	integration := fs.String("integration", "", "integration name")
 	credential := fs.String("credential", "", "credential reference")
 	correlation := fs.String("correlation-id", "", "correlation ID (default: generated)")
 	body := fs.String("body", "", "JSON body")
 	timeout := fs.Duration("timeout", 0, "call timeout")
+	delay := fs.Duration("delay", 0, "run the call this long from now")
 	wait := fs.Duration("wait", 0, "wait up to this long for the outcome")
 	queue := fs.String("queue", "", "queue")
 	var query, headers multiFlag
 	fs.Var(&query, "query", "query parameter KEY=VALUE (repeatable)")
 	fs.Var(&headers, "header", "header KEY=VALUE (repeatable)")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 || *integration == "" {
-		return fmt.Errorf("%w: callq call --integration NAME METHOD PATH", errUsage)
+		return fs.usageError("")
 	}
 	call := tasks.Call{Integration: *integration, Method: pos[0], Path: pos[1], Credential: *credential,
-		CorrelationID: *correlation, Timeout: tasks.Duration(*timeout), Queue: *queue}
+		CorrelationID: *correlation, Timeout: tasks.Duration(*timeout), Delay: tasks.Duration(*delay), Queue: *queue}
 	q := tasks.Query{}
 	for _, kv := range query {
 		k, v, ok := strings.Cut(kv, "=")
@@ -172,16 +234,17 @@ func runCall(ctx context.Context, args []string, stdout io.Writer) error {
 	return printJSON(stdout, out)
 }
 
-func runGet(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+// runGet is `callq get` and `callq calls get`.
+func runGet(ctx context.Context, name string, args []string, stdout io.Writer) error {
+	fs := newCmdFlags(name, name+" ID [--wait 30s]",
+		"Prints a call's record. With --wait, holds until the call finishes or the wait\nruns out (at most 60s), then prints the record as it stands.")
 	wait := fs.Duration("wait", 0, "wait up to this long for the outcome")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: callq get ID [--wait 30s]", errUsage)
+		return fs.usageError("")
 	}
 	path := "/v1/calls/" + url.PathEscape(pos[0])
 	if *wait > 0 {

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"os/exec"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,50 +17,40 @@ func TestCLICommands(t *testing.T) {
 	d.startWorker()
 	run := func(env []string, args ...string) (string, int) {
 		t.Helper()
-		cmd := exec.Command(d.procs.bin, args...)
-		cmd.Env = append(slices.Clone(d.env), env...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return stdout.String() + stderr.String(), ee.ExitCode()
-		}
-		require.NoError(t, err)
-		return stdout.String() + stderr.String(), 0
+		stdout, stderr, code := d.cli(env, args...)
+		return stdout + stderr, code
 	}
-	api := []string{"CALLQ_URL=" + d.apiURL, "CALLQ_API_KEY=" + d.apiKey}
 
 	out, code := run(nil, "integrations")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "slow")
 	require.Contains(t, out, d.up.URL)
 
-	out, code = run(api, "call", "--integration", "slow", "GET", "/slow", "--correlation-id", "cli-1",
+	out, code = run(nil, "call", "--integration", "slow", "GET", "/slow", "--correlation-id", "cli-1",
 		"--header", "X-Test-Call=cli-1", "--wait", "20s")
 	require.Zero(t, code, out)
 	require.Contains(t, out, `"status": "succeeded"`)
 
-	out, code = run(api, "get", "cli-1")
+	out, code = run(nil, "get", "cli-1")
 	require.Zero(t, code, out)
 	require.Contains(t, out, `"correlation_id": "cli-1"`)
-	out, code = run(api, "get", "cli-1", "--wait", "5s")
+	out, code = run(nil, "get", "cli-1", "--wait", "5s")
 	require.Zero(t, code, out)
 	require.Contains(t, out, `"status": "succeeded"`)
-	out, code = run(api, "get", "nope")
+	out, code = run(nil, "get", "nope")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "404")
 
-	out, code = run(api, "creds", "put", "c1", "--integration", "slow", "--field", "token=cli-secret-7e1f")
+	out, code = run(nil, "creds", "put", "c1", "--integration", "slow", "--field", "token=cli-secret-7e1f")
 	require.Zero(t, code, out)
 	require.Contains(t, out, `"token"`)
-	out, code = run(api, "creds", "list")
+	out, code = run(nil, "creds", "list")
 	require.Zero(t, code, out)
 	require.Contains(t, out, `"c1"`)
 	require.NotContains(t, out, "cli-secret-7e1f")
-	out, code = run(api, "creds", "rm", "c1")
+	out, code = run(nil, "creds", "rm", "c1")
 	require.Zero(t, code, out)
-	out, code = run(api, "creds", "list")
+	out, code = run(nil, "creds", "list")
 	require.Zero(t, code, out)
 	require.NotContains(t, out, `"c1"`)
 
@@ -89,7 +75,7 @@ func TestCLICommands(t *testing.T) {
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "401", "a revoked key is refused")
 
-	out, code = run(api, "call", "GET")
+	out, code = run(nil, "call", "GET")
 	require.Equal(t, 2, code, "a usage error: %s", out)
 	require.Contains(t, out, "Usage:")
 	out, code = run(nil, "keys", "create", "--tenant", "beta", "--role", "owner")

@@ -24,8 +24,16 @@ Usage:
   callq api                                        the HTTP API (production)
   callq worker                                     a worker (production); SIGTERM drains
   callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON]
-             [--credential REF] [--correlation-id ID] [--timeout 10s] [--wait 30s]
-  callq get ID [--wait 30s]
+             [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--wait 30s]
+  callq get ID [--wait 30s]                        the same as callq calls get
+  callq calls ls [--status S]... [--integration I] [--since 1h] [--until T] [--limit N]
+                 [--cursor C] [--all] [--json]    list calls, newest first
+  callq calls get ID [--wait 30s]
+  callq calls replay ID [--as NEW_ID]
+  callq calls replay --status failed --since 1h [--integration I] [--until T] [--limit N]
+                     [--dry-run] [--again]        replay the finished calls a filter matches
+  callq calls cancel ID
+  callq stats [--since 1h] [--until T] [--json]    counts by status and integration; queue depths
   callq creds put REF --integration NAME --field KEY=VALUE...
   callq creds list | rm REF
   callq creds reseal                               re-seal every secret under CALLQ_SECRET_KEY's first key
@@ -39,6 +47,7 @@ CALLQ_SECRET_KEY, CALLQ_API_ADDR, CALLQ_CONCURRENCY, CALLQ_QUEUES, CALLQ_RESULT_
 CALLQ_MAX_REQUEST_BYTES, CALLQ_MAX_RESPONSE_BYTES, CALLQ_SHUTDOWN_TIMEOUT,
 CALLQ_RECONCILE_INTERVAL, CALLQ_LOG_LEVEL, CALLQ_LOG_FORMAT;
 the CLI commands use CALLQ_URL (default http://127.0.0.1:8080) and CALLQ_API_KEY.
+"callq COMMAND -h" describes call, get, calls and stats.
 `, bench.DefaultCalls, worker.DefaultConcurrency)
 
 // errUsage marks an error the user fixes by reading the usage.
@@ -57,7 +66,18 @@ func main() {
 	}
 }
 
+// run runs the command args names; a command's -h prints its usage to
+// stdout.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, stdout, stderr)
+	var help *helpError
+	if errors.As(err, &help) {
+		_, err = fmt.Fprint(stdout, help.usage)
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -73,7 +93,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "call":
 		return runCall(ctx, rest, stdout)
 	case "get":
-		return runGet(ctx, rest, stdout)
+		return runGet(ctx, "callq get", rest, stdout)
+	case "calls":
+		return runCalls(ctx, rest, stdout, stderr)
+	case "stats":
+		return runStats(ctx, rest, stdout)
 	case "creds":
 		return runCreds(ctx, rest, stdout)
 	case "keys":

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mccutchen/go-httpbin/v2/httpbin"
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
@@ -332,7 +334,8 @@ func (p *procs) startListening(launch func() (*child, []string)) *child {
 }
 
 // ---------------------------------------------------------------------------
-// The upstream: answers /slow after a delay and remembers every request.
+// The upstream: answers /slow after a delay and remembers every request;
+// go-httpbin answers every other path.
 
 type hit struct{ start, end time.Time }
 
@@ -347,9 +350,10 @@ type upstream struct {
 
 func newUpstream(t *testing.T, delay time.Duration) *upstream {
 	u := &upstream{delay: delay, hits: map[string][]*hit{}}
+	bin := httpbin.New()
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/slow" {
-			http.NotFound(w, r)
+			bin.ServeHTTP(w, r)
 			return
 		}
 		h := &hit{start: time.Now()}
@@ -421,7 +425,8 @@ type deployment struct {
 }
 
 // deploy starts Redis, an upstream and `callq api` (with extraEnv added to
-// the environment of api and workers).
+// the environment of api and workers). The catalog's integration slow
+// retries (5 attempts), bin does not.
 func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *deployment {
 	t.Helper()
 	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
@@ -431,10 +436,14 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
 	catalog := filepath.Join(t.TempDir(), "integrations.yaml")
 	require.NoError(t, os.WriteFile(catalog, fmt.Appendf(nil, `integrations:
   slow:
-    base_url: %s
+    base_url: %[1]s
     auth: {type: none}
     timeout: 10s
     retry: {max_attempts: 5}
+  bin:
+    base_url: %[1]s
+    auth: {type: none}
+    retry: {max_attempts: 1}
 `, d.up.URL), 0o644))
 	secret, err := auth.GenerateKey()
 	require.NoError(t, err)
@@ -481,6 +490,23 @@ func createAdminKey(t *testing.T, bin, redisURL string) string {
 func (d *deployment) startWorker() *child {
 	d.workerNo++
 	return d.procs.start(fmt.Sprintf("worker%d", d.workerNo), "", append(slices.Clone(d.env), "CALLQ_CONCURRENCY=20"), "worker")
+}
+
+// cli runs the callq binary as a user would, with the deployment's
+// environment, CALLQ_URL and the admin key, then env.
+func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, code int) {
+	d.t.Helper()
+	cmd := exec.Command(d.procs.bin, args...)
+	cmd.Env = append(append(slices.Clone(d.env), "CALLQ_URL="+d.apiURL, "CALLQ_API_KEY="+d.apiKey), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), errOut.String(), ee.ExitCode()
+	}
+	require.NoError(d.t, err, "callq %s", strings.Join(args, " "))
+	return out.String(), errOut.String(), 0
 }
 
 // do sends an API request and decodes a JSON answer into out.

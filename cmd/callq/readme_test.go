@@ -1,7 +1,8 @@
 package main
 
-// The README's quick start, run as written (bar the addresses and
-// `go run ./cmd/callq`, replaced by the built binary) against `callq dev`.
+// The README's quick start, then its CLI examples, run as written (bar the
+// addresses and `go run ./cmd/callq` or `callq`, replaced by the built
+// binary) against `callq dev`.
 
 import (
 	"bytes"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +25,8 @@ import (
 const (
 	quickstartBegin = "<!-- quickstart:begin -->"
 	quickstartEnd   = "<!-- quickstart:end -->"
+	cliBegin        = "<!-- cli:begin -->"
+	cliEnd          = "<!-- cli:end -->"
 	readmeAPIURL    = "http://127.0.0.1:8080"
 	readmeHTTPBin   = "127.0.0.1:8090"
 	readmeGoRun     = "go run ./cmd/callq"
@@ -30,18 +34,38 @@ const (
 	demoSecret      = "s3cr3t-demo-token"
 )
 
-// quickstartScript returns the ```sh block between the quick start markers.
-func quickstartScript(t *testing.T, readme string) string {
+// markedScript returns the ```sh block between the markers begin and end.
+func markedScript(t *testing.T, readme, begin, end string) string {
 	t.Helper()
-	_, after, ok := strings.Cut(readme, quickstartBegin)
-	require.True(t, ok, "README.md has no %s", quickstartBegin)
-	section, _, ok := strings.Cut(after, quickstartEnd)
-	require.True(t, ok, "README.md has no %s after %s", quickstartEnd, quickstartBegin)
+	_, after, ok := strings.Cut(readme, begin)
+	require.True(t, ok, "README.md has no %s", begin)
+	section, _, ok := strings.Cut(after, end)
+	require.True(t, ok, "README.md has no %s after %s", end, begin)
 	_, block, ok := strings.Cut(section, "```sh\n")
-	require.True(t, ok, "the quick start section has no ```sh block:\n%s", section)
+	require.True(t, ok, "the section after %s has no ```sh block:\n%s", begin, section)
 	script, _, ok := strings.Cut(block, "\n```")
-	require.True(t, ok, "the quick start's ```sh block is not closed:\n%s", section)
+	require.True(t, ok, "the ```sh block after %s is not closed:\n%s", begin, section)
 	return script + "\n"
+}
+
+// runScript runs script with bash -euo pipefail in dir and returns its
+// stdout and stderr; it fails the test if the script fails.
+func runScript(t *testing.T, name, dir, script string, env []string) (string, string) {
+	t.Helper()
+	t.Logf("%s script:\n%s", name, script)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	runErr := cmd.Run()
+	out, errOut := stdout.String(), stderr.String()
+	t.Logf("%s ran in %s; stdout:\n%s\nstderr:\n%s", name, time.Since(start).Round(time.Millisecond), out, errOut)
+	require.NoError(t, runErr, "the %s failed", name)
+	return out, errOut
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -52,7 +76,8 @@ func TestReadmeQuickstart(t *testing.T) {
 	require.NoError(t, err)
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	require.NoError(t, err)
-	script := quickstartScript(t, string(readme))
+	script := markedScript(t, string(readme), quickstartBegin, quickstartEnd)
+	cliScript := markedScript(t, string(readme), cliBegin, cliEnd)
 
 	p := newProcs(t)
 	example, err := os.ReadFile(filepath.Join(root, "deploy", "integrations.example.yaml"))
@@ -76,20 +101,7 @@ func TestReadmeQuickstart(t *testing.T) {
 	require.Contains(t, script, readmeGoRun)
 	script = strings.ReplaceAll(script, readmeAPIURL, apiURL)
 	script = strings.ReplaceAll(script, readmeGoRun, shellQuote(p.bin))
-	t.Logf("quick start script:\n%s", script)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
-	cmd.Dir = root
-	cmd.Env = childEnv()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	runErr := cmd.Run()
-	out, errOut := stdout.String(), stderr.String()
-	t.Logf("quick start ran in %s; stdout:\n%s\nstderr:\n%s", time.Since(start).Round(time.Millisecond), out, errOut)
-	require.NoError(t, runErr, "the quick start failed")
+	out, errOut := runScript(t, "quick start", root, script, childEnv())
 
 	// The outputs, in order: enqueue answer, waited record, the 503 call,
 	// creds put, the bearer call, creds list.
@@ -183,6 +195,8 @@ func TestReadmeQuickstart(t *testing.T) {
 	require.NotContains(t, out, demoSecret, "the credential's value reached the quick start's output")
 	require.NotContains(t, errOut, demoSecret, "the credential's value reached the quick start's stderr")
 
+	testReadmeCLI(t, cliScript, p.bin, root, apiURL, got.CorrelationID, failed.CorrelationID)
+
 	// Stop dev mode so that its logs are complete, then read them.
 	require.NoError(t, dev.signal(syscall.SIGTERM))
 	select {
@@ -200,4 +214,75 @@ func TestReadmeQuickstart(t *testing.T) {
 	require.Contains(t, string(devOut), "WARNING: development mode", "callq dev should warn that it is for development")
 	require.Contains(t, string(devOut), "CALLQ_API_KEY="+devAPIKey, "callq dev should print its API key")
 	require.Contains(t, string(devOut), apiURL, "callq dev should print where its API listens")
+}
+
+// testReadmeCLI runs the README's CLI examples, after the quick start whose
+// order-981 succeeded and whose call failedID failed.
+func testReadmeCLI(t *testing.T, script, bin, root, apiURL, succeededID, failedID string) {
+	t.Helper()
+	// Every command is callq's, so that every one runs the built binary.
+	for _, line := range strings.Split(strings.TrimSpace(script), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			require.True(t, strings.HasPrefix(line, "callq "), "a README CLI example that is not a callq command: %q", line)
+		}
+	}
+	script = regexp.MustCompile(`(?m)^callq `).ReplaceAllString(script, shellQuote(bin)+" ")
+	out, _ := runScript(t, "CLI examples", root, script, childEnv("CALLQ_URL="+apiURL, "CALLQ_API_KEY="+devAPIKey))
+
+	// calls ls --status failed --since 1h: the table, the failed call only.
+	table, rest, ok := strings.Cut(out, "\n{")
+	require.True(t, ok, "no JSON after the table:\n%s", out)
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	require.Len(t, lines, 2, "a header and the one failed call:\n%s", table)
+	require.Regexp(t, `^CORRELATION ID +STATUS +INTEGRATION +METHOD +PATH +ATTEMPTS +HTTP +ERROR +CREATED +REPLAY OF$`, lines[0])
+	require.Regexp(t, `^`+regexp.QuoteMeta(failedID)+` +failed +httpbin +GET +/status/503 +3/3 +503 +http_status +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +-$`, lines[1])
+
+	// Then JSON answers, and the stats table.
+	rest = "{" + rest
+	var vals []map[string]any
+	dec := json.NewDecoder(strings.NewReader(rest))
+	for strings.HasPrefix(strings.TrimSpace(rest[dec.InputOffset():]), "{") {
+		var v map[string]any
+		require.NoError(t, dec.Decode(&v), "not a sequence of JSON objects then the stats:\n%s", rest)
+		vals = append(vals, v)
+	}
+	stats := strings.TrimSpace(rest[dec.InputOffset():])
+	require.Len(t, vals, 7, "ls --json, dry run, replay, replay --as, get, call, cancel:\n%s", rest)
+
+	// calls ls --integration httpbin --limit 1 --json: order-981 and the
+	// failed call are httpbin's, so a cursor follows.
+	require.Len(t, vals[0]["calls"], 1, "%v", vals[0])
+	require.NotEmpty(t, vals[0]["next_cursor"], "%v", vals[0])
+
+	// The dry run, then the replay, of the failed call.
+	require.Equal(t, map[string]any{"replayed": 1.0, "skipped": 0.0, "dry_run": true,
+		"calls": []any{map[string]any{"replay_of": failedID}}}, vals[1])
+	require.Equal(t, 1.0, vals[2]["replayed"], "%v", vals[2])
+	require.Equal(t, false, vals[2]["dry_run"], "%v", vals[2])
+	replayed := vals[2]["calls"].([]any)
+	require.Len(t, replayed, 1)
+	require.Equal(t, failedID, replayed[0].(map[string]any)["replay_of"])
+	require.NotEmpty(t, replayed[0].(map[string]any)["correlation_id"])
+
+	// replay order-981 --as order-981-again, and its outcome.
+	require.Equal(t, "order-981-again", vals[3]["correlation_id"], "%v", vals[3])
+	require.Equal(t, succeededID, vals[3]["replay_of"], "%v", vals[3])
+	require.Equal(t, "order-981-again", vals[4]["correlation_id"], "%v", vals[4])
+	require.Equal(t, "succeeded", vals[4]["status"], "%v", vals[4])
+	require.Equal(t, succeededID, vals[4]["replay_of"], "%v", vals[4])
+
+	// A call due in an hour, canceled.
+	require.Equal(t, "order-982", vals[5]["correlation_id"], "%v", vals[5])
+	require.Equal(t, "queued", vals[5]["status"], "%v", vals[5])
+	require.Equal(t, "order-982", vals[6]["correlation_id"], "%v", vals[6])
+	require.Equal(t, "canceled", vals[6]["status"], "%v", vals[6])
+
+	// stats --since 1h: the six calls.
+	require.Regexp(t, `^6 calls created from \S+Z to \S+Z\n`, stats)
+	require.Regexp(t, `(?m)^succeeded +3$`, stats)
+	require.Regexp(t, `(?m)^canceled +1$`, stats)
+	require.Regexp(t, `(?m)^httpbin +5$`, stats)
+	require.Regexp(t, `(?m)^httpbin-bearer +1$`, stats)
+	require.Regexp(t, `(?m)^QUEUE +PENDING +ACTIVE +SCHEDULED +RETRY +ARCHIVED$`, stats)
+	require.Regexp(t, `(?m)^default( +\d+){5}$`, stats)
 }
