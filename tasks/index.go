@@ -46,9 +46,7 @@ type Filter struct {
 // Validate checks f, naming the field at fault.
 func (f *Filter) Validate() error {
 	for _, st := range f.Statuses {
-		switch st {
-		case StatusQueued, StatusRunning, StatusRetrying, StatusSucceeded, StatusFailed, StatusCanceled:
-		default:
+		if !slices.Contains(Statuses(), st) {
 			return fieldErr("status", "must be one of queued, running, retrying, succeeded, failed, canceled; got %q", st)
 		}
 	}
@@ -424,7 +422,7 @@ func (s *Store) Count(ctx context.Context, tenant string, since, until time.Time
 		return nil, fmt.Errorf("count calls: %w", err)
 	}
 	out := &Counts{ByStatus: map[Status]int64{}, ByIntegration: map[string]int64{}}
-	for _, st := range []Status{StatusQueued, StatusRunning, StatusRetrying, StatusSucceeded, StatusFailed, StatusCanceled} {
+	for _, st := range Statuses() {
 		out.ByStatus[st] = 0
 	}
 	var open []string

@@ -19,6 +19,11 @@ const (
 	StatusCanceled  Status = "canceled"
 )
 
+// Statuses returns every status, in the machine's order.
+func Statuses() []Status {
+	return []Status{StatusQueued, StatusRunning, StatusRetrying, StatusSucceeded, StatusFailed, StatusCanceled}
+}
+
 // Terminal reports whether s is final: no write changes a terminal record.
 func (s Status) Terminal() bool {
 	return s == StatusSucceeded || s == StatusFailed || s == StatusCanceled

@@ -272,10 +272,6 @@ func runCallsCancel(ctx context.Context, args []string, stdout io.Writer) error 
 	return printJSON(stdout, out)
 }
 
-// statusOrder is the order stats shows statuses in: the machine's.
-var statusOrder = []tasks.Status{tasks.StatusQueued, tasks.StatusRunning, tasks.StatusRetrying,
-	tasks.StatusSucceeded, tasks.StatusFailed, tasks.StatusCanceled}
-
 func runStats(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newCmdFlags("stats", "callq stats [--since 1h] [--until T] [--json]",
 		"Counts the tenant's calls created in the window by status and by integration,\n"+
@@ -316,7 +312,7 @@ func writeStats(w io.Writer, st *producer.Stats) error {
 	fmt.Fprintf(tw, "%d calls created from %s to %s\n\n", st.Total,
 		st.Since.UTC().Format(time.RFC3339), st.Until.UTC().Format(time.RFC3339))
 	fmt.Fprintln(tw, "STATUS\tCALLS")
-	statuses := slices.Clone(statusOrder)
+	statuses := tasks.Statuses()
 	for _, s := range slices.Sorted(maps.Keys(st.ByStatus)) {
 		if !slices.Contains(statuses, s) {
 			statuses = append(statuses, s) // a status this CLI does not know yet
