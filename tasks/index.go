@@ -100,6 +100,13 @@ func memberID(m string) string {
 	return id
 }
 
+// indexes reports whether m is the index member of rec, not one left by an
+// earlier record under the same ID (expired or deleted, and the ID used
+// again), which must not be read as this one's.
+func indexes(rec *Record, m string) bool {
+	return indexMember(rec.CreatedAt, memberID(m)) == m
+}
+
 // ceilMilli rounds t up to a millisecond, the index's precision, so that
 // an exclusive bound at t keeps every call created before t.
 func ceilMilli(t time.Time) time.Time {
@@ -267,7 +274,7 @@ func (s *Store) List(ctx context.Context, tenant string, f Filter, cursor string
 	var danglingMembers []string
 	defer func() {
 		if len(dangling) > 0 {
-			s.unindex(context.WithoutCancel(ctx), dangling, danglingMembers)
+			s.unindex(context.WithoutCancel(ctx), tenant, dangling, danglingMembers)
 		}
 	}()
 	scanned, budget := 0, listScan(limit)
@@ -353,7 +360,7 @@ func (s *Store) scan(ctx context.Context, srcs []source, hi, lo string, n int) (
 }
 
 // summaries reads the summaries of the calls of members, nil for a call
-// whose record has expired.
+// whose record has expired (or is another record under the same ID).
 func (s *Store) summaries(ctx context.Context, tenant string, members []string) ([]*Record, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(members))
@@ -373,18 +380,49 @@ func (s *Store) summaries(ctx context.Context, tenant string, members []string) 
 		if err != nil {
 			return nil, err
 		}
-		out[i] = rec
+		if indexes(rec, members[i]) {
+			out[i] = rec
+		}
 	}
 	return out, nil
 }
 
-// unindex removes members from the index keys they were found in.
-func (s *Store) unindex(ctx context.Context, srcs []source, members []string) {
-	pipe := s.rdb.Pipeline()
+// unindex removes members, found in srcs, from every index of their
+// shards: Prune walks only the all index, so an entry left in another
+// would stay.
+func (s *Store) unindex(ctx context.Context, tenant string, srcs []source, members []string) {
+	byShard := map[int][]any{}
 	for i, src := range srcs {
-		pipe.ZRem(ctx, src.key, members[i])
+		byShard[src.shard] = append(byShard[src.shard], members[i])
+	}
+	pipe := s.rdb.Pipeline()
+	for shard, ms := range byShard {
+		keys, err := s.shardIndexes(ctx, tenant, shard)
+		if err != nil {
+			return // left to the next List or Prune
+		}
+		for _, k := range keys {
+			pipe.ZRem(ctx, k, ms...)
+		}
 	}
 	_, _ = pipe.Exec(ctx)
+}
+
+// shardIndexes are the keys of every index of tenant's shard, the all
+// index first.
+func (s *Store) shardIndexes(ctx context.Context, tenant string, shard int) ([]string, error) {
+	names, err := s.rdb.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)).Result()
+	if err != nil {
+		return nil, err
+	}
+	keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
+	for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
+		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
+	}
+	for _, n := range names {
+		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
+	}
+	return keys, nil
 }
 
 // Counts are tenant's calls created in a window.

@@ -68,6 +68,10 @@ func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time,
 			if err != nil {
 				return nil, "", err
 			}
+			if !indexes(rec, members[i]) {
+				fix.ZRem(ctx, open, members[i])
+				continue
+			}
 			if rec.Status.Terminal() {
 				fix.ZRem(ctx, open, members[i])
 				fix.ZAdd(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(rec.Status), "")), redis.Z{Member: members[i]})
@@ -94,23 +98,17 @@ const (
 )
 
 // Prune removes from tenant's indexes the entries of records that have
-// expired, oldest first, and returns how many calls it unindexed. In each
-// shard it stops at the first page of entries whose records all live:
-// records expire roughly in the order they were created, and List drops
-// any entry it meets whose record is gone.
+// expired (or were made again under the same ID), oldest first, and
+// returns how many calls it unindexed. In each shard it stops at the first
+// page of entries whose records all live: records expire roughly in the
+// order they were created, and List drops any entry it meets whose record
+// is gone.
 func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 	removed := 0
 	for shard := range rediskeys.RecordShards {
-		names, err := s.rdb.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)).Result()
+		keys, err := s.shardIndexes(ctx, tenant, shard)
 		if err != nil {
 			return removed, fmt.Errorf("prune the calls index: %w", err)
-		}
-		keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
-		for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
-			keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
-		}
-		for _, n := range names {
-			keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
 		}
 		lo := "-"
 		for range prunePages {
@@ -122,16 +120,18 @@ func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 				break
 			}
 			pipe := s.rdb.Pipeline()
-			exists := make([]*redis.IntCmd, len(members))
+			sums := make([]*redis.StringCmd, len(members))
 			for i, m := range members {
-				exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
+				sums[i] = pipe.HGet(ctx, rediskeys.Record(tenant, memberID(m)), "sum")
 			}
-			if _, err := pipe.Exec(ctx); err != nil {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 				return removed, fmt.Errorf("prune the calls index: %w", err)
 			}
 			var gone []any
-			for i, c := range exists {
-				if c.Val() == 0 {
+			for i, c := range sums {
+				// Gone, or another record under the same ID.
+				rec, err := decodeRecord(c.Val(), nil, nil, nil, nil)
+				if c.Err() != nil || err != nil || !indexes(rec, members[i]) {
 					gone = append(gone, members[i])
 				}
 			}
