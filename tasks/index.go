@@ -116,7 +116,14 @@ func ceilMilli(t time.Time) time.Time {
 	return t
 }
 
+// maxBound is the greatest bound of 13 digits (2286-11-20): a later time
+// has more, which would compare below every member.
+var maxBound = time.UnixMilli(9_999_999_999_999)
+
 func timeBound(t time.Time) string {
+	if t.After(maxBound) {
+		t = maxBound
+	}
 	return indexMember(t, "")[:13]
 }
 

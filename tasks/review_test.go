@@ -102,3 +102,17 @@ func TestPruneAfterListMetExpiredRecords(t *testing.T) {
 		}
 	}
 }
+
+// A bound past 2286 (13 digits of milliseconds) is still a bound: until
+// in 2300 keeps every call, since in 2300 none.
+func TestListBoundsFarAhead(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "now")
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.Equal(t, []string{"now"}, e.listAll(t, "acme", tasks.Filter{Until: far}, 10))
+	require.Empty(t, e.listAll(t, "acme", tasks.Filter{Since: far}, 10))
+	counts, err := e.store.Count(e.ctx, "acme", testNow.Add(-time.Hour), far)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), counts.Total)
+}
