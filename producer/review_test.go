@@ -2,6 +2,8 @@ package producer_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"sync"
 	"testing"
 
@@ -64,4 +66,27 @@ func TestConcurrentBulkReplaysReplayEachCallOnce(t *testing.T) {
 	for orig, rs := range replays {
 		require.Len(t, rs, 1, "%s replayed %d times", orig, len(rs))
 	}
+}
+
+// A time before 1970 is a bound like any other, not "no bound": Go's zero
+// time (0001-01-01T00:00:00Z) as until selects nothing, and a bulk replay
+// given it replays nothing.
+func TestBoundsBefore1970(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "f1")
+	for _, until := range []string{"0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z"} {
+		p, _ := e.list(t, e.producerKey, "until="+until)
+		require.Empty(t, p.Calls, "until=%s", until)
+		a := e.bulkReplay(t, e.producerKey, map[string]any{"filter": map[string]any{"until": until}})
+		require.Zero(t, a.Replayed, "until=%s", until)
+		r := e.do(t, req{Method: http.MethodGet, Path: "/v1/stats?until=" + until, Key: e.producerKey})
+		require.Equal(t, http.StatusOK, r.Status, "body: %s", r.Body)
+		var st producer.Stats
+		require.NoError(t, json.Unmarshal(r.Body, &st))
+		require.Zero(t, st.Total, "until=%s: %s", until, r.Body)
+	}
+	p, _ := e.list(t, e.producerKey, "since=0001-01-01T00:00:00Z")
+	require.Len(t, p.Calls, 1)
+	require.Empty(t, e.get(t, "f1").Record(t).ReplayedBy)
 }
