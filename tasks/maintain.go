@@ -194,6 +194,9 @@ func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
 	if err := moveScript.Run(ctx, s.rdb, createKeys(rec), args...).Err(); err != nil {
 		return false
 	}
+	// Its tenant may have made no call since the upgrade: the reconciler
+	// walks only the tenants registered.
+	s.registerTenant(ctx, tenant)
 	_ = s.rdb.Del(ctx, old).Err()
 	return true
 }

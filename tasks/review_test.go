@@ -1,6 +1,7 @@
 package tasks_test
 
 import (
+	"encoding/json"
 	"strconv"
 	"testing"
 	"time"
@@ -115,4 +116,22 @@ func TestListBoundsFarAhead(t *testing.T) {
 	counts, err := e.store.Count(e.ctx, "acme", testNow.Add(-time.Hour), far)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), counts.Total)
+}
+
+// A tenant whose only records were written before the calls index is one
+// the reconciler walks once they are moved: else its unfinished calls are
+// never reconciled and its index entries never pruned.
+func TestMovedRecordsRegisterTheirTenant(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := newRecord("old", "before")
+	b, err := json.Marshal(rec)
+	require.NoError(t, err)
+	require.NoError(t, e.rdb.HSet(e.ctx, rediskeys.LegacyRecord("old", "before"), "rec", b, "status", "queued", "fp", "fp", "v", 1).Err())
+	moved, err := e.store.MigrateLegacy(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, moved)
+	tenants, err := e.store.Tenants(e.ctx)
+	require.NoError(t, err)
+	require.Contains(t, tenants, "old")
 }
