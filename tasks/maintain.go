@@ -98,11 +98,12 @@ const (
 )
 
 // Prune removes from tenant's indexes the entries of records that have
-// expired (or were made again under the same ID), oldest first, and
-// returns how many calls it unindexed. In each shard it stops at the first
-// page of entries whose records all live: records expire roughly in the
-// order they were created, and List drops any entry it meets whose record
-// is gone.
+// expired, oldest first, and returns how many calls it unindexed. In each
+// shard it stops at the first page of entries whose records all live:
+// records expire roughly in the order they were created, and List drops
+// any entry it meets whose record is gone. (An entry of an expired record
+// whose ID was used again goes when List meets it, or once the new record
+// has expired too.)
 func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 	removed := 0
 	for shard := range rediskeys.RecordShards {
@@ -120,18 +121,16 @@ func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 				break
 			}
 			pipe := s.rdb.Pipeline()
-			sums := make([]*redis.StringCmd, len(members))
+			exists := make([]*redis.IntCmd, len(members))
 			for i, m := range members {
-				sums[i] = pipe.HGet(ctx, rediskeys.Record(tenant, memberID(m)), "sum")
+				exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
 			}
-			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			if _, err := pipe.Exec(ctx); err != nil {
 				return removed, fmt.Errorf("prune the calls index: %w", err)
 			}
 			var gone []any
-			for i, c := range sums {
-				// Gone, or another record under the same ID.
-				rec, err := decodeRecord(c.Val(), nil, nil, nil, nil)
-				if c.Err() != nil || err != nil || !indexes(rec, members[i]) {
+			for i, c := range exists {
+				if c.Val() == 0 {
 					gone = append(gone, members[i])
 				}
 			}
