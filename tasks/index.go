@@ -403,25 +403,25 @@ func (s *Store) unindex(ctx context.Context, tenant string, srcs []source, membe
 		byShard[src.shard] = append(byShard[src.shard], members[i])
 	}
 	pipe := s.rdb.Pipeline()
+	names := map[int]*redis.StringSliceCmd{}
+	for shard := range byShard {
+		names[shard] = pipe.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return // left to the next List or Prune
+	}
+	pipe = s.rdb.Pipeline()
 	for shard, ms := range byShard {
-		keys, err := s.shardIndexes(ctx, tenant, shard)
-		if err != nil {
-			return // left to the next List or Prune
-		}
-		for _, k := range keys {
+		for _, k := range shardIndexes(tenant, shard, names[shard].Val()) {
 			pipe.ZRem(ctx, k, ms...)
 		}
 	}
 	_, _ = pipe.Exec(ctx)
 }
 
-// shardIndexes are the keys of every index of tenant's shard, the all
-// index first.
-func (s *Store) shardIndexes(ctx context.Context, tenant string, shard int) ([]string, error) {
-	names, err := s.rdb.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)).Result()
-	if err != nil {
-		return nil, err
-	}
+// shardIndexes are the keys of every index of tenant's shard, whose
+// integration names are names, the all index first.
+func shardIndexes(tenant string, shard int, names []string) []string {
 	keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
 	for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
 		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
@@ -429,7 +429,7 @@ func (s *Store) shardIndexes(ctx context.Context, tenant string, shard int) ([]s
 	for _, n := range names {
 		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
 	}
-	return keys, nil
+	return keys
 }
 
 // Counts are tenant's calls created in a window.

@@ -107,10 +107,11 @@ const (
 func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 	removed := 0
 	for shard := range rediskeys.RecordShards {
-		keys, err := s.shardIndexes(ctx, tenant, shard)
+		names, err := s.rdb.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)).Result()
 		if err != nil {
 			return removed, fmt.Errorf("prune the calls index: %w", err)
 		}
+		keys := shardIndexes(tenant, shard, names)
 		lo := "-"
 		for range prunePages {
 			members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: keys[0], Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
