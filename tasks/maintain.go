@@ -41,9 +41,10 @@ func (s *Store) Unfinished(ctx context.Context, tenant string, before time.Time,
 func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time, shard int, lo string, n int) ([]*Record, string, error) {
 	hi := "(" + timeBound(before)
 	var out []*Record
-	for ; shard < rediskeys.RecordShards; shard, lo = shard+1, "-" {
+	for shard < rediskeys.RecordShards {
 		open := rediskeys.Index(tenant, shard, rediskeys.IndexOpen)
-		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: open, Start: lo, Stop: hi, ByLex: true, Count: int64(n - len(out))}).Result()
+		want := n - len(out)
+		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: open, Start: lo, Stop: hi, ByLex: true, Count: int64(want)}).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("read the open index: %w", err)
 		}
@@ -87,6 +88,12 @@ func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time,
 		if len(out) == n {
 			return out, base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(shard) + "/" + members[len(members)-1])), nil
 		}
+		if len(members) < want {
+			shard, lo = shard+1, "-"
+			continue
+		}
+		// A full page of which some were dropped: the shard may hold more.
+		lo = "(" + members[len(members)-1]
 	}
 	return out, "", nil
 }
