@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf16"
@@ -167,6 +168,15 @@ func FuzzRedactor(f *testing.F) {
 			t.Skip()
 		}
 		enc := encodings[int(mode)%len(encodings)]
+		if slices.Contains(enc.inverse, leaktest.UTF) && !utf8.ValidString(secret) {
+			// A UTF-16/32 body cannot carry bytes that are not UTF-8 as
+			// themselves (its encoder writes U+FFFD), and decoding the
+			// redacted text, whose marker breaks the code units'
+			// alignment, yields U+FFFD too: the check could not tell a
+			// leak from the marker (seen: "\x00\x00\x00\x80" after three
+			// NULs in UTF-32).
+			t.Skip()
+		}
 		plain := prefix + secret + suffix
 		if enc.bearer {
 			plain = prefix + "Bearer " + secret + suffix
