@@ -291,16 +291,21 @@ func (p *filterParams) filter(now time.Time) (tasks.Filter, *APIError) {
 }
 
 // parseWhen reads a since or until: an RFC 3339 time, or a Go duration
-// meaning that long before now.
+// meaning that long before now. A time before 1970, when no call was made,
+// is 1970: Go's zero time would be no bound at all.
 func parseWhen(field, v string, now time.Time) (time.Time, *APIError) {
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t, nil
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return time.Time{}, invalidField(field, `must be an RFC 3339 time ("2026-11-26T10:00:00Z") or a positive duration meaning that long ago ("1h")`)
+		}
+		t = now.Add(-d)
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return time.Time{}, invalidField(field, `must be an RFC 3339 time ("2026-11-26T10:00:00Z") or a positive duration meaning that long ago ("1h")`)
+	if epoch := time.Unix(0, 0).UTC(); t.Before(epoch) {
+		t = epoch
 	}
-	return now.Add(-d), nil
+	return t, nil
 }
 
 // statusList is a filter's status: one status, or an array of them.

@@ -98,6 +98,13 @@ func memberID(m string) string {
 	return id
 }
 
+// indexes reports whether m is the index member of rec, not one left by an
+// earlier record under the same ID (expired or deleted, and the ID used
+// again), which must not be read as this one's.
+func indexes(rec *Record, m string) bool {
+	return indexMember(rec.CreatedAt, memberID(m)) == m
+}
+
 // ceilMilli rounds t up to a millisecond, the index's precision, so that
 // an exclusive bound at t keeps every call created before t.
 func ceilMilli(t time.Time) time.Time {
@@ -107,7 +114,14 @@ func ceilMilli(t time.Time) time.Time {
 	return t
 }
 
+// maxBound is the greatest bound of 13 digits (2286-11-20): a later time
+// has more, which would compare below every member.
+var maxBound = time.UnixMilli(9_999_999_999_999)
+
 func timeBound(t time.Time) string {
+	if t.After(maxBound) {
+		t = maxBound
+	}
 	return indexMember(t, "")[:13]
 }
 
@@ -265,7 +279,7 @@ func (s *Store) List(ctx context.Context, tenant string, f Filter, cursor string
 	var danglingMembers []string
 	defer func() {
 		if len(dangling) > 0 {
-			s.unindex(context.WithoutCancel(ctx), dangling, danglingMembers)
+			s.unindex(context.WithoutCancel(ctx), tenant, dangling, danglingMembers)
 		}
 	}()
 	scanned, budget := 0, listScan(limit)
@@ -351,7 +365,7 @@ func (s *Store) scan(ctx context.Context, srcs []source, hi, lo string, n int) (
 }
 
 // summaries reads the summaries of the calls of members, nil for a call
-// whose record has expired.
+// whose record has expired (or is another record under the same ID).
 func (s *Store) summaries(ctx context.Context, tenant string, members []string) ([]*Record, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(members))
@@ -371,18 +385,49 @@ func (s *Store) summaries(ctx context.Context, tenant string, members []string) 
 		if err != nil {
 			return nil, err
 		}
-		out[i] = rec
+		if indexes(rec, members[i]) {
+			out[i] = rec
+		}
 	}
 	return out, nil
 }
 
-// unindex removes members from the index keys they were found in.
-func (s *Store) unindex(ctx context.Context, srcs []source, members []string) {
-	pipe := s.rdb.Pipeline()
+// unindex removes members, found in srcs, from every index of their
+// shards: Prune walks only the all index, so an entry left in another
+// would stay.
+func (s *Store) unindex(ctx context.Context, tenant string, srcs []source, members []string) {
+	byShard := map[int][]any{}
 	for i, src := range srcs {
-		pipe.ZRem(ctx, src.key, members[i])
+		byShard[src.shard] = append(byShard[src.shard], members[i])
+	}
+	pipe := s.rdb.Pipeline()
+	names := map[int]*redis.StringSliceCmd{}
+	for shard := range byShard {
+		names[shard] = pipe.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return // left to the next List or Prune
+	}
+	pipe = s.rdb.Pipeline()
+	for shard, ms := range byShard {
+		for _, k := range shardIndexes(tenant, shard, names[shard].Val()) {
+			pipe.ZRem(ctx, k, ms...)
+		}
 	}
 	_, _ = pipe.Exec(ctx)
+}
+
+// shardIndexes are the keys of every index of tenant's shard, whose
+// integration names are names, the all index first.
+func shardIndexes(tenant string, shard int, names []string) []string {
+	keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
+	for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
+		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
+	}
+	for _, n := range names {
+		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
+	}
+	return keys
 }
 
 // Counts are tenant's calls created in a window.

@@ -439,3 +439,28 @@ func TestPruneFollowsExpiry(t *testing.T) {
 	require.Equal(t, n, removed)
 	require.Zero(t, indexSize())
 }
+
+// A page of the open index whose entries are all dropped (expired or
+// finished) does not end the walk of its shard.
+func TestUnfinishedWalksPastDroppedEntries(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	var ids []string
+	for i := range 400 {
+		id := "u-" + strconv.Itoa(i)
+		if rediskeys.Shard(id) != 0 {
+			continue
+		}
+		rec := e.create(t, "acme", id)
+		ids = append(ids, rec.CorrelationID)
+	}
+	require.Greater(t, len(ids), 12)
+	slices.Sort(ids)
+	// The oldest entries (by ID within one millisecond) expire.
+	for _, id := range ids[:10] {
+		require.NoError(t, e.rdb.Del(e.ctx, rediskeys.Record("acme", id)).Err())
+	}
+	recs, _, err := e.store.Unfinished(e.ctx, "acme", testNow.Add(time.Second), "", 3)
+	require.NoError(t, err)
+	require.Len(t, recs, 3, "the live calls behind a page of dropped ones")
+}

@@ -41,9 +41,10 @@ func (s *Store) Unfinished(ctx context.Context, tenant string, before time.Time,
 func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time, shard int, lo string, n int) ([]*Record, string, error) {
 	hi := "(" + timeBound(before)
 	var out []*Record
-	for ; shard < rediskeys.RecordShards; shard, lo = shard+1, "-" {
+	for shard < rediskeys.RecordShards {
 		open := rediskeys.Index(tenant, shard, rediskeys.IndexOpen)
-		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: open, Start: lo, Stop: hi, ByLex: true, Count: int64(n - len(out))}).Result()
+		want := n - len(out)
+		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: open, Start: lo, Stop: hi, ByLex: true, Count: int64(want)}).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("read the open index: %w", err)
 		}
@@ -68,6 +69,10 @@ func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time,
 			if err != nil {
 				return nil, "", err
 			}
+			if !indexes(rec, members[i]) {
+				fix.ZRem(ctx, open, members[i])
+				continue
+			}
 			if rec.Status.Terminal() {
 				fix.ZRem(ctx, open, members[i])
 				fix.ZAdd(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(rec.Status), "")), redis.Z{Member: members[i]})
@@ -83,6 +88,12 @@ func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time,
 		if len(out) == n {
 			return out, base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(shard) + "/" + members[len(members)-1])), nil
 		}
+		if len(members) < want {
+			shard, lo = shard+1, "-"
+			continue
+		}
+		// A full page of which some were dropped: the shard may hold more.
+		lo = "(" + members[len(members)-1]
 	}
 	return out, "", nil
 }
@@ -97,7 +108,9 @@ const (
 // expired, oldest first, and returns how many calls it unindexed. In each
 // shard it stops at the first page of entries whose records all live:
 // records expire roughly in the order they were created, and List drops
-// any entry it meets whose record is gone.
+// any entry it meets whose record is gone. (An entry of an expired record
+// whose ID was used again goes when List meets it, or once the new record
+// has expired too.)
 func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 	removed := 0
 	for shard := range rediskeys.RecordShards {
@@ -105,13 +118,7 @@ func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 		if err != nil {
 			return removed, fmt.Errorf("prune the calls index: %w", err)
 		}
-		keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
-		for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
-			keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
-		}
-		for _, n := range names {
-			keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
-		}
+		keys := shardIndexes(tenant, shard, names)
 		lo := "-"
 		for range prunePages {
 			members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: keys[0], Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
@@ -194,6 +201,9 @@ func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
 	if err := moveScript.Run(ctx, s.rdb, createKeys(rec), args...).Err(); err != nil {
 		return false
 	}
+	// Its tenant may have made no call since the upgrade: the reconciler
+	// walks only the tenants registered.
+	s.registerTenant(ctx, tenant)
 	_ = s.rdb.Del(ctx, old).Err()
 	return true
 }

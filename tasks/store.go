@@ -471,10 +471,35 @@ func (s *Store) ReplaceWebhook(ctx context.Context, tenant, id string, state *We
 	return nil
 }
 
+var deleteScript = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 1
+`)
+
 // Delete removes a record (used to undo a Create whose task could not be
-// enqueued). Its index entries go with the next prune.
+// enqueued) and its index entries: left, they would count in Count until
+// Prune reached them, which may be a day later.
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {
-	return s.rdb.Del(ctx, rediskeys.Record(tenant, id)).Err()
+	key := rediskeys.Record(tenant, id)
+	sum, err := s.rdb.HGet(ctx, key, "sum").Result()
+	if errors.Is(err, redis.Nil) {
+		return s.rdb.Del(ctx, key).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("delete record: %w", err)
+	}
+	rec, err := decodeRecord(sum, nil, nil, nil, nil)
+	if err != nil {
+		return err
+	}
+	rec.Tenant, rec.CorrelationID = tenant, id
+	keys := createKeys(rec)
+	keys = keys[:len(keys)-1] // not the integration names
+	if err := deleteScript.Run(ctx, s.rdb, keys, indexMember(rec.CreatedAt, id)).Err(); err != nil {
+		return fmt.Errorf("delete record: %w", err)
+	}
+	return nil
 }
 
 // Wait returns the record once it is terminal, or ctx's error (with the

@@ -402,6 +402,18 @@ func (r *Reconciler) fail(ctx context.Context, lost *tasks.Record, found string)
 	}
 	log.Warn().Str("was", string(lost.Status)).Str("error", found).Msg("call failed as lost")
 	r.cfg.Metrics.finished(rec)
+	// An archived (or completed) task left in place could be run again
+	// with asynq's tools, and a first attempt makes its request before it
+	// reads the record: the call would be made while its record says
+	// failed. So it goes, as a canceled call's does; a task run again
+	// meanwhile is told to stop.
+	taskID := tasks.TaskID(rec.Tenant, rec.CorrelationID)
+	if err := r.inspector.DeleteTask(rec.Queue, taskID); err != nil &&
+		!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+		if cerr := r.inspector.CancelProcessing(taskID); cerr != nil {
+			log.Error().Err(errors.Join(err, cerr)).Msg("the call failed as lost, but its asynq task could not be deleted")
+		}
+	}
 	if err := enqueueWebhook(context.WithoutCancel(ctx), r.queue, rec); err != nil {
 		log.Error().Err(err).Msg("the call failed as lost, but its webhook could not be queued")
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,13 +43,23 @@ type reconcileEnv struct {
 	acme      *producer.Client
 	beta      *producer.Client
 	inspector *asynq.Inspector
+	hits      *sync.Map // upstream path → *atomic.Int64
+}
+
+// hit is how many requests the upstream had for path.
+func (e *reconcileEnv) hit(path string) int64 {
+	n, _ := e.hits.LoadOrStore(path, &atomic.Int64{})
+	return n.(*atomic.Int64).Load()
 }
 
 func setupReconcile(t *testing.T, runWorker bool) *reconcileEnv {
 	t.Helper()
 	rdb := redistest.Start(t).Client(t)
 	release := make(chan struct{})
+	hits := &sync.Map{}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := hits.LoadOrStore(r.URL.Path, &atomic.Int64{})
+		n.(*atomic.Int64).Add(1)
 		switch r.URL.Path {
 		case "/hold": // until the worker gives up or the test ends
 			select {
@@ -65,7 +76,7 @@ func setupReconcile(t *testing.T, runWorker bool) *reconcileEnv {
 	}))
 	t.Cleanup(up.Close)
 	t.Cleanup(func() { close(release) }) // runs first: lets Close return
-	e := &reconcileEnv{rdb: rdb, inspector: asynq.NewInspectorFromRedisClient(rdb)}
+	e := &reconcileEnv{rdb: rdb, inspector: asynq.NewInspectorFromRedisClient(rdb), hits: hits}
 	var err error
 	e.catalog, err = tasks.ParseCatalog([]byte("integrations:\n  up:\n    base_url: " + up.URL +
 		"\n    timeout: 30s\n    retry: {max_attempts: 3, max_elapsed: 3h}\n"))
