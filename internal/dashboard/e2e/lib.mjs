@@ -100,7 +100,11 @@ export async function newPage(context) {
   page.problems = [];
   page.requests = [];
   page.on('console', (m) => {
-    if (m.type() === 'error') page.problems.push(`console: ${m.text()}`);
+    if (m.type() !== 'error') return;
+    const at = m.location().url;
+    // The browser asks for /favicon.ico by itself; the dashboard has none.
+    if (at && new URL(at).pathname === '/favicon.ico') return;
+    page.problems.push(`console: ${m.text()}${at ? ` (${at})` : ''}`);
   });
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
   page.on('request', (r) => page.requests.push(r.url()));
@@ -193,7 +197,9 @@ export async function table(page, caption) {
 
 /**
  * The record fields of a call page: its <dl>s' terms (lower case) to their
- * definitions' text, and the hrefs of links in them.
+ * definitions' text, and the hrefs of links in them. The first <dl> is the
+ * record; a term of a later one (the response's Status) does not replace
+ * the record's.
  */
 export async function fields(page) {
   return page.locator('main').evaluate((main) => {
@@ -203,6 +209,7 @@ export async function fields(page) {
       while (dd && dd.tagName !== 'DD') dd = dd.nextElementSibling;
       if (!dd) continue;
       const k = dt.textContent.replace(/\s+/g, ' ').trim().toLowerCase();
+      if (k in out) continue;
       out[k] = dd.textContent.replace(/\s+/g, ' ').trim();
       const a = dd.querySelector('a[href]');
       if (a) out.links[k] = a.getAttribute('href');
