@@ -138,6 +138,7 @@ func newChart(minutes []tasks.Minute) *chart {
 	}
 	c.Total = c.Succeeded + c.Failed + c.Canceled
 	scale := max(c.Max, 1)
+	c.Max = scale // an empty hour's axis still goes from 0 to 1
 	if c.Max > 1 {
 		c.Mid = strconv.FormatInt(c.Max/2, 10)
 		c.MidY = c.Bottom - int(c.Max/2*plotHeight/scale)
