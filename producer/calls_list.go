@@ -47,8 +47,11 @@ type listAnswer struct {
 }
 
 func (h *handler) listCalls(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if aerr := checkParams(q, []string{"status", "integration", "since", "until", "limit", "cursor"}, "status"); aerr != nil {
+	q, aerr := query(r)
+	if aerr == nil {
+		aerr = checkParams(q, []string{"status", "integration", "since", "until", "limit", "cursor"}, "status")
+	}
+	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
@@ -183,14 +186,16 @@ func (h *handler) replayCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if aerr := checkParams(q, []string{"since", "until"}); aerr != nil {
+	q, aerr := query(r)
+	if aerr == nil {
+		aerr = checkParams(q, []string{"since", "until"})
+	}
+	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
 	now := time.Now()
 	since, until := time.Time{}, now // a duration is before the same now
-	var aerr *APIError
 	if v := q.Get("since"); v != "" {
 		if since, aerr = parseWhen("since", v, now); aerr != nil {
 			writeError(w, aerr)
@@ -236,6 +241,27 @@ func invalidField(field, format string, args ...any) *APIError {
 
 // checkParams refuses query parameters not in allowed, given more than
 // once (unless in repeated), or given empty.
+// query is r's query, or a 400 naming the first parameter that is not
+// properly percent-encoded: url.Values drops such a pair, which would
+// silently lift a filter.
+func query(r *http.Request) (url.Values, *APIError) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err == nil {
+		return q, nil
+	}
+	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		name, kerr := url.QueryUnescape(k)
+		if kerr != nil {
+			name = k
+		}
+		if _, verr := url.QueryUnescape(v); kerr != nil || verr != nil || strings.Contains(pair, ";") {
+			return nil, invalidField(name, "is not properly percent-encoded")
+		}
+	}
+	return nil, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidField, Message: "the query string is malformed: " + err.Error()}
+}
+
 func checkParams(q url.Values, allowed []string, repeated ...string) *APIError {
 	names := make([]string, 0, len(q))
 	for k := range q {

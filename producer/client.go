@@ -182,9 +182,16 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, replayOf string) (
 		}
 		if existing.Status == tasks.StatusQueued {
 			// A producer may have died between writing the record and
-			// queueing its task; queue it again (asynq refuses a second
-			// task with the same ID, so this cannot run the call twice).
-			if task, err = tasks.NewCallTask(existing, cp, in); err != nil {
+			// queueing its task; queue it again. asynq refuses a second
+			// live task with the same ID; and the task goes without the
+			// record's created_at, so that its worker reads the record
+			// before the request rather than take it for the call's first
+			// run (tasks.Payload.FirstRun): a first run that finished
+			// between this read and this enqueue left no task to refuse
+			// it, but leaves a finished record, which Begin refuses.
+			resume := *existing
+			resume.CreatedAt = time.Time{}
+			if task, err = tasks.NewCallTask(&resume, cp, in); err != nil {
 				return nil, err
 			}
 			if err := c.enqueueTask(ctx, task, cp); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/tasks"
 )
 
 // Defects found by review, each fixed and kept as the test that caught it.
@@ -106,4 +107,32 @@ func TestWebhookSecretEndpoint(t *testing.T) {
 
 	plain := setup(t)
 	requireError(t, plain.do(t, req{Method: http.MethodGet, Path: "/v1/webhook-secret", Key: plain.adminKey}), http.StatusNotFound, "not_found", "")
+}
+
+// The task a retried enqueue queues again for a record still queued (its
+// producer died before queueing it) carries no created_at, so that its
+// worker reads the record before the request instead of taking the run for
+// the call's first (tasks.Payload.FirstRun): the first run may have
+// finished between the producer's read of the record and its enqueue, and
+// a worker that read the record then refuses to run the call again.
+func TestRequeuedTaskMakesItsWorkerReadTheRecord(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	body := call(map[string]any{"correlation_id": "requeued"})
+	require.Equal(t, http.StatusAccepted, e.post(t, body).Status)
+	info, err := e.taskInfo("acme", "default", "requeued")
+	require.NoError(t, err)
+	first, err := tasks.DecodePayload(info.Payload)
+	require.NoError(t, err)
+	require.True(t, first.FirstRun(0), "the first enqueue's task is a first run")
+
+	require.NoError(t, e.inspector.DeleteTask("default", tasks.TaskID("acme", "requeued")))
+	r := e.post(t, body)
+	require.Equal(t, http.StatusOK, r.Status, "the same call again: %s", r.Body)
+	info, err = e.taskInfo("acme", "default", "requeued")
+	require.NoError(t, err, "queued again")
+	again, err := tasks.DecodePayload(info.Payload)
+	require.NoError(t, err)
+	require.False(t, again.FirstRun(0), "a task queued again is never taken for a first run")
+	require.Equal(t, first.Call, again.Call)
 }

@@ -202,9 +202,11 @@ func (d *dashboard) execute(w http.ResponseWriter, r *http.Request, status int, 
 	var buf bytes.Buffer
 	if err := d.pages[name].ExecuteTemplate(&buf, tmpl, v); err != nil {
 		d.log.Error().Err(err).Str("path", r.URL.Path).Str("page", name).Msg("rendering failed")
-		if name != "error" {
-			d.fail(w, r, nil, http.StatusInternalServerError, "Something went wrong on callq's side.")
+		if name == "error" {
+			http.Error(w, "Something went wrong on callq's side.", http.StatusInternalServerError)
+			return
 		}
+		d.fail(w, r, nil, http.StatusInternalServerError, "Something went wrong on callq's side.")
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

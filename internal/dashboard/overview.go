@@ -86,7 +86,7 @@ const (
 	plotLeft     = 44 // room for the y axis's labels
 	plotTop      = 10
 	legendHeight = 40
-	chartWidth   = plotLeft + chartMinutes*(barWidth+barGap) + 10
+	chartWidth   = plotLeft + chartMinutes*(barWidth+barGap) + 20 // room for the last time label
 	chartHeight  = plotTop + plotHeight + 20 + legendHeight
 )
 
@@ -129,7 +129,7 @@ type legend struct {
 // newChart lays out minutes as stacked bars.
 func newChart(minutes []tasks.Minute) *chart {
 	c := &chart{Width: chartWidth, Height: chartHeight, Left: plotLeft, Top: plotTop, Bottom: plotTop + plotHeight,
-		Right: chartWidth - 10}
+		Right: plotLeft + chartMinutes*(barWidth+barGap)}
 	for _, m := range minutes {
 		c.Max = max(c.Max, m.Total())
 		c.Succeeded += m.ByStatus[tasks.StatusSucceeded]
@@ -138,6 +138,7 @@ func newChart(minutes []tasks.Minute) *chart {
 	}
 	c.Total = c.Succeeded + c.Failed + c.Canceled
 	scale := max(c.Max, 1)
+	c.Max = scale // an empty hour's axis still goes from 0 to 1
 	if c.Max > 1 {
 		c.Mid = strconv.FormatInt(c.Max/2, 10)
 		c.MidY = c.Bottom - int(c.Max/2*plotHeight/scale)
@@ -163,7 +164,7 @@ func newChart(minutes []tasks.Minute) *chart {
 			y, below = top, below+n
 		}
 		if i%15 == 0 || i == len(minutes)-1 {
-			c.Labels = append(c.Labels, label{X: x, Text: m.Start.Format("15:04")})
+			c.Labels = append(c.Labels, label{X: x + barWidth/2, Text: m.Start.Format("15:04")})
 		}
 	}
 	for i, st := range chartStatuses {

@@ -227,6 +227,7 @@ func (d *dashboard) login(w http.ResponseWriter, r *http.Request) {
 		err = auth.ErrInvalidAPIKey
 	}
 	if errors.Is(err, auth.ErrInvalidAPIKey) {
+		d.log.Info().Str("remote_addr", r.RemoteAddr).Msg("sign-in refused: the API key is not valid")
 		d.showLogin(w, r, http.StatusUnauthorized, "That API key is not valid.", false)
 		return
 	}
