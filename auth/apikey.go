@@ -232,6 +232,29 @@ func (s *KeyStore) Authenticate(ctx context.Context, secret string) (*APIKey, er
 	return key, nil
 }
 
+// Lookup returns the API key id, or an error matching ErrAPIKeyNotFound
+// when there is none: never was, or revoked. The dashboard looks a
+// session's key up on each request, so that revoking a key ends its
+// sessions.
+func (s *KeyStore) Lookup(ctx context.Context, id string) (*APIKey, error) {
+	hash, err := s.rdb.HGet(ctx, rediskeys.APIKeys, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: no API key has id %q", ErrAPIKeyNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading API key %q failed: %w", id, err)
+	}
+	key, err := s.get(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	if key == nil {
+		// Revoke deletes the key before its index entry: revoked.
+		return nil, fmt.Errorf("%w: no API key has id %q", ErrAPIKeyNotFound, id)
+	}
+	return key, nil
+}
+
 // List returns every API key, sorted by tenant, then id.
 func (s *KeyStore) List(ctx context.Context) ([]*APIKey, error) {
 	index, err := s.rdb.HGetAll(ctx, rediskeys.APIKeys).Result()

@@ -105,12 +105,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, `callq dev: API on http://%s, worker running, embedded Redis (nothing is kept when it stops).
 WARNING: development mode. The secret key and API key below are for this process only; do not use dev mode in production.
+  dashboard:        http://%s/ui/ (sign in with the API key below)
   integrations:     %s
   tenant:           %s
   CALLQ_API_KEY=%s
   webhook secret of tenant %s (receivers verify with it): %s
   (webhooks may reach private addresses in dev mode)
-`, ln.Addr(), cfg.integrations, devTenant, apiKey, devTenant, s.hooks.ForTenant(devTenant).Secrets()[0])
+`, ln.Addr(), ln.Addr(), cfg.integrations, devTenant, apiKey, devTenant, s.hooks.ForTenant(devTenant).Secrets()[0])
 	for _, w := range exposed {
 		fmt.Fprintln(stdout, w)
 	}

@@ -429,6 +429,13 @@ type deployment struct {
 // retries (5 attempts), bin does not.
 func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *deployment {
 	t.Helper()
+	return deployWith(t, upstreamDelay, "", extraEnv...)
+}
+
+// deployWith is deploy with more integrations in the catalog: extra is YAML
+// appended to its integrations map, each entry indented by two spaces.
+func deployWith(t *testing.T, upstreamDelay time.Duration, extra string, extraEnv ...string) *deployment {
+	t.Helper()
 	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
 	d.redis = redistest.Start(t)
 	d.up = newUpstream(t, upstreamDelay)
@@ -444,7 +451,7 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
     base_url: %[1]s
     auth: {type: none}
     retry: {max_attempts: 1}
-`, d.up.URL), 0o644))
+%[2]s`, d.up.URL, extra), 0o644))
 	secret, err := auth.GenerateKey()
 	require.NoError(t, err)
 
@@ -509,8 +516,15 @@ func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, c
 	return out.String(), errOut.String(), 0
 }
 
-// do sends an API request and decodes a JSON answer into out.
+// do sends an API request with the admin key and decodes a JSON answer
+// into out.
 func (d *deployment) do(method, path string, body any, out any) int {
+	d.t.Helper()
+	return d.doAs(d.apiKey, method, path, body, out)
+}
+
+// doAs is do with another API key.
+func (d *deployment) doAs(key, method, path string, body any, out any) int {
 	d.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -520,7 +534,7 @@ func (d *deployment) do(method, path string, body any, out any) int {
 	}
 	req, err := http.NewRequest(method, d.apiURL+path, rd)
 	require.NoError(d.t, err)
-	req.Header.Set("Authorization", "Bearer "+d.apiKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := d.http.Do(req)
 	require.NoError(d.t, err, "%s %s", method, path)

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/dashboard"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -107,8 +108,20 @@ func (s *stack) apiHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	ui, err := dashboard.New(&dashboard.Config{
+		Producer:    prod,
+		Keys:        s.keys,
+		Credentials: s.creds,
+		Catalog:     s.catalog,
+		Redis:       s.rdb,
+		Logger:      &s.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metricsHandler())
+	mux.Handle("/ui/", ui)
 	mux.Handle("/", api)
 	return mux, nil
 }

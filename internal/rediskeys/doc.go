@@ -33,6 +33,7 @@
 //	callq:{<tenant>}:oauthfail:<name>          string: a token request's failure, remembered briefly
 //	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
 //	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
+//	callq:uisession:<sha256 hex>               string: a dashboard session's JSON, under the hash of its token; expires when idle (internal/dashboard)
 //	rate:callq:<tenant>|<integration>|<cred>   redis_rate's GCRA state of one rate limit ("-" for no credential)
 //
 // An OAuth2 token's name is "cred:<ref>" (grant refresh_token: the lock and
@@ -78,6 +79,10 @@
 //     spans them. KeyStore writes them in an order that is safe if it dies
 //     between the two, and List reads the keys with a pipeline of GETs.
 //   - A rate limit is one key, the only one its script touches.
+//   - A dashboard session is one key, read and renewed by one command
+//     (GETEX), so it is not tagged either. It is named by the SHA-256 of
+//     the session's token, so that Redis never holds a token that opens
+//     the dashboard.
 //
 // No script builds a key from ARGV: every key a script touches is in KEYS.
 // The tests check the rule against a real redis-server in cluster mode

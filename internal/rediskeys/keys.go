@@ -145,6 +145,13 @@ func APIKey(hash string) string {
 // APIKeys is the hash of API key ids to the hashes APIKey takes.
 const APIKeys = Prefix + ":apikeys"
 
+// UISession is the key of the dashboard session whose token has the
+// SHA-256 hex hash: a string holding the session's JSON, which expires when
+// the session has been idle (internal/dashboard).
+func UISession(hash string) string {
+	return Prefix + ":uisession:" + hash
+}
+
 // RateLimit is the key given to go-redis/redis_rate for the rate limit of
 // tenant's calls to integration with credential (none: ""); redis_rate
 // stores it under "rate:" followed by this. "|" is in no tenant,

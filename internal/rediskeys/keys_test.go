@@ -44,6 +44,7 @@ func TestLayout(t *testing.T) {
 		rediskeys.OAuthTokenPattern:                                 "callq:{*}:oauthcc:*",
 		rediskeys.APIKey(hash):                                      "callq:apikey:" + hash,
 		rediskeys.APIKeys:                                           "callq:apikeys",
+		rediskeys.UISession(hash):                                   "callq:uisession:" + hash,
 		rediskeys.RateLimit("acme", "github", "gh"):                 "callq:acme|github|gh",
 		rediskeys.RateLimit("acme", "github", ""):                   "callq:acme|github|-",
 	} {
