@@ -243,7 +243,7 @@ func decodeCursor(c string) (string, error) {
 func listScan(limit int) int { return max(1000, 20*limit) }
 
 // summaryFields are the fields a summary is read from.
-var summaryFields = []string{"sum", "status", "wh", "rb"}
+var summaryFields = []string{"rec", "status", "wh", "rb"}
 
 // List returns up to limit (1 to MaxListLimit) summaries of tenant's calls
 // that f selects, newest first, from after cursor ("" for the first page).
@@ -381,7 +381,7 @@ func (s *Store) summaries(ctx context.Context, tenant string, members []string) 
 		if v[0] == nil {
 			continue
 		}
-		rec, err := decodeRecord(v[0], v[1], nil, v[2], v[3])
+		rec, err := decodeRecord(false, v[0], nil, v[1], nil, v[2], v[3])
 		if err != nil {
 			return nil, err
 		}

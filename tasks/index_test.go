@@ -332,6 +332,10 @@ func TestLegacyRecordsMove(t *testing.T) {
 	legacy := func(id string, status tasks.Status) {
 		rec := newRecord("acme", id)
 		rec.Status = status
+		if status.Terminal() {
+			rec.Response = &tasks.Response{Status: 200, Headers: map[string]string{"X-A": "1"}, Body: json.RawMessage(`{"ok":true}`), Size: 11}
+			rec.History = []tasks.Attempt{{Attempt: 1, DurationMS: 3, Status: 200}}
+		}
 		b, err := json.Marshal(rec)
 		require.NoError(t, err)
 		key := rediskeys.LegacyRecord("acme", id)
@@ -346,6 +350,12 @@ func TestLegacyRecordsMove(t *testing.T) {
 	rec, err := e.store.Get(e.ctx, "acme", "read")
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusSucceeded, rec.Status)
+	require.Equal(t, map[string]string{"X-A": "1"}, rec.Response.Headers, "the whole record is kept")
+	require.JSONEq(t, `{"ok":true}`, string(rec.Response.Body))
+	require.Len(t, rec.History, 1)
+	sum := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "read"), "rec").Val()
+	require.NotContains(t, sum, "X-A", "its JSON is split into summary and detail")
+	require.NotContains(t, sum, "duration_ms")
 	require.Zero(t, e.rdb.Exists(e.ctx, rediskeys.LegacyRecord("acme", "read")).Val())
 	require.InDelta(t, 90*time.Minute, e.pttl(t, "acme", "read"), float64(5*time.Second), "its time to live is kept")
 

@@ -3,7 +3,6 @@ package tasks
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -19,8 +18,8 @@ import (
 // What the reconciler uses: the unfinished calls, pruning, and moving
 // records from where callq before the calls index kept them.
 
-// Unfinished returns up to n of tenant's unfinished calls created before
-// before, shard by shard, oldest first within a shard, from after cursor
+// Unfinished returns the summaries (Record.Summary) of up to n of tenant's
+// unfinished calls created before before, shard by shard, oldest first within a shard, from after cursor
 // ("" to begin), and the cursor to go on from ("" when done). On the way
 // it drops entries whose record has expired and moves a finished call
 // still in the open index to its status's (a terminal write always does
@@ -65,7 +64,7 @@ func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time,
 				fix.ZRem(ctx, open, members[i])
 				continue
 			}
-			rec, err := decodeRecord(v[0], v[1], v[2], v[3], v[4])
+			rec, err := decodeRecord(false, v[0], nil, v[1], v[2], v[3], v[4])
 			if err != nil {
 				return nil, "", err
 			}
@@ -184,16 +183,20 @@ func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
 		return false
 	}
 	fields := all.Val()
-	rec, err := decodeRecord(fields["rec"], fields["status"], nil, fields["wh"], fields["rb"])
+	// Its JSON is the whole record's: split it as Write does.
+	rec, err := decodeRecord(true, fields["rec"], nil, fields["status"], nil, fields["wh"], fields["rb"])
 	if err != nil {
 		return false
 	}
 	rec.Tenant, rec.CorrelationID = tenant, id
-	sum, err := json.Marshal(rec.Summary())
+	sum, full, err := encodeRecord(rec, false)
 	if err != nil {
 		return false
 	}
-	fields["sum"] = string(sum)
+	fields["rec"] = string(sum)
+	if full != nil {
+		fields["full"] = string(full)
+	}
 	args := []any{pttl.Val().Milliseconds(), indexMember(rec.CreatedAt, id), rec.Integration}
 	for k, v := range fields {
 		args = append(args, k, v)
