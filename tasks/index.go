@@ -24,8 +24,9 @@ import (
 // (IndexStatus), plus the set of integration names the shard has seen. The
 // record scripts write them: Create adds a call to all, its integration's
 // and open (or its status's, if it is created finished); a terminal Write
-// moves it from open to its status's. Entries of expired records are
-// removed by List when it meets them and by Prune.
+// moves it from open to its status's. Create adds the call's integration to
+// the shard's names unless its store did so lately (addDue). Entries of
+// expired records are removed by List when it meets them and by Prune.
 
 // ErrBadCursor: a List cursor that List did not make.
 var ErrBadCursor = errors.New("tasks: cursor is not valid")
@@ -125,8 +126,8 @@ func timeBound(t time.Time) string {
 	return indexMember(t, "")[:13]
 }
 
-// createKeys are the keys Create's script writes: the record, the shard's
-// all, integration and open (or status) indexes, and its integration names.
+// createKeys are the keys Create's script writes: the record, and the
+// shard's all, integration and open (or status) indexes.
 func createKeys(rec *Record) []string {
 	shard := rediskeys.Shard(rec.CorrelationID)
 	where := rediskeys.IndexOpen
@@ -138,32 +139,47 @@ func createKeys(rec *Record) []string {
 		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexAll),
 		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexIntegration(rec.Integration)),
 		rediskeys.Index(rec.Tenant, shard, where),
-		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexNames),
 	}
 }
 
-// tenantRefresh is how often a process adds a tenant it creates records
-// for to rediskeys.Tenants again (in case Redis lost it).
-const tenantRefresh = 10 * time.Minute
+// namesKey is the set of integration names of rec's shard.
+func namesKey(rec *Record) string {
+	return rediskeys.Index(rec.Tenant, rediskeys.Shard(rec.CorrelationID), rediskeys.IndexNames)
+}
 
-// registerTenant adds tenant to rediskeys.Tenants, the first time this
-// store creates one of its records and then every tenantRefresh: one more
-// round trip per tenant and process now and then, not per call. A failure
-// is left to the next call's try.
-func (s *Store) registerTenant(ctx context.Context, tenant string) {
+// addRefresh is how often a process adds again a member it added to a set
+// it keeps up (rediskeys.Tenants, a shard's integration names), in case
+// Redis lost it.
+const addRefresh = 10 * time.Minute
+
+// addDue reports whether this store is to add member to the set key: it
+// has not within addRefresh. It counts the member as added now; forget
+// undoes that when the add fails. So the sets cost a command per member
+// and process now and then, not per call.
+func (s *Store) addDue(key, member string) bool {
+	k := key + " " + member
 	now := time.Now()
 	s.mu.Lock()
-	last, ok := s.tenants[tenant]
-	if ok && now.Sub(last) < tenantRefresh {
-		s.mu.Unlock()
-		return
+	defer s.mu.Unlock()
+	if last, ok := s.added[k]; ok && now.Sub(last) < addRefresh {
+		return false
 	}
-	s.tenants[tenant] = now
+	s.added[k] = now
+	return true
+}
+
+// forget undoes addDue's count of member as added to key.
+func (s *Store) forget(key, member string) {
+	s.mu.Lock()
+	delete(s.added, key+" "+member)
 	s.mu.Unlock()
-	if s.rdb.SAdd(ctx, rediskeys.Tenants, tenant).Err() != nil {
-		s.mu.Lock()
-		delete(s.tenants, tenant)
-		s.mu.Unlock()
+}
+
+// registerTenant adds tenant to rediskeys.Tenants when addDue says so. A
+// failure is left to the next call's try.
+func (s *Store) registerTenant(ctx context.Context, tenant string) {
+	if s.addDue(rediskeys.Tenants, tenant) && s.rdb.SAdd(ctx, rediskeys.Tenants, tenant).Err() != nil {
+		s.forget(rediskeys.Tenants, tenant)
 	}
 }
 

@@ -474,3 +474,33 @@ func TestUnfinishedWalksPastDroppedEntries(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, recs, 3, "the live calls behind a page of dropped ones")
 }
+
+// Create adds a call's integration to its shard's names once per store
+// (and refresh period), not per call; another store adds it again.
+func TestCreateAddsIntegrationNamesOnce(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	var ids []string // four IDs of shard 0
+	for i := 0; len(ids) < 4; i++ {
+		if id := "n-" + strconv.Itoa(i); rediskeys.Shard(id) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	names := rediskeys.Index("acme", 0, rediskeys.IndexNames)
+	e.create(t, "acme", ids[0])
+	require.Equal(t, []string{"gh"}, e.rdb.SMembers(e.ctx, names).Val())
+
+	require.NoError(t, e.rdb.Del(e.ctx, names).Err())
+	e.create(t, "acme", ids[1])
+	require.Zero(t, e.rdb.Exists(e.ctx, names).Val(), "added lately: not again")
+	other := newRecord("acme", ids[2])
+	other.Integration = "dd"
+	require.NoError(t, e.store.Create(e.ctx, other, "fp", 0, nil))
+	require.Equal(t, []string{"dd"}, e.rdb.SMembers(e.ctx, names).Val(), "another integration is added")
+
+	store, err := tasks.NewStore(e.rdb, &e.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	require.NoError(t, store.Create(e.ctx, newRecord("acme", ids[3]), "fp", 0, nil))
+	require.ElementsMatch(t, []string{"dd", "gh"}, e.rdb.SMembers(e.ctx, names).Val(), "another store adds it")
+}

@@ -164,8 +164,8 @@ var moveScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-for i = 2, #KEYS - 1 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
-redis.call('SADD', KEYS[#KEYS], ARGV[3])
+for i = 2, 4 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('SADD', KEYS[5], ARGV[3])
 return 1
 `)
 
@@ -201,7 +201,7 @@ func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
 	for k, v := range fields {
 		args = append(args, k, v)
 	}
-	if err := moveScript.Run(ctx, s.rdb, createKeys(rec), args...).Err(); err != nil {
+	if err := moveScript.Run(ctx, s.rdb, append(createKeys(rec), namesKey(rec)), args...).Err(); err != nil {
 		return false
 	}
 	// Its tenant may have made no call since the upgrade: the reconciler

@@ -98,8 +98,8 @@ type Store struct {
 	cfg      StoreConfig
 	notifier *notifier
 
-	mu      sync.Mutex
-	tenants map[string]time.Time // when each tenant was last added to rediskeys.Tenants
+	mu    sync.Mutex
+	added map[string]time.Time // see addDue
 }
 
 // NewStore returns a Store over rdb.
@@ -117,7 +117,7 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if c.PendingTTL == 0 {
 		c.PendingTTL = DefaultPendingTTL
 	}
-	s := &Store{rdb: rdb, cfg: c, tenants: map[string]time.Time{}}
+	s := &Store{rdb: rdb, cfg: c, added: map[string]time.Time{}}
 	s.notifier = newNotifier(rdb, rediskeys.DoneChannel)
 	return s, nil
 }
@@ -139,8 +139,8 @@ else
   redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[2], 'status', ARGV[3], 'fp', ARGV[4], 'v', 1, 'call', ARGV[6])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-for i = 2, #KEYS - 1 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
-redis.call('SADD', KEYS[#KEYS], ARGV[8])
+for i = 2, 4 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
+if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[8]) end
 return {1}
 `)
 
@@ -148,17 +148,26 @@ return {1}
 // call's task payload, which a replay is made from. If a record exists
 // under that correlation ID it returns an *ExistsError holding that record
 // and its fingerprint. The record enters its shard's indexes in the same
-// script.
+// script, and its integration the shard's names when addDue says so.
 func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration, payload []byte) error {
 	sum, full, err := encodeRecord(rec, false)
 	if err != nil {
 		return err
 	}
 	s.registerTenant(ctx, rec.Tenant)
+	keys := createKeys(rec)
+	names := namesKey(rec)
+	addName := s.addDue(names, rec.Integration)
+	if addName {
+		keys = append(keys, names)
+	}
 	ttl := s.cfg.PendingTTL + delay
-	res, err := createScript.Run(ctx, s.rdb, createKeys(rec),
+	res, err := createScript.Run(ctx, s.rdb, keys,
 		sum, full, string(rec.Status), fingerprint, ttl.Milliseconds(), payload,
 		indexMember(rec.CreatedAt, rec.CorrelationID), rec.Integration).Slice()
+	if addName && (err != nil || res[0].(int64) != 1) {
+		s.forget(names, rec.Integration)
+	}
 	if err != nil {
 		return fmt.Errorf("create record: %w", err)
 	}
@@ -527,7 +536,6 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	}
 	rec.Tenant, rec.CorrelationID = tenant, id
 	keys := createKeys(rec)
-	keys = keys[:len(keys)-1] // not the integration names
 	if err := deleteScript.Run(ctx, s.rdb, keys, indexMember(rec.CreatedAt, id)).Err(); err != nil {
 		return fmt.Errorf("delete record: %w", err)
 	}
