@@ -19,11 +19,13 @@ import (
 // The calls index. Each of a tenant's rediskeys.RecordShards shards holds,
 // beside its records, sorted sets of "<created_at ms>:<id>" members (score
 // 0, read by lex range, so that order is created_at then ID): every call
-// (IndexAll), every call to one integration (IndexIntegration), the calls
-// not finished (IndexOpen) and the calls finished with each terminal status
-// (IndexStatus), plus the set of integration names the shard has seen. The
-// record scripts write them: Create adds a call to all, its integration's
-// and open (or its status's, if it is created finished); a terminal Write
+// to one integration (IndexIntegration), the calls not finished (IndexOpen)
+// and the calls finished with each terminal status (IndexStatus), plus the
+// set of integration names the shard has seen. Every call is in one
+// integration's index and in one of the state indexes (open and the
+// statuses'): no index of every call is kept, as these make it. The record
+// scripts write them: Create adds a call to its integration's and open (or
+// its status's, if it is created finished); a terminal Write
 // moves it from open to its status's. Create adds the call's integration to
 // the shard's names unless its store did so lately (addDue). Entries of
 // expired records are removed by List when it meets them and by Prune.
@@ -127,7 +129,7 @@ func timeBound(t time.Time) string {
 }
 
 // createKeys are the keys Create's script writes: the record, and the
-// shard's all, integration and open (or status) indexes.
+// shard's integration and open (or status) indexes.
 func createKeys(rec *Record) []string {
 	shard := rediskeys.Shard(rec.CorrelationID)
 	where := rediskeys.IndexOpen
@@ -136,7 +138,6 @@ func createKeys(rec *Record) []string {
 	}
 	return []string{
 		rediskeys.Record(rec.Tenant, rec.CorrelationID),
-		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexAll),
 		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexIntegration(rec.Integration)),
 		rediskeys.Index(rec.Tenant, shard, where),
 	}
@@ -209,7 +210,8 @@ func (f *Filter) sources(tenant string) ([]source, bool) {
 		names = []string{rediskeys.IndexIntegration(f.Integration)}
 		exact = len(f.Statuses) == 0
 	case len(f.Statuses) == 0:
-		names = []string{rediskeys.IndexAll}
+		// Every call is in the open index or in its terminal status's.
+		names = stateIndexes()
 	default:
 		open := false
 		for _, st := range f.Statuses {
@@ -224,6 +226,9 @@ func (f *Filter) sources(tenant string) ([]source, bool) {
 			exact = false
 		}
 	}
+	// Sorted, the open index comes before the status indexes, and a
+	// pipeline reads it first: a call that finishes between the two reads
+	// is then met twice (and listed once), never missed.
 	slices.Sort(names)
 	names = slices.Compact(names)
 	var out []source
@@ -433,12 +438,19 @@ func (s *Store) unindex(ctx context.Context, tenant string, srcs []source, membe
 	_, _ = pipe.Exec(ctx)
 }
 
+// stateIndexes names the indexes a call is in one of, by where it stands:
+// open, or the status it finished with. Together they hold every call.
+func stateIndexes() []string {
+	return []string{rediskeys.IndexOpen, rediskeys.IndexStatus(string(StatusSucceeded), ""),
+		rediskeys.IndexStatus(string(StatusFailed), ""), rediskeys.IndexStatus(string(StatusCanceled), "")}
+}
+
 // shardIndexes are the keys of every index of tenant's shard, whose
-// integration names are names, the all index first.
+// integration names are names: the state indexes, then the integrations'.
 func shardIndexes(tenant string, shard int, names []string) []string {
-	keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
-	for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
-		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
+	var keys []string
+	for _, n := range stateIndexes() {
+		keys = append(keys, rediskeys.Index(tenant, shard, n))
 	}
 	for _, n := range names {
 		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
@@ -473,7 +485,6 @@ func (s *Store) Count(ctx context.Context, tenant string, since, until time.Time
 	var counts []count
 	for shard := range rediskeys.RecordShards {
 		names = append(names, pipe.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)))
-		counts = append(counts, count{key: "", cmd: pipe.ZLexCount(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexAll), lo, hi)})
 		for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
 			counts = append(counts, count{key: string(st), cmd: pipe.ZLexCount(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")), lo, hi)})
 		}
@@ -491,10 +502,10 @@ func (s *Store) Count(ctx context.Context, tenant string, since, until time.Time
 		switch {
 		case c.open != nil:
 			open = append(open, c.open.Val()...)
-		case c.key == "":
-			out.Total += c.cmd.Val()
+			out.Total += int64(len(c.open.Val()))
 		default:
 			out.ByStatus[Status(c.key)] += c.cmd.Val()
+			out.Total += c.cmd.Val()
 		}
 	}
 	for chunk := range slices.Chunk(open, 1000) {

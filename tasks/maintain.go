@@ -118,44 +118,66 @@ func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 			return removed, fmt.Errorf("prune the calls index: %w", err)
 		}
 		keys := shardIndexes(tenant, shard, names)
-		lo := "-"
-		for range prunePages {
-			members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: keys[0], Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
+		// Every call is in exactly one integration's index, for good (a
+		// state index loses it when it finishes): walk those, or the state
+		// indexes if the shard's names were lost.
+		walk := keys[len(stateIndexes()):]
+		if len(walk) == 0 {
+			walk = keys
+		}
+		for _, key := range walk {
+			n, err := s.pruneIndex(ctx, tenant, key, keys)
+			removed += n
 			if err != nil {
-				return removed, fmt.Errorf("prune the calls index: %w", err)
+				return removed, err
 			}
-			if len(members) == 0 {
-				break
+		}
+	}
+	return removed, nil
+}
+
+// pruneIndex walks key oldest first, a page at a time, and removes from
+// every one of keys the entries whose record is gone; it stops at the first
+// page whose records all live.
+func (s *Store) pruneIndex(ctx context.Context, tenant, key string, keys []string) (int, error) {
+	removed := 0
+	lo := "-"
+	for range prunePages {
+		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
+		if err != nil {
+			return removed, fmt.Errorf("prune the calls index: %w", err)
+		}
+		if len(members) == 0 {
+			break
+		}
+		pipe := s.rdb.Pipeline()
+		exists := make([]*redis.IntCmd, len(members))
+		for i, m := range members {
+			exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, fmt.Errorf("prune the calls index: %w", err)
+		}
+		var gone []any
+		for i, c := range exists {
+			if c.Val() == 0 {
+				gone = append(gone, members[i])
 			}
+		}
+		if len(gone) > 0 {
 			pipe := s.rdb.Pipeline()
-			exists := make([]*redis.IntCmd, len(members))
-			for i, m := range members {
-				exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
+			for _, k := range keys {
+				pipe.ZRem(ctx, k, gone...)
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				return removed, fmt.Errorf("prune the calls index: %w", err)
 			}
-			var gone []any
-			for i, c := range exists {
-				if c.Val() == 0 {
-					gone = append(gone, members[i])
-				}
-			}
-			if len(gone) > 0 {
-				pipe := s.rdb.Pipeline()
-				for _, k := range keys {
-					pipe.ZRem(ctx, k, gone...)
-				}
-				if _, err := pipe.Exec(ctx); err != nil {
-					return removed, fmt.Errorf("prune the calls index: %w", err)
-				}
-				removed += len(gone)
-			}
-			if len(gone) == 0 || len(members) < prunePage {
-				break
-			}
-			lo = "(" + members[len(members)-1]
+			removed += len(gone)
 		}
+		if len(gone) == 0 || len(members) < prunePage {
+			break
+		}
+		lo = "(" + members[len(members)-1]
 	}
 	return removed, nil
 }
@@ -164,8 +186,8 @@ var moveScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-for i = 2, 4 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
-redis.call('SADD', KEYS[5], ARGV[3])
+for i = 2, 3 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('SADD', KEYS[4], ARGV[3])
 return 1
 `)
 

@@ -139,8 +139,8 @@ else
   redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[2], 'status', ARGV[3], 'fp', ARGV[4], 'v', 1, 'call', ARGV[6])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-for i = 2, 4 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
-if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[8]) end
+for i = 2, 3 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
+if KEYS[4] then redis.call('SADD', KEYS[4], ARGV[8]) end
 return {1}
 `)
 
