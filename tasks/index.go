@@ -19,13 +19,16 @@ import (
 // The calls index. Each of a tenant's rediskeys.RecordShards shards holds,
 // beside its records, sorted sets of "<created_at ms>:<id>" members (score
 // 0, read by lex range, so that order is created_at then ID): every call
-// (IndexAll), every call to one integration (IndexIntegration), the calls
-// not finished (IndexOpen) and the calls finished with each terminal status
-// (IndexStatus), plus the set of integration names the shard has seen. The
-// record scripts write them: Create adds a call to all, its integration's
-// and open (or its status's, if it is created finished); a terminal Write
-// moves it from open to its status's. Entries of expired records are
-// removed by List when it meets them and by Prune.
+// to one integration (IndexIntegration), the calls not finished (IndexOpen)
+// and the calls finished with each terminal status (IndexStatus), plus the
+// set of integration names the shard has seen. Every call is in one
+// integration's index and in one of the state indexes (open and the
+// statuses'): no index of every call is kept, as these make it. The record
+// scripts write them: Create adds a call to its integration's and open (or
+// its status's, if it is created finished); a terminal Write
+// moves it from open to its status's. Create adds the call's integration to
+// the shard's names unless its store did so lately (addDue). Entries of
+// expired records are removed by List when it meets them and by Prune.
 
 // ErrBadCursor: a List cursor that List did not make.
 var ErrBadCursor = errors.New("tasks: cursor is not valid")
@@ -125,8 +128,8 @@ func timeBound(t time.Time) string {
 	return indexMember(t, "")[:13]
 }
 
-// createKeys are the keys Create's script writes: the record, the shard's
-// all, integration and open (or status) indexes, and its integration names.
+// createKeys are the keys Create's script writes: the record, and the
+// shard's integration and open (or status) indexes.
 func createKeys(rec *Record) []string {
 	shard := rediskeys.Shard(rec.CorrelationID)
 	where := rediskeys.IndexOpen
@@ -135,35 +138,49 @@ func createKeys(rec *Record) []string {
 	}
 	return []string{
 		rediskeys.Record(rec.Tenant, rec.CorrelationID),
-		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexAll),
 		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexIntegration(rec.Integration)),
 		rediskeys.Index(rec.Tenant, shard, where),
-		rediskeys.Index(rec.Tenant, shard, rediskeys.IndexNames),
 	}
 }
 
-// tenantRefresh is how often a process adds a tenant it creates records
-// for to rediskeys.Tenants again (in case Redis lost it).
-const tenantRefresh = 10 * time.Minute
+// namesKey is the set of integration names of rec's shard.
+func namesKey(rec *Record) string {
+	return rediskeys.Index(rec.Tenant, rediskeys.Shard(rec.CorrelationID), rediskeys.IndexNames)
+}
 
-// registerTenant adds tenant to rediskeys.Tenants, the first time this
-// store creates one of its records and then every tenantRefresh: one more
-// round trip per tenant and process now and then, not per call. A failure
-// is left to the next call's try.
-func (s *Store) registerTenant(ctx context.Context, tenant string) {
+// addRefresh is how often a process adds again a member it added to a set
+// it keeps up (rediskeys.Tenants, a shard's integration names), in case
+// Redis lost it.
+const addRefresh = 10 * time.Minute
+
+// addDue reports whether this store is to add member to the set key: it
+// has not within addRefresh. It counts the member as added now; forget
+// undoes that when the add fails. So the sets cost a command per member
+// and process now and then, not per call.
+func (s *Store) addDue(key, member string) bool {
+	k := key + " " + member
 	now := time.Now()
 	s.mu.Lock()
-	last, ok := s.tenants[tenant]
-	if ok && now.Sub(last) < tenantRefresh {
-		s.mu.Unlock()
-		return
+	defer s.mu.Unlock()
+	if last, ok := s.added[k]; ok && now.Sub(last) < addRefresh {
+		return false
 	}
-	s.tenants[tenant] = now
+	s.added[k] = now
+	return true
+}
+
+// forget undoes addDue's count of member as added to key.
+func (s *Store) forget(key, member string) {
+	s.mu.Lock()
+	delete(s.added, key+" "+member)
 	s.mu.Unlock()
-	if s.rdb.SAdd(ctx, rediskeys.Tenants, tenant).Err() != nil {
-		s.mu.Lock()
-		delete(s.tenants, tenant)
-		s.mu.Unlock()
+}
+
+// registerTenant adds tenant to rediskeys.Tenants when addDue says so. A
+// failure is left to the next call's try.
+func (s *Store) registerTenant(ctx context.Context, tenant string) {
+	if s.addDue(rediskeys.Tenants, tenant) && s.rdb.SAdd(ctx, rediskeys.Tenants, tenant).Err() != nil {
+		s.forget(rediskeys.Tenants, tenant)
 	}
 }
 
@@ -193,7 +210,8 @@ func (f *Filter) sources(tenant string) ([]source, bool) {
 		names = []string{rediskeys.IndexIntegration(f.Integration)}
 		exact = len(f.Statuses) == 0
 	case len(f.Statuses) == 0:
-		names = []string{rediskeys.IndexAll}
+		// Every call is in the open index or in its terminal status's.
+		names = stateIndexes()
 	default:
 		open := false
 		for _, st := range f.Statuses {
@@ -208,6 +226,9 @@ func (f *Filter) sources(tenant string) ([]source, bool) {
 			exact = false
 		}
 	}
+	// Sorted, the open index comes before the status indexes, and a
+	// pipeline reads it first: a call that finishes between the two reads
+	// is then met twice (and listed once), never missed.
 	slices.Sort(names)
 	names = slices.Compact(names)
 	var out []source
@@ -243,7 +264,7 @@ func decodeCursor(c string) (string, error) {
 func listScan(limit int) int { return max(1000, 20*limit) }
 
 // summaryFields are the fields a summary is read from.
-var summaryFields = []string{"sum", "status", "wh", "rb"}
+var summaryFields = []string{"rec", "status", "wh", "rb"}
 
 // List returns up to limit (1 to MaxListLimit) summaries of tenant's calls
 // that f selects, newest first, from after cursor ("" for the first page).
@@ -381,7 +402,7 @@ func (s *Store) summaries(ctx context.Context, tenant string, members []string) 
 		if v[0] == nil {
 			continue
 		}
-		rec, err := decodeRecord(v[0], v[1], nil, v[2], v[3])
+		rec, err := decodeRecord(false, v[0], nil, v[1], nil, v[2], v[3])
 		if err != nil {
 			return nil, err
 		}
@@ -417,12 +438,19 @@ func (s *Store) unindex(ctx context.Context, tenant string, srcs []source, membe
 	_, _ = pipe.Exec(ctx)
 }
 
+// stateIndexes names the indexes a call is in one of, by where it stands:
+// open, or the status it finished with. Together they hold every call.
+func stateIndexes() []string {
+	return []string{rediskeys.IndexOpen, rediskeys.IndexStatus(string(StatusSucceeded), ""),
+		rediskeys.IndexStatus(string(StatusFailed), ""), rediskeys.IndexStatus(string(StatusCanceled), "")}
+}
+
 // shardIndexes are the keys of every index of tenant's shard, whose
-// integration names are names, the all index first.
+// integration names are names: the state indexes, then the integrations'.
 func shardIndexes(tenant string, shard int, names []string) []string {
-	keys := []string{rediskeys.Index(tenant, shard, rediskeys.IndexAll), rediskeys.Index(tenant, shard, rediskeys.IndexOpen)}
-	for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
-		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")))
+	var keys []string
+	for _, n := range stateIndexes() {
+		keys = append(keys, rediskeys.Index(tenant, shard, n))
 	}
 	for _, n := range names {
 		keys = append(keys, rediskeys.Index(tenant, shard, rediskeys.IndexIntegration(n)))
@@ -457,7 +485,6 @@ func (s *Store) Count(ctx context.Context, tenant string, since, until time.Time
 	var counts []count
 	for shard := range rediskeys.RecordShards {
 		names = append(names, pipe.SMembers(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexNames)))
-		counts = append(counts, count{key: "", cmd: pipe.ZLexCount(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexAll), lo, hi)})
 		for _, st := range []Status{StatusSucceeded, StatusFailed, StatusCanceled} {
 			counts = append(counts, count{key: string(st), cmd: pipe.ZLexCount(ctx, rediskeys.Index(tenant, shard, rediskeys.IndexStatus(string(st), "")), lo, hi)})
 		}
@@ -475,10 +502,10 @@ func (s *Store) Count(ctx context.Context, tenant string, since, until time.Time
 		switch {
 		case c.open != nil:
 			open = append(open, c.open.Val()...)
-		case c.key == "":
-			out.Total += c.cmd.Val()
+			out.Total += int64(len(c.open.Val()))
 		default:
 			out.ByStatus[Status(c.key)] += c.cmd.Val()
+			out.Total += c.cmd.Val()
 		}
 	}
 	for chunk := range slices.Chunk(open, 1000) {

@@ -241,7 +241,7 @@ func TestListDropsExpiredRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, page.Calls, 1)
 	require.Equal(t, "keep", page.Calls[0].CorrelationID)
-	members, err := e.rdb.ZRange(e.ctx, rediskeys.Index("acme", rediskeys.Shard("gone"), rediskeys.IndexAll), 0, -1).Result()
+	members, err := e.rdb.ZRange(e.ctx, rediskeys.Index("acme", rediskeys.Shard("gone"), rediskeys.IndexIntegration("gh")), 0, -1).Result()
 	require.NoError(t, err)
 	for _, m := range members {
 		require.NotContains(t, m, ":gone")
@@ -332,6 +332,10 @@ func TestLegacyRecordsMove(t *testing.T) {
 	legacy := func(id string, status tasks.Status) {
 		rec := newRecord("acme", id)
 		rec.Status = status
+		if status.Terminal() {
+			rec.Response = &tasks.Response{Status: 200, Headers: map[string]string{"X-A": "1"}, Body: json.RawMessage(`{"ok":true}`), Size: 11}
+			rec.History = []tasks.Attempt{{Attempt: 1, DurationMS: 3, Status: 200}}
+		}
 		b, err := json.Marshal(rec)
 		require.NoError(t, err)
 		key := rediskeys.LegacyRecord("acme", id)
@@ -346,6 +350,12 @@ func TestLegacyRecordsMove(t *testing.T) {
 	rec, err := e.store.Get(e.ctx, "acme", "read")
 	require.NoError(t, err)
 	require.Equal(t, tasks.StatusSucceeded, rec.Status)
+	require.Equal(t, map[string]string{"X-A": "1"}, rec.Response.Headers, "the whole record is kept")
+	require.JSONEq(t, `{"ok":true}`, string(rec.Response.Body))
+	require.Len(t, rec.History, 1)
+	sum := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "read"), "rec").Val()
+	require.NotContains(t, sum, "X-A", "its JSON is split into summary and detail")
+	require.NotContains(t, sum, "duration_ms")
 	require.Zero(t, e.rdb.Exists(e.ctx, rediskeys.LegacyRecord("acme", "read")).Val())
 	require.InDelta(t, 90*time.Minute, e.pttl(t, "acme", "read"), float64(5*time.Second), "its time to live is kept")
 
@@ -419,14 +429,14 @@ func TestPruneFollowsExpiry(t *testing.T) {
 	indexSize := func() int64 {
 		var total int64
 		for shard := range rediskeys.RecordShards {
-			for _, name := range []string{rediskeys.IndexAll, rediskeys.IndexOpen, rediskeys.IndexIntegration("gh"),
+			for _, name := range []string{rediskeys.IndexOpen, rediskeys.IndexIntegration("gh"),
 				rediskeys.IndexStatus("failed", "")} {
 				total += e.rdb.ZCard(e.ctx, rediskeys.Index("acme", shard, name)).Val()
 			}
 		}
 		return total
 	}
-	require.Equal(t, int64(n*3), indexSize())
+	require.Equal(t, int64(n*2), indexSize(), "each call in its integration's index and in open or failed")
 	require.Eventually(t, func() bool {
 		return e.rdb.Exists(e.ctx, rediskeys.Record("acme", "churn-"+strconv.Itoa(n-1))).Val() == 0
 	}, 10*time.Second, 20*time.Millisecond)
@@ -463,4 +473,34 @@ func TestUnfinishedWalksPastDroppedEntries(t *testing.T) {
 	recs, _, err := e.store.Unfinished(e.ctx, "acme", testNow.Add(time.Second), "", 3)
 	require.NoError(t, err)
 	require.Len(t, recs, 3, "the live calls behind a page of dropped ones")
+}
+
+// Create adds a call's integration to its shard's names once per store
+// (and refresh period), not per call; another store adds it again.
+func TestCreateAddsIntegrationNamesOnce(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	var ids []string // four IDs of shard 0
+	for i := 0; len(ids) < 4; i++ {
+		if id := "n-" + strconv.Itoa(i); rediskeys.Shard(id) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	names := rediskeys.Index("acme", 0, rediskeys.IndexNames)
+	e.create(t, "acme", ids[0])
+	require.Equal(t, []string{"gh"}, e.rdb.SMembers(e.ctx, names).Val())
+
+	require.NoError(t, e.rdb.Del(e.ctx, names).Err())
+	e.create(t, "acme", ids[1])
+	require.Zero(t, e.rdb.Exists(e.ctx, names).Val(), "added lately: not again")
+	other := newRecord("acme", ids[2])
+	other.Integration = "dd"
+	require.NoError(t, e.store.Create(e.ctx, other, "fp", 0, nil))
+	require.Equal(t, []string{"dd"}, e.rdb.SMembers(e.ctx, names).Val(), "another integration is added")
+
+	store, err := tasks.NewStore(e.rdb, &e.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	require.NoError(t, store.Create(e.ctx, newRecord("acme", ids[3]), "fp", 0, nil))
+	require.ElementsMatch(t, []string{"dd", "gh"}, e.rdb.SMembers(e.ctx, names).Val(), "another store adds it")
 }

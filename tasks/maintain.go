@@ -3,7 +3,6 @@ package tasks
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -19,8 +18,8 @@ import (
 // What the reconciler uses: the unfinished calls, pruning, and moving
 // records from where callq before the calls index kept them.
 
-// Unfinished returns up to n of tenant's unfinished calls created before
-// before, shard by shard, oldest first within a shard, from after cursor
+// Unfinished returns the summaries (Record.Summary) of up to n of tenant's
+// unfinished calls created before before, shard by shard, oldest first within a shard, from after cursor
 // ("" to begin), and the cursor to go on from ("" when done). On the way
 // it drops entries whose record has expired and moves a finished call
 // still in the open index to its status's (a terminal write always does
@@ -65,7 +64,7 @@ func (s *Store) unfinished(ctx context.Context, tenant string, before time.Time,
 				fix.ZRem(ctx, open, members[i])
 				continue
 			}
-			rec, err := decodeRecord(v[0], v[1], v[2], v[3], v[4])
+			rec, err := decodeRecord(false, v[0], nil, v[1], v[2], v[3], v[4])
 			if err != nil {
 				return nil, "", err
 			}
@@ -119,44 +118,66 @@ func (s *Store) Prune(ctx context.Context, tenant string) (int, error) {
 			return removed, fmt.Errorf("prune the calls index: %w", err)
 		}
 		keys := shardIndexes(tenant, shard, names)
-		lo := "-"
-		for range prunePages {
-			members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: keys[0], Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
+		// Every call is in exactly one integration's index, for good (a
+		// state index loses it when it finishes): walk those, or the state
+		// indexes if the shard's names were lost.
+		walk := keys[len(stateIndexes()):]
+		if len(walk) == 0 {
+			walk = keys
+		}
+		for _, key := range walk {
+			n, err := s.pruneIndex(ctx, tenant, key, keys)
+			removed += n
 			if err != nil {
-				return removed, fmt.Errorf("prune the calls index: %w", err)
+				return removed, err
 			}
-			if len(members) == 0 {
-				break
+		}
+	}
+	return removed, nil
+}
+
+// pruneIndex walks key oldest first, a page at a time, and removes from
+// every one of keys the entries whose record is gone; it stops at the first
+// page whose records all live.
+func (s *Store) pruneIndex(ctx context.Context, tenant, key string, keys []string) (int, error) {
+	removed := 0
+	lo := "-"
+	for range prunePages {
+		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: lo, Stop: "+", ByLex: true, Count: prunePage}).Result()
+		if err != nil {
+			return removed, fmt.Errorf("prune the calls index: %w", err)
+		}
+		if len(members) == 0 {
+			break
+		}
+		pipe := s.rdb.Pipeline()
+		exists := make([]*redis.IntCmd, len(members))
+		for i, m := range members {
+			exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, fmt.Errorf("prune the calls index: %w", err)
+		}
+		var gone []any
+		for i, c := range exists {
+			if c.Val() == 0 {
+				gone = append(gone, members[i])
 			}
+		}
+		if len(gone) > 0 {
 			pipe := s.rdb.Pipeline()
-			exists := make([]*redis.IntCmd, len(members))
-			for i, m := range members {
-				exists[i] = pipe.Exists(ctx, rediskeys.Record(tenant, memberID(m)))
+			for _, k := range keys {
+				pipe.ZRem(ctx, k, gone...)
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				return removed, fmt.Errorf("prune the calls index: %w", err)
 			}
-			var gone []any
-			for i, c := range exists {
-				if c.Val() == 0 {
-					gone = append(gone, members[i])
-				}
-			}
-			if len(gone) > 0 {
-				pipe := s.rdb.Pipeline()
-				for _, k := range keys {
-					pipe.ZRem(ctx, k, gone...)
-				}
-				if _, err := pipe.Exec(ctx); err != nil {
-					return removed, fmt.Errorf("prune the calls index: %w", err)
-				}
-				removed += len(gone)
-			}
-			if len(gone) == 0 || len(members) < prunePage {
-				break
-			}
-			lo = "(" + members[len(members)-1]
+			removed += len(gone)
 		}
+		if len(gone) == 0 || len(members) < prunePage {
+			break
+		}
+		lo = "(" + members[len(members)-1]
 	}
 	return removed, nil
 }
@@ -165,8 +186,8 @@ var moveScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-for i = 2, #KEYS - 1 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
-redis.call('SADD', KEYS[#KEYS], ARGV[3])
+for i = 2, 3 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('SADD', KEYS[4], ARGV[3])
 return 1
 `)
 
@@ -184,21 +205,25 @@ func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
 		return false
 	}
 	fields := all.Val()
-	rec, err := decodeRecord(fields["rec"], fields["status"], nil, fields["wh"], fields["rb"])
+	// Its JSON is the whole record's: split it as Write does.
+	rec, err := decodeRecord(true, fields["rec"], nil, fields["status"], nil, fields["wh"], fields["rb"])
 	if err != nil {
 		return false
 	}
 	rec.Tenant, rec.CorrelationID = tenant, id
-	sum, err := json.Marshal(rec.Summary())
+	sum, full, err := encodeRecord(rec, false)
 	if err != nil {
 		return false
 	}
-	fields["sum"] = string(sum)
+	fields["rec"] = string(sum)
+	if full != nil {
+		fields["full"] = string(full)
+	}
 	args := []any{pttl.Val().Milliseconds(), indexMember(rec.CreatedAt, id), rec.Integration}
 	for k, v := range fields {
 		args = append(args, k, v)
 	}
-	if err := moveScript.Run(ctx, s.rdb, createKeys(rec), args...).Err(); err != nil {
+	if err := moveScript.Run(ctx, s.rdb, append(createKeys(rec), namesKey(rec)), args...).Err(); err != nil {
 		return false
 	}
 	// Its tenant may have made no call since the upgrade: the reconciler

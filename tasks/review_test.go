@@ -25,7 +25,7 @@ func TestIndexEntriesOfAnEarlierRecordUnderTheSameID(t *testing.T) {
 	shard := rediskeys.Shard("reused")
 	indexSizes := func() map[string]int64 {
 		out := map[string]int64{}
-		for _, name := range []string{rediskeys.IndexAll, rediskeys.IndexOpen, rediskeys.IndexIntegration("gh"),
+		for _, name := range []string{rediskeys.IndexOpen, rediskeys.IndexIntegration("gh"),
 			rediskeys.IndexStatus("failed", ""), rediskeys.IndexStatus("succeeded", "")} {
 			out[name] = e.rdb.ZCard(e.ctx, rediskeys.Index("acme", shard, name)).Val()
 		}
@@ -48,7 +48,7 @@ func TestIndexEntriesOfAnEarlierRecordUnderTheSameID(t *testing.T) {
 	require.Empty(t, e.listAll(t, "acme", tasks.Filter{Statuses: failed}, 10), "the new call is queued, not failed")
 	_, err := e.store.Prune(e.ctx, "acme")
 	require.NoError(t, err)
-	require.Equal(t, map[string]int64{rediskeys.IndexAll: 1, rediskeys.IndexOpen: 1, rediskeys.IndexIntegration("gh"): 1,
+	require.Equal(t, map[string]int64{rediskeys.IndexOpen: 1, rediskeys.IndexIntegration("gh"): 1,
 		rediskeys.IndexStatus("failed", ""): 0, rediskeys.IndexStatus("succeeded", ""): 0}, indexSizes())
 	counts, err := e.store.Count(e.ctx, "acme", testNow.Add(-3*time.Hour), testNow)
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func TestIndexEntriesOfAnEarlierRecordUnderTheSameID(t *testing.T) {
 	require.Equal(t, []string{"reused"}, e.listAll(t, "acme", tasks.Filter{}, 10))
 	require.Equal(t, []string{"reused"}, e.listAll(t, "acme", tasks.Filter{Statuses: []tasks.Status{tasks.StatusSucceeded}}, 10))
 	require.Empty(t, e.listAll(t, "acme", tasks.Filter{Statuses: failed}, 10))
-	require.Equal(t, map[string]int64{rediskeys.IndexAll: 1, rediskeys.IndexOpen: 0, rediskeys.IndexIntegration("gh"): 1,
+	require.Equal(t, map[string]int64{rediskeys.IndexOpen: 0, rediskeys.IndexIntegration("gh"): 1,
 		rediskeys.IndexStatus("failed", ""): 0, rediskeys.IndexStatus("succeeded", ""): 1}, indexSizes())
 }
 
@@ -97,7 +97,7 @@ func TestPruneAfterListMetExpiredRecords(t *testing.T) {
 	_, err := e.store.Prune(e.ctx, "acme")
 	require.NoError(t, err)
 	for shard := range rediskeys.RecordShards {
-		for _, name := range []string{rediskeys.IndexAll, rediskeys.IndexOpen, rediskeys.IndexIntegration("gh"),
+		for _, name := range []string{rediskeys.IndexOpen, rediskeys.IndexIntegration("gh"),
 			rediskeys.IndexStatus("failed", "")} {
 			require.Zero(t, e.rdb.ZCard(e.ctx, rediskeys.Index("acme", shard, name)).Val(), "shard %d index %s", shard, name)
 		}

@@ -84,10 +84,12 @@ func (c *StoreConfig) validate() error {
 }
 
 // Store keeps records in Redis. Each record is a hash: "rec" (the JSON of
-// the record as last written), "status" (authoritative, so a worker can mark
-// an attempt running without rewriting the record), "run" (the attempt in
-// progress), "fp" (the call's fingerprint) and "v" (a version for
-// compare-and-set). Every change goes through a Lua script, so a terminal
+// the record's summary as last written, Record.Summary: what a list reads),
+// "full" (the JSON of the rest, {"response", "history"}, absent while the
+// record has neither), "status" (authoritative, so a worker can mark an
+// attempt running without rewriting the record), "run" (the attempt in
+// progress), "fp" (the call's fingerprint), "v" (a version for
+// compare-and-set) and "call" (the call's task payload, for a replay). Every change goes through a Lua script, so a terminal
 // record is never overwritten and a finished call's waiters are notified in
 // the same round trip as the write. The keys and the completion channel are
 // internal/rediskeys's Record and DoneChannel.
@@ -96,8 +98,8 @@ type Store struct {
 	cfg      StoreConfig
 	notifier *notifier
 
-	mu      sync.Mutex
-	tenants map[string]time.Time // when each tenant was last added to rediskeys.Tenants
+	mu    sync.Mutex
+	added map[string]time.Time // see addDue
 }
 
 // NewStore returns a Store over rdb.
@@ -115,7 +117,7 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if c.PendingTTL == 0 {
 		c.PendingTTL = DefaultPendingTTL
 	}
-	s := &Store{rdb: rdb, cfg: c, tenants: map[string]time.Time{}}
+	s := &Store{rdb: rdb, cfg: c, added: map[string]time.Time{}}
 	s.notifier = newNotifier(rdb, rediskeys.DoneChannel)
 	return s, nil
 }
@@ -128,13 +130,17 @@ func (s *Store) ResultTTL() time.Duration { return s.cfg.ResultTTL }
 
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'fp', 'wh', 'rb')
-  return {0, v[1], v[2], v[3] or '', v[4] or '', v[5] or '', v[6] or ''}
+  local v = redis.call('HMGET', KEYS[1], 'rec', 'full', 'status', 'run', 'fp', 'wh', 'rb')
+  return {0, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or '', v[6] or '', v[7] or ''}
 end
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1, 'sum', ARGV[5], 'call', ARGV[6])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-for i = 2, #KEYS - 1 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
-redis.call('SADD', KEYS[#KEYS], ARGV[8])
+if ARGV[2] == '' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[3], 'fp', ARGV[4], 'v', 1, 'call', ARGV[6])
+else
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[2], 'status', ARGV[3], 'fp', ARGV[4], 'v', 1, 'call', ARGV[6])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+for i = 2, 3 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
+if KEYS[4] then redis.call('SADD', KEYS[4], ARGV[8]) end
 return {1}
 `)
 
@@ -142,32 +148,37 @@ return {1}
 // call's task payload, which a replay is made from. If a record exists
 // under that correlation ID it returns an *ExistsError holding that record
 // and its fingerprint. The record enters its shard's indexes in the same
-// script.
+// script, and its integration the shard's names when addDue says so.
 func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, delay time.Duration, payload []byte) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	sum, err := json.Marshal(rec.Summary())
+	sum, full, err := encodeRecord(rec, false)
 	if err != nil {
 		return err
 	}
 	s.registerTenant(ctx, rec.Tenant)
+	keys := createKeys(rec)
+	names := namesKey(rec)
+	addName := s.addDue(names, rec.Integration)
+	if addName {
+		keys = append(keys, names)
+	}
 	ttl := s.cfg.PendingTTL + delay
-	res, err := createScript.Run(ctx, s.rdb, createKeys(rec),
-		b, string(rec.Status), fingerprint, ttl.Milliseconds(), sum, payload,
+	res, err := createScript.Run(ctx, s.rdb, keys,
+		sum, full, string(rec.Status), fingerprint, ttl.Milliseconds(), payload,
 		indexMember(rec.CreatedAt, rec.CorrelationID), rec.Integration).Slice()
+	if addName && (err != nil || res[0].(int64) != 1) {
+		s.forget(names, rec.Integration)
+	}
 	if err != nil {
 		return fmt.Errorf("create record: %w", err)
 	}
 	if res[0].(int64) == 1 {
 		return nil
 	}
-	existing, err := decodeRecord(res[1], res[2], res[3], res[5], res[6])
+	existing, err := decodeRecord(true, res[1], res[2], res[3], res[4], res[6], res[7])
 	if err != nil {
 		return err
 	}
-	fp, _ := res[4].(string)
+	fp, _ := res[5].(string)
 	return &ExistsError{Record: existing, Fingerprint: fp}
 }
 
@@ -188,23 +199,23 @@ func (s *Store) GetVersion(ctx context.Context, tenant, id string) (*Record, int
 
 func (s *Store) get(ctx context.Context, tenant, id string) (*Record, int64, error) {
 	key := rediskeys.Record(tenant, id)
-	v, err := s.rdb.HMGet(ctx, key, "rec", "status", "run", "v", "wh", "rb").Result()
+	v, err := s.rdb.HMGet(ctx, key, "rec", "full", "status", "run", "v", "wh", "rb").Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("get record: %w", err)
 	}
 	if v[0] == nil && s.moveLegacy(ctx, tenant, id) {
-		if v, err = s.rdb.HMGet(ctx, key, "rec", "status", "run", "v", "wh", "rb").Result(); err != nil {
+		if v, err = s.rdb.HMGet(ctx, key, "rec", "full", "status", "run", "v", "wh", "rb").Result(); err != nil {
 			return nil, 0, fmt.Errorf("get record: %w", err)
 		}
 	}
 	if v[0] == nil {
 		return nil, 0, ErrNotFound
 	}
-	rec, err := decodeRecord(v[0], v[1], v[2], v[4], v[5])
+	rec, err := decodeRecord(true, v[0], v[1], v[2], v[3], v[5], v[6])
 	if err != nil {
 		return nil, 0, err
 	}
-	ver, _ := strconv.ParseInt(fmt.Sprint(v[3]), 10, 64)
+	ver, _ := strconv.ParseInt(fmt.Sprint(v[4]), 10, 64)
 	return rec, ver, nil
 }
 
@@ -216,14 +227,48 @@ type RunMarker struct {
 	Worker    string    `json:"worker,omitempty"`
 }
 
-// decodeRecord assembles a record from its hash fields: the JSON (the
-// record's or its summary's), overlaid with the authoritative status, the
-// running attempt, the webhook state and the latest replay.
-func decodeRecord(recv, statusv, runv, whv, rbv any) (*Record, error) {
+// recordDetail is what a record holds beyond its summary: the hash's
+// "full" field.
+type recordDetail struct {
+	Response *Response `json:"response"`
+	History  []Attempt `json:"history"`
+}
+
+// encodeRecord returns the JSON of rec's summary and of its detail, the
+// hash's "rec" and "full" fields. The detail is nil when rec has neither a
+// response nor history (a new record), unless always is set.
+func encodeRecord(rec *Record, always bool) (sum, full []byte, err error) {
+	if sum, err = json.Marshal(rec.Summary()); err != nil {
+		return nil, nil, err
+	}
+	if always || rec.Response != nil || len(rec.History) > 0 {
+		if full, err = json.Marshal(recordDetail{Response: rec.Response, History: rec.History}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return sum, full, nil
+}
+
+// decodeRecord assembles a record from its hash fields: the summary's JSON
+// and, for the whole record, the detail's over it, overlaid with the
+// authoritative status, the running attempt, the webhook state and the
+// latest replay. A whole record without detail has an empty history.
+func decodeRecord(whole bool, recv, fullv, statusv, runv, whv, rbv any) (*Record, error) {
 	recs, _ := recv.(string)
 	rec := &Record{}
 	if err := json.Unmarshal([]byte(recs), rec); err != nil {
 		return nil, fmt.Errorf("decode record: %w", err)
+	}
+	if whole {
+		if fulls, _ := fullv.(string); fulls != "" {
+			rec.Response = nil // the detail's replaces the summary's
+			if err := json.Unmarshal([]byte(fulls), rec); err != nil {
+				return nil, fmt.Errorf("decode record: %w", err)
+			}
+		}
+		if rec.History == nil {
+			rec.History = []Attempt{}
+		}
 	}
 	if st, _ := statusv.(string); st != "" {
 		rec.Status = Status(st)
@@ -248,15 +293,15 @@ func decodeRecord(recv, statusv, runv, whv, rbv any) (*Record, error) {
 }
 
 var beginScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'rec', 'status', 'run', 'v', 'wh', 'rb')
+local v = redis.call('HMGET', KEYS[1], 'rec', 'full', 'status', 'run', 'v', 'wh', 'rb')
 if not v[1] then return {-1} end
-local st = v[2]
+local st = v[3]
 if st == 'succeeded' or st == 'failed' or st == 'canceled' then
-  return {0, v[1], st, '', v[5] or '', v[6] or ''}
+  return {0, v[1], v[2] or '', st, '', v[6] or '', v[7] or ''}
 end
-local ver = (tonumber(v[4]) or 0) + 1
+local ver = (tonumber(v[5]) or 0) + 1
 redis.call('HSET', KEYS[1], 'status', 'running', 'run', ARGV[1], 'v', ver)
-return {ver, v[1], st, v[3] or ''}
+return {ver, v[1], v[2] or '', st, v[4] or ''}
 `)
 
 // Begun is a record as a worker found it when it began an attempt.
@@ -289,10 +334,10 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 		return nil, ErrNotFound
 	}
 	var wh, rb any
-	if len(res) > 5 {
-		wh, rb = res[4], res[5]
+	if len(res) > 6 {
+		wh, rb = res[5], res[6]
 	}
-	rec, err := decodeRecord(res[1], res[2], nil, wh, rb)
+	rec, err := decodeRecord(true, res[1], res[2], res[3], nil, wh, rb)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +345,7 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 		return nil, &FinishedError{Record: rec}
 	}
 	b := &Begun{Record: rec, Version: ver}
-	if runs, _ := res[3].(string); runs != "" && rec.Status == StatusRunning {
+	if runs, _ := res[4].(string); runs != "" && rec.Status == StatusRunning {
 		var lost RunMarker
 		if json.Unmarshal([]byte(runs), &lost) == nil {
 			b.Lost = &lost
@@ -315,7 +360,7 @@ if not v[1] then return -1 end
 if v[1] == 'succeeded' or v[1] == 'failed' or v[1] == 'canceled' then return 0 end
 if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
 -- 'run' is emptied rather than deleted: one command instead of two.
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1, 'sum', ARGV[7])
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[7], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if #KEYS > 1 then
   redis.call('ZREM', KEYS[2], ARGV[8])
@@ -330,11 +375,7 @@ return 1
 // (ErrChanged). A terminal write sets the result TTL, moves the call from
 // its shard's open index to its status's, and wakes waiters.
 func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	sum, err := json.Marshal(rec.Summary())
+	sum, full, err := encodeRecord(rec, true)
 	if err != nil {
 		return err
 	}
@@ -354,7 +395,7 @@ func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 	if version != 0 {
 		ver = strconv.FormatInt(version, 10)
 	}
-	args := []any{b, string(rec.Status), ttl.Milliseconds(), ver, channel, msg, sum, indexMember(rec.CreatedAt, rec.CorrelationID)}
+	args := []any{sum, string(rec.Status), ttl.Milliseconds(), ver, channel, msg, full, indexMember(rec.CreatedAt, rec.CorrelationID)}
 	n, err := writeScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err == nil && n == -1 && s.moveLegacy(ctx, rec.Tenant, rec.CorrelationID) {
 		n, err = writeScript.Run(ctx, s.rdb, keys, args...).Int()
@@ -482,20 +523,19 @@ return 1
 // Prune reached them, which may be a day later.
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	key := rediskeys.Record(tenant, id)
-	sum, err := s.rdb.HGet(ctx, key, "sum").Result()
+	sum, err := s.rdb.HGet(ctx, key, "rec").Result()
 	if errors.Is(err, redis.Nil) {
 		return s.rdb.Del(ctx, key).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("delete record: %w", err)
 	}
-	rec, err := decodeRecord(sum, nil, nil, nil, nil)
+	rec, err := decodeRecord(false, sum, nil, nil, nil, nil, nil)
 	if err != nil {
 		return err
 	}
 	rec.Tenant, rec.CorrelationID = tenant, id
 	keys := createKeys(rec)
-	keys = keys[:len(keys)-1] // not the integration names
 	if err := deleteScript.Run(ctx, s.rdb, keys, indexMember(rec.CreatedAt, id)).Err(); err != nil {
 		return fmt.Errorf("delete record: %w", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -423,6 +425,41 @@ func TestStoreRecordJSONInRedis(t *testing.T) {
 	fp, err := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "j1"), "fp").Result()
 	require.NoError(t, err)
 	require.Equal(t, "fp-j1", fp)
+}
+
+// A record's hash holds its summary, what a list reads, and apart from it
+// the response and history, which every whole read lays over the summary.
+func TestStoreSummaryAndDetail(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := e.create(t, "acme", "split")
+	key := rediskeys.Record("acme", "split")
+	require.Zero(t, e.rdb.HExists(e.ctx, key, "full").Val(), "a new record has no detail")
+
+	done := *rec
+	done.Status = tasks.StatusSucceeded
+	done.Attempts = 1
+	text := "hello"
+	done.Response = &tasks.Response{Status: 200, Headers: map[string]string{"Content-Type": "text/plain"},
+		BodyText: &text, Size: 5}
+	done.History = []tasks.Attempt{{Attempt: 1, StartedAt: testNow, DurationMS: 7, Status: 200}}
+	completed := testNow.Add(time.Second)
+	done.CompletedAt = &completed
+	require.NoError(t, e.store.Write(e.ctx, &done, 0))
+
+	var sum, full map[string]any
+	require.NoError(t, json.Unmarshal([]byte(e.rdb.HGet(e.ctx, key, "rec").Val()), &sum))
+	require.Nil(t, sum["history"])
+	require.Equal(t, map[string]any{"status": 200.0, "size": 5.0, "truncated": false, "headers": nil}, sum["response"])
+	require.NoError(t, json.Unmarshal([]byte(e.rdb.HGet(e.ctx, key, "full").Val()), &full))
+	require.ElementsMatch(t, []string{"response", "history"}, slices.Collect(maps.Keys(full)))
+
+	got, err := e.store.Get(e.ctx, "acme", "split")
+	require.NoError(t, err)
+	require.Equal(t, &done, got)
+	page, err := e.store.List(e.ctx, "acme", tasks.Filter{}, "", 10)
+	require.NoError(t, err)
+	require.Equal(t, []*tasks.Record{done.Summary()}, page.Calls)
 }
 
 func TestStoreWaitTerminal(t *testing.T) {

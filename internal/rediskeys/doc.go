@@ -17,8 +17,7 @@
 // # Keys
 //
 //	callq:{<tenant>:<shard>}:call:<id>         hash: a call's record (tasks.Store)
-//	callq:{<tenant>:<shard>}:ix:all            zset: the calls index of the shard: every call
-//	callq:{<tenant>:<shard>}:ix:open           zset: the calls not finished
+//	callq:{<tenant>:<shard>}:ix:open           zset: the calls index of the shard: the calls not finished
 //	callq:{<tenant>:<shard>}:ix:s:<status>     zset: the calls finished with status
 //	callq:{<tenant>:<shard>}:ix:i:<integration> zset: every call to integration
 //	callq:{<tenant>:<shard>}:ix:names          set: the integrations the shard has an index of

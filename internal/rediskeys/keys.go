@@ -50,7 +50,7 @@ const LegacyRecordPattern = Prefix + ":call:*"
 
 // Index is one index of one shard of tenant's calls: a sorted set of
 // "<created_at ms, 13 digits>:<id>" members, all of score 0, read by lex
-// range newest first. name is IndexAll, IndexOpen, IndexStatus(...) or
+// range newest first. name is IndexOpen, IndexStatus(...) or
 // IndexIntegration(...).
 func Index(tenant string, shard int, name string) string {
 	return shardTag(tenant, shard) + "ix:" + name
@@ -58,8 +58,6 @@ func Index(tenant string, shard int, name string) string {
 
 // Index names.
 const (
-	// IndexAll holds every call.
-	IndexAll = "all"
 	// IndexOpen holds the calls that have not finished.
 	IndexOpen = "open"
 	// IndexNames is not an index but a set: the integrations the shard has

@@ -24,7 +24,6 @@ func TestLayout(t *testing.T) {
 	for got, want := range map[string]string{
 		rediskeys.Record("acme", "order-1"):                             "callq:{acme:13}:call:order-1",
 		rediskeys.LegacyRecord("acme", "order-1"):                       "callq:call:acme:order-1",
-		rediskeys.Index("acme", 13, rediskeys.IndexAll):                 "callq:{acme:13}:ix:all",
 		rediskeys.Index("acme", 2, rediskeys.IndexOpen):                 "callq:{acme:2}:ix:open",
 		rediskeys.Index("acme", 2, rediskeys.IndexNames):                "callq:{acme:2}:ix:names",
 		rediskeys.Index("acme", 2, rediskeys.IndexStatus("failed", "")): "callq:{acme:2}:ix:s:failed",
@@ -133,7 +132,7 @@ func TestSlots(t *testing.T) {
 		rslot := slotOf(t, node, rediskeys.Record("acme", id))
 		recordSlots[rslot] = true
 		shard := rediskeys.Shard(id)
-		for _, name := range []string{rediskeys.IndexAll, rediskeys.IndexOpen, rediskeys.IndexNames,
+		for _, name := range []string{rediskeys.IndexOpen, rediskeys.IndexNames,
 			rediskeys.IndexStatus("failed", ""), rediskeys.IndexIntegration("gh")} {
 			key := rediskeys.Index("acme", shard, name)
 			require.Equal(t, rslot, slotOf(t, node, key), "%s is not in the slot of its record", key)
