@@ -372,6 +372,28 @@ func TestLegacyRecordsMove(t *testing.T) {
 	moved, err = e.store.MigrateLegacy(e.ctx)
 	require.NoError(t, err)
 	require.Zero(t, moved)
+
+	// Every one moved: later scans are skipped; a record met on a read is
+	// still moved.
+	require.Equal(t, int64(1), e.rdb.Exists(e.ctx, rediskeys.LegacyMoved).Val())
+	legacy("late", tasks.StatusFailed)
+	moved, err = e.store.MigrateLegacy(e.ctx)
+	require.NoError(t, err)
+	require.Zero(t, moved, "no scan once every record was moved")
+	require.Equal(t, int64(1), e.rdb.Exists(e.ctx, rediskeys.LegacyRecord("acme", "late")).Val())
+	_, err = e.store.Get(e.ctx, "acme", "late")
+	require.NoError(t, err)
+}
+
+// A scan that meets a record it cannot move leaves later scans to try.
+func TestLegacyScanGoesOnWhileARecordIsLeft(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	require.NoError(t, e.rdb.HSet(e.ctx, rediskeys.LegacyRecord("acme", "bad"), "rec", "not json", "status", "queued").Err())
+	moved, err := e.store.MigrateLegacy(e.ctx)
+	require.NoError(t, err)
+	require.Zero(t, moved)
+	require.Zero(t, e.rdb.Exists(e.ctx, rediskeys.LegacyMoved).Val())
 }
 
 // Unfinished walks the open calls created before a time; on the way it

@@ -236,10 +236,20 @@ func (s *Store) moveLegacy(ctx context.Context, tenant, id string) bool {
 // MigrateLegacy moves every record still where callq before the calls
 // index kept it, and returns how many it moved.
 func (s *Store) MigrateLegacy(ctx context.Context) (int, error) {
-	var moved atomic.Int64
+	// Old-layout records cannot appear after the upgrade (the README says
+	// to stop old workers first), so once a scan has moved every one it
+	// met, no later scan (a whole keyspace's SCAN at each worker's start)
+	// is needed.
+	if n, err := s.rdb.Exists(ctx, rediskeys.LegacyMoved).Result(); err != nil {
+		return 0, fmt.Errorf("migrate records: %w", err)
+	} else if n == 1 {
+		return 0, nil
+	}
+	var moved, found atomic.Int64
 	each := func(ctx context.Context, c *redis.Client) error {
 		it := c.Scan(ctx, 0, rediskeys.LegacyRecordPattern, 1000).Iterator()
 		for it.Next(ctx) {
+			found.Add(1)
 			rest := strings.TrimPrefix(it.Val(), rediskeys.Prefix+":call:")
 			tenant, id, ok := strings.Cut(rest, ":")
 			if ok && s.moveLegacy(ctx, tenant, id) {
@@ -259,6 +269,11 @@ func (s *Store) MigrateLegacy(ctx context.Context) (int, error) {
 	}
 	if err != nil {
 		return int(moved.Load()), fmt.Errorf("migrate records: %w", err)
+	}
+	if found.Load() == moved.Load() {
+		if err := s.rdb.Set(ctx, rediskeys.LegacyMoved, "1", 0).Err(); err != nil {
+			return int(moved.Load()), fmt.Errorf("migrate records: %w", err)
+		}
 	}
 	return int(moved.Load()), nil
 }

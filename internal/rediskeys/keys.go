@@ -84,6 +84,10 @@ const Tenants = Prefix + ":tenants"
 // ReconcileLease is the lease of the fleet's one running reconciler.
 const ReconcileLease = Prefix + ":reconcile:lease"
 
+// LegacyMoved marks that a scan found no record left in the legacy layout
+// (every one it met was moved): later scans are skipped.
+const LegacyMoved = Prefix + ":legacy:moved"
+
 // tenantTag begins every key of tenant's credentials and OAuth2 state: the
 // {tenant} hash tag keeps them in one slot.
 func tenantTag(tenant string) string {

@@ -30,6 +30,7 @@ func TestLayout(t *testing.T) {
 		rediskeys.Index("acme", 2, rediskeys.IndexIntegration("gh")):    "callq:{acme:2}:ix:i:gh",
 		rediskeys.Tenants:                                           "callq:tenants",
 		rediskeys.ReconcileLease:                                    "callq:reconcile:lease",
+		rediskeys.LegacyMoved:                                       "callq:legacy:moved",
 		rediskeys.DoneChannel:                                       "callq:done",
 		rediskeys.Credential("acme", "gh"):                          "callq:{acme}:cred:gh",
 		rediskeys.Credentials("acme"):                               "callq:{acme}:creds",
