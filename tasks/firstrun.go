@@ -24,9 +24,14 @@ func (p *Payload) FirstRun(retried int) bool {
 
 // CurrentStatus is the status a call is in: the record's, except that a
 // record that says queued while asynq holds the call's task active is
-// running (see FirstRun). taskActive is asked only about a queued record.
+// running (see FirstRun). So is one that says retrying with a Note: a first
+// run held back before its attempt (a rate limit, say) wrote it, and the
+// next first run does not mark the record before its attempt either.
+// taskActive is asked only about such records.
 func CurrentStatus(rec *Record, taskActive func(*Record) bool) Status {
-	if rec.Status == StatusQueued && taskActive(rec) {
+	waiting := rec.Status == StatusQueued || (rec.Status == StatusRetrying && rec.Note != "" && rec.Attempts == 0)
+	if waiting && taskActive(rec) {
+		rec.Note = ""
 		return StatusRunning
 	}
 	return rec.Status

@@ -69,24 +69,28 @@ const (
 
 // Record is what became of a call: the user's truth about it.
 type Record struct {
-	CorrelationID string        `json:"correlation_id"`
-	Tenant        string        `json:"tenant"`
-	Status        Status        `json:"status"`
-	Integration   string        `json:"integration"`
-	Method        string        `json:"method"`
-	Path          string        `json:"path"`
-	Credential    string        `json:"credential,omitempty"`
-	Queue         string        `json:"queue"`
-	Attempts      int           `json:"attempts"`
-	MaxAttempts   int           `json:"max_attempts"`
-	Response      *Response     `json:"response"`
-	Error         *CallError    `json:"error"`
-	History       []Attempt     `json:"history"`
-	CreatedAt     time.Time     `json:"created_at"`
-	StartedAt     *time.Time    `json:"started_at"`
-	CompletedAt   *time.Time    `json:"completed_at"`
-	NextAttemptAt *time.Time    `json:"next_attempt_at"`
-	Webhook       *WebhookState `json:"webhook,omitempty"`
+	CorrelationID string     `json:"correlation_id"`
+	Tenant        string     `json:"tenant"`
+	Status        Status     `json:"status"`
+	Integration   string     `json:"integration"`
+	Method        string     `json:"method"`
+	Path          string     `json:"path"`
+	Credential    string     `json:"credential,omitempty"`
+	Queue         string     `json:"queue"`
+	Attempts      int        `json:"attempts"`
+	MaxAttempts   int        `json:"max_attempts"`
+	Response      *Response  `json:"response"`
+	Error         *CallError `json:"error"`
+	History       []Attempt  `json:"history"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at"`
+	CompletedAt   *time.Time `json:"completed_at"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	// Note says why a retrying call waits without spending an attempt: a
+	// fleet-wide rate limit, a concurrency cap or an open circuit. It is
+	// cleared by the next attempt.
+	Note    string        `json:"note,omitempty"`
+	Webhook *WebhookState `json:"webhook,omitempty"`
 	// ReplayOf is the call this one replays, if it is a replay.
 	ReplayOf string `json:"replay_of,omitempty"`
 	// ReplayedBy is the latest replay of this call, if it was replayed.

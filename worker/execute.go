@@ -35,10 +35,12 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	if v, refused := refuse(r.in != nil, r.call.Integration, r.policy, r.rec.Attempts); refused {
 		return w.report(ctx, &r, decision{}, v)
 	}
-	if err := w.takeTurn(ctx, &r); err != nil {
-		return err // held back by the rate limit, or Redis trouble
+	passes, err := w.takeTurn(ctx, &r)
+	if err != nil {
+		return err // held back by a gate, or Redis trouble
 	}
 	out := w.attempt(ctx, r.tenant, r.call, r.in)
+	release(ctx, passes, &out)
 	d := r.decision(out, w.interruption(ctx, &out), w.cfg.Backoff)
 	return w.report(ctx, &r, d, decide(d))
 }
@@ -144,27 +146,61 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 	return nil
 }
 
-// takeTurn takes the call's turn under its integration's fleet-wide rate
-// limit, if it has one. When the limit says wait, it returns a rateLimited
-// error, which puts the task back without spending a retry or an attempt.
-func (w *Worker) takeTurn(ctx context.Context, r *run) error {
-	if r.in.RateLimit == nil {
-		return nil
+// takeTurn passes the call through its integration's gates (gatesFor):
+// the fleet-wide limits an attempt must wait for. When a gate says wait, the
+// gates passed before it are released and takeTurn returns a heldBack
+// error, which puts the task back without spending a retry or an attempt;
+// the record shows retrying, with the wait and a note saying why.
+// Otherwise it returns the passes, to be released with the attempt's
+// outcome (release) on every way the run ends. An integration with no
+// gates pays nothing here.
+func (w *Worker) takeTurn(ctx context.Context, r *run) ([]pass, error) {
+	gates := w.gates[r.in.Name]
+	if len(gates) == 0 {
+		return nil, nil
 	}
-	wait, err := w.rateLimit(ctx, r.tenant, r.call, r.in)
-	if err != nil || wait == 0 {
-		return err // Redis trouble: try later
-	}
-	r.log.Info().Dur("retry_in", wait).Msg("fleet-wide rate limit reached; call put back without spending an attempt")
-	if !r.firstRun {
-		// A retry marked itself running: say it is waiting again.
-		next := time.Now().Add(wait).UTC()
-		r.rec.Status, r.rec.NextAttemptAt = tasks.StatusRetrying, &next
-		if _, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil); err != nil && !errors.Is(err, tasks.ErrFinished) {
-			return err
+	var passes []pass
+	for _, g := range gates {
+		p, hold, err := g(ctx, r)
+		if err == nil && hold == nil {
+			if p != nil {
+				passes = append(passes, p)
+			}
+			continue
 		}
+		release(ctx, passes, nil)
+		if err != nil {
+			return nil, err // Redis trouble: try later
+		}
+		return nil, w.hold(ctx, r, hold)
 	}
-	return &rateLimited{delay: wait}
+	return passes, nil
+}
+
+// hold records that the call waits for hold and returns the error that
+// puts its task back.
+func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
+	r.log.Info().Dur("retry_in", h.delay).Str("reason", h.note).Msg("call held back without spending an attempt")
+	next := time.Now().Add(h.delay).UTC()
+	r.rec.Status, r.rec.NextAttemptAt, r.rec.Note = tasks.StatusRetrying, &next, h.note
+	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil)
+	switch {
+	case errors.Is(err, tasks.ErrFinished):
+		return nil // canceled while it waited: nothing left to run
+	case err != nil:
+		return err
+	}
+	return h
+}
+
+// release ends each pass with the attempt's outcome (nil: no attempt was
+// made). It runs whatever ended the run, cancel and timeout included, so it
+// does not use a context that may have ended.
+func release(ctx context.Context, passes []pass, out *outcome) {
+	ctx = context.WithoutCancel(ctx)
+	for _, p := range passes {
+		p(ctx, out)
+	}
 }
 
 // decision gathers what decide weighs after this run's attempt.
@@ -250,7 +286,7 @@ func (r *run) record(d decision) tasks.Attempt {
 	}
 	r.rec.History = append(r.rec.History, entry)
 	r.rec.Attempts = len(r.rec.History)
-	r.rec.NextAttemptAt = nil
+	r.rec.NextAttemptAt, r.rec.Note = nil, ""
 	return entry
 }
 
@@ -305,7 +341,7 @@ func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, m
 			cur.Attempts = len(cur.History)
 		}
 		cur.Status, cur.Response, cur.Error = rec.Status, rec.Response, rec.Error
-		cur.NextAttemptAt, cur.CompletedAt, cur.MaxAttempts = rec.NextAttemptAt, rec.CompletedAt, rec.MaxAttempts
+		cur.NextAttemptAt, cur.CompletedAt, cur.MaxAttempts, cur.Note = rec.NextAttemptAt, rec.CompletedAt, rec.MaxAttempts, rec.Note
 		if cur.StartedAt == nil {
 			cur.StartedAt = rec.StartedAt
 		}

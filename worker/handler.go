@@ -21,19 +21,40 @@ import (
 // userAgent is sent unless the call or integration sets its own.
 const userAgent = "callq/1"
 
+// A gate stands before an integration's attempts: a fleet-wide limit the
+// call must wait for. It returns a non-nil hold when the call must wait, an
+// error when it cannot tell (Redis trouble), or else the pass it holds
+// (nil when it holds nothing), which release ends once the attempt does.
+type gate func(ctx context.Context, r *run) (pass, *heldBack, error)
+
+// A pass is what a gate let through: it is ended with the attempt's
+// outcome, or nil when no attempt was made (a later gate held the call).
+type pass func(ctx context.Context, out *outcome)
+
+// gatesFor returns in's gates, in the order they are passed: none when the
+// integration sets no limit, so such calls pay nothing for them.
+func (w *Worker) gatesFor(in *tasks.Integration) []gate {
+	var gates []gate
+	if in.RateLimit != nil {
+		gates = append(gates, w.rateLimit)
+	}
+	return gates
+}
+
 // rateLimit takes one request from the integration's fleet-wide limit for
 // this call's credential, or says how long to wait for one.
-func (w *Worker) rateLimit(ctx context.Context, tenant string, call *tasks.Call, in *tasks.Integration) (time.Duration, error) {
-	rl := in.RateLimit
-	res, err := w.limiter.Allow(ctx, rediskeys.RateLimit(tenant, in.Name, call.Credential),
+func (w *Worker) rateLimit(ctx context.Context, r *run) (pass, *heldBack, error) {
+	rl := r.in.RateLimit
+	res, err := w.limiter.Allow(ctx, rediskeys.RateLimit(r.tenant, r.in.Name, r.call.Credential),
 		redis_rate.Limit{Rate: rl.Requests, Period: rl.Per.D(), Burst: rl.Burst})
 	if err != nil {
-		return 0, fmt.Errorf("rate limit: %w", err)
+		return nil, nil, fmt.Errorf("rate limit: %w", err)
 	}
 	if res.Allowed > 0 {
-		return 0, nil
+		return nil, nil, nil
 	}
-	return max(res.RetryAfter, time.Millisecond), nil
+	return nil, &heldBack{delay: max(res.RetryAfter, time.Millisecond),
+		note: fmt.Sprintf("waiting for the fleet-wide rate limit of %d per %s", rl.Requests, rl.Per)}, nil
 }
 
 // outcome is what one attempt came to.

@@ -215,6 +215,9 @@ type Worker struct {
 	clients map[string]*http.Client
 	hooks   *http.Client
 	limiter *redis_rate.Limiter
+	// gates are each integration's gates (gatesFor), built once: most
+	// integrations have none.
+	gates map[string][]gate
 	// drain ends when Shutdown's drain limit runs out; every handler's
 	// context ends with it (attemptContext).
 	drain        context.Context
@@ -242,7 +245,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		}
 		c.OAuth = o
 	}
-	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{}}
+	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{},
+		gates: map[string][]gate{}}
 	w.drain, w.stopHandlers = context.WithCancelCause(context.Background())
 	if o, ok := rdb.(interface{ Options() *redis.Options }); ok && o.Options().PoolSize < RedisPoolSize(c.Concurrency) {
 		w.log.Warn().Int("pool_size", o.Options().PoolSize).Int("want", RedisPoolSize(c.Concurrency)).
@@ -254,6 +258,9 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 			return nil, fmt.Errorf("worker: integration %q: %w", in.Name, err)
 		}
 		w.clients[in.Name] = client
+		if g := w.gatesFor(in); len(g) > 0 {
+			w.gates[in.Name] = g
+		}
 	}
 	if c.ReconcileInterval != ReconcileOff {
 		r, err := NewReconciler(rdb, &ReconcilerConfig{Records: c.Records, Interval: c.ReconcileInterval,
@@ -394,18 +401,22 @@ type retryError struct {
 func (e *retryError) Error() string { return e.err.Error() }
 func (e *retryError) Unwrap() error { return e.err }
 
-// rateLimited puts a call back until the fleet-wide rate limit lets it go,
-// without spending a retry.
-type rateLimited struct{ delay time.Duration }
-
-func (e *rateLimited) Error() string {
-	return fmt.Sprintf("fleet-wide rate limit reached; next try in %s", e.delay)
+// heldBack puts a call back until a gate lets it go (a fleet-wide rate
+// limit, say), without spending a retry: asynq raises a task's retry count
+// only for errors isFailure calls failures.
+type heldBack struct {
+	delay time.Duration
+	note  string // why, for the record and the log
 }
 
-// isFailure tells asynq which errors spend a retry: all but rate limiting.
+func (e *heldBack) Error() string {
+	return fmt.Sprintf("%s; next try in %s", e.note, e.delay)
+}
+
+// isFailure tells asynq which errors spend a retry: all but a hold.
 func isFailure(err error) bool {
-	var rl *rateLimited
-	return !errors.As(err, &rl)
+	var h *heldBack
+	return !errors.As(err, &h)
 }
 
 func retryDelay(n int, err error, t *asynq.Task) time.Duration {
@@ -413,9 +424,9 @@ func retryDelay(n int, err error, t *asynq.Task) time.Duration {
 	if errors.As(err, &re) {
 		return re.delay // zero for an interrupted attempt: at once
 	}
-	var rl *rateLimited
-	if errors.As(err, &rl) {
-		return rl.delay
+	var h *heldBack
+	if errors.As(err, &h) {
+		return h.delay
 	}
 	// Errors before an attempt (Redis unreachable, say): a short, growing wait.
 	return min(time.Duration(n+1)*time.Second, 30*time.Second)

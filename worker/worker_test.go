@@ -691,6 +691,13 @@ func TestRateLimitHoldsCallsWithoutSpendingAttempts(t *testing.T) {
 			CorrelationID: ids[i], Headers: map[string]string{"X-Test-ID": id}})
 		require.NoError(t, err)
 	}
+	// The last call cannot go before 2s: meanwhile its record says why it
+	// waits, and when it will try again.
+	require.Eventually(t, func() bool {
+		rec, err := e.client.Get(ctx, ids[5])
+		return err == nil && rec.Status == tasks.StatusRetrying && rec.NextAttemptAt != nil &&
+			rec.Note == "waiting for the fleet-wide rate limit of 2 per 1s" && rec.Attempts == 0
+	}, 10*time.Second, 5*time.Millisecond, "a held call shows retrying with a note")
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, cid := range ids {
@@ -698,6 +705,8 @@ func TestRateLimitHoldsCallsWithoutSpendingAttempts(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tasks.StatusSucceeded, rec.Status)
 		require.Equal(t, 1, rec.Attempts, "waiting for the limit spends no attempt")
+		require.Empty(t, rec.Note, "the attempt clears the note")
+		require.Nil(t, rec.NextAttemptAt)
 	}
 	got := e.up.headers(id)
 	require.Len(t, got, 6)
