@@ -35,6 +35,10 @@ type pass func(ctx context.Context, out *outcome)
 // integration sets no limit, so such calls pay nothing for them.
 func (w *Worker) gatesFor(in *tasks.Integration) []gate {
 	var gates []gate
+	// A call held for a slot must not have spent a rate-limit token.
+	if in.Concurrency != nil {
+		gates = append(gates, w.concurrency)
+	}
 	if in.RateLimit != nil {
 		gates = append(gates, w.rateLimit)
 	}
