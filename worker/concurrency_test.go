@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,7 +353,7 @@ type concEnv struct {
 	records *tasks.Store
 }
 
-func setupConc(t *testing.T) *concEnv {
+func setupConc(t *testing.T, opts ...func(*worker.Config)) *concEnv {
 	e := &concEnv{fl: newFlights(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	srv := redistest.Start(t)
 	up := httptest.NewServer(e.fl)
@@ -374,8 +375,12 @@ func setupConc(t *testing.T) *concEnv {
 	m, err := worker.NewMetrics(e.reg)
 	require.NoError(t, err)
 	log := zerolog.New(e.logs)
-	e.w, err = worker.New(e.rdb, &worker.Config{Catalog: cat, Records: e.records, Credentials: creds, Keyring: ring,
-		Concurrency: 10, Logger: &log, ShutdownTimeout: drainLimit, SlotLease: worker.MinSlotLease, Metrics: m})
+	cfg := &worker.Config{Catalog: cat, Records: e.records, Credentials: creds, Keyring: ring,
+		Concurrency: 10, Logger: &log, ShutdownTimeout: drainLimit, SlotLease: worker.MinSlotLease, Metrics: m}
+	for _, o := range opts {
+		o(cfg)
+	}
+	e.w, err = worker.New(e.rdb, cfg)
 	require.NoError(t, err)
 	require.NoError(t, e.w.Start())
 	t.Cleanup(e.w.Shutdown)
@@ -440,6 +445,31 @@ func TestConcurrencySlotReleasedAtTheDrainLimit(t *testing.T) {
 	require.Equal(t, 1, inUse(t, e.rdb, "one"))
 	e.w.Shutdown()
 	require.Zero(t, inUse(t, e.rdb, "one"))
+}
+
+// A panic in the attempt (here the worker's CheckRetry), which asynq
+// recovers, does not keep the slot: it is released, not renewed for ever.
+func TestConcurrencySlotReleasedOnPanic(t *testing.T) {
+	t.Parallel()
+	var panicked atomic.Bool
+	e := setupConc(t, func(c *worker.Config) {
+		c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, tasks.ErrorKind) {
+			if panicked.CompareAndSwap(false, true) {
+				panic("a CheckRetry with a bug")
+			}
+			return worker.DefaultCheckRetry(ctx, resp, err)
+		}
+	})
+	id := enqueue(t, e.client, inFlight("one", "panic", 0))
+	require.Eventually(t, panicked.Load, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return inUse(t, e.rdb, "one") == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the slot of the attempt that panicked should be released")
+	// Held well past its lease: a slot still renewed would show here.
+	for start := time.Now(); time.Since(start) < 2*worker.MinSlotLease; time.Sleep(50 * time.Millisecond) {
+		require.Zero(t, inUse(t, e.rdb, "one"))
+	}
+	rec := waitDone(t, e.client, id)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "asynq runs the task again: %+v", rec.History)
 }
 
 func TestSlotLeaseValidated(t *testing.T) {
