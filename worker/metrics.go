@@ -16,6 +16,7 @@ type Metrics struct {
 	calls    *prometheus.CounterVec
 	webhooks *prometheus.CounterVec
 	runs     *prometheus.CounterVec
+	slots    *prometheus.GaugeVec
 }
 
 // NewMetrics registers a worker's metrics with reg.
@@ -38,8 +39,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "callq", Name: "reconcile_runs_total",
 			Help: "Reconciler runs this worker made holding the fleet's lease, by result (ok, error). The calls they failed are in calls_finished_total with error_kind lost.",
 		}, []string{"result"}),
+		slots: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "callq", Name: "concurrency_slots_in_use",
+			Help: "Concurrency slots this worker holds, by integration: its requests in flight under a concurrency cap. Summed over the workers, the fleet's (all tenants).",
+		}, []string{"integration"}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs} {
+	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs, m.slots} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -79,4 +84,11 @@ func (m *Metrics) reconciled(ok bool) {
 		result = "error"
 	}
 	m.runs.WithLabelValues(result).Inc()
+}
+
+// slot counts a concurrency slot taken (+1) or released (-1).
+func (m *Metrics) slot(integration string, delta float64) {
+	if m != nil {
+		m.slots.WithLabelValues(integration).Add(delta)
+	}
 }

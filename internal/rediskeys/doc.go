@@ -31,6 +31,8 @@
 //	callq:{<tenant>}:oauthcc:<subject>         string: a cached client_credentials token, sealed
 //	callq:{<tenant>}:oauthlock:<name>          string: the fleet's refresh lock of one token
 //	callq:{<tenant>}:oauthfail:<name>          string: a token request's failure, remembered briefly
+//	callq:{<tenant>}:slots:<integration>       zset: concurrency slots in use, all credentials: token → lease end, ms (internal/flow)
+//	callq:{<tenant>}:slots:<integration>|<cred> zset: those of one credential ("-" for none), for a cap counted per credential
 //	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
 //	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
 //	callq:uisession:<sha256 hex>               string: a dashboard session's JSON, under the hash of its token; expires when idle (internal/dashboard)
@@ -79,6 +81,12 @@
 //     spans them. KeyStore writes them in an order that is safe if it dies
 //     between the two, and List reads the keys with a pipeline of GETs.
 //   - A rate limit is one key, the only one its script touches.
+//   - A tenant's concurrency slots are tagged {<tenant>}, beside its
+//     credentials: a cap counted per credential takes a slot in the
+//     credential's set and in the integration's in one script, so the two
+//     sets share a cluster slot (and the integration's set is the one key
+//     read for its slots in use). A set holds only leases still running
+//     (each script drops the ended ones) and expires with its last lease.
 //   - A dashboard session is one key, read and renewed by one command
 //     (GETEX), so it is not tagged either. It is named by the SHA-256 of
 //     the session's token, so that Redis never holds a token that opens
