@@ -41,7 +41,7 @@ func decodeSchedule(body []byte, pathID string) (*Schedule, *APIError) {
 	c, aerr := decodeCall(call)
 	if aerr != nil {
 		if aerr.Field == "" {
-			return nil, invalidField("call", "must be an object: %s", aerr.Message)
+			return nil, invalidField("call", "must be a JSON object: the call each firing enqueues")
 		}
 		aerr.Field = "call." + aerr.Field
 		return nil, aerr
