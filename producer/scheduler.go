@@ -196,14 +196,24 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	failing := false // a pass failed: say so once, not every Interval, and say when it ends
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		if _, err := s.RunOnce(ctx); err != nil && !errors.Is(err, ErrSchedulerLeaseHeld) && ctx.Err() == nil {
-			s.log.Warn().Err(err).Msg("scheduler pass did not complete; trying again")
+		_, err := s.RunOnce(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case err != nil && !errors.Is(err, ErrSchedulerLeaseHeld):
+			if !failing {
+				s.log.Warn().Err(err).Msg("scheduler pass did not complete; trying again every interval")
+			}
+			failing = true
+		case failing:
+			s.log.Info().Msg("scheduler passes complete again")
+			failing = false
 		}
 		timer.Reset(s.nextWait())
 	}
@@ -449,6 +459,11 @@ func (s *Scheduler) fire(ctx context.Context, k scheduleKey, e *scheduleEntry, r
 	case errors.As(err, &fe):
 		fe = scheduleField(fe).(*tasks.FieldError)
 		msg = fmt.Sprintf("the firing at %s enqueued no call: %s: %s", f.at.UTC().Format(time.RFC3339), fe.Field, fe.Message)
+	case errors.As(err, &conflict) && conflict.Existing.Schedule == k.id:
+		// This schedule's own firing of the instant, made by a scheduler
+		// whose catalog filled in another default (a deploy under way):
+		// fired already.
+		res = &Enqueued{Record: conflict.Existing, Duplicate: true}
 	case errors.As(err, &conflict):
 		msg = fmt.Sprintf("the firing at %s enqueued no call: its correlation_id %q is held by a call this schedule did not make", f.at.UTC().Format(time.RFC3339), call.CorrelationID)
 	case err != nil:

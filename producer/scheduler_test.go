@@ -249,8 +249,24 @@ func TestSchedulerFiresAnInstantOnce(t *testing.T) {
 	require.Contains(t, calls, t0.Add(5*time.Second).Unix())
 	require.Equal(t, 1, e.queueSize(t, tasks.DefaultQueue), "one task queued")
 
-	// A restart with the state kept fires nothing twice either.
+	// Nor does a scheduler whose configuration fills the call in another
+	// way (a deploy under way: here, CALLQ_QUEUES without "default"): the
+	// call under the ID is the schedule's own.
 	require.NoError(t, b.Release(context.Background()))
+	require.NoError(t, e.rdb.HDel(context.Background(), rediskeys.ScheduleState("acme"), "once").Err())
+	lowOnly, err := producer.New(e.rdb, &producer.Config{Catalog: e.cat, Records: e.records, Limits: &tasks.Limits{Queues: []string{"low"}}})
+	require.NoError(t, err)
+	d := newScheduler(t, lowOnly, &producer.SchedulerConfig{Name: "d"}, clock)
+	rep, err = d.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, producer.SchedulerReport{Schedules: 1, Fired: 1}, *rep)
+	require.Len(t, e.scheduledCalls(t, "once"), 1)
+	require.Nil(t, e.getSchedule(t, "once").LastError)
+	require.Equal(t, 1, e.queueSize(t, tasks.DefaultQueue))
+	require.Zero(t, e.queueSize(t, "low"))
+
+	// A restart with the state kept fires nothing twice either.
+	require.NoError(t, d.Release(context.Background()))
 	c := newScheduler(t, e.prod, &producer.SchedulerConfig{Name: "c"}, clock)
 	rep, err = c.RunOnce(context.Background())
 	require.NoError(t, err)
