@@ -356,3 +356,28 @@ func TestSchedulerConfig(t *testing.T) {
 	_, err := producer.NewScheduler(nil, nil)
 	require.Error(t, err)
 }
+
+// Each tenant's schedule fires into its own tenant, under one ID.
+func TestSchedulerTenants(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var t0 time.Time
+	for _, key := range []string{e.adminKey, e.otherAdminKey} {
+		r := e.schedules(t, http.MethodPost, "", key, schedule(map[string]any{"id": "same", "cron": "@every 1h"}))
+		require.Equal(t, http.StatusCreated, r.Status, "body: %s", r.Body)
+		if u := decodeSchedule(t, r).UpdatedAt.Truncate(time.Second); u.After(t0) {
+			t0 = u
+		}
+	}
+	clock := &fakeClock{t: t0.Add(time.Hour + time.Second)}
+	rep, err := newScheduler(t, e.prod, nil, clock).RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 2, rep.Fired)
+	for _, tenant := range []string{"acme", "other"} {
+		page, err := e.tenantClient(t, tenant).List(context.Background(), tasks.Filter{}, "", 10)
+		require.NoError(t, err)
+		require.Len(t, page.Calls, 1, tenant)
+		require.Equal(t, tenant, page.Calls[0].Tenant)
+		require.Equal(t, "same", page.Calls[0].Schedule)
+	}
+}

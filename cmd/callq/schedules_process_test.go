@@ -153,7 +153,9 @@ func TestProcessSchedulesTwoWorkers(t *testing.T) {
 	lastBefore := sortedInstants(d.scheduledCalls("tick"))
 	last := lastBefore[len(lastBefore)-1]
 	require.Eventually(t, func() bool { return leaseTaken(t, other) == 1 }, 15*time.Second, 20*time.Millisecond, "%s did not take over", other.name)
-	t.Logf("%s took the lease %s after the SIGKILL", other.name, time.Since(killed).Round(10*time.Millisecond))
+	took := time.Since(killed)
+	t.Logf("%s took the lease %s after the SIGKILL", other.name, took.Round(10*time.Millisecond))
+	require.Less(t, took, producer.DefaultSchedulerLease+producer.DefaultSchedulerInterval+2*time.Second, "the takeover took longer than the lease and a pass")
 	var after []int64
 	require.Eventually(t, func() bool {
 		calls = d.scheduledCalls("tick")
