@@ -347,12 +347,20 @@ func (s *Scheduler) sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("producer: read the tenants with schedules: %w", err)
 	}
-	entries := make(map[scheduleKey]*scheduleEntry, len(s.entries))
-	for _, tenant := range tenants {
-		defs, state, err := readTenantSchedules(ctx, rdb, tenant)
-		if err != nil {
-			return err
+	// One round trip for every tenant (per node, on a cluster).
+	pipe := rdb.Pipeline()
+	reads := make([][2]*redis.MapStringStringCmd, len(tenants))
+	for i, tenant := range tenants {
+		reads[i] = [2]*redis.MapStringStringCmd{pipe.HGetAll(ctx, rediskeys.Schedules(tenant)), pipe.HGetAll(ctx, rediskeys.ScheduleState(tenant))}
+	}
+	if len(tenants) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("producer: read the schedules: %w", err)
 		}
+	}
+	entries := make(map[scheduleKey]*scheduleEntry, len(s.entries))
+	for i, tenant := range tenants {
+		defs, state := reads[i][0].Val(), reads[i][1].Val()
 		for id, raw := range defs {
 			k := scheduleKey{tenant, id}
 			d, err := decodeScheduleDef(tenant, id, raw)
