@@ -88,7 +88,10 @@
 //     and the lease are global and untagged: no script touches them with
 //     another key. A change writes the tenant's hashes, then the version;
 //     a tenant enters the set before its first schedule is written, so a
-//     crash in between leaves at most a tenant with nothing to read.
+//     crash in between leaves at most a tenant with nothing to read. A
+//     tenant is never taken out of the set (removing it safely would need
+//     both slots at once): one whose schedules are all deleted costs the
+//     scheduler an empty read when it reads the schedules again.
 //   - An API key and the index of API keys are not tagged: no transaction
 //     spans them. KeyStore writes them in an order that is safe if it dies
 //     between the two, and List reads the keys with a pipeline of GETs.
