@@ -150,12 +150,20 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 	for _, o := range opts {
 		o(&cp)
 	}
-	return c.enqueue(ctx, &cp, "")
+	return c.enqueue(ctx, &cp, origin{})
 }
 
-// enqueue is Enqueue of cp, which it may modify, as a replay of the call
-// replayOf if that is not "".
-func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, replayOf string) (*Enqueued, error) {
+// origin is where a call enqueued other than by Enqueue comes from: the
+// call it replays, or the schedule whose firing it is. A call enqueued
+// again under its correlation ID must come from the same origin, else its
+// ID is another call's (a *ConflictError).
+type origin struct {
+	replayOf string
+	schedule string
+}
+
+// enqueue is Enqueue of cp, which it may modify, made from o.
+func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, o origin) (*Enqueued, error) {
 	in, err := cp.Normalize(c.p.cfg.Catalog, c.p.cfg.Limits)
 	if err != nil {
 		return nil, err
@@ -166,7 +174,7 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, replayOf string) (
 		}
 	}
 	rec := tasks.NewRecord(c.tenant, cp, in, time.Now())
-	rec.ReplayOf = replayOf
+	rec.ReplayOf, rec.Schedule = o.replayOf, o.schedule
 	task, err := tasks.NewCallTask(rec, cp, in)
 	if err != nil {
 		return nil, err
@@ -177,7 +185,7 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, replayOf string) (
 	switch {
 	case errors.As(err, &exists):
 		existing := exists.Record
-		if exists.Fingerprint != fp || existing.ReplayOf != replayOf {
+		if exists.Fingerprint != fp || existing.ReplayOf != o.replayOf || existing.Schedule != o.schedule {
 			return nil, &ConflictError{Existing: existing}
 		}
 		if existing.Status == tasks.StatusQueued {

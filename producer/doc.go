@@ -1,6 +1,9 @@
 // Package producer enqueues calls and looks them up. A Producer holds what
 // all tenants share (catalog, record store, asynq connections); its Tenant
 // views are the Go client (Enqueue, Get, Wait, Cancel, List, Replay,
-// ReplayMany, Stats) of one tenant, and NewHandler serves the HTTP API over
-// it, in the tenant of each request's API key.
+// ReplayMany, Stats, and the schedules: CreateSchedule, PutSchedule,
+// GetSchedule, ListSchedules, DeleteSchedule) of one tenant, and
+// NewHandler serves the HTTP API over it, in the tenant of each request's
+// API key. A Scheduler fires every tenant's schedules through the same
+// enqueue path, one Scheduler of the fleet at a time.
 package producer

@@ -123,6 +123,15 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	h.route("/v1/stats", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleProducer, h.stats)})
 	h.route("/v1/webhook-secret", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.webhookSecret)})
 	h.route("/v1/credentials", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.listCredentials)})
+	h.route("/v1/schedules", map[string]http.HandlerFunc{
+		"GET":  h.authed(auth.RoleAdmin, h.listSchedules),
+		"POST": h.authed(auth.RoleAdmin, h.createSchedule),
+	})
+	h.route("/v1/schedules/{id}", map[string]http.HandlerFunc{
+		"GET":    h.authed(auth.RoleAdmin, h.getSchedule),
+		"PUT":    h.authed(auth.RoleAdmin, h.putSchedule),
+		"DELETE": h.authed(auth.RoleAdmin, h.deleteSchedule),
+	})
 	h.route("/v1/credentials/{ref}", map[string]http.HandlerFunc{
 		"GET":    h.authed(auth.RoleAdmin, h.getCredential),
 		"PUT":    h.authed(auth.RoleAdmin, h.putCredential),
@@ -204,7 +213,7 @@ func (h *handler) authed(role auth.Role, next http.HandlerFunc) http.HandlerFunc
 			return
 		}
 		if role == auth.RoleAdmin && key.Role != auth.RoleAdmin {
-			writeError(w, &APIError{Status: http.StatusForbidden, Code: CodeForbidden, Message: "this API key's role is " + string(key.Role) + "; managing credentials needs an admin key"})
+			writeError(w, &APIError{Status: http.StatusForbidden, Code: CodeForbidden, Message: "this API key's role is " + string(key.Role) + "; managing credentials and schedules needs an admin key"})
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, key)))

@@ -66,11 +66,12 @@ type env struct {
 }
 
 type setupConfig struct {
-	limits     *tasks.Limits
-	webhooks   bool
-	handler    producer.HandlerConfig
-	sourceDirs auth.SourceDirs
-	upstream   bool
+	limits       *tasks.Limits
+	maxSchedules int
+	webhooks     bool
+	handler      producer.HandlerConfig
+	sourceDirs   auth.SourceDirs
+	upstream     bool
 }
 
 // withUpstream points the catalog's httpbin at a go-httpbin of the test's
@@ -83,6 +84,11 @@ type setupOption func(*setupConfig)
 
 func withLimits(l *tasks.Limits) setupOption {
 	return func(c *setupConfig) { c.limits = l }
+}
+
+// withMaxSchedules bounds a tenant's schedules (Config.MaxSchedules).
+func withMaxSchedules(n int) setupOption {
+	return func(c *setupConfig) { c.maxSchedules = n }
 }
 
 func withMaxBodyBytes(n int64) setupOption {
@@ -139,7 +145,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	keys := auth.NewKeyStore(rdb)
 
 	prod, err := producer.New(rdb, &producer.Config{Catalog: cat, Records: records, Limits: sc.limits,
-		WebhooksEnabled: sc.webhooks})
+		WebhooksEnabled: sc.webhooks, MaxSchedules: sc.maxSchedules})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = prod.Close() })
 

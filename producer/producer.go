@@ -32,11 +32,23 @@ type Config struct {
 	// link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE). The worker checks
 	// the address it dials in any case; this refuses the obvious ones early.
 	WebhookAllowPrivate bool
+	// MaxSchedules bounds a tenant's schedules. Default 100
+	// (DefaultMaxSchedules).
+	MaxSchedules int
+	// MaxScheduleBytes bounds a schedule's call, as JSON: the fleet's
+	// scheduler holds every schedule in memory. Default 64 KiB
+	// (DefaultMaxScheduleBytes).
+	MaxScheduleBytes int
 }
 
 func (c *Config) validate() error {
-	if c.Catalog == nil {
+	switch {
+	case c.Catalog == nil:
 		return errors.New("Config.Catalog is required")
+	case c.MaxSchedules < 0:
+		return errors.New("Config.MaxSchedules must not be negative")
+	case c.MaxScheduleBytes < 0:
+		return errors.New("Config.MaxScheduleBytes must not be negative")
 	}
 	return nil
 }
@@ -47,6 +59,7 @@ func (c *Config) validate() error {
 // process and share it.
 type Producer struct {
 	cfg       Config
+	rdb       redis.UniversalClient
 	asynq     *asynq.Client
 	inspector *asynq.Inspector
 	ownStore  bool
@@ -71,6 +84,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Producer, error) {
 	}
 	return &Producer{
 		cfg:       c,
+		rdb:       rdb,
 		asynq:     asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ownStore:  own,

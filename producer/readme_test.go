@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
 
@@ -77,4 +79,75 @@ func TestReadmeCallsExamples(t *testing.T) {
 	}
 	require.JSONEq(t, `true`, string(answers[2]["dry_run"]))
 	require.JSONEq(t, `6`, string(answers[4]["total"]))
+}
+
+// The README's schedules commands, run as written against the API, with a
+// scheduler running.
+func TestReadmeSchedulesExamples(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- schedules-api:begin -->\n```sh\n")
+	require.True(t, ok, "README.md has no schedules-api block")
+	script, _, ok := strings.Cut(after, "\n```\n<!-- schedules-api:end -->")
+	require.True(t, ok, "the schedules-api block is not closed")
+
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := newScheduler(t, e.prod, nil, nil)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "CALLQ_API_KEY="+e.adminKey)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stderr: %s", stderr.String())
+
+	out := stdout.String()
+	answersJSON, rest, ok := strings.Cut(strings.TrimSpace(out), "\n204")
+	require.True(t, ok, "the DELETE's 204 last:\n%s", out)
+	require.Empty(t, rest)
+	var answers []*producer.Schedule
+	var lists []map[string][]*producer.Schedule
+	dec := json.NewDecoder(strings.NewReader(answersJSON))
+	for i := 0; dec.More(); i++ {
+		if i == 2 {
+			var l map[string][]*producer.Schedule
+			require.NoError(t, dec.Decode(&l))
+			lists = append(lists, l)
+			continue
+		}
+		var a producer.Schedule
+		require.NoError(t, dec.Decode(&a), "answer %d of:\n%s", i+1, out)
+		answers = append(answers, &a)
+	}
+	require.Len(t, answers, 3, out)
+	require.Len(t, lists, 1, out)
+	require.Equal(t, "nightly-sync", answers[0].ID)
+	require.Equal(t, "Europe/Paris", answers[0].Timezone)
+	require.Equal(t, "POST", answers[0].Call.Method)
+	require.NotNil(t, answers[0].NextRunAt)
+	require.Equal(t, 2, answers[0].NextRunAt.In(mustLoad(t, "Europe/Paris")).Hour(), "02:30 in Paris")
+	require.Equal(t, "heartbeat", answers[1].ID)
+	require.Equal(t, "UTC", answers[1].Timezone)
+	require.Len(t, lists[0]["schedules"], 2)
+	require.Equal(t, "heartbeat", lists[0]["schedules"][0].ID)
+	require.Equal(t, "heartbeat", answers[2].ID)
+	for _, k := range []string{`"next_run_at"`, `"last_run_at"`, `"last_correlation_id"`, `"last_error"`} {
+		require.Contains(t, out, k)
+	}
+	requireError(t, e.schedules(t, http.MethodGet, "/heartbeat", e.adminKey, nil), http.StatusNotFound, "not_found", "")
+}
+
+func mustLoad(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	require.NoError(t, err)
+	return loc
 }

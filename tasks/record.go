@@ -95,6 +95,8 @@ type Record struct {
 	ReplayOf string `json:"replay_of,omitempty"`
 	// ReplayedBy is the latest replay of this call, if it was replayed.
 	ReplayedBy string `json:"replayed_by,omitempty"`
+	// Schedule is the schedule whose firing made this call, if one did.
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // Summary is rec as a list shows it: without history, and with the

@@ -24,6 +24,8 @@ type Payload struct {
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	// ReplayOf is the call this one replays (Record.ReplayOf).
 	ReplayOf string `json:"replay_of,omitempty"`
+	// Schedule is the schedule whose firing made the call (Record.Schedule).
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // TaskID is the asynq task ID of a call: unique per tenant and correlation
@@ -31,11 +33,13 @@ type Payload struct {
 func TaskID(tenant, correlationID string) string { return tenant + ":" + correlationID }
 
 // NewCallTask builds the asynq task of a normalized call, whose record is
-// rec (its tenant, created_at and replay_of travel with the call). asynq
-// keeps timeouts in whole seconds, so the task's deadline is set well above
-// the call's own, which the worker enforces with its own context.
+// rec (its tenant, created_at, replay_of and schedule travel with the
+// call). asynq keeps timeouts in whole seconds, so the task's deadline is
+// set well above the call's own, which the worker enforces with its own
+// context.
 func NewCallTask(rec *Record, c *Call, in *Integration) (*asynq.Task, error) {
-	b, err := json.Marshal(Payload{Tenant: rec.Tenant, Call: *c, CreatedAt: rec.CreatedAt.UTC(), ReplayOf: rec.ReplayOf})
+	b, err := json.Marshal(Payload{Tenant: rec.Tenant, Call: *c, CreatedAt: rec.CreatedAt.UTC(), ReplayOf: rec.ReplayOf,
+		Schedule: rec.Schedule})
 	if err != nil {
 		return nil, fmt.Errorf("encode call: %w", err)
 	}

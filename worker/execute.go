@@ -94,7 +94,7 @@ func (w *Worker) begin(ctx context.Context, p *tasks.Payload) (run, error) {
 		// Create gave it, so a cancel meanwhile is never overwritten.
 		r.firstRun = true
 		r.rec, r.version = tasks.NewRecord(r.tenant, call, r.in, p.CreatedAt), tasks.CreatedVersion
-		r.rec.ReplayOf = p.ReplayOf
+		r.rec.ReplayOf, r.rec.Schedule = p.ReplayOf, p.Schedule
 	} else if err := w.resume(ctx, &r); r.rec == nil {
 		return r, err
 	}

@@ -50,6 +50,7 @@ type serverConfig struct {
 	sourceDirs       string
 	shutdownTimeout  time.Duration
 	reconcile        reconcileInterval
+	scheduler        onOff
 	envErrs          []error // malformed environment values, reported by envError
 }
 
@@ -68,6 +69,8 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
 	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, reconcileWant))
 	fs.Var(&c.reconcile, "reconcile-interval", "worker: how often the fleet's reconciler fails calls whose asynq task is gone, and how old they must be; off: this worker never runs it (CALLQ_RECONCILE_INTERVAL)")
+	c.scheduler = onOff(envValue(c, "CALLQ_SCHEDULER", true, parseOnOff, "on or off"))
+	fs.Var(&c.scheduler, "scheduler", "worker and dev: on: this process may be the fleet's scheduler, which fires the schedules (one process at a time); off: never (CALLQ_SCHEDULER)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("CALLQ_LOG_FORMAT", "json"), "json or console (CALLQ_LOG_FORMAT)")
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", c.envBool("CALLQ_WEBHOOK_ALLOW_PRIVATE"), "let webhooks reach loopback, private and link-local addresses (CALLQ_WEBHOOK_ALLOW_PRIVATE)")
@@ -130,6 +133,35 @@ func (v *reconcileInterval) String() string {
 
 // Get makes the flag a flag.Getter, as the standard library's are.
 func (v *reconcileInterval) Get() any { return time.Duration(*v) }
+
+// onOff is CALLQ_SCHEDULER: "on" or "off", nothing else.
+type onOff bool
+
+func parseOnOff(s string) (bool, error) {
+	switch s {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not on or off", s)
+}
+
+func (v *onOff) Set(s string) error {
+	b, err := parseOnOff(s)
+	*v = onOff(b)
+	return err
+}
+
+func (v onOff) String() string {
+	if v {
+		return "on"
+	}
+	return "off"
+}
+
+// Get makes the flag a flag.Getter, as the standard library's are.
+func (v *onOff) Get() any { return bool(*v) }
 
 // envValue reads the environment variable name with parse, def when unset.
 // A value parse refuses is kept in c.envErrs (with want, what it should

@@ -27,6 +27,7 @@ func TestServerFlagsTakeThePackagesDefaults(t *testing.T) {
 	require.EqualValues(t, worker.DefaultMaxResponseBytes, cfg.maxResponseBytes)
 	require.Equal(t, worker.DefaultShutdownTimeout, cfg.shutdownTimeout)
 	require.Equal(t, worker.DefaultReconcileInterval, time.Duration(cfg.reconcile))
+	require.True(t, bool(cfg.scheduler), "the scheduler runs unless turned off")
 }
 
 // The README's table of variables shows each flag's default as the binary

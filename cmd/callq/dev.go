@@ -80,6 +80,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer w.Shutdown()
+	waitScheduler, err := s.runScheduler(ctx)
+	if err != nil {
+		return err
+	}
+	defer waitScheduler()
 	ln, err := net.Listen("tcp", cfg.apiAddr)
 	if err != nil {
 		return err

@@ -31,6 +31,8 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 		{"worker", "CALLQ_RECONCILE_INTERVAL=0", `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
 		{"dev", "CALLQ_RECONCILE_INTERVAL=-1m", `CALLQ_RECONCILE_INTERVAL: "-1m" is not a duration of at least 10ms`},
 		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a duration of at least 10ms`},
+		{"worker", "CALLQ_SCHEDULER=yes", `CALLQ_SCHEDULER: "yes" is not on or off`},
+		{"dev", "CALLQ_SCHEDULER=false", `CALLQ_SCHEDULER: "false" is not on or off`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cmd+"/"+strings.SplitN(tc.env, "=", 2)[0], func(t *testing.T) {
@@ -97,4 +99,42 @@ func TestReconcileIntervalSetting(t *testing.T) {
 	require.Equal(t, "off", fs.Lookup("reconcile-interval").Value.String())
 	require.Error(t, fs.Parse([]string{"--reconcile-interval", "0s"}))
 	require.Equal(t, "1m0s", fs.Lookup("reconcile-interval").DefValue)
+}
+
+// CALLQ_SCHEDULER and --scheduler take on or off, nothing else. Not
+// parallel: sets the environment the flags read.
+func TestSchedulerSetting(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want bool
+		err  string
+	}{
+		{"", true, ""},
+		{"on", true, ""},
+		{" off ", false, ""},
+		{"ON", false, `CALLQ_SCHEDULER: "ON" is not on or off`},
+		{"1", false, `CALLQ_SCHEDULER: "1" is not on or off`},
+		{"disabled", false, `CALLQ_SCHEDULER: "disabled" is not on or off`},
+	} {
+		clearServerEnv(t)
+		t.Setenv("CALLQ_SCHEDULER", tc.env)
+		var cfg serverConfig
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		cfg.flags(fs, "")
+		if tc.err != "" {
+			require.ErrorContains(t, cfg.envError(), tc.err, tc.env)
+			continue
+		}
+		require.NoError(t, cfg.envError(), tc.env)
+		require.Equal(t, tc.want, bool(cfg.scheduler), tc.env)
+	}
+	clearServerEnv(t)
+	var cfg serverConfig
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.flags(fs, "")
+	require.Equal(t, "on", fs.Lookup("scheduler").DefValue)
+	require.NoError(t, fs.Parse([]string{"--scheduler", "off"}))
+	require.False(t, bool(cfg.scheduler))
+	require.Error(t, fs.Parse([]string{"--scheduler", "no"}))
 }

@@ -34,6 +34,9 @@ Usage:
                      [--dry-run] [--again]        replay the finished calls a filter matches
   callq calls cancel ID
   callq stats [--since 1h] [--until T] [--json]    counts by status and integration; queue depths
+  callq schedules ls [--json] | get ID | rm ID
+  callq schedules add ID --cron "*/5 * * * *" [--timezone TZ] --integration NAME METHOD PATH
+                      [--body JSON] [--credential REF] [--replace]   a call made on a schedule
   callq creds put REF --integration NAME --field KEY=VALUE...
   callq creds list | rm REF
   callq creds reseal                               re-seal every secret under CALLQ_SECRET_KEY's first key
@@ -45,9 +48,9 @@ Usage:
 Configuration comes from flags and the environment: REDIS_URL, CALLQ_INTEGRATIONS,
 CALLQ_SECRET_KEY, CALLQ_API_ADDR, CALLQ_CONCURRENCY, CALLQ_QUEUES, CALLQ_RESULT_TTL,
 CALLQ_MAX_REQUEST_BYTES, CALLQ_MAX_RESPONSE_BYTES, CALLQ_SHUTDOWN_TIMEOUT,
-CALLQ_RECONCILE_INTERVAL, CALLQ_LOG_LEVEL, CALLQ_LOG_FORMAT;
+CALLQ_RECONCILE_INTERVAL, CALLQ_SCHEDULER, CALLQ_LOG_LEVEL, CALLQ_LOG_FORMAT;
 the CLI commands use CALLQ_URL (default http://127.0.0.1:8080) and CALLQ_API_KEY.
-"callq COMMAND -h" describes call, get, calls and stats.
+"callq COMMAND -h" describes call, get, calls, stats and schedules.
 `, bench.DefaultCalls, worker.DefaultConcurrency)
 
 // errUsage marks an error the user fixes by reading the usage.
@@ -98,6 +101,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runCalls(ctx, rest, stdout, stderr)
 	case "stats":
 		return runStats(ctx, rest, stdout)
+	case "schedules":
+		return runSchedules(ctx, rest, stdout, stderr)
 	case "creds":
 		return runCreds(ctx, rest, stdout)
 	case "keys":

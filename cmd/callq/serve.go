@@ -38,6 +38,7 @@ type stack struct {
 	hooks   *auth.WebhookSecrets
 	sched   []time.Duration
 	metrics *prometheus.Registry
+	prod    *producer.Producer // made by producer(), once
 }
 
 func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
@@ -84,7 +85,13 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 	return s, nil
 }
 
-func (s *stack) apiHandler() (http.Handler, error) {
+// producer is the producer the API works through and the scheduler fires
+// schedules with: one per process, so that a firing's call is checked as
+// a call to the API is.
+func (s *stack) producer() (*producer.Producer, error) {
+	if s.prod != nil {
+		return s.prod, nil
+	}
 	prod, err := producer.New(s.rdb, &producer.Config{
 		Catalog:             s.catalog,
 		Records:             s.records,
@@ -92,6 +99,39 @@ func (s *stack) apiHandler() (http.Handler, error) {
 		WebhooksEnabled:     s.hooks != nil,
 		WebhookAllowPrivate: s.cfg.webhookPrivate,
 	})
+	if err != nil {
+		return nil, err
+	}
+	s.prod = prod
+	return prod, nil
+}
+
+// runScheduler runs the fleet's scheduler (producer.Scheduler: one process
+// of the fleet fires the schedules at a time) until ctx ends, unless
+// CALLQ_SCHEDULER is off. wait returns once it has stopped and released
+// its lease.
+func (s *stack) runScheduler(ctx context.Context) (wait func(), err error) {
+	if !s.cfg.scheduler {
+		return func() {}, nil
+	}
+	prod, err := s.producer()
+	if err != nil {
+		return nil, err
+	}
+	sched, err := producer.NewScheduler(prod, &producer.SchedulerConfig{Logger: &s.log})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sched.Run(ctx)
+	}()
+	return func() { <-done }, nil
+}
+
+func (s *stack) apiHandler() (http.Handler, error) {
+	prod, err := s.producer()
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +286,13 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 		defer srv.Close()
 		s.log.Info().Str("addr", ln.Addr().String()).Msg("metrics listening")
 	}
-	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Stringer("reconcile_interval", &s.cfg.reconcile).Msg("worker starting")
+	waitScheduler, err := s.runScheduler(ctx)
+	if err != nil {
+		return err
+	}
+	defer waitScheduler()
+	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Stringer("reconcile_interval", &s.cfg.reconcile).
+		Stringer("scheduler", s.cfg.scheduler).Msg("worker starting")
 	err = w.Run(ctx)
 	s.log.Info().Msg("worker stopped")
 	return err

@@ -13,6 +13,7 @@ import (
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
 
@@ -37,9 +38,10 @@ func TestClusterRefusesCrossSlot(t *testing.T) {
 }
 
 // Every store runs on Redis Cluster: each script, MULTI/EXEC and MGET of
-// tasks.Store, auth.Store, auth.KeyStore and the rate limiter stays within
-// one slot, the done channel reaches a waiter, and Reseal scans the masters.
-// So do the concurrency slots' scripts (internal/flow).
+// tasks.Store, auth.Store, auth.KeyStore, the schedules and their
+// scheduler, and the rate limiter stays within one slot, the done channel
+// reaches a waiter, and Reseal scans the masters. So do the concurrency
+// slots' scripts (internal/flow).
 func TestStoresOnCluster(t *testing.T) {
 	t.Parallel()
 	_, cc := startCluster(t)
@@ -161,6 +163,35 @@ func TestStoresOnCluster(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		require.NoError(t, slots.Release(ctx, slot))
+	})
+
+	t.Run("Schedules", func(t *testing.T) {
+		cat, err := tasks.ParseCatalog([]byte("integrations:\n  gh:\n    base_url: https://gh.example\n    auth: {type: none}\n"))
+		require.NoError(t, err)
+		prod, err := producer.New(cc, &producer.Config{Catalog: cat})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = prod.Close() })
+		client, err := prod.Tenant("acme")
+		require.NoError(t, err)
+		s := &producer.Schedule{ID: "nightly", Cron: "@every 1s", Call: tasks.Call{Integration: "gh", Method: "GET", Path: "/"}}
+		_, err = client.CreateSchedule(ctx, s)
+		require.NoError(t, err)
+		_, created, err := client.PutSchedule(ctx, s)
+		require.NoError(t, err)
+		require.False(t, created)
+		sched, err := producer.NewScheduler(prod, nil)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			rep, err := sched.RunOnce(ctx)
+			require.NoError(t, err)
+			return rep.Fired > 0
+		}, 10*time.Second, 50*time.Millisecond, "the schedule never fired")
+		list, err := client.ListSchedules(ctx)
+		require.NoError(t, err)
+		require.Len(t, list, 1)
+		require.NotNil(t, list[0].LastRunAt)
+		require.NoError(t, sched.Release(ctx))
+		require.NoError(t, client.DeleteSchedule(ctx, "nightly"))
 	})
 
 	t.Run("RateLimit", func(t *testing.T) {

@@ -33,6 +33,11 @@
 //	callq:{<tenant>}:oauthfail:<name>          string: a token request's failure, remembered briefly
 //	callq:{<tenant>}:slots:<integration>       zset: concurrency slots in use, all credentials: token → lease end, ms (internal/flow)
 //	callq:{<tenant>}:slots:<integration>|<cred> zset: those of one credential ("-" for none), for a cap counted per credential
+//	callq:{<tenant>}:sched                     hash: schedule id → the schedule's JSON (producer's schedules)
+//	callq:{<tenant>}:sched:state               hash: "<id>" → Unix second of its last firing, "<id>:error" → why its last firing failed
+//	callq:sched:tenants                        set: every tenant that has had a schedule
+//	callq:sched:version                        string: a counter each change of a schedule increments
+//	callq:sched:lease                          string: the lease of the fleet's one running scheduler
 //	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
 //	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
 //	callq:uisession:<sha256 hex>               string: a dashboard session's JSON, under the hash of its token; expires when idle (internal/dashboard)
@@ -77,6 +82,18 @@
 //     which Redis allows because a channel is not a key. Sharded pub/sub
 //     (SPUBLISH) is not used: its channel hashes to a slot like a key, so
 //     the script could publish only to a channel in the record's slot.
+//   - A tenant's schedules and their state are tagged {<tenant>}, like its
+//     credentials: the scripts that create, replace and delete a schedule
+//     change both hashes (the state's error is cleared on a change), and
+//     the scheduler's write of a firing's outcome checks the schedule
+//     still exists. The set of tenants with schedules, the version counter
+//     and the lease are global and untagged: no script touches them with
+//     another key. A change writes the tenant's hashes, then the version;
+//     a tenant enters the set before its first schedule is written, so a
+//     crash in between leaves at most a tenant with nothing to read. A
+//     tenant is never taken out of the set (removing it safely would need
+//     both slots at once): one whose schedules are all deleted costs the
+//     scheduler an empty read when it reads the schedules again.
 //   - An API key and the index of API keys are not tagged: no transaction
 //     spans them. KeyStore writes them in an order that is safe if it dies
 //     between the two, and List reads the keys with a pipeline of GETs.

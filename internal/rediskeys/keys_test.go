@@ -42,6 +42,11 @@ func TestLayout(t *testing.T) {
 		rediskeys.OAuthFailure("acme", "cc:cred:crm-app:0a1b2c:m1"): "callq:{acme}:oauthfail:cc:cred:crm-app:0a1b2c:m1",
 		rediskeys.CredentialPattern:                                 "callq:{*}:cred:*",
 		rediskeys.OAuthTokenPattern:                                 "callq:{*}:oauthcc:*",
+		rediskeys.Schedules("acme"):                                 "callq:{acme}:sched",
+		rediskeys.ScheduleState("acme"):                             "callq:{acme}:sched:state",
+		rediskeys.ScheduleTenants:                                   "callq:sched:tenants",
+		rediskeys.ScheduleVersion:                                   "callq:sched:version",
+		rediskeys.SchedulerLease:                                    "callq:sched:lease",
 		rediskeys.APIKey(hash):                                      "callq:apikey:" + hash,
 		rediskeys.APIKeys:                                           "callq:apikeys",
 		rediskeys.UISession(hash):                                   "callq:uisession:" + hash,
@@ -70,6 +75,8 @@ func TestParseCredential(t *testing.T) {
 		rediskeys.Record("acme", "cred:x"),
 		rediskeys.Slots("acme", "x:cred:y"),
 		rediskeys.SlotsOf("acme", "x", "cred:y"),
+		rediskeys.Schedules("acme"),
+		rediskeys.ScheduleState("acme"),
 	} {
 		_, _, ok := rediskeys.ParseCredential(key)
 		require.False(t, ok, key)
@@ -134,6 +141,8 @@ func TestSlots(t *testing.T) {
 			rediskeys.Slots(tenant, "github"),
 			rediskeys.SlotsOf(tenant, "github", "gh"),
 			rediskeys.SlotsOf(tenant, "github", ""),
+			rediskeys.Schedules(tenant),
+			rediskeys.ScheduleState(tenant),
 		} {
 			require.Equal(t, slot, slotOf(t, node, key), "%s is not in the slot of %s", key, rediskeys.Credentials(tenant))
 		}
