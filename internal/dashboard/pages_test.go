@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -93,6 +94,22 @@ func TestCallPageAndButtons(t *testing.T) {
 	require.Equal(t, [][]string{{"No attempt yet."}}, p.table("Attempts"))
 	require.True(t, p.hasButton("Cancel"))
 	require.False(t, p.hasButton("Replay"), "an unfinished call cannot be replayed")
+
+	// A call held back by a gate says why it waits; one a schedule made
+	// names it. Both are upstream-free text, escaped like any other.
+	_, err := e.records.Update(t.Context(), "acme", id, func(r *tasks.Record) error {
+		next := time.Now().Add(time.Second).UTC()
+		r.Status, r.NextAttemptAt = tasks.StatusRetrying, &next
+		r.Note = `waiting for a free slot: 2 of 2 requests to "httpbin" are in flight`
+		r.Schedule = "nightly-<sync>"
+		return nil
+	})
+	require.NoError(t, err)
+	p = b.get("/ui/calls/" + id)
+	dl = text(p.elements("dl")[0])
+	require.Contains(t, dl, `Waiting`+`waiting for a free slot: 2 of 2 requests to "httpbin" are in flight`)
+	require.Contains(t, dl, "Schedulenightly-<sync>")
+	require.NotContains(t, p.Body, "<sync>", "escaped")
 	require.False(t, p.hasButton("Redeliver webhook"))
 
 	// Replay of an unfinished call, posted anyway: refused, nothing made.
