@@ -44,7 +44,8 @@ type Config struct {
 	// removes.
 	Dir string
 	// Args are appended to the command line. They must not change --port,
-	// --bind, --dir or --daemonize.
+	// --bind, --dir or --daemonize. With --requirepass, the readiness probe
+	// authenticates with its password.
 	Args []string
 	// ConfFile is a redis.conf that redis-server reads first (its first
 	// argument); the command line's options then override it. With a
@@ -285,7 +286,7 @@ func launch(bin, conf, dir string, port int, extra []string) (*process, error) {
 	}()
 
 	addr := hostPort(port)
-	if err := waitReady(p, addr); err != nil {
+	if err := waitReady(p, addr, requirePass(extra)); err != nil {
 		p.kill()
 		log := readFrom(logPath, logStart)
 		err = fmt.Errorf("redisproc: redis-server on %s: %w\n--- %s (tail) ---\n%s", addr, err, logPath, tail(log, 30))
@@ -299,7 +300,7 @@ func launch(bin, conf, dir string, port int, extra []string) (*process, error) {
 
 // waitReady polls until the server answers PING and INFO reports our pid
 // (so that a foreign server that won a port race is not mistaken for ours).
-func waitReady(p *process, addr string) error {
+func waitReady(p *process, addr, password string) error {
 	pid := p.cmd.Process.Pid
 	deadline := time.Now().Add(readyTimeout)
 	var last error
@@ -307,7 +308,7 @@ func waitReady(p *process, addr string) error {
 		if p.exited() {
 			return fmt.Errorf("exited before becoming ready (%v)", p.waitErr)
 		}
-		ok, err := probe(addr, pid)
+		ok, err := probe(addr, pid, password)
 		if ok {
 			return nil
 		}
@@ -319,18 +320,42 @@ func waitReady(p *process, addr string) error {
 	}
 }
 
-// probe sends PING and INFO server over a raw RESP connection.
-func probe(addr string, pid int) (bool, error) {
+// requirePass is the password Args set with --requirepass, for the probe.
+func requirePass(args []string) string {
+	pw := ""
+	for i, a := range args {
+		if a == "--requirepass" && i+1 < len(args) {
+			pw = args[i+1]
+		}
+	}
+	return pw
+}
+
+// probe sends PING and INFO server over a raw RESP connection, after AUTH
+// when password is not empty.
+func probe(addr string, pid int, password string) (bool, error) {
 	conn, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
 	if err != nil {
 		return false, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(conn)
+	if password != "" {
+		if _, err := fmt.Fprintf(conn, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password); err != nil {
+			return false, err
+		}
+		line, err := readLine(r)
+		if err != nil {
+			return false, err
+		}
+		if line != "+OK" {
+			return false, fmt.Errorf("AUTH: %s", line)
+		}
+	}
 	if _, err := io.WriteString(conn, "*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"); err != nil {
 		return false, err
 	}
-	r := bufio.NewReader(conn)
 	line, err := readLine(r)
 	if err != nil {
 		return false, err

@@ -1,12 +1,15 @@
 package redisproc
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestLaunchOnTakenPortIsAddrInUse(t *testing.T) {
@@ -43,7 +46,7 @@ func TestStartWithoutBinaryNamesTheFix(t *testing.T) {
 
 // With a ConfFile, the file's settings hold (persistence included) and the
 // command line still sets the port and directory; Restart after Kill loads
-// the append-only file.
+// the append-only file. A --requirepass in Args is the probe's password.
 func TestConfFileKeepsItsPersistence(t *testing.T) {
 	t.Parallel()
 	bin, err := exec.LookPath(Binary)
@@ -57,39 +60,30 @@ func TestConfFileKeepsItsPersistence(t *testing.T) {
 	if err := os.WriteFile(conf, []byte("appendonly yes\nappendfsync always\nport 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Start(&Config{Bin: bin, ConfFile: conf, Dir: t.TempDir()})
+	srv, err := Start(&Config{Bin: bin, ConfFile: conf, Dir: t.TempDir(), Args: []string{"--requirepass", "pw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Stop()
-	send := func(cmd string) string {
-		t.Helper()
-		conn, err := net.Dial("tcp", srv.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := conn.Write([]byte(cmd + "\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 256)
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(buf[:n])
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, Password: "pw", MaxRetries: -1})
+	defer rdb.Close()
+	if got, err := rdb.ConfigGet(ctx, "appendonly").Result(); err != nil || got["appendonly"] != "yes" {
+		t.Fatalf("appendonly = %v (%v), want yes from the file", got, err)
 	}
-	if got := send("CONFIG GET appendonly"); !strings.Contains(got, "yes") {
-		t.Fatalf("appendonly = %q, want yes from the file", got)
-	}
-	if got := send("SET k v"); got != "+OK\r\n" {
-		t.Fatalf("SET: %q", got)
+	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
 	srv.Kill()
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if got := send("GET k"); got != "$1\r\nv\r\n" {
-		t.Fatalf("after SIGKILL and restart, GET k = %q, want v from the AOF", got)
+	if got, err := rdb.Get(ctx, "k").Result(); err != nil || got != "v" {
+		t.Fatalf("after SIGKILL and restart, GET k = %q (%v), want v from the AOF", got, err)
+	}
+	anon := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer anon.Close()
+	if err := anon.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("PING without the password: %v, want NOAUTH", err)
 	}
 }
