@@ -64,8 +64,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
+	for _, dir := range []string{buildDir, imageDir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	if !keep {
 		_ = os.RemoveAll(coverDir)
