@@ -70,14 +70,25 @@ func Start(tb testing.TB) *Server {
 // process of its own, always (CALLQ_TEST_REDIS_URL is ignored), with conf
 // read first and extraArgs after the port, bind and directory options, so
 // they override the file. Persistence is the file's: [Server.Kill] then
-// [Server.Restart] shows what its append-only file kept.
+// [Server.Restart] shows what its append-only file kept. The server reads a
+// copy of conf in its directory: CONFIG REWRITE, which a Sentinel sends to
+// the replica it promotes, rewrites the copy, never conf.
 func StartConf(tb testing.TB, conf string, extraArgs ...string) *Server {
 	tb.Helper()
 	bin, err := exec.LookPath(binary)
 	if err != nil {
 		skipUnlessCI(tb, missingMsg)
 	}
-	p, err := redisproc.Start(&redisproc.Config{Bin: bin, Dir: tb.TempDir(), ConfFile: conf, Args: extraArgs})
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	dir := tb.TempDir()
+	copied := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(copied, data, 0o644); err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	p, err := redisproc.Start(&redisproc.Config{Bin: bin, Dir: dir, ConfFile: copied, Args: extraArgs})
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
