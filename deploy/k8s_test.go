@@ -88,6 +88,19 @@ func commentedCommand(t *testing.T, file, marker string) string {
 	return strings.Join(lines, "\n")
 }
 
+// The README's Kubernetes steps make secret.env with the command
+// secret.env.example shows, which testSecretEnv runs.
+func TestK8sReadmeMakesSecretEnvAsTested(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	require.NoError(t, err)
+	example, err := os.ReadFile(filepath.Join(k8sDir, "secret.env.example"))
+	require.NoError(t, err)
+	norm := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	require.Contains(t, norm(string(readme)), norm(commentedCommand(t, string(example), "Make it")))
+	require.Contains(t, string(readme), "kubectl apply -k")
+}
+
 // render runs kustomize on a copy of deploy/k8s in memory, with secretEnv as
 // its secret.env (none when nil), and edit applied to each file's content.
 func render(t *testing.T, secretEnv []byte, edit func(name string, b []byte) []byte) ([]byte, error) {

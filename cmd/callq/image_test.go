@@ -249,6 +249,19 @@ func TestDockerfile(t *testing.T) {
 
 	out := buildOutput(t, d)
 	require.Contains(t, d.copies, "--from=build "+out+" /callq", "the runtime copies what go build wrote")
+
+	// The build context is the repository's root: its .dockerignore keeps
+	// the env files with secrets (deploy/.env, deploy/k8s/secret.env) and
+	// the bulky directories out.
+	ignore, err := os.ReadFile(filepath.Join(repoRoot(t), ".dockerignore"))
+	require.NoError(t, err)
+	patterns := strings.Fields(string(regexp.MustCompile(`(?m)^#.*$`).ReplaceAll(ignore, nil)))
+	for _, p := range []string{"**/*.env", ".git", "**/node_modules"} {
+		require.Contains(t, patterns, p, ".dockerignore")
+	}
+	for _, p := range patterns {
+		require.False(t, strings.HasPrefix(p, "!"), ".dockerignore lets %s back in", p)
+	}
 }
 
 // buildOutput is the go build's -o.
