@@ -42,8 +42,10 @@ Usage:
   callq creds reseal                               re-seal every secret under CALLQ_SECRET_KEY's first key
   callq keys create --tenant T --role producer|admin | list | revoke ID
   callq integrations [--integrations FILE]         list the catalog
+  callq healthcheck [--url URL | --worker]         exit 0 when callq's /readyz answers 200 (for images with no curl)
   callq bench [--calls %d] [--concurrency %d] [--json] [--cpuprofile FILE]
                                                    measure callq beside raw asynq on a local redis-server
+  callq --version                                  the version this binary was built as
 
 Configuration comes from flags and the environment: REDIS_URL, CALLQ_INTEGRATIONS,
 CALLQ_SECRET_KEY, CALLQ_API_ADDR, CALLQ_CONCURRENCY, CALLQ_QUEUES, CALLQ_RESULT_TTL,
@@ -111,6 +113,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runIntegrations(rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stdout)
+	case "--version":
+		_, err := fmt.Fprintf(stdout, "callq %s\n", versionString())
+		return err
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

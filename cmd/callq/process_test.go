@@ -64,8 +64,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
+	for _, dir := range []string{buildDir, imageDir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
 	}
 	if !keep {
 		_ = os.RemoveAll(coverDir)
@@ -213,6 +215,16 @@ func newProcs(t *testing.T) *procs {
 // empty). The process is stopped at cleanup if still running: SIGTERM, then
 // SIGKILL after 10s.
 func (p *procs) start(name, dir string, env []string, args ...string) *child {
+	p.t.Helper()
+	cmd := exec.Command(p.bin, args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	return p.startCmd(name, cmd)
+}
+
+// startCmd is start for a command the caller prepared: another binary, or
+// attributes of its own (a chroot, a user).
+func (p *procs) startCmd(name string, cmd *exec.Cmd) *child {
 	t := p.t
 	t.Helper()
 	p.mu.Lock()
@@ -230,13 +242,12 @@ func (p *procs) start(name, dir string, env []string, args ...string) *child {
 	require.NoError(t, err)
 	errf, err := os.Create(c.stderr)
 	require.NoError(t, err)
-	c.cmd = exec.Command(p.bin, args...)
-	c.cmd.Env = env
-	c.cmd.Dir = dir
+	c.cmd = cmd
 	c.cmd.Stdout, c.cmd.Stderr = outf, errf
 	err = c.cmd.Start()
 	_ = outf.Close() // the child holds its own descriptors
 	_ = errf.Close()
+	args := cmd.Args[1:]
 	require.NoError(t, err, "start callq %s", strings.Join(args, " "))
 	go func() {
 		c.waitErr = c.cmd.Wait()

@@ -170,6 +170,34 @@ func (s *stack) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{})
 }
 
+// workerHTTP is what a worker serves on CALLQ_METRICS_ADDR: its metrics,
+// and /healthz (the process answers) and /readyz (it reaches Redis) as the
+// API has them, for liveness and readiness probes and `callq healthcheck
+// --worker`.
+func (s *stack) workerHTTP() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeHealth(w, http.StatusOK, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.rdb.Ping(ctx).Err(); err != nil {
+			writeHealth(w, http.StatusServiceUnavailable, `{"status":"unavailable","error":"redis unreachable"}`)
+			return
+		}
+		writeHealth(w, http.StatusOK, `{"status":"ok"}`)
+	})
+	return mux
+}
+
+func writeHealth(w http.ResponseWriter, code int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body+"\n")
+}
+
 func (s *stack) worker() (*worker.Worker, error) {
 	m, err := worker.NewMetrics(s.metrics)
 	if err != nil {
@@ -281,7 +309,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("CALLQ_METRICS_ADDR: %w", err)
 		}
-		srv := &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: s.workerHTTP(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
 		s.log.Info().Str("addr", ln.Addr().String()).Msg("metrics listening")

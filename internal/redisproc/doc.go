@@ -20,5 +20,7 @@
 //
 // [Server.Kill] (SIGKILL) and [Server.Restart] (start again on the same port
 // and directory; a dump.rdb written by SAVE is loaded again, anything else
-// is lost) serve fault tests.
+// is lost) serve fault tests. [Config.ConfFile] starts the server from a
+// redis.conf instead (deploy/redis/redis.conf), whose persistence then holds:
+// a Restart after a Kill loads its append-only file.
 package redisproc

@@ -44,8 +44,14 @@ type Config struct {
 	// removes.
 	Dir string
 	// Args are appended to the command line. They must not change --port,
-	// --bind, --dir or --daemonize.
+	// --bind, --dir or --daemonize. With --requirepass, the readiness probe
+	// authenticates with its password.
 	Args []string
+	// ConfFile is a redis.conf that redis-server reads first (its first
+	// argument); the command line's options then override it. With a
+	// ConfFile, persistence is the file's: Start turns off neither RDB
+	// snapshots nor the AOF. Default: none, and persistence off.
+	ConfFile string
 }
 
 // Server is a redis-server process on 127.0.0.1.
@@ -55,6 +61,7 @@ type Server struct {
 	Dir  string // working dir holding dump.rdb and redis.log
 
 	bin   string
+	conf  string
 	port  int
 	extra []string
 	rmDir bool // Dir was created by Start and is removed by Stop
@@ -65,8 +72,9 @@ type Server struct {
 }
 
 // Start launches redis-server on a free 127.0.0.1 port, with persistence
-// disabled, and waits until it answers PING (up to 10s). A nil cfg takes
-// every default. Stop the server with [Server.Stop].
+// disabled unless cfg.ConfFile says otherwise, and waits until it answers
+// PING (up to 10s). A nil cfg takes every default. Stop the server with
+// [Server.Stop].
 func Start(cfg *Config) (*Server, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -88,7 +96,7 @@ func Start(cfg *Config) (*Server, error) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("redisproc: %w", err)
 	}
-	s, err := startProcess(bin, dir, rm, cfg.Args)
+	s, err := startProcess(bin, cfg.ConfFile, dir, rm, cfg.Args)
 	if err != nil {
 		if rm {
 			_ = os.RemoveAll(dir)
@@ -98,7 +106,7 @@ func Start(cfg *Config) (*Server, error) {
 	return s, nil
 }
 
-func startProcess(bin, dir string, rmDir bool, extra []string) (*Server, error) {
+func startProcess(bin, conf, dir string, rmDir bool, extra []string) (*Server, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("redisproc: %w", err)
@@ -109,7 +117,7 @@ func startProcess(bin, dir string, rmDir bool, extra []string) (*Server, error) 
 		if err != nil {
 			return nil, err
 		}
-		p, err := launch(bin, abs, port, extra)
+		p, err := launch(bin, conf, abs, port, extra)
 		if err == nil {
 			addr := hostPort(port)
 			return &Server{
@@ -117,6 +125,7 @@ func startProcess(bin, dir string, rmDir bool, extra []string) (*Server, error) 
 				URL:   "redis://" + addr + "/0",
 				Dir:   abs,
 				bin:   bin,
+				conf:  conf,
 				port:  port,
 				extra: extra,
 				rmDir: rmDir,
@@ -134,8 +143,8 @@ func startProcess(bin, dir string, rmDir bool, extra []string) (*Server, error) 
 
 // Restart stops the process (SIGTERM, waits) and starts it again on the same
 // port and dir. Only what was saved to dump.rdb (SAVE) survives, since the
-// server runs with persistence disabled. Existing clients reconnect on their
-// next command.
+// server runs with persistence disabled (unless a ConfFile turns it on).
+// Existing clients reconnect on their next command.
 func (s *Server) Restart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,7 +158,7 @@ func (s *Server) Restart() error {
 	}
 	deadline := time.Now().Add(rebindWindow)
 	for {
-		p, err := launch(s.bin, s.Dir, s.port, s.extra)
+		p, err := launch(s.bin, s.conf, s.Dir, s.port, s.extra)
 		if err == nil {
 			s.proc = p
 			return nil
@@ -231,9 +240,10 @@ func (p *process) terminate(grace time.Duration) error {
 	return fmt.Errorf("redisproc: redis-server (pid %d) ignored SIGTERM for %s; sent SIGKILL", p.cmd.Process.Pid, grace)
 }
 
-// launch starts redis-server on port and waits until it answers PING. An
-// error wraps errAddrInUse when the port was taken.
-func launch(bin, dir string, port int, extra []string) (*process, error) {
+// launch starts redis-server on port, reading conf first when it is not
+// empty, and waits until it answers PING. An error wraps errAddrInUse when
+// the port was taken.
+func launch(bin, conf, dir string, port int, extra []string) (*process, error) {
 	logPath := filepath.Join(dir, logFilename)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -243,15 +253,20 @@ func launch(bin, dir string, port int, extra []string) (*process, error) {
 	if st, err := logf.Stat(); err == nil {
 		logStart = st.Size()
 	}
-	args := []string{
+	var args []string
+	if conf != "" {
+		args = append(args, conf) // redis-server takes its file first
+	}
+	args = append(args,
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", dir,
 		"--dbfilename", DBFilename,
 		"--daemonize", "no",
 		"--logfile", logPath,
+	)
+	if conf == "" {
+		args = append(args, "--save", "", "--appendonly", "no")
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
@@ -271,7 +286,7 @@ func launch(bin, dir string, port int, extra []string) (*process, error) {
 	}()
 
 	addr := hostPort(port)
-	if err := waitReady(p, addr); err != nil {
+	if err := waitReady(p, addr, requirePass(extra)); err != nil {
 		p.kill()
 		log := readFrom(logPath, logStart)
 		err = fmt.Errorf("redisproc: redis-server on %s: %w\n--- %s (tail) ---\n%s", addr, err, logPath, tail(log, 30))
@@ -285,7 +300,7 @@ func launch(bin, dir string, port int, extra []string) (*process, error) {
 
 // waitReady polls until the server answers PING and INFO reports our pid
 // (so that a foreign server that won a port race is not mistaken for ours).
-func waitReady(p *process, addr string) error {
+func waitReady(p *process, addr, password string) error {
 	pid := p.cmd.Process.Pid
 	deadline := time.Now().Add(readyTimeout)
 	var last error
@@ -293,7 +308,7 @@ func waitReady(p *process, addr string) error {
 		if p.exited() {
 			return fmt.Errorf("exited before becoming ready (%v)", p.waitErr)
 		}
-		ok, err := probe(addr, pid)
+		ok, err := probe(addr, pid, password)
 		if ok {
 			return nil
 		}
@@ -305,18 +320,42 @@ func waitReady(p *process, addr string) error {
 	}
 }
 
-// probe sends PING and INFO server over a raw RESP connection.
-func probe(addr string, pid int) (bool, error) {
+// requirePass is the password Args set with --requirepass, for the probe.
+func requirePass(args []string) string {
+	pw := ""
+	for i, a := range args {
+		if a == "--requirepass" && i+1 < len(args) {
+			pw = args[i+1]
+		}
+	}
+	return pw
+}
+
+// probe sends PING and INFO server over a raw RESP connection, after AUTH
+// when password is not empty.
+func probe(addr string, pid int, password string) (bool, error) {
 	conn, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
 	if err != nil {
 		return false, err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	r := bufio.NewReader(conn)
+	if password != "" {
+		if _, err := fmt.Fprintf(conn, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password); err != nil {
+			return false, err
+		}
+		line, err := readLine(r)
+		if err != nil {
+			return false, err
+		}
+		if line != "+OK" {
+			return false, fmt.Errorf("AUTH: %s", line)
+		}
+	}
 	if _, err := io.WriteString(conn, "*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"); err != nil {
 		return false, err
 	}
-	r := bufio.NewReader(conn)
 	line, err := readLine(r)
 	if err != nil {
 		return false, err

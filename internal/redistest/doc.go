@@ -34,6 +34,9 @@
 //     instead of skipping it (a skip would let a broken CI image pass); so
 //     do this package's own tests.
 //
+// [StartConf] starts a server from a redis.conf instead (deploy/redis/redis.conf),
+// keeping its persistence settings, for tests of what survives a SIGKILL.
+//
 // [StartProcess] is the testing.TB-free variant for a TestMain and
 // process-level helpers; it always launches a process. Both are built on
 // internal/redisproc, which does not import testing: a binary that needs a

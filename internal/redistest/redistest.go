@@ -66,6 +66,40 @@ func Start(tb testing.TB) *Server {
 	return s
 }
 
+// StartConf is Start from a redis.conf (deploy/redis/redis.conf): a
+// process of its own, always (CALLQ_TEST_REDIS_URL is ignored), with conf
+// read first and extraArgs after the port, bind and directory options, so
+// they override the file. Persistence is the file's: [Server.Kill] then
+// [Server.Restart] shows what its append-only file kept. The server reads a
+// copy of conf in its directory: CONFIG REWRITE, which a Sentinel sends to
+// the replica it promotes, rewrites the copy, never conf.
+func StartConf(tb testing.TB, conf string, extraArgs ...string) *Server {
+	tb.Helper()
+	bin, err := exec.LookPath(binary)
+	if err != nil {
+		skipUnlessCI(tb, missingMsg)
+	}
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	dir := tb.TempDir()
+	copied := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(copied, data, 0o644); err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	p, err := redisproc.Start(&redisproc.Config{Bin: bin, Dir: dir, ConfFile: copied, Args: extraArgs})
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	tb.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			tb.Logf("%v", err)
+		}
+	})
+	return &Server{Addr: p.Addr, URL: p.URL, Dir: p.Dir, proc: p}
+}
+
 // skipUnlessCI skips tb with msg, or fails it when CI=true: on CI a
 // missing redis-server is a broken image, and a skipped test would pass it.
 func skipUnlessCI(tb testing.TB, msg string) {
@@ -135,7 +169,8 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 
 // Restart stops the process (SIGTERM, waits) and starts it again on the same
 // port and dir. Only what was saved to dump.rdb (SaveRDB / SAVE) survives,
-// since the server runs with persistence disabled. Existing clients reconnect
+// since the server runs with persistence disabled (but for StartConf's, whose
+// file may turn it on). Existing clients reconnect
 // on their next command. Skips the test for CALLQ_TEST_REDIS_URL.
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
