@@ -31,6 +31,9 @@
 //	callq:{<tenant>}:oauthcc:<subject>         string: a cached client_credentials token, sealed
 //	callq:{<tenant>}:oauthlock:<name>          string: the fleet's refresh lock of one token
 //	callq:{<tenant>}:oauthfail:<name>          string: a token request's failure, remembered briefly
+//	callq:{<tenant>}:circuit:<integration>     hash: the state of the tenant's circuit breaker of an integration (package flow)
+//	callq:{<tenant>}:circuit:<integration>|<cred> hash: the same, per credential (circuit_breaker.per: credential; "" for none)
+//	callq:{<tenant>}:circuits                  set: "<integration>|<cred>" of the tenant's per-credential circuits not closed
 //	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
 //	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
 //	callq:uisession:<sha256 hex>               string: a dashboard session's JSON, under the hash of its token; expires when idle (internal/dashboard)
@@ -79,6 +82,13 @@
 //     spans them. KeyStore writes them in an order that is safe if it dies
 //     between the two, and List reads the keys with a pipeline of GETs.
 //   - A rate limit is one key, the only one its script touches.
+//   - A circuit breaker's state is one hash per tenant and integration (or
+//     credential), tagged {<tenant>} like the tenant's credentials: each of
+//     its scripts (the check before a call, the report after it) touches
+//     the hash and the tenant's set of per-credential circuits not closed,
+//     which the scripts keep in step, so both share the tenant's slot.
+//     Circuits are per tenant, so that one tenant's failures (a bad
+//     credential, a flood of bad requests) never hold another's calls.
 //   - A dashboard session is one key, read and renewed by one command
 //     (GETEX), so it is not tagged either. It is named by the SHA-256 of
 //     the session's token, so that Redis never holds a token that opens
