@@ -40,8 +40,10 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		return err // held back by a gate, or Redis trouble
 	}
 	out := w.attempt(ctx, r.tenant, r.call, r.in)
+	interrupted := w.interruption(ctx, &out)
+	out.interrupted = interrupted != ""
 	release(ctx, passes, &out)
-	d := r.decision(out, w.interruption(ctx, &out), w.cfg.Backoff)
+	d := r.decision(out, interrupted, w.cfg.Backoff)
 	return w.report(ctx, &r, d, decide(d))
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/tasks"
 )
 
@@ -215,6 +216,8 @@ type Worker struct {
 	clients map[string]*http.Client
 	hooks   *http.Client
 	limiter *redis_rate.Limiter
+	// circuits keeps the circuit breakers' state.
+	circuits *flow.Circuits
 	// gates are each integration's gates (gatesFor), built once: most
 	// integrations have none.
 	gates map[string][]gate
@@ -261,6 +264,9 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		if g := w.gatesFor(in); len(g) > 0 {
 			w.gates[in.Name] = g
 		}
+		if in.CircuitBreaker != nil {
+			c.Metrics.circuitBreaker(in.Name)
+		}
 	}
 	if c.ReconcileInterval != ReconcileOff {
 		r, err := NewReconciler(rdb, &ReconcilerConfig{Records: c.Records, Interval: c.ReconcileInterval,
@@ -272,6 +278,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	}
 	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
 	w.limiter = redis_rate.NewLimiter(rdb)
+	w.circuits = flow.NewCircuits(rdb)
 	w.queue = asynq.NewClientFromRedisClient(rdb)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
