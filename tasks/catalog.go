@@ -37,6 +37,7 @@ type Integration struct {
 	TLS               TLSConfig         `yaml:"tls" json:"tls"`
 	RateLimit         *RateLimit        `yaml:"rate_limit" json:"rate_limit,omitempty"`
 	CircuitBreaker    *CircuitBreaker   `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
+	Concurrency       *Concurrency      `yaml:"concurrency" json:"concurrency,omitempty"`
 
 	base *url.URL
 }
@@ -101,6 +102,39 @@ const (
 
 // PerCredential says each credential has its own circuit.
 func (cb *CircuitBreaker) PerCredential() bool { return cb.Per == CircuitPerCredential }
+
+// Concurrency caps an integration's requests in flight at once, across the
+// whole fleet: each request holds a slot (a lease in Redis, internal/flow)
+// while it runs, and a call that finds none free waits without spending an
+// attempt. In the catalog, `concurrency: 10` or `concurrency: {limit: 10,
+// per: integration}`.
+type Concurrency struct {
+	// Limit is how many requests may be in flight at once. Required.
+	Limit int `yaml:"limit" json:"limit"`
+	// Per is what one cap counts: each credential's requests apart
+	// (ConcurrencyPerCredential, the default) or the integration's together
+	// (ConcurrencyPerIntegration). Tenants never share a cap.
+	Per ConcurrencyScope `yaml:"per" json:"per"`
+}
+
+// ConcurrencyScope is what one concurrency cap counts.
+type ConcurrencyScope string
+
+// Concurrency scopes.
+const (
+	ConcurrencyPerCredential  ConcurrencyScope = "credential"
+	ConcurrencyPerIntegration ConcurrencyScope = "integration"
+)
+
+// UnmarshalYAML reads both forms: a number (the limit, per credential) or a
+// mapping. ParseCatalog checks the node's shape first, to name the key.
+func (c *Concurrency) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind == yaml.ScalarNode {
+		return node.Decode(&c.Limit)
+	}
+	type plain Concurrency // without this method
+	return node.Decode((*plain)(c))
+}
 
 // RetryPolicy says how often and how patiently a call is retried. In a call,
 // a zero field inherits the integration's value.
@@ -245,11 +279,12 @@ func LoadCatalog(path string) (*Catalog, error) {
 // a typo such as "retyr" must not silently fall back to a default.
 var catalogKeys = map[string][]string{
 	"":                {"integrations"},
-	"integration":     {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "circuit_breaker", "default_credential", "tls"},
+	"integration":     {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "concurrency", "circuit_breaker", "default_credential", "tls"},
 	"auth":            {"type", "in", "name", "headers", "token_url", "client_id", "client_secret", "scopes", "grant", "auth_style"},
 	"retry":           {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
 	"tls":             {"ca_file", "insecure_skip_verify"},
 	"rate_limit":      {"requests", "per", "burst"},
+	"concurrency":     {"limit", "per"},
 	"circuit_breaker": {"failures", "window", "cooldown", "per"},
 }
 
@@ -312,6 +347,11 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 			if err := checkKeys(v, sub, name, sub+"."); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if v := mapValue(node, "concurrency"); v != nil {
+		if err := checkConcurrency(v, name, fail); err != nil {
+			return nil, err
 		}
 	}
 	in := &Integration{Name: name}
@@ -406,7 +446,51 @@ func (in *Integration) checkPolicy(node *yaml.Node, fail catalogFail) error {
 			rl.Burst = rl.Requests
 		}
 	}
+	if c := in.Concurrency; c != nil && c.Per == "" {
+		c.Per = ConcurrencyPerCredential
+	}
 	return in.checkCircuitBreaker(node, fail)
+}
+
+// checkConcurrency checks an integration's concurrency node before it is
+// decoded, so that each error names its key and line: a whole number, or a
+// mapping of limit and per.
+func checkConcurrency(v *yaml.Node, integration string, fail catalogFail) error {
+	limit, per := v, (*yaml.Node)(nil)
+	switch v.Kind {
+	case yaml.ScalarNode:
+	case yaml.MappingNode:
+		if err := checkKeys(v, "concurrency", integration, "concurrency."); err != nil {
+			return err
+		}
+		limit, per = mapValue(v, "limit"), mapValue(v, "per")
+	default:
+		return fail("concurrency", v.Line, "must be a number (concurrency: 10) or a mapping (concurrency: {limit: 10, per: integration})")
+	}
+	key := "concurrency"
+	if v.Kind == yaml.MappingNode {
+		key = "concurrency.limit"
+	}
+	if limit == nil || limit.ShortTag() == "!!null" {
+		return fail(key, v.Line, "is required")
+	}
+	// The tag, not Decode alone: yaml.v3 decodes 2.5 into an int as 2.
+	var n int
+	if limit.Kind != yaml.ScalarNode || limit.ShortTag() != "!!int" || limit.Decode(&n) != nil {
+		return fail(key, limit.Line, "must be a whole number, got %q", limit.Value)
+	}
+	if n < 1 {
+		return fail(key, limit.Line, "must be at least 1")
+	}
+	if per != nil {
+		switch ConcurrencyScope(per.Value) {
+		case ConcurrencyPerCredential, ConcurrencyPerIntegration:
+		default:
+			return fail("concurrency.per", per.Line, "must be %q (the default) or %q, got %q",
+				ConcurrencyPerCredential, ConcurrencyPerIntegration, per.Value)
+		}
+	}
+	return nil
 }
 
 // checkCircuitBreaker checks an integration's circuit_breaker and fills its

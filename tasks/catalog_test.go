@@ -1,6 +1,7 @@
 package tasks_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,6 +200,28 @@ func TestParseCatalogErrors(t *testing.T) {
 			integration: "crm", key: "circuit_breaker"},
 		{name: "circuit_breaker bad duration", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: soon, cooldown: 30s}\n",
 			integration: "crm", contains: "soon"},
+		{name: "concurrency 0", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: 0\n",
+			integration: "gh", key: "concurrency", contains: "line 4: integration \"gh\": key \"concurrency\": must be at least 1"},
+		{name: "concurrency limit 0", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency:\n      per: integration\n      limit: 0\n",
+			integration: "gh", key: "concurrency.limit", contains: "line 6: integration \"gh\": key \"concurrency.limit\": must be at least 1"},
+		{name: "concurrency without limit", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: {per: integration}\n",
+			integration: "gh", key: "concurrency.limit", contains: "line 4: integration \"gh\": key \"concurrency.limit\": is required"},
+		{name: "concurrency negative", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: -2\n",
+			integration: "gh", key: "concurrency", contains: "must be at least 1"},
+		{name: "concurrency not a number", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: ten\n",
+			integration: "gh", key: "concurrency", contains: `must be a whole number, got "ten"`},
+		{name: "concurrency fraction", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: {limit: 2.5}\n",
+			integration: "gh", key: "concurrency.limit", contains: `must be a whole number, got "2.5"`},
+		{name: "concurrency null", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency:\n",
+			integration: "gh", key: "concurrency", contains: "is required"},
+		{name: "concurrency limit null", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: {limit: ~}\n",
+			integration: "gh", key: "concurrency.limit", contains: "is required"},
+		{name: "concurrency a list", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: [10]\n",
+			integration: "gh", key: "concurrency", contains: "must be a number (concurrency: 10) or a mapping"},
+		{name: "concurrency unknown per", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency:\n      limit: 10\n      per: tenant\n",
+			integration: "gh", key: "concurrency.per", contains: `line 6: integration "gh": key "concurrency.per": must be "credential" (the default) or "integration", got "tenant"`},
+		{name: "concurrency unknown key", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency:\n      limit: 10\n      max: 3\n",
+			integration: "gh", key: "concurrency.max", contains: "line 6: integration \"gh\": key \"concurrency.max\": is not a known key; expected one of limit, per"},
 		{name: "bearer with Authorization header", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    auth: {type: bearer}\n    headers: {Authorization: x}\n",
 			integration: "gh", key: "headers.Authorization"},
 		{name: "bearer with lower-case authorization header", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    auth: {type: bearer}\n    headers: {authorization: x}\n",
@@ -245,6 +268,40 @@ func TestParseCatalogErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// concurrency is a number (per credential) or a mapping; the API and
+// `callq integrations --json` show it as a mapping either way.
+func TestParseCatalogConcurrency(t *testing.T) {
+	t.Parallel()
+	cat, err := tasks.ParseCatalog([]byte(`integrations:
+  github:
+    base_url: https://api.github.com
+    concurrency: 10
+  stripe:
+    base_url: https://api.stripe.com
+    concurrency: {limit: 4, per: integration}
+  crm:
+    base_url: https://crm.example
+    concurrency: {limit: 2, per: credential}
+  plain:
+    base_url: https://plain.example
+`))
+	require.NoError(t, err)
+	for name, want := range map[string]*tasks.Concurrency{
+		"github": {Limit: 10, Per: tasks.ConcurrencyPerCredential},
+		"stripe": {Limit: 4, Per: tasks.ConcurrencyPerIntegration},
+		"crm":    {Limit: 2, Per: tasks.ConcurrencyPerCredential},
+		"plain":  nil,
+	} {
+		require.Equal(t, want, integration(t, cat, name).Concurrency, name)
+	}
+	b, err := json.Marshal(integration(t, cat, "github"))
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"concurrency":{"limit":10,"per":"credential"}`)
+	b, err = json.Marshal(integration(t, cat, "plain"))
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "concurrency", "no cap, no key")
 }
 
 func TestParseCatalogDuplicateIntegration(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
@@ -38,6 +39,7 @@ func TestClusterRefusesCrossSlot(t *testing.T) {
 // Every store runs on Redis Cluster: each script, MULTI/EXEC and MGET of
 // tasks.Store, auth.Store, auth.KeyStore and the rate limiter stays within
 // one slot, the done channel reaches a waiter, and Reseal scans the masters.
+// So do the concurrency slots' scripts (internal/flow).
 func TestStoresOnCluster(t *testing.T) {
 	t.Parallel()
 	_, cc := startCluster(t)
@@ -144,6 +146,21 @@ func TestStoresOnCluster(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, list, 1)
 		require.NoError(t, keys.Revoke(ctx, key.ID))
+	})
+
+	t.Run("Slots", func(t *testing.T) {
+		slots, err := flow.NewSlots(cc, nil)
+		require.NoError(t, err)
+		scope := flow.Scope{Tenant: "acme", Integration: "github", PerCredential: true, Credential: "gh"}
+		slot, n, err := slots.Acquire(ctx, scope, 2)
+		require.NoError(t, err)
+		require.NotNil(t, slot)
+		require.Equal(t, 1, n)
+		require.NoError(t, slots.Renew(ctx, slot))
+		n, err = slots.InUse(ctx, "acme", "github")
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.NoError(t, slots.Release(ctx, slot))
 	})
 
 	t.Run("RateLimit", func(t *testing.T) {

@@ -34,6 +34,8 @@
 //	callq:{<tenant>}:circuit:<integration>     hash: the state of the tenant's circuit breaker of an integration (package flow)
 //	callq:{<tenant>}:circuit:<integration>|<cred> hash: the same, per credential (circuit_breaker.per: credential; "" for none)
 //	callq:{<tenant>}:circuits                  set: "<integration>|<cred>" of the tenant's per-credential circuits not closed
+//	callq:{<tenant>}:slots:<integration>       zset: concurrency slots in use, all credentials: token → lease end, ms (internal/flow)
+//	callq:{<tenant>}:slots:<integration>|<cred> zset: those of one credential ("-" for none), for a cap counted per credential
 //	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
 //	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
 //	callq:uisession:<sha256 hex>               string: a dashboard session's JSON, under the hash of its token; expires when idle (internal/dashboard)
@@ -89,6 +91,12 @@
 //     which the scripts keep in step, so both share the tenant's slot.
 //     Circuits are per tenant, so that one tenant's failures (a bad
 //     credential, a flood of bad requests) never hold another's calls.
+//   - A tenant's concurrency slots are tagged {<tenant>}, beside its
+//     credentials: a cap counted per credential takes a slot in the
+//     credential's set and in the integration's in one script, so the two
+//     sets share a cluster slot (and the integration's set is the one key
+//     read for its slots in use). A set holds only leases still running
+//     (each script drops the ended ones) and expires with its last lease.
 //   - A dashboard session is one key, read and renewed by one command
 //     (GETEX), so it is not tagged either. It is named by the SHA-256 of
 //     the session's token, so that Redis never holds a token that opens

@@ -194,3 +194,23 @@ func CircuitMember(integration, credential string) string {
 func ParseCircuitMember(member string) (integration, credential string, ok bool) {
 	return strings.Cut(member, "|")
 }
+
+// Slots is the sorted set of the concurrency slots in use by tenant's calls
+// to integration, all credentials together (internal/flow): members are
+// slot tokens, scored by the Unix millisecond their lease ends. A cap
+// counted per integration counts this set; one counted per credential
+// counts SlotsOf and adds each slot here too, so that the slots in use of
+// an integration are one read of one key either way.
+func Slots(tenant, integration string) string {
+	return tenantTag(tenant) + "slots:" + integration
+}
+
+// SlotsOf is the sorted set of the concurrency slots in use by tenant's
+// calls to integration with credential (none: ""), like Slots. "|" is in no
+// integration or credential name.
+func SlotsOf(tenant, integration, credential string) string {
+	if credential == "" {
+		credential = "-"
+	}
+	return Slots(tenant, integration) + "|" + credential
+}

@@ -52,6 +52,9 @@ func TestLayout(t *testing.T) {
 		rediskeys.Circuit("acme", "crm", true, ""):                  "callq:{acme}:circuit:crm|",
 		rediskeys.Circuits("acme"):                                  "callq:{acme}:circuits",
 		rediskeys.CircuitMember("crm", "cust-42"):                   "crm|cust-42",
+		rediskeys.Slots("acme", "github"):                           "callq:{acme}:slots:github",
+		rediskeys.SlotsOf("acme", "github", "gh"):                   "callq:{acme}:slots:github|gh",
+		rediskeys.SlotsOf("acme", "github", ""):                     "callq:{acme}:slots:github|-",
 	} {
 		require.Equal(t, want, got)
 	}
@@ -84,6 +87,8 @@ func TestParseCredential(t *testing.T) {
 		rediskeys.OAuthLock("acme", "cc:cred:gh:0a1b2c:m1"),
 		rediskeys.Credentials("acme"),
 		rediskeys.Record("acme", "cred:x"),
+		rediskeys.Slots("acme", "x:cred:y"),
+		rediskeys.SlotsOf("acme", "x", "cred:y"),
 	} {
 		_, _, ok := rediskeys.ParseCredential(key)
 		require.False(t, ok, key)
@@ -145,6 +150,9 @@ func TestSlots(t *testing.T) {
 			rediskeys.OAuthLock(tenant, "cred:gh"),
 			rediskeys.OAuthFailure(tenant, "cc:cred:gh:0a1b2c3d4e5f:m1x"),
 			rediskeys.OAuthFailure(tenant, "cred:gh"),
+			rediskeys.Slots(tenant, "github"),
+			rediskeys.SlotsOf(tenant, "github", "gh"),
+			rediskeys.SlotsOf(tenant, "github", ""),
 		} {
 			require.Equal(t, slot, slotOf(t, node, key), "%s is not in the slot of %s", key, rediskeys.Credentials(tenant))
 		}
