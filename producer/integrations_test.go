@@ -40,37 +40,7 @@ func TestGetIntegrations(t *testing.T) {
 	t.Parallel()
 	e := setup(t, withCatalog(flowCatalog))
 	ctx := t.Context()
-	crm, _ := e.cat.Lookup("crm")
-	billing, _ := e.cat.Lookup("billing")
-
-	// acme: crm's circuit opened, billing's open for one credential, and
-	// two requests to crm in flight.
-	circuits := flow.NewCircuits(e.rdb)
-	var opened *flow.Change
-	for range 5 {
-		ch, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: crm.CircuitBreaker}, "", flow.Failed)
-		require.NoError(t, err)
-		opened = ch
-	}
-	require.NotNil(t, opened)
-	var credOpened *flow.Change
-	for range 2 {
-		ch, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "billing", Credential: "cust-42",
-			Breaker: billing.CircuitBreaker}, "", flow.Failed)
-		require.NoError(t, err)
-		credOpened = ch
-	}
-	require.NotNil(t, credOpened)
-	_, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "billing", Credential: "cust-43",
-		Breaker: billing.CircuitBreaker}, "", flow.Failed)
-	require.NoError(t, err)
-	slots, err := flow.NewSlots(e.rdb, nil)
-	require.NoError(t, err)
-	for range 2 {
-		slot, _, err := slots.Acquire(ctx, flow.Scope{Tenant: "acme", Integration: "crm", Credential: "c1", PerCredential: true}, 10)
-		require.NoError(t, err)
-		require.NotNil(t, slot)
-	}
+	opened, credOpened := openFlowState(t, e)
 
 	r := e.do(t, req{Method: http.MethodGet, Path: "/v1/integrations", Key: e.producerKey})
 	require.Equal(t, http.StatusOK, r.Status, "a producer key reads it: %s", r.Body)
@@ -150,4 +120,40 @@ func TestGetIntegrationsRefusals(t *testing.T) {
 		require.Nil(t, in.Circuit)
 		require.Nil(t, in.Concurrency)
 	}
+}
+
+// openFlowState puts tenant acme's flow control in the state the README
+// shows: crm's circuit open, billing's open for credential cust-42 (and
+// one failure counted for cust-43), and two requests to crm in flight. It
+// returns the changes that opened crm's circuit and cust-42's.
+func openFlowState(t *testing.T, e *env) (crmOpened, credOpened *flow.Change) {
+	t.Helper()
+	ctx := t.Context()
+	crm, _ := e.cat.Lookup("crm")
+	billing, _ := e.cat.Lookup("billing")
+	circuits := flow.NewCircuits(e.rdb)
+	for range 5 {
+		ch, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: crm.CircuitBreaker}, "", flow.Failed)
+		require.NoError(t, err)
+		crmOpened = ch
+	}
+	require.NotNil(t, crmOpened)
+	for range 2 {
+		ch, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "billing", Credential: "cust-42",
+			Breaker: billing.CircuitBreaker}, "", flow.Failed)
+		require.NoError(t, err)
+		credOpened = ch
+	}
+	require.NotNil(t, credOpened)
+	_, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "billing", Credential: "cust-43",
+		Breaker: billing.CircuitBreaker}, "", flow.Failed)
+	require.NoError(t, err)
+	slots, err := flow.NewSlots(e.rdb, nil)
+	require.NoError(t, err)
+	for range 2 {
+		slot, _, err := slots.Acquire(ctx, flow.Scope{Tenant: "acme", Integration: "crm", Credential: "c1", PerCredential: true}, 10)
+		require.NoError(t, err)
+		require.NotNil(t, slot)
+	}
+	return crmOpened, credOpened
 }
