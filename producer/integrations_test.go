@@ -131,7 +131,7 @@ func openFlowState(t *testing.T, e *env) (crmOpened, credOpened *flow.Change) {
 	ctx := t.Context()
 	crm, _ := e.cat.Lookup("crm")
 	billing, _ := e.cat.Lookup("billing")
-	circuits := flow.NewCircuits(e.rdb)
+	circuits := flow.NewCircuits(e.rdb, nil)
 	for range 5 {
 		ch, err := circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: crm.CircuitBreaker}, "", flow.Failed)
 		require.NoError(t, err)

@@ -83,7 +83,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Producer, error) {
 		asynq:     asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ownStore:  own,
-		circuits:  flow.NewCircuits(rdb),
+		circuits:  flow.NewCircuits(rdb, nil),
 		slots:     slots,
 	}, nil
 }

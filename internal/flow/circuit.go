@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -100,13 +101,45 @@ func (c *Circuit) member() string {
 // tenant's slot. A circuit that is closed with no failure counted has no
 // hash at all. Times are Redis's (TIME), so the workers' clocks need not
 // agree. Circuits is safe for concurrent use.
+//
+// With CircuitsConfig.Remember, and Watch running, Check answers from
+// memory for a circuit it lately found closed with no failure counted (the
+// usual state of a healthy integration), so such calls make no round trip
+// at all; every opening is published (rediskeys.CircuitChannel), and Watch
+// forgets what it remembered when it hears one.
 type Circuits struct {
-	rdb redis.UniversalClient
+	rdb    redis.UniversalClient
+	memory time.Duration // CircuitsConfig.Remember
+
+	mu sync.Mutex
+	// quiet maps the key of a circuit Check found closed with no failure
+	// counted to when that answer stops being trusted.
+	quiet map[string]time.Time
+	// gen counts forget-alls: an answer read from Redis before one is not
+	// remembered after it.
+	gen uint64
+	// live says Watch is subscribed: without it an opening elsewhere would
+	// go unheard, so nothing is remembered.
+	live bool
+}
+
+// CircuitsConfig configures Circuits.
+type CircuitsConfig struct {
+	// Remember is how long Check may answer from memory for a circuit it
+	// found closed with no failure counted, while Watch runs. An opening
+	// anywhere in the fleet ends it within the time a published message
+	// takes, a failure this process reports at once; Remember bounds the
+	// rest (a message lost while the subscription reconnects is covered by
+	// forgetting everything then). Default 0: Check asks Redis every time.
+	Remember time.Duration
 }
 
 // NewCircuits returns the circuit breakers kept in rdb.
-func NewCircuits(rdb redis.UniversalClient) *Circuits {
-	return &Circuits{rdb: rdb}
+func NewCircuits(rdb redis.UniversalClient, cfg *CircuitsConfig) *Circuits {
+	if cfg == nil {
+		cfg = &CircuitsConfig{}
+	}
+	return &Circuits{rdb: rdb, memory: max(cfg.Remember, 0), quiet: map[string]time.Time{}}
 }
 
 // idleKeep is how long an open or half-open circuit nobody calls is kept
@@ -167,7 +200,8 @@ return {1, n, at, np, pe - now}
 // the call was not the probe), ARGV[3] the failures that open the circuit,
 // ARGV[4] the window (ms), ARGV[5] the cooldown (ms), ARGV[6] the circuit's
 // member of KEYS[2] ("" for a circuit per integration), ARGV[7] how long
-// to keep an open circuit (ms). It answers {code, failures, opened_at,
+// to keep an open circuit (ms), ARGV[8] the channel an opening is published
+// on (rediskeys.CircuitChannel: a channel is not a key). It answers {code, failures, opened_at,
 // next_probe_at}: code 0 no change, 1 closed (the probe answered), 2 opened
 // again (the probe failed), 3 opened (failures enough in the window).
 //
@@ -191,6 +225,7 @@ local function open(n, code)
   if ARGV[6] ~= '' then
     redis.call('SADD', KEYS[2], ARGV[6])
   end
+  redis.call('PUBLISH', ARGV[8], KEYS[1])
   return {code, n, at, np}
 end
 if probe ~= '' then
@@ -280,13 +315,21 @@ func (t Ticket) Quiet() bool { return t.State == Closed && t.Failures == 0 }
 // circuit). One round trip: a script reading (and, for a probe, writing)
 // the circuit's hash.
 func (cs *Circuits) Check(ctx context.Context, c *Circuit, lease time.Duration) (Ticket, error) {
+	key := c.key()
+	gen, known := cs.recall(key)
+	if known {
+		return Ticket{Go: true, State: Closed}, nil
+	}
 	token := strconv.FormatUint(rand.Uint64(), 36)
 	keep := c.Breaker.Cooldown.D() + lease + idleKeep
-	v, err := checkScript.Run(ctx, cs.rdb, []string{c.key()}, lease.Milliseconds(), token, keep.Milliseconds()).Int64Slice()
+	v, err := checkScript.Run(ctx, cs.rdb, []string{key}, lease.Milliseconds(), token, keep.Milliseconds()).Int64Slice()
 	if err != nil {
 		return Ticket{}, fmt.Errorf("circuit breaker: %w", err)
 	}
 	if len(v) == 2 && v[0] == 0 {
+		if v[1] == 0 {
+			cs.remember(key, gen)
+		}
 		return Ticket{Go: true, State: Closed, Failures: int(v[1])}, nil
 	}
 	if len(v) != 5 {
@@ -325,9 +368,14 @@ type Change struct {
 // (Neutral) lets the next call probe at once. One round trip.
 func (cs *Circuits) Report(ctx context.Context, c *Circuit, probe string, r Result) (*Change, error) {
 	b := c.Breaker
+	key := c.key()
+	if r == Failed {
+		cs.forget(key) // it counts a failure now: not quiet
+	}
 	keep := b.Cooldown.D() + idleKeep
-	v, err := reportScript.Run(ctx, cs.rdb, []string{c.key(), rediskeys.Circuits(c.Tenant)},
-		r.arg(), probe, b.Failures, b.Window.D().Milliseconds(), b.Cooldown.D().Milliseconds(), c.member(), keep.Milliseconds()).Int64Slice()
+	v, err := reportScript.Run(ctx, cs.rdb, []string{key, rediskeys.Circuits(c.Tenant)},
+		r.arg(), probe, b.Failures, b.Window.D().Milliseconds(), b.Cooldown.D().Milliseconds(), c.member(), keep.Milliseconds(),
+		rediskeys.CircuitChannel).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("circuit breaker: %w", err)
 	}
@@ -351,6 +399,107 @@ func (cs *Circuits) Report(ctx context.Context, c *Circuit, probe string, r Resu
 			OpenedAt: time.UnixMilli(v[2]).UTC(), NextProbeAt: time.UnixMilli(v[3]).UTC()}, nil
 	}
 	return nil, fmt.Errorf("circuit breaker: unexpected answer %v", v)
+}
+
+// recall says whether key's circuit is remembered quiet, and the
+// generation to remember it under if it is not.
+func (cs *Circuits) recall(key string) (gen uint64, quiet bool) {
+	if cs.memory == 0 {
+		return 0, false
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	until, ok := cs.quiet[key]
+	return cs.gen, cs.live && ok && time.Now().Before(until)
+}
+
+// maxRemembered bounds the circuits remembered at once; past it the
+// expired ones are swept.
+const maxRemembered = 4096
+
+// remember notes key's circuit quiet, read from Redis at generation gen.
+func (cs *Circuits) remember(key string, gen uint64) {
+	if cs.memory == 0 {
+		return
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if !cs.live || cs.gen != gen {
+		return // an opening may have been heard since the read
+	}
+	now := time.Now()
+	if _, ok := cs.quiet[key]; !ok && len(cs.quiet) >= maxRemembered {
+		for k, until := range cs.quiet {
+			if !now.Before(until) {
+				delete(cs.quiet, k)
+			}
+		}
+		if len(cs.quiet) >= maxRemembered {
+			return
+		}
+	}
+	cs.quiet[key] = now.Add(cs.memory)
+}
+
+func (cs *Circuits) forget(key string) {
+	if cs.memory == 0 {
+		return
+	}
+	cs.mu.Lock()
+	delete(cs.quiet, key)
+	cs.mu.Unlock()
+}
+
+// forgetAll forgets every circuit remembered, and says whether the
+// subscription that lets Check remember is up.
+func (cs *Circuits) forgetAll(live bool) {
+	cs.mu.Lock()
+	clear(cs.quiet)
+	cs.gen++
+	cs.live = live
+	cs.mu.Unlock()
+}
+
+// Watch listens for the fleet's circuit openings until ctx ends, so that
+// Check may answer from memory (CircuitsConfig.Remember); without it, Check
+// asks Redis every time. Every opening heard, and every break in the
+// subscription, forgets all that was remembered: openings are rare, and a
+// message missed while reconnecting cannot be told from none.
+func (cs *Circuits) Watch(ctx context.Context) {
+	if cs.memory == 0 {
+		return
+	}
+	ps := cs.rdb.Subscribe(context.WithoutCancel(ctx), rediskeys.CircuitChannel)
+	// A Receive blocked on the connection does not see ctx end; closing
+	// the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer func() {
+		stop()
+		cs.forgetAll(false)
+		_ = ps.Close()
+	}()
+	for {
+		msg, err := ps.Receive(context.WithoutCancel(ctx))
+		if err != nil {
+			cs.forgetAll(false)
+			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			// go-redis reconnects and subscribes again on the next Receive.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		switch msg.(type) {
+		case *redis.Subscription: // subscribed, at first or after a reconnect
+			cs.forgetAll(true)
+		case *redis.Message:
+			cs.forgetAll(true)
+		}
+	}
 }
 
 // Status is a circuit's state as Read found it.

@@ -2,6 +2,8 @@ package flow_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ func breaker(failures int, window, cooldown time.Duration) *tasks.CircuitBreaker
 func setup(t *testing.T) (*flow.Circuits, *redis.Client) {
 	t.Helper()
 	rdb := redistest.Start(t).Client(t)
-	return flow.NewCircuits(rdb), rdb
+	return flow.NewCircuits(rdb, nil), rdb
 }
 
 // redisNow is the Redis server's time, which the scripts go by.
@@ -388,7 +390,7 @@ func TestCircuitsRead(t *testing.T) {
 // check): its answer says there is nothing to report unless the call fails.
 func BenchmarkCheckClosed(b *testing.B) {
 	rdb := redistest.Start(b).Client(b)
-	cs := flow.NewCircuits(rdb)
+	cs := flow.NewCircuits(rdb, nil)
 	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(5, time.Minute, time.Minute)}
 	ctx := context.Background()
 	for b.Loop() {
@@ -408,4 +410,85 @@ func BenchmarkPing(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// scriptCalls is how many scripts Redis has run (EVALSHA and EVAL).
+func scriptCalls(t *testing.T, rdb *redis.Client) int {
+	t.Helper()
+	info, err := rdb.Info(t.Context(), "commandstats").Result()
+	require.NoError(t, err)
+	n := 0
+	for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+		if _, rest, ok := strings.Cut(info, cmd); ok {
+			v, _, _ := strings.Cut(rest, ",")
+			c, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			n += c
+		}
+	}
+	return n
+}
+
+// While Watch runs, a circuit found closed with no failure is remembered:
+// its checks make no round trip, until an opening anywhere is heard, or
+// this process reports a failure.
+func TestCircuitRememberedWhileWatched(t *testing.T) {
+	t.Parallel()
+	_, rdb := setup(t)
+	b := breaker(2, time.Minute, time.Minute)
+	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: b}
+	mine := flow.NewCircuits(rdb, &flow.CircuitsConfig{Remember: time.Hour})
+	other := flow.NewCircuits(rdb, nil) // another worker's
+
+	// Not watching: every check asks Redis (the control).
+	check(t, mine, c, time.Second) // loads the script (NOSCRIPT, then EVAL)
+	require.Nil(t, report(t, mine, c, "", flow.Answered))
+	before := scriptCalls(t, rdb)
+	for range 3 {
+		require.True(t, check(t, mine, c, time.Second).Quiet())
+	}
+	require.Equal(t, 3, scriptCalls(t, rdb)-before, "without Watch, nothing is remembered")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); mine.Watch(ctx) }()
+	require.Eventually(t, func() bool {
+		before := scriptCalls(t, rdb)
+		check(t, mine, c, time.Second)
+		check(t, mine, c, time.Second)
+		return scriptCalls(t, rdb)-before == 1
+	}, 10*time.Second, 5*time.Millisecond, "once subscribed, the second check is answered from memory")
+	before = scriptCalls(t, rdb)
+	for range 100 {
+		tk := check(t, mine, c, time.Second)
+		require.True(t, tk.Go)
+		require.True(t, tk.Quiet())
+	}
+	require.Equal(t, 0, scriptCalls(t, rdb)-before, "a quiet circuit remembered costs no round trip")
+
+	// Another worker opens it: the opening is heard, and the next checks
+	// ask Redis again.
+	open(t, other, c)
+	require.Eventually(t, func() bool { return !check(t, mine, c, time.Second).Go }, 10*time.Second, 5*time.Millisecond,
+		"the opening is heard")
+
+	// A failure this process reports is not quiet: forgotten at once.
+	d := &flow.Circuit{Tenant: "acme", Integration: "billing", Breaker: b}
+	require.Eventually(t, func() bool {
+		before := scriptCalls(t, rdb)
+		check(t, mine, d, time.Second)
+		check(t, mine, d, time.Second)
+		return scriptCalls(t, rdb)-before == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Nil(t, report(t, mine, d, "", flow.Failed))
+	require.Equal(t, 1, check(t, mine, d, time.Second).Failures, "the check after a failure asks Redis")
+
+	// Stopped watching: nothing is trusted any more.
+	cancel()
+	<-done
+	require.Nil(t, report(t, other, d, "", flow.Answered))
+	before = scriptCalls(t, rdb)
+	check(t, mine, d, time.Second)
+	check(t, mine, d, time.Second)
+	require.Equal(t, 2, scriptCalls(t, rdb)-before)
 }

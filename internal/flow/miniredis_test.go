@@ -19,7 +19,7 @@ func TestCircuitOnMiniredis(t *testing.T) {
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	cs := flow.NewCircuits(rdb)
+	cs := flow.NewCircuits(rdb, nil)
 	b := breaker(2, time.Minute, 50*time.Millisecond)
 	b.Per = tasks.CircuitPerCredential
 	c := &flow.Circuit{Tenant: "dev", Integration: "crm", Credential: "x", Breaker: b}

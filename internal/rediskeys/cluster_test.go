@@ -164,7 +164,7 @@ func TestStoresOnCluster(t *testing.T) {
 	})
 
 	t.Run("Circuits", func(t *testing.T) {
-		cs := flow.NewCircuits(cc)
+		cs := flow.NewCircuits(cc, nil)
 		// The report opens the circuit, writing its hash and the tenant's set
 		// of per-credential circuits in one script; the check reads it.
 		b := &tasks.CircuitBreaker{Failures: 1, Window: tasks.Duration(time.Minute), Cooldown: tasks.Duration(time.Minute),

@@ -26,6 +26,7 @@
 //	callq:call:<tenant>:<id>                   hash: a record as callq before the calls index kept it
 //	callq:legacy:moved                         string: set once no record is left in that layout
 //	callq:done                                 pub/sub channel: "<tenant>:<id>" of each finished call
+//	callq:circuits                             pub/sub channel: the key of each circuit that opens (package flow)
 //	callq:{<tenant>}:cred:<ref>                string: a credential's JSON, literal fields sealed (auth.Store)
 //	callq:{<tenant>}:creds                     set: the refs of the tenant's credentials
 //	callq:{<tenant>}:oauthcc:<subject>         string: a cached client_credentials token, sealed
@@ -90,7 +91,9 @@
 //     the hash and the tenant's set of per-credential circuits not closed,
 //     which the scripts keep in step, so both share the tenant's slot.
 //     Circuits are per tenant, so that one tenant's failures (a bad
-//     credential, a flood of bad requests) never hold another's calls.
+//     credential, a flood of bad requests) never hold another's calls. The
+//     report script publishes an opening to the global circuits channel,
+//     like the done channel (a channel is not a key).
 //   - A tenant's concurrency slots are tagged {<tenant>}, beside its
 //     credentials: a cap counted per credential takes a slot in the
 //     credential's set and in the integration's in one script, so the two

@@ -176,6 +176,11 @@ func Circuit(tenant, integration string, perCredential bool, credential string) 
 	return tenantTag(tenant) + "circuit:" + integration
 }
 
+// CircuitChannel is the pub/sub channel on which a circuit's opening
+// publishes its key (rediskeys.Circuit), so that workers stop trusting what
+// they remember of it.
+const CircuitChannel = Prefix + ":circuits"
+
 // Circuits is the set of tenant's per-credential circuits that are not
 // closed, as CircuitMember names them: what GET /v1/integrations lists
 // without scanning for them.
