@@ -312,8 +312,9 @@ func (t Ticket) Quiet() bool { return t.State == Closed && t.Failures == 0 }
 // yes, as the probe, when the cooldown has passed or the probe's lease
 // ended. lease bounds how long the probe may take before another call
 // probes in its place (a worker that died with it does not wedge the
-// circuit). One round trip: a script reading (and, for a probe, writing)
-// the circuit's hash.
+// circuit). One round trip, a script reading (and, for a probe, writing)
+// the circuit's hash; none when the circuit is remembered quiet
+// (CircuitsConfig.Remember).
 func (cs *Circuits) Check(ctx context.Context, c *Circuit, lease time.Duration) (Ticket, error) {
 	key := c.key()
 	gen, known := cs.recall(key)
