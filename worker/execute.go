@@ -39,10 +39,16 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err // held back by a gate, or Redis trouble
 	}
+	if passes != nil {
+		// asynq recovers a panic in the attempt (a CheckRetry's, say):
+		// the passes must not outlive it (a slot renewed for ever).
+		defer func() { release(ctx, passes, nil) }()
+	}
 	out := w.attempt(ctx, r.tenant, r.call, r.in)
 	interrupted := w.interruption(ctx, &out)
 	out.interrupted = interrupted != ""
 	release(ctx, passes, &out)
+	passes = nil
 	d := r.decision(out, interrupted, w.cfg.Backoff)
 	return w.report(ctx, &r, d, decide(d))
 }

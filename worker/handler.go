@@ -30,7 +30,8 @@ const userAgent = "callq/1"
 type gate func(ctx context.Context, r *run) (pass, *heldBack, error)
 
 // A pass is what a gate let through: it is ended with the attempt's
-// outcome, or nil when no attempt was made (a later gate held the call).
+// outcome, or nil when there is none: no attempt was made (a later gate
+// held the call), or the attempt panicked.
 type pass func(ctx context.Context, out *outcome)
 
 // gatesFor returns in's gates, in the order they are passed: none when the
@@ -41,6 +42,10 @@ func (w *Worker) gatesFor(in *tasks.Integration) []gate {
 	var gates []gate
 	if in.CircuitBreaker != nil {
 		gates = append(gates, w.circuitBreaker)
+	}
+	// A call held for a slot must not have spent a rate-limit token.
+	if in.Concurrency != nil {
+		gates = append(gates, w.concurrency)
 	}
 	if in.RateLimit != nil {
 		gates = append(gates, w.rateLimit)

@@ -24,6 +24,7 @@ type Metrics struct {
 	circuitState   *prometheus.GaugeVec
 	circuitChanges *prometheus.CounterVec
 	circuits       circuitView
+	slots          *prometheus.GaugeVec
 }
 
 // circuitView is what a worker last saw of the circuits that are not
@@ -67,8 +68,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Changes of state this worker made to an integration's circuit breakers, by the state entered (open, half_open, closed).",
 		}, []string{"integration", "to"}),
 		circuits: circuitView{notClosed: map[string]map[circuitID]flow.State{}},
+		slots: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "callq", Name: "concurrency_slots_in_use",
+			Help: "Concurrency slots this worker holds, by integration: its requests in flight under a concurrency cap. Summed over the workers, the fleet's (all tenants).",
+		}, []string{"integration"}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs, m.circuitState, m.circuitChanges} {
+	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs, m.slots, m.circuitState, m.circuitChanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -157,4 +162,11 @@ func (m *Metrics) circuitChanged(integration string, id circuitID, to flow.State
 	}
 	m.circuitChanges.WithLabelValues(integration, string(to)).Inc()
 	m.circuitSeen(integration, id, to)
+}
+
+// slot counts a concurrency slot taken (+1) or released (-1).
+func (m *Metrics) slot(integration string, delta float64) {
+	if m != nil {
+		m.slots.WithLabelValues(integration).Add(delta)
+	}
 }

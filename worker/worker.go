@@ -84,6 +84,14 @@ type Config struct {
 	// WebhookTimeout bounds one delivery. Default 15s.
 	WebhookTimeout time.Duration
 
+	// SlotLease is how long a concurrency slot (an integration's
+	// concurrency key) stays taken unless renewed. A worker renews the slot
+	// of each call in flight every third of it, so a long call keeps its
+	// slot, while the slots of a worker that died free within SlotLease,
+	// long before asynq hands its calls to another worker. Default 15s
+	// (flow.DefaultLease); at least 1s.
+	SlotLease time.Duration
+
 	// Metrics receives the worker's Prometheus metrics. Default: none.
 	Metrics *Metrics
 
@@ -107,6 +115,10 @@ const (
 	DefaultDelayedTaskCheckInterval = 250 * time.Millisecond
 	DefaultShutdownTimeout          = 30 * time.Second
 )
+
+// MinSlotLease bounds Config.SlotLease: a slot is renewed every third of
+// its lease, and a renewal is a Redis round trip.
+const MinSlotLease = time.Second
 
 // drainGrace is how long Shutdown waits, after the drain limit, for the
 // handlers it interrupted to record their attempts (one Redis write each).
@@ -148,6 +160,8 @@ func (c *Config) validate() error {
 		return errors.New("Config.MaxResponseBytes must not be negative")
 	case c.ShutdownTimeout < 0:
 		return errors.New("Config.ShutdownTimeout must not be negative")
+	case c.SlotLease != 0 && c.SlotLease < MinSlotLease:
+		return fmt.Errorf("Config.SlotLease must be 0 (the default, %s) or at least %s", flow.DefaultLease, MinSlotLease)
 	case c.ReconcileInterval != ReconcileOff && (c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < MinReconcileInterval):
 		return fmt.Errorf("Config.ReconcileInterval must be 0 (the default), at least %s, or ReconcileOff", MinReconcileInterval)
 	}
@@ -202,6 +216,9 @@ func (c *Config) withDefaults() {
 	if c.Name == "" {
 		c.Name = defaultName()
 	}
+	if c.SlotLease == 0 {
+		c.SlotLease = flow.DefaultLease
+	}
 }
 
 // RedisPoolSize is the connection pool a worker's Redis client needs: one
@@ -223,6 +240,7 @@ type Worker struct {
 	clients map[string]*http.Client
 	hooks   *http.Client
 	limiter *redis_rate.Limiter
+	slots   *flow.Slots
 	// circuits keeps the circuit breakers' state; watchCircuits listens for
 	// their openings (Circuits.Watch) from Start to Shutdown, when an
 	// integration has a breaker.
@@ -263,6 +281,11 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{},
 		gates: map[string][]gate{}}
 	w.drain, w.stopHandlers = context.WithCancelCause(context.Background())
+	slots, err := flow.NewSlots(rdb, &flow.SlotsConfig{Lease: c.SlotLease, Holder: c.Name})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.slots = slots
 	if o, ok := rdb.(interface{ Options() *redis.Options }); ok && o.Options().PoolSize < RedisPoolSize(c.Concurrency) {
 		w.log.Warn().Int("pool_size", o.Options().PoolSize).Int("want", RedisPoolSize(c.Concurrency)).
 			Msg("the Redis pool is smaller than the worker's concurrency needs; calls will wait for connections (see worker.RedisPoolSize)")

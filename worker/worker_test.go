@@ -53,6 +53,7 @@ type upstream struct {
 	*httptest.Server
 	mu       sync.Mutex
 	received map[string][]http.Header // by X-Test-ID header
+	flights  *flights                 // /inflight
 }
 
 func (u *upstream) headers(id string) []http.Header {
@@ -123,6 +124,38 @@ integrations:
   down:
     base_url: http://127.0.0.1:1
     retry: {max_attempts: 2, initial_interval: 50ms, max_interval: 50ms}
+  capped:
+    base_url: %[1]s
+    concurrency: 2
+  capped-seq:
+    base_url: %[1]s
+    concurrency: 1
+  capped-cred:
+    base_url: %[1]s
+    auth: {type: bearer}
+    concurrency: 1
+  capped-whole:
+    base_url: %[1]s
+    auth: {type: bearer}
+    concurrency: {limit: 1, per: integration}
+  capped-cancel:
+    base_url: %[1]s
+    timeout: 10s
+    max_timeout: 10s
+    concurrency: 1
+  capped-timeout:
+    base_url: %[1]s
+    concurrency: 1
+    retry: {max_attempts: 1}
+  capped-many:
+    base_url: %[1]s
+    timeout: 20s
+    max_timeout: 20s
+    concurrency: 1
+  capped-limited:
+    base_url: %[1]s
+    concurrency: 2
+    rate_limit: {requests: 1, per: 1m}
 `, upURL, tlsURL)
 }
 
@@ -204,10 +237,11 @@ func TestMain(m *testing.M) {
 }
 
 // newUpstream serves go-httpbin plus /ratelimited: 429 with Retry-After
-// (from ?after=) on the first request of each X-Test-ID, then 200; and
-// /echo/{form}, the request's headers echoed in that form (serveEcho).
+// (from ?after=) on the first request of each X-Test-ID, then 200;
+// /echo/{form}, the request's headers echoed in that form (serveEcho); and
+// /inflight, which counts the requests in flight (flights).
 func newUpstream() *upstream {
-	u := &upstream{received: map[string][]http.Header{}}
+	u := &upstream{received: map[string][]http.Header{}, flights: newFlights()}
 	bin := httpbin.New()
 	var flaky sync.Map
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -218,6 +252,10 @@ func newUpstream() *upstream {
 		u.mu.Unlock()
 		if strings.HasPrefix(r.URL.Path, "/echo/") {
 			serveEcho(w, r)
+			return
+		}
+		if r.URL.Path == "/inflight" {
+			u.flights.ServeHTTP(w, r)
 			return
 		}
 		if r.URL.Path == "/ratelimited" {
