@@ -29,12 +29,26 @@ type failingUpstream struct {
 	*httptest.Server
 	failing  atomic.Bool
 	requests atomic.Int64
+	// inFlight and maxInFlight count the requests being answered to
+	// /slow, which takes 50ms.
+	inFlight, maxInFlight atomic.Int64
 }
 
 func newFailingUpstream(t *testing.T) *failingUpstream {
 	u := &failingUpstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.requests.Add(1)
+		if r.URL.Path == "/slow" {
+			n := u.inFlight.Add(1)
+			defer u.inFlight.Add(-1)
+			for {
+				m := u.maxInFlight.Load()
+				if n <= m || u.maxInFlight.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			time.Sleep(50 * time.Millisecond) // a slow upstream, on purpose
+		}
 		if u.failing.Load() || r.Header.Get("Authorization") == "Bearer bad-token" {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
@@ -73,6 +87,12 @@ integrations:
     auth: {type: bearer}
     retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 100ms, max_elapsed: 1m}
     circuit_breaker: {failures: 2, window: 1m, cooldown: 300ms, per: credential}
+  guarded:
+    base_url: %[1]s
+    retry: {max_attempts: 15, initial_interval: 50ms, max_interval: 100ms, max_elapsed: 1m}
+    circuit_breaker: {failures: 2, window: 1m, cooldown: 300ms}
+    concurrency: 1
+    rate_limit: {requests: 1000, per: 1s}
 `, e.up.URL))
 	require.NoError(t, err)
 	key, _ := auth.GenerateKey()
@@ -263,4 +283,26 @@ func TestCircuitBreakerPerTenantAndCredential(t *testing.T) {
 		require.Equal(t, 3, rec.Attempts)
 	}
 	require.Equal(t, float64(2), e.gauge(t, "per-cred"), "the bad credential's circuit stays open")
+}
+
+// The circuit breaker before a concurrency cap and a rate limit: the three
+// gates together hold the calls while the circuit is open and one at a
+// time after, and every call succeeds once the upstream heals, each
+// attempt one request.
+func TestCircuitBreakerWithConcurrencyAndRateLimit(t *testing.T) {
+	t.Parallel()
+	e := setupCircuit(t)
+	e.up.failing.Store(true)
+	ids := e.enqueue(t, "acme", 4, tasks.Call{Integration: "guarded", Method: "GET", Path: "/slow"})
+	require.Eventually(t, func() bool { return e.changes(t, "guarded", "half_open") >= 2 }, 30*time.Second, 5*time.Millisecond,
+		"the circuit opens and probes")
+	e.up.failing.Store(false)
+	attempts := 0
+	for _, rec := range e.wait(t, "acme", ids) {
+		require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v", rec.Error)
+		attempts += rec.Attempts
+	}
+	require.Equal(t, e.up.requests.Load(), int64(attempts), "every attempt is a request")
+	require.Equal(t, int64(1), e.up.maxInFlight.Load(), "the cap held: one request in flight at a time")
+	require.Zero(t, e.gauge(t, "guarded"))
 }
