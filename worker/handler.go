@@ -73,8 +73,9 @@ func (w *Worker) rateLimit(ctx context.Context, r *run) (pass, *heldBack, error)
 // holds it while the circuit is open or another call probes it. The pass it
 // returns tells the circuit what the attempt said of the upstream; it
 // skips that round trip when the circuit was closed with no failure
-// counted and the attempt did not fail either, so a healthy integration's
-// calls pay one round trip (the check) each.
+// counted and the attempt did not fail either. The check itself is
+// answered from memory for such a circuit (circuitMemory), so a healthy
+// integration's calls pay no round trip for their breaker.
 func (w *Worker) circuitBreaker(ctx context.Context, r *run) (pass, *heldBack, error) {
 	c := &flow.Circuit{Tenant: r.tenant, Integration: r.in.Name, Credential: r.call.Credential, Breaker: r.in.CircuitBreaker}
 	t, err := w.circuits.Check(ctx, c, probeLease(r.in.EffectiveTimeout(r.call.Timeout.D())))
