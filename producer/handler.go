@@ -121,6 +121,7 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	h.route("/v1/calls/{id}/replay", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.replayCall)})
 	h.route("/v1/calls/{id}/webhook/redeliver", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleProducer, h.redeliverWebhook)})
 	h.route("/v1/stats", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleProducer, h.stats)})
+	h.route("/v1/integrations", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleProducer, h.integrations)})
 	h.route("/v1/webhook-secret", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.webhookSecret)})
 	h.route("/v1/credentials", map[string]http.HandlerFunc{"GET": h.authed(auth.RoleAdmin, h.listCredentials)})
 	h.route("/v1/schedules", map[string]http.HandlerFunc{

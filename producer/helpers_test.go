@@ -72,6 +72,7 @@ type setupConfig struct {
 	handler      producer.HandlerConfig
 	sourceDirs   auth.SourceDirs
 	upstream     bool
+	catalog      string
 }
 
 // withUpstream points the catalog's httpbin at a go-httpbin of the test's
@@ -81,6 +82,11 @@ func withUpstream() setupOption {
 }
 
 type setupOption func(*setupConfig)
+
+// withCatalog loads yaml instead of testCatalog.
+func withCatalog(yaml string) setupOption {
+	return func(c *setupConfig) { c.catalog = yaml }
+}
 
 func withLimits(l *tasks.Limits) setupOption {
 	return func(c *setupConfig) { c.limits = l }
@@ -125,6 +131,9 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	rdb := srv.Client(tb)
 
 	catalog := testCatalog
+	if sc.catalog != "" {
+		catalog = sc.catalog
+	}
 	if sc.upstream {
 		up := httptest.NewServer(httpbin.New())
 		tb.Cleanup(up.Close)

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/tasks"
 )
 
@@ -63,6 +64,10 @@ type Producer struct {
 	asynq     *asynq.Client
 	inspector *asynq.Inspector
 	ownStore  bool
+	// circuits and slots read the state of the flow control that
+	// Integrations shows.
+	circuits *flow.Circuits
+	slots    *flow.Slots
 }
 
 // New returns a producer over rdb.
@@ -82,12 +87,18 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Producer, error) {
 		}
 		c.Records, own = s, true
 	}
+	slots, err := flow.NewSlots(rdb, nil)
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
 	return &Producer{
 		cfg:       c,
 		rdb:       rdb,
 		asynq:     asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ownStore:  own,
+		circuits:  flow.NewCircuits(rdb, nil),
+		slots:     slots,
 	}, nil
 }
 

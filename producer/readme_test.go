@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -150,4 +151,75 @@ func mustLoad(t *testing.T, name string) *time.Location {
 	loc, err := time.LoadLocation(name)
 	require.NoError(t, err)
 	return loc
+}
+
+// The README's GET /v1/integrations, run as written against an API whose
+// catalog and state are those its answer shows: the answer has the
+// README's shape, key for key, and the same states.
+func TestReadmeIntegrationsExample(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- integrations-api:begin -->\n```sh\n")
+	require.True(t, ok, "README.md has no integrations-api block")
+	block, _, ok := strings.Cut(after, "\n```\n<!-- integrations-api:end -->")
+	require.True(t, ok, "the integrations-api block is not closed")
+	var script, shown strings.Builder
+	for line := range strings.Lines(block) {
+		if answer, ok := strings.CutPrefix(line, "# "); ok {
+			shown.WriteString(answer)
+		} else {
+			script.WriteString(line)
+		}
+	}
+
+	e := setup(t, withCatalog(flowCatalog))
+	openFlowState(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script.String())
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "CALLQ_API_KEY="+e.producerKey)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stderr: %s", stderr.String())
+
+	var want, got any
+	require.NoError(t, json.Unmarshal([]byte(shown.String()), &want), "the README's answer is JSON: %s", shown.String())
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &got), "the answer: %s", stdout.String())
+	requireSameShape(t, "", want, got)
+}
+
+// requireSameShape checks that got has want's keys at every level, and
+// want's values but for times (strings ending in Z).
+func requireSameShape(t *testing.T, path string, want, got any) {
+	t.Helper()
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		require.True(t, ok, "%s: %v is not an object", path, got)
+		require.ElementsMatch(t, keysOf(w), keysOf(g), "%s: the keys", path)
+		for k := range w {
+			requireSameShape(t, path+"."+k, w[k], g[k])
+		}
+	case []any:
+		g, ok := got.([]any)
+		require.True(t, ok, "%s: %v is not an array", path, got)
+		require.Len(t, g, len(w), path)
+		for i := range w {
+			requireSameShape(t, fmt.Sprintf("%s[%d]", path, i), w[i], g[i])
+		}
+	case string:
+		if strings.HasSuffix(w, "Z") && strings.HasPrefix(w, "20") {
+			g, _ := got.(string)
+			_, err := time.Parse(time.RFC3339Nano, g)
+			require.NoError(t, err, "%s: a time", path)
+			return
+		}
+		require.Equal(t, want, got, path)
+	default:
+		require.Equal(t, want, got, path)
+	}
 }

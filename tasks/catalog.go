@@ -36,6 +36,7 @@ type Integration struct {
 	DefaultCredential string            `yaml:"default_credential" json:"default_credential,omitempty"`
 	TLS               TLSConfig         `yaml:"tls" json:"tls"`
 	RateLimit         *RateLimit        `yaml:"rate_limit" json:"rate_limit,omitempty"`
+	CircuitBreaker    *CircuitBreaker   `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
 	Concurrency       *Concurrency      `yaml:"concurrency" json:"concurrency,omitempty"`
 
 	base *url.URL
@@ -59,6 +60,48 @@ type RateLimit struct {
 	// Burst is how many may go at once. Default Requests.
 	Burst int `yaml:"burst" json:"burst,omitempty"`
 }
+
+// CircuitBreaker stops sending an integration's calls while its upstream
+// keeps failing: after Failures consecutive retryable failures (a connection
+// error, a timeout, a 5xx or a 429) within Window, the circuit opens and the
+// fleet's calls wait, spending no attempt, until Cooldown has passed; then
+// one probe call goes through, and its outcome closes the circuit or opens
+// it again. The state is in Redis (package flow), shared by every worker,
+// and kept per tenant: one tenant's failures never open another's circuit.
+type CircuitBreaker struct {
+	// Failures is how many consecutive retryable failures open the
+	// circuit. Required, 1 to MaxCircuitFailures.
+	Failures int `yaml:"failures" json:"failures"`
+	// Window is how close together they must be: the first and the last of
+	// the Failures must fall within it. Required, at most MaxCircuitWindow.
+	Window Duration `yaml:"window" json:"window"`
+	// Cooldown is how long an open circuit holds calls before its probe.
+	// Required, at most MaxCircuitCooldown.
+	Cooldown Duration `yaml:"cooldown" json:"cooldown"`
+	// Per is what one circuit covers: CircuitPerIntegration (the default:
+	// the tenant's calls to the integration) or CircuitPerCredential (the
+	// tenant's calls with one credential).
+	Per string `yaml:"per" json:"per"`
+}
+
+// What a circuit covers (CircuitBreaker.Per).
+const (
+	CircuitPerIntegration = "integration"
+	CircuitPerCredential  = "credential"
+)
+
+// Limits of a circuit breaker. A circuit's failures are kept in one Redis
+// hash, each one's time in it, so Failures is bounded; a window or cooldown
+// beyond a day is a typo more likely than a wish (a call held by an open
+// circuit waits the cooldown, its record kept meanwhile).
+const (
+	MaxCircuitFailures = 100
+	MaxCircuitWindow   = 24 * time.Hour
+	MaxCircuitCooldown = 24 * time.Hour
+)
+
+// PerCredential says each credential has its own circuit.
+func (cb *CircuitBreaker) PerCredential() bool { return cb.Per == CircuitPerCredential }
 
 // Concurrency caps an integration's requests in flight at once, across the
 // whole fleet: each request holds a slot (a lease in Redis, internal/flow)
@@ -235,13 +278,14 @@ func LoadCatalog(path string) (*Catalog, error) {
 // The keys each level of the catalog may hold. Anything else is a load error:
 // a typo such as "retyr" must not silently fall back to a default.
 var catalogKeys = map[string][]string{
-	"":            {"integrations"},
-	"integration": {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "concurrency", "default_credential", "tls"},
-	"auth":        {"type", "in", "name", "headers", "token_url", "client_id", "client_secret", "scopes", "grant", "auth_style"},
-	"retry":       {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
-	"tls":         {"ca_file", "insecure_skip_verify"},
-	"rate_limit":  {"requests", "per", "burst"},
-	"concurrency": {"limit", "per"},
+	"":                {"integrations"},
+	"integration":     {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "concurrency", "circuit_breaker", "default_credential", "tls"},
+	"auth":            {"type", "in", "name", "headers", "token_url", "client_id", "client_secret", "scopes", "grant", "auth_style"},
+	"retry":           {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
+	"tls":             {"ca_file", "insecure_skip_verify"},
+	"rate_limit":      {"requests", "per", "burst"},
+	"concurrency":     {"limit", "per"},
+	"circuit_breaker": {"failures", "window", "cooldown", "per"},
 }
 
 // ParseCatalog reads a catalog from YAML.
@@ -295,7 +339,7 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	if err := checkKeys(node, "integration", name, ""); err != nil {
 		return nil, err
 	}
-	for _, sub := range []string{"auth", "retry", "tls", "rate_limit"} {
+	for _, sub := range []string{"auth", "retry", "tls", "rate_limit", "circuit_breaker"} {
 		if v := mapValue(node, sub); v != nil {
 			if v.Kind != yaml.MappingNode {
 				return nil, fail(sub, v.Line, "must be a mapping")
@@ -360,8 +404,8 @@ func parseIntegration(name string, node *yaml.Node) (*Integration, error) {
 	return in, nil
 }
 
-// checkPolicy checks the timeouts, retry policy and rate limit of an
-// integration decoded from node, and fills their defaults.
+// checkPolicy checks the timeouts, retry policy, rate limit and circuit
+// breaker of an integration decoded from node, and fills their defaults.
 func (in *Integration) checkPolicy(node *yaml.Node, fail catalogFail) error {
 	if in.Timeout == 0 {
 		in.Timeout = Duration(DefaultTimeout)
@@ -405,7 +449,7 @@ func (in *Integration) checkPolicy(node *yaml.Node, fail catalogFail) error {
 	if c := in.Concurrency; c != nil && c.Per == "" {
 		c.Per = ConcurrencyPerCredential
 	}
-	return nil
+	return in.checkCircuitBreaker(node, fail)
 }
 
 // checkConcurrency checks an integration's concurrency node before it is
@@ -445,6 +489,42 @@ func checkConcurrency(v *yaml.Node, integration string, fail catalogFail) error 
 			return fail("concurrency.per", per.Line, "must be %q (the default) or %q, got %q",
 				ConcurrencyPerCredential, ConcurrencyPerIntegration, per.Value)
 		}
+	}
+	return nil
+}
+
+// checkCircuitBreaker checks an integration's circuit_breaker and fills its
+// default. An error names the line of the sub-key at fault.
+func (in *Integration) checkCircuitBreaker(node *yaml.Node, fail catalogFail) error {
+	cb := in.CircuitBreaker
+	if cb == nil {
+		return nil
+	}
+	block := mapValue(node, "circuit_breaker")
+	line := func(key string) int {
+		if v := mapValue(block, key); v != nil {
+			return v.Line
+		}
+		return block.Line
+	}
+	switch {
+	case cb.Failures < 1 || cb.Failures > MaxCircuitFailures:
+		return fail("circuit_breaker.failures", line("failures"), "must be between 1 and %d", MaxCircuitFailures)
+	case cb.Window <= 0:
+		return fail("circuit_breaker.window", line("window"), "must be a duration above 0, such as 30s")
+	case cb.Window.D() > MaxCircuitWindow:
+		return fail("circuit_breaker.window", line("window"), "%s is above the limit of %s", cb.Window, MaxCircuitWindow)
+	case cb.Cooldown <= 0:
+		return fail("circuit_breaker.cooldown", line("cooldown"), "must be a duration above 0, such as 30s")
+	case cb.Cooldown.D() > MaxCircuitCooldown:
+		return fail("circuit_breaker.cooldown", line("cooldown"), "%s is above the limit of %s", cb.Cooldown, MaxCircuitCooldown)
+	}
+	switch cb.Per {
+	case "":
+		cb.Per = CircuitPerIntegration
+	case CircuitPerIntegration, CircuitPerCredential:
+	default:
+		return fail("circuit_breaker.per", line("per"), "must be %q or %q, got %q", CircuitPerIntegration, CircuitPerCredential, cb.Per)
 	}
 	return nil
 }

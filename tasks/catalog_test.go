@@ -174,6 +174,32 @@ func TestParseCatalogErrors(t *testing.T) {
 			integration: "gh", key: "rate_limit.per"},
 		{name: "rate_limit unknown key", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    rate_limit: {requests: 5, per: 1s, window: 3}\n",
 			integration: "gh", key: "rate_limit.window"},
+		{name: "circuit_breaker without failures", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {window: 30s, cooldown: 30s}\n",
+			integration: "crm", key: "circuit_breaker.failures"},
+		{name: "circuit_breaker failures 0", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 0, window: 30s, cooldown: 30s}\n",
+			integration: "crm", key: "circuit_breaker.failures"},
+		{name: "circuit_breaker failures above the limit", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 101, window: 30s, cooldown: 30s}\n",
+			integration: "crm", key: "circuit_breaker.failures", contains: "100"},
+		{name: "circuit_breaker without window", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, cooldown: 30s}\n",
+			integration: "crm", key: "circuit_breaker.window"},
+		{name: "circuit_breaker negative window", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: -1s, cooldown: 30s}\n",
+			integration: "crm", key: "circuit_breaker.window"},
+		{name: "circuit_breaker window above a day", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: 25h, cooldown: 30s}\n",
+			integration: "crm", key: "circuit_breaker.window", contains: "24h"},
+		{name: "circuit_breaker without cooldown", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: 30s}\n",
+			integration: "crm", key: "circuit_breaker.cooldown"},
+		{name: "circuit_breaker cooldown 0", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: 30s, cooldown: 0s}\n",
+			integration: "crm", key: "circuit_breaker.cooldown"},
+		{name: "circuit_breaker cooldown above a day", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: 30s, cooldown: 48h}\n",
+			integration: "crm", key: "circuit_breaker.cooldown", contains: "24h"},
+		{name: "circuit_breaker bad per", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: 30s, cooldown: 30s, per: tenant}\n",
+			integration: "crm", key: "circuit_breaker.per", contains: `"tenant"`},
+		{name: "circuit_breaker unknown key", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: 30s, cooldown: 30s, threshold: 3}\n",
+			integration: "crm", key: "circuit_breaker.threshold"},
+		{name: "circuit_breaker not a mapping", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: 5\n",
+			integration: "crm", key: "circuit_breaker"},
+		{name: "circuit_breaker bad duration", yaml: "integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, window: soon, cooldown: 30s}\n",
+			integration: "crm", contains: "soon"},
 		{name: "concurrency 0", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency: 0\n",
 			integration: "gh", key: "concurrency", contains: "line 4: integration \"gh\": key \"concurrency\": must be at least 1"},
 		{name: "concurrency limit 0", yaml: "integrations:\n  gh:\n    base_url: https://a.example\n    concurrency:\n      per: integration\n      limit: 0\n",
@@ -313,6 +339,49 @@ func TestLoadCatalogErrors(t *testing.T) {
 	requireCatalogError(t, err, "a", "retyr")
 	require.Contains(t, err.Error(), path, "the file is named")
 	require.Contains(t, err.Error(), "line 4")
+}
+
+func TestParseCatalogCircuitBreaker(t *testing.T) {
+	t.Parallel()
+	cat, err := tasks.ParseCatalog([]byte(`
+integrations:
+  crm:
+    base_url: https://crm.example
+    circuit_breaker: {failures: 5, window: 30s, cooldown: 1m}
+  billing:
+    base_url: https://billing.example
+    circuit_breaker:
+      failures: 1
+      window: 10     # seconds
+      cooldown: 24h
+      per: credential
+  plain:
+    base_url: https://plain.example
+`))
+	require.NoError(t, err)
+	crm := integration(t, cat, "crm")
+	require.Equal(t, &tasks.CircuitBreaker{Failures: 5, Window: tasks.Duration(30 * time.Second),
+		Cooldown: tasks.Duration(time.Minute), Per: tasks.CircuitPerIntegration}, crm.CircuitBreaker, "per defaults to integration")
+	require.False(t, crm.CircuitBreaker.PerCredential())
+	billing := integration(t, cat, "billing")
+	require.Equal(t, &tasks.CircuitBreaker{Failures: 1, Window: tasks.Duration(10 * time.Second),
+		Cooldown: tasks.Duration(24 * time.Hour), Per: tasks.CircuitPerCredential}, billing.CircuitBreaker)
+	require.True(t, billing.CircuitBreaker.PerCredential())
+	require.Nil(t, integration(t, cat, "plain").CircuitBreaker, "no circuit_breaker, no breaker")
+}
+
+func TestParseCatalogCircuitBreakerErrorLine(t *testing.T) {
+	t.Parallel()
+	// The error names the line of the sub-key at fault, not only the
+	// integration's.
+	_, err := tasks.ParseCatalog([]byte("integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker:\n      failures: 5\n      window: 30s\n      cooldown: -5s\n"))
+	ce := requireCatalogError(t, err, "crm", "circuit_breaker.cooldown")
+	require.Equal(t, 7, ce.Line)
+	require.Equal(t, `catalog line 7: integration "crm": key "circuit_breaker.cooldown": must be a duration above 0, such as 30s`, err.Error())
+	// A missing sub-key is named at its block's line.
+	_, err = tasks.ParseCatalog([]byte("integrations:\n  crm:\n    base_url: https://a.example\n    circuit_breaker: {failures: 5, cooldown: 5s}\n"))
+	ce = requireCatalogError(t, err, "crm", "circuit_breaker.window")
+	require.Equal(t, 4, ce.Line)
 }
 
 func TestParseCatalogCAFile(t *testing.T) {

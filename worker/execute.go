@@ -45,9 +45,11 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 		defer func() { release(ctx, passes, nil) }()
 	}
 	out := w.attempt(ctx, r.tenant, r.call, r.in)
+	interrupted := w.interruption(ctx, &out)
+	out.interrupted = interrupted != ""
 	release(ctx, passes, &out)
 	passes = nil
-	d := r.decision(out, w.interruption(ctx, &out), w.cfg.Backoff)
+	d := r.decision(out, interrupted, w.cfg.Backoff)
 	return w.report(ctx, &r, d, decide(d))
 }
 

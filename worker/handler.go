@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/rs/zerolog"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
@@ -33,9 +35,14 @@ type gate func(ctx context.Context, r *run) (pass, *heldBack, error)
 type pass func(ctx context.Context, out *outcome)
 
 // gatesFor returns in's gates, in the order they are passed: none when the
-// integration sets no limit, so such calls pay nothing for them.
+// integration sets no limit, so such calls pay nothing for them. The
+// circuit breaker is first: a call its open circuit holds takes nothing
+// from the rate limit or a concurrency slot.
 func (w *Worker) gatesFor(in *tasks.Integration) []gate {
 	var gates []gate
+	if in.CircuitBreaker != nil {
+		gates = append(gates, w.circuitBreaker)
+	}
 	// A call held for a slot must not have spent a rate-limit token.
 	if in.Concurrency != nil {
 		gates = append(gates, w.concurrency)
@@ -62,6 +69,122 @@ func (w *Worker) rateLimit(ctx context.Context, r *run) (pass, *heldBack, error)
 		note: fmt.Sprintf("waiting for the fleet-wide rate limit of %d per %s", rl.Requests, rl.Per)}, nil
 }
 
+// circuitBreaker lets the call through its circuit (package flow), or
+// holds it while the circuit is open or another call probes it. The pass it
+// returns tells the circuit what the attempt said of the upstream; it
+// skips that round trip when the circuit was closed with no failure
+// counted and the attempt did not fail either. The check itself is
+// answered from memory for such a circuit (circuitMemory), so a healthy
+// integration's calls pay no round trip for their breaker.
+func (w *Worker) circuitBreaker(ctx context.Context, r *run) (pass, *heldBack, error) {
+	c := &flow.Circuit{Tenant: r.tenant, Integration: r.in.Name, Credential: r.call.Credential, Breaker: r.in.CircuitBreaker}
+	t, err := w.circuits.Check(ctx, c, probeLease(r.in.EffectiveTimeout(r.call.Timeout.D())))
+	if err != nil {
+		return nil, nil, err
+	}
+	id := circuitID{tenant: r.tenant}
+	if c.Breaker.PerCredential() {
+		id.credential = c.Credential
+	}
+	if t.HalfOpened {
+		w.cfg.Metrics.circuitChanged(c.Integration, id, flow.HalfOpen)
+		circuitLog(r.log.Info(), c).Int("failures", t.Failures).Str("from", string(flow.Open)).Str("to", string(flow.HalfOpen)).
+			Msg("circuit half-open: this call is its probe")
+	} else {
+		w.cfg.Metrics.circuitSeen(c.Integration, id, t.State)
+	}
+	if !t.Go {
+		return nil, &heldBack{delay: max(t.Wait, time.Millisecond), note: circuitNote(c, &t)}, nil
+	}
+	quiet, probe := t.Quiet(), t.Probe
+	return func(ctx context.Context, out *outcome) {
+		res := circuitResult(out)
+		if quiet && probe == "" && res != flow.Failed {
+			return // nothing to tell a closed circuit with no failure
+		}
+		ch, err := w.circuits.Report(ctx, c, probe, res)
+		if err != nil {
+			// The count misses one result; a probe's lease ends and
+			// another call probes.
+			r.log.Error().Err(err).Msg("could not report the attempt to the circuit breaker")
+			return
+		}
+		if ch == nil {
+			return
+		}
+		w.cfg.Metrics.circuitChanged(c.Integration, id, ch.To)
+		if ch.To == flow.Closed {
+			circuitLog(r.log.Info(), c).Str("from", string(ch.From)).Str("to", string(ch.To)).
+				Msg("circuit closed: the probe call was answered")
+			return
+		}
+		msg := "circuit open: consecutive failures"
+		if ch.From == flow.HalfOpen {
+			msg = "circuit open again: the probe call failed"
+		}
+		circuitLog(r.log.Warn(), c).Str("from", string(ch.From)).Str("to", string(ch.To)).Int("failures", ch.Failures).
+			Time("next_probe_at", ch.NextProbeAt).Msg(msg)
+	}, nil, nil
+}
+
+// probeLease bounds how long a circuit's probe may take before another
+// call probes in its place: the two requests an attempt may make (an
+// oauth2 401 sends it again) and room for the rest of the run. A probe that
+// takes longer lost its worker.
+func probeLease(timeout time.Duration) time.Duration {
+	return 2*timeout + 10*time.Second
+}
+
+// circuitResult is what an attempt says of its upstream to a circuit: a
+// connection error, a timeout, a 429 or a 5xx (but 501, an answer) is a
+// failure; any other response is an answer; the rest (no attempt, an
+// interrupted one, a credential or TLS error) says nothing.
+func circuitResult(out *outcome) flow.Result {
+	if out == nil || out.interrupted {
+		return flow.Neutral
+	}
+	if out.err == nil {
+		return flow.Answered
+	}
+	status := 0
+	if out.response != nil {
+		status = out.response.Status
+	}
+	switch {
+	case out.err.Kind == tasks.KindConnection, out.err.Kind == tasks.KindTimeout,
+		status == http.StatusTooManyRequests, status >= 500 && status != http.StatusNotImplemented:
+		return flow.Failed
+	case out.response != nil:
+		return flow.Answered
+	}
+	return flow.Neutral
+}
+
+// circuitNote says why a circuit holds a call, for its record.
+func circuitNote(c *flow.Circuit, t *flow.Ticket) string {
+	name := fmt.Sprintf("%q", c.Integration)
+	if c.Breaker.PerCredential() {
+		if c.Credential == "" {
+			name += " (no credential)"
+		} else {
+			name += fmt.Sprintf(" (credential %q)", c.Credential)
+		}
+	}
+	if t.State == flow.HalfOpen {
+		return fmt.Sprintf("circuit half-open for %s: waiting for the outcome of its probe call", name)
+	}
+	return fmt.Sprintf("circuit open for %s: %d consecutive failures; next probe at %s",
+		name, t.Failures, t.NextProbeAt.Format(time.RFC3339))
+}
+
+// circuitLog adds the circuit's credential, if it has its own, to ev.
+func circuitLog(ev *zerolog.Event, c *flow.Circuit) *zerolog.Event {
+	if c.Breaker.PerCredential() {
+		ev = ev.Str("credential", c.Credential)
+	}
+	return ev
+}
+
 // outcome is what one attempt came to.
 type outcome struct {
 	note          string
@@ -71,6 +194,9 @@ type outcome struct {
 	retryAfter    time.Duration
 	hasRetryAfter bool
 	duration      time.Duration
+	// interrupted says the attempt was cut off before its outcome
+	// (Worker.interruption), so it says nothing of the upstream.
+	interrupted bool
 }
 
 // attempt makes one request (two, on an oauth2 integration that answers 401

@@ -1,10 +1,12 @@
 package worker
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/tasks"
 )
 
@@ -16,8 +18,26 @@ type Metrics struct {
 	calls    *prometheus.CounterVec
 	webhooks *prometheus.CounterVec
 	runs     *prometheus.CounterVec
-	slots    *prometheus.GaugeVec
+	// circuitState is, per integration, the worst state of its circuits
+	// (every tenant's, every credential's) as this worker last saw them;
+	// circuitChanges counts the changes this worker made.
+	circuitState   *prometheus.GaugeVec
+	circuitChanges *prometheus.CounterVec
+	circuits       circuitView
+	slots          *prometheus.GaugeVec
 }
+
+// circuitView is what a worker last saw of the circuits that are not
+// closed: the checks and reports it makes tell it each circuit's state.
+type circuitView struct {
+	mu sync.Mutex
+	// notClosed maps an integration to its circuits seen open or
+	// half-open.
+	notClosed map[string]map[circuitID]flow.State
+}
+
+// circuitID names one of an integration's circuits.
+type circuitID struct{ tenant, credential string }
 
 // NewMetrics registers a worker's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -39,12 +59,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "callq", Name: "reconcile_runs_total",
 			Help: "Reconciler runs this worker made holding the fleet's lease, by result (ok, error). The calls they failed are in calls_finished_total with error_kind lost.",
 		}, []string{"result"}),
+		circuitState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "callq", Name: "circuit_state",
+			Help: "The worst state of an integration's circuit breakers (any tenant's, any credential's) as this worker last saw it: 0 closed, 1 half-open, 2 open.",
+		}, []string{"integration"}),
+		circuitChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "callq", Name: "circuit_changes_total",
+			Help: "Changes of state this worker made to an integration's circuit breakers, by the state entered (open, half_open, closed).",
+		}, []string{"integration", "to"}),
+		circuits: circuitView{notClosed: map[string]map[circuitID]flow.State{}},
 		slots: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "callq", Name: "concurrency_slots_in_use",
 			Help: "Concurrency slots this worker holds, by integration: its requests in flight under a concurrency cap. Summed over the workers, the fleet's (all tenants).",
 		}, []string{"integration"}),
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs, m.slots} {
+	for _, c := range []prometheus.Collector{m.attempts, m.calls, m.webhooks, m.runs, m.slots, m.circuitState, m.circuitChanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -84,6 +113,55 @@ func (m *Metrics) reconciled(ok bool) {
 		result = "error"
 	}
 	m.runs.WithLabelValues(result).Inc()
+}
+
+// circuitBreaker makes integration's circuit metrics show (closed) before
+// any call to it.
+func (m *Metrics) circuitBreaker(integration string) {
+	if m != nil {
+		m.circuitState.WithLabelValues(integration)
+	}
+}
+
+// circuitSeen notes the state in which this worker found one of
+// integration's circuits. A closed circuit this worker has not seen
+// otherwise costs a map lookup.
+func (m *Metrics) circuitSeen(integration string, id circuitID, s flow.State) {
+	if m == nil {
+		return
+	}
+	v := &m.circuits
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	seen := v.notClosed[integration]
+	if seen[id] == s || (s == flow.Closed && seen[id] == "") {
+		return
+	}
+	if s == flow.Closed {
+		delete(seen, id)
+	} else {
+		if seen == nil {
+			seen = map[circuitID]flow.State{}
+			v.notClosed[integration] = seen
+		}
+		seen[id] = s
+	}
+	worst := flow.Closed
+	for _, st := range seen {
+		if st.Gauge() > worst.Gauge() {
+			worst = st
+		}
+	}
+	m.circuitState.WithLabelValues(integration).Set(worst.Gauge())
+}
+
+// circuitChanged counts a change of state this worker made, and notes it.
+func (m *Metrics) circuitChanged(integration string, id circuitID, to flow.State) {
+	if m == nil {
+		return
+	}
+	m.circuitChanges.WithLabelValues(integration, string(to)).Inc()
+	m.circuitSeen(integration, id, to)
 }
 
 // slot counts a concurrency slot taken (+1) or released (-1).

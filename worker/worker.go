@@ -132,6 +132,13 @@ const drainGrace = 5 * time.Second
 // raises asynq's retry count: a handler's error, or lease recovery.
 const asynqShutdownTimeout = time.Duration(math.MaxInt64)
 
+// circuitMemory is how long a worker trusts a circuit it found closed with
+// no failure counted, checking it again only then (flow.CircuitsConfig):
+// an opening elsewhere is heard at once, through Redis pub/sub, so this
+// bounds only what a subscription that broke unnoticed could miss. It
+// saves a healthy integration's calls their circuit's round trip.
+const circuitMemory = time.Second
+
 // errDrainLimit is the cause of the attempts Shutdown interrupts.
 var errDrainLimit = errors.New("the worker's drain limit ran out")
 
@@ -234,6 +241,13 @@ type Worker struct {
 	hooks   *http.Client
 	limiter *redis_rate.Limiter
 	slots   *flow.Slots
+	// circuits keeps the circuit breakers' state; watchCircuits listens for
+	// their openings (Circuits.Watch) from Start to Shutdown, when an
+	// integration has a breaker.
+	circuits      *flow.Circuits
+	watchCircuits bool
+	stopWatch     context.CancelFunc
+	watchDone     chan struct{}
 	// gates are each integration's gates (gatesFor), built once: most
 	// integrations have none.
 	gates map[string][]gate
@@ -285,6 +299,10 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		if g := w.gatesFor(in); len(g) > 0 {
 			w.gates[in.Name] = g
 		}
+		if in.CircuitBreaker != nil {
+			c.Metrics.circuitBreaker(in.Name)
+			w.watchCircuits = true
+		}
 	}
 	if c.ReconcileInterval != ReconcileOff {
 		r, err := NewReconciler(rdb, &ReconcilerConfig{Records: c.Records, Interval: c.ReconcileInterval,
@@ -296,6 +314,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	}
 	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
 	w.limiter = redis_rate.NewLimiter(rdb)
+	w.circuits = flow.NewCircuits(rdb, &flow.CircuitsConfig{Remember: circuitMemory})
 	w.queue = asynq.NewClientFromRedisClient(rdb)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
@@ -319,6 +338,14 @@ func (w *Worker) Start() error {
 	if err := w.srv.Start(mux); err != nil {
 		return err
 	}
+	if w.watchCircuits {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stopWatch, w.watchDone = cancel, make(chan struct{})
+		go func() {
+			defer close(w.watchDone)
+			w.circuits.Watch(ctx)
+		}()
+	}
 	if w.reconciler != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		w.stopReconciler, w.reconcilerDone = cancel, make(chan struct{})
@@ -341,6 +368,9 @@ func (w *Worker) Start() error {
 // has exited, raising the retry count too. The reconciler stops with the
 // rest, releasing its lease.
 func (w *Worker) Shutdown() {
+	if w.stopWatch != nil {
+		defer func() { w.stopWatch(); <-w.watchDone }()
+	}
 	if w.stopReconciler != nil {
 		w.stopReconciler()
 		// Its run stops at the next call it checks (or Redis's timeouts).

@@ -37,6 +37,13 @@ integrations:
     base_url: https://bearer.example
     auth: {type: bearer}
     rate_limit: {requests: 10, per: 1s}
+  crm:
+    base_url: https://crm.example
+    circuit_breaker: {failures: 2, window: 30s, cooldown: 1m}
+  billing:
+    base_url: https://billing.example
+    auth: {type: bearer}
+    circuit_breaker: {failures: 1, window: 10s, cooldown: 30s, per: credential}
 `
 
 // env is a dashboard over its own redis-server, with API keys of tenants

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/html"
 
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
@@ -316,14 +318,63 @@ func TestCredentialsAndIntegrations(t *testing.T) {
 	p = producerB.get("/ui/integrations")
 	require.Equal(t, http.StatusOK, p.Status)
 	rows = p.table("Integrations")
-	require.Len(t, rows, 2)
+	require.Len(t, rows, 4)
 	require.Equal(t, "bearer", rows[0][0])
 	require.Equal(t, "bearer", rows[0][2])
 	require.Equal(t, "10 per 1s, burst 10", rows[0][4])
-	require.Equal(t, "—", rows[0][7], "the circuit column")
-	require.Equal(t, "httpbin", rows[1][0])
-	require.Equal(t, "none", rows[1][4])
-	require.Contains(t, rows[1][6], "1 attempt;")
+	require.Equal(t, "—", rows[0][7], "the circuit column of an integration without a breaker")
+	require.Equal(t, "httpbin", rows[3][0])
+	require.Equal(t, "none", rows[3][4])
+	require.Contains(t, rows[3][6], "1 attempt;")
+	require.Equal(t, "crm", rows[2][0])
+	require.Equal(t, "closedopens after 2 failures within 30s; probes after 1m", rows[2][7])
+	require.Equal(t, "billing", rows[1][0])
+	require.Equal(t, "closed for every credentialopens after 1 failure within 10s; probes after 30s, per credential", rows[1][7])
+}
+
+// The integrations page shows the signed-in tenant's circuits, and no
+// other tenant's.
+func TestIntegrationsCircuits(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := t.Context()
+	cat, err := tasks.ParseCatalog([]byte(testCatalog))
+	require.NoError(t, err)
+	crm, _ := cat.Lookup("crm")
+	billing, _ := cat.Lookup("billing")
+	circuits := flow.NewCircuits(e.rdb, nil)
+	var opened *flow.Change
+	for range 2 {
+		opened, err = circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: crm.CircuitBreaker}, "", flow.Failed)
+		require.NoError(t, err)
+	}
+	require.NotNil(t, opened)
+	_, err = circuits.Report(ctx, &flow.Circuit{Tenant: "acme", Integration: "billing", Credential: "cust-<b>42</b>",
+		Breaker: billing.CircuitBreaker}, "", flow.Failed)
+	require.NoError(t, err)
+
+	acme := e.browser(t)
+	acme.signIn(e.acmeProducer)
+	p := acme.get("/ui/integrations")
+	require.Equal(t, http.StatusOK, p.Status)
+	rows := p.table("Integrations")
+	require.Equal(t, "billing", rows[1][0])
+	require.Regexp(t, `^credential cust-<b>42</b>: open since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ after 1 consecutive failure; next probe at `, rows[1][7])
+	require.NotContains(t, p.Body, "<b>42", "a credential's name is text")
+	require.Equal(t, "crm", rows[2][0])
+	require.Equal(t, fmt.Sprintf("open since %s after 2 consecutive failures; next probe at %sopens after 2 failures within 30s; probes after 1m",
+		opened.OpenedAt.Format("2006-01-02 15:04:05Z"), opened.NextProbeAt.Format("2006-01-02 15:04:05Z")), rows[2][7])
+	marked := find(p.Doc, func(n *html.Node) bool {
+		class, _ := attr(n, "class")
+		return n.Data == "td" && strings.Contains(class, "circuit-open")
+	})
+	require.Len(t, marked, 2, "open circuits are marked")
+
+	other := e.browser(t)
+	other.signIn(e.otherAdmin)
+	rows = other.get("/ui/integrations").table("Integrations")
+	require.Equal(t, "closed for every credentialopens after 1 failure within 10s; probes after 30s, per credential", rows[1][7])
+	require.Equal(t, "closedopens after 2 failures within 30s; probes after 1m", rows[2][7], "another tenant's circuits are its own")
 }
 
 // Tenant B's session sees none of tenant A's calls, and cannot act on them.

@@ -194,6 +194,24 @@ func TestStoresOnCluster(t *testing.T) {
 		require.NoError(t, client.DeleteSchedule(ctx, "nightly"))
 	})
 
+	t.Run("Circuits", func(t *testing.T) {
+		cs := flow.NewCircuits(cc, nil)
+		// The report opens the circuit, writing its hash and the tenant's set
+		// of per-credential circuits in one script; the check reads it.
+		b := &tasks.CircuitBreaker{Failures: 1, Window: tasks.Duration(time.Minute), Cooldown: tasks.Duration(time.Minute),
+			Per: tasks.CircuitPerCredential}
+		c := &flow.Circuit{Tenant: "acme", Integration: "crm", Credential: "cust-42", Breaker: b}
+		ch, err := cs.Report(ctx, c, "", flow.Failed)
+		require.NoError(t, err)
+		require.Equal(t, flow.Open, ch.To)
+		tk, err := cs.Check(ctx, c, time.Second)
+		require.NoError(t, err)
+		require.False(t, tk.Go)
+		st, err := cs.Read(ctx, "acme", map[string]*tasks.CircuitBreaker{"crm": b})
+		require.NoError(t, err)
+		require.Len(t, st["crm"].Credentials, 1)
+	})
+
 	t.Run("RateLimit", func(t *testing.T) {
 		res, err := redis_rate.NewLimiter(cc).Allow(ctx, rediskeys.RateLimit("acme", "github", ""), redis_rate.PerSecond(10))
 		require.NoError(t, err)

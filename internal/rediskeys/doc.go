@@ -26,11 +26,15 @@
 //	callq:call:<tenant>:<id>                   hash: a record as callq before the calls index kept it
 //	callq:legacy:moved                         string: set once no record is left in that layout
 //	callq:done                                 pub/sub channel: "<tenant>:<id>" of each finished call
+//	callq:circuits                             pub/sub channel: the key of each circuit that opens (package flow)
 //	callq:{<tenant>}:cred:<ref>                string: a credential's JSON, literal fields sealed (auth.Store)
 //	callq:{<tenant>}:creds                     set: the refs of the tenant's credentials
 //	callq:{<tenant>}:oauthcc:<subject>         string: a cached client_credentials token, sealed
 //	callq:{<tenant>}:oauthlock:<name>          string: the fleet's refresh lock of one token
 //	callq:{<tenant>}:oauthfail:<name>          string: a token request's failure, remembered briefly
+//	callq:{<tenant>}:circuit:<integration>     hash: the state of the tenant's circuit breaker of an integration (package flow)
+//	callq:{<tenant>}:circuit:<integration>|<cred> hash: the same, per credential (circuit_breaker.per: credential; "" for none)
+//	callq:{<tenant>}:circuits                  set: "<integration>|<cred>" of the tenant's per-credential circuits not closed
 //	callq:{<tenant>}:slots:<integration>       zset: concurrency slots in use, all credentials: token → lease end, ms (internal/flow)
 //	callq:{<tenant>}:slots:<integration>|<cred> zset: those of one credential ("-" for none), for a cap counted per credential
 //	callq:{<tenant>}:sched                     hash: schedule id → the schedule's JSON (producer's schedules)
@@ -98,6 +102,15 @@
 //     spans them. KeyStore writes them in an order that is safe if it dies
 //     between the two, and List reads the keys with a pipeline of GETs.
 //   - A rate limit is one key, the only one its script touches.
+//   - A circuit breaker's state is one hash per tenant and integration (or
+//     credential), tagged {<tenant>} like the tenant's credentials: each of
+//     its scripts (the check before a call, the report after it) touches
+//     the hash and the tenant's set of per-credential circuits not closed,
+//     which the scripts keep in step, so both share the tenant's slot.
+//     Circuits are per tenant, so that one tenant's failures (a bad
+//     credential, a flood of bad requests) never hold another's calls. The
+//     report script publishes an opening to the global circuits channel,
+//     like the done channel (a channel is not a key).
 //   - A tenant's concurrency slots are tagged {<tenant>}, beside its
 //     credentials: a cap counted per credential takes a slot in the
 //     credential's set and in the integration's in one script, so the two

@@ -165,6 +165,41 @@ func RateLimit(tenant, integration, credential string) string {
 	return Prefix + ":" + tenant + "|" + integration + "|" + credential
 }
 
+// Circuit is the hash holding the state of tenant's circuit breaker of
+// integration (package flow): per integration when perCredential is false,
+// else of the calls with credential (none: ""). "|" is in no integration
+// name, so the two forms never meet.
+func Circuit(tenant, integration string, perCredential bool, credential string) string {
+	if perCredential {
+		return tenantTag(tenant) + "circuit:" + CircuitMember(integration, credential)
+	}
+	return tenantTag(tenant) + "circuit:" + integration
+}
+
+// CircuitChannel is the pub/sub channel on which a circuit's opening
+// publishes its key (rediskeys.Circuit), so that workers stop trusting what
+// they remember of it.
+const CircuitChannel = Prefix + ":circuits"
+
+// Circuits is the set of tenant's per-credential circuits that are not
+// closed, as CircuitMember names them: what GET /v1/integrations lists
+// without scanning for them.
+func Circuits(tenant string) string {
+	return tenantTag(tenant) + "circuits"
+}
+
+// CircuitMember names a per-credential circuit in Circuits:
+// "<integration>|<credential>".
+func CircuitMember(integration, credential string) string {
+	return integration + "|" + credential
+}
+
+// ParseCircuitMember splits a Circuits member into its integration and
+// credential.
+func ParseCircuitMember(member string) (integration, credential string, ok bool) {
+	return strings.Cut(member, "|")
+}
+
 // Slots is the sorted set of the concurrency slots in use by tenant's calls
 // to integration, all credentials together (internal/flow): members are
 // slot tokens, scored by the Unix millisecond their lease ends. A cap

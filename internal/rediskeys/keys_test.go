@@ -52,12 +52,31 @@ func TestLayout(t *testing.T) {
 		rediskeys.UISession(hash):                                   "callq:uisession:" + hash,
 		rediskeys.RateLimit("acme", "github", "gh"):                 "callq:acme|github|gh",
 		rediskeys.RateLimit("acme", "github", ""):                   "callq:acme|github|-",
+		rediskeys.Circuit("acme", "crm", false, "cust-42"):          "callq:{acme}:circuit:crm",
+		rediskeys.Circuit("acme", "crm", true, "cust-42"):           "callq:{acme}:circuit:crm|cust-42",
+		rediskeys.Circuit("acme", "crm", true, ""):                  "callq:{acme}:circuit:crm|",
+		rediskeys.Circuits("acme"):                                  "callq:{acme}:circuits",
+		rediskeys.CircuitMember("crm", "cust-42"):                   "crm|cust-42",
 		rediskeys.Slots("acme", "github"):                           "callq:{acme}:slots:github",
 		rediskeys.SlotsOf("acme", "github", "gh"):                   "callq:{acme}:slots:github|gh",
 		rediskeys.SlotsOf("acme", "github", ""):                     "callq:{acme}:slots:github|-",
 	} {
 		require.Equal(t, want, got)
 	}
+}
+
+func TestParseCircuitMember(t *testing.T) {
+	t.Parallel()
+	in, cred, ok := rediskeys.ParseCircuitMember(rediskeys.CircuitMember("crm:v2", "a:b.c"))
+	require.True(t, ok)
+	require.Equal(t, "crm:v2", in)
+	require.Equal(t, "a:b.c", cred)
+	in, cred, ok = rediskeys.ParseCircuitMember(rediskeys.CircuitMember("crm", ""))
+	require.True(t, ok)
+	require.Equal(t, "crm", in)
+	require.Empty(t, cred)
+	_, _, ok = rediskeys.ParseCircuitMember("crm")
+	require.False(t, ok)
 }
 
 func TestParseCredential(t *testing.T) {
