@@ -167,9 +167,12 @@ func (w *Worker) takeTurn(ctx context.Context, r *run) ([]pass, error) {
 	if len(gates) == 0 {
 		return nil, nil
 	}
+	// The gates get a copy of the run: one passed to them (indirect
+	// calls) would be moved to the heap on every call, gated or not.
+	gr := *r
 	var passes []pass
 	for _, g := range gates {
-		p, hold, err := g(ctx, r)
+		p, hold, err := g(ctx, &gr)
 		if err == nil && hold == nil {
 			if p != nil {
 				passes = append(passes, p)
@@ -205,9 +208,19 @@ func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 // made). It runs whatever ended the run, cancel and timeout included, so it
 // does not use a context that may have ended.
 func release(ctx context.Context, passes []pass, out *outcome) {
+	if len(passes) == 0 {
+		return
+	}
 	ctx = context.WithoutCancel(ctx)
+	// The passes get a copy: the handler's outcome, given to them
+	// (indirect calls), would be moved to the heap on every call.
+	var o *outcome
+	if out != nil {
+		c := *out
+		o = &c
+	}
 	for _, p := range passes {
-		p(ctx, out)
+		p(ctx, o)
 	}
 }
 
