@@ -1,9 +1,8 @@
 package rediskeys_test
 
 import (
-	"net"
+	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -83,29 +82,23 @@ func TestParseCredential(t *testing.T) {
 	}
 }
 
-// startCluster starts a redis-server in cluster mode holding every slot:
-// a one-node cluster, which refuses a script, MULTI or MGET across slots
-// as a larger one does. It returns a client of the node and a cluster
-// client.
+// cluster is the package's Redis Cluster (3 masters, 3 replicas), which
+// its tests share: each works in tenants and queues of its own.
+var cluster redistest.SharedCluster
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	cluster.Stop()
+	os.Exit(code)
+}
+
+// startCluster returns a client of one node of the package's cluster, for
+// CLUSTER KEYSLOT and scripts sent to that node, and a cluster client. A
+// script, MULTI or MGET across slots is refused on it as on any cluster.
 func startCluster(t *testing.T) (*redis.Client, *redis.ClusterClient) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0") // a bus port: port+10000 may be above 65535
-	require.NoError(t, err)
-	bus := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-	srv, stop, err := redistest.StartProcess(t.TempDir(), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stop() })
-	node := srv.Client(t)
-	ctx := t.Context()
-	require.NoError(t, node.ClusterAddSlotsRange(ctx, 0, 16383).Err())
-	require.Eventually(t, func() bool {
-		info, err := node.ClusterInfo(ctx).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok")
-	}, 30*time.Second, 20*time.Millisecond, "the one-node cluster never became ready")
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
-	t.Cleanup(func() { _ = cc.Close() })
-	return node, cc
+	c := cluster.Get(t)
+	return c.Node(c.Addrs[0]), c.Client(t)
 }
 
 func slotOf(t *testing.T, node *redis.Client, key string) int64 {
