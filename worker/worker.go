@@ -42,8 +42,23 @@ type Config struct {
 	// Redis client's pool to match (RedisPoolSize).
 	Concurrency int
 	// Queues maps queue names to priorities. Default critical=6, default=3,
-	// low=1 (CALLQ_QUEUES).
+	// low=1 (CALLQ_QUEUES). The webhook queue is added at
+	// DefaultWebhookQueuePriority unless named.
 	Queues map[string]int
+	// QueueShards splits every logical queue into this many asynq queues,
+	// a call's task in the one its correlation ID hashes to
+	// (tasks.Sharding), so that a Redis Cluster spreads a queue's work over
+	// its masters. The worker serves every shard of each of its Queues at
+	// the queue's priority. Default 1 (CALLQ_QUEUE_SHARDS): each logical
+	// queue is the asynq queue of its name. At most tasks.MaxQueueShards.
+	// The producers must have the same.
+	QueueShards int
+	// PreviousQueueShards are the QueueShards the deployment ran with
+	// before a change (CALLQ_PREVIOUS_QUEUE_SHARDS): the worker also serves
+	// the asynq queues they named, so that calls queued before the change
+	// run, and the reconciler looks for a call's task there too. Keep them
+	// until those queues are empty. Default none.
+	PreviousQueueShards []int
 	// MaxResponseBytes bounds the response body kept, in decoded bytes.
 	// Default 1 MiB (CALLQ_MAX_RESPONSE_BYTES); a longer body is cut and
 	// marked truncated.
@@ -159,6 +174,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("Config.ReconcileInterval must be 0 (the default), at least %s, or ReconcileOff", MinReconcileInterval)
 	}
 	for q, p := range c.Queues {
+		if err := tasks.ValidQueueName(q); err != nil {
+			return fmt.Errorf("Config.Queues: %w", err)
+		}
 		if p < 1 {
 			return fmt.Errorf("Config.Queues: queue %q must have a priority of at least 1", q)
 		}
@@ -229,6 +247,7 @@ type Worker struct {
 	cfg     Config
 	srv     *asynq.Server
 	queue   *asynq.Client
+	shards  *tasks.Sharding // nil: one asynq queue per logical queue
 	log     zerolog.Logger
 	clients map[string]*http.Client
 	hooks   *http.Client
@@ -257,6 +276,10 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	c.withDefaults()
+	shards, err := tasks.NewSharding(c.QueueShards, c.PreviousQueueShards, "Config.QueueShards")
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	if c.OAuth == nil {
 		o, err := auth.NewOAuth(rdb, &auth.OAuthConfig{Store: c.Credentials, Keyring: c.Keyring})
 		if err != nil {
@@ -265,7 +288,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		c.OAuth = o
 	}
 	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{},
-		gates: map[string][]gate{}}
+		gates: map[string][]gate{}, shards: shards}
 	w.drain, w.stopHandlers = context.WithCancelCause(context.Background())
 	slots, err := flow.NewSlots(rdb, &flow.SlotsConfig{Lease: c.SlotLease, Holder: c.Name})
 	if err != nil {
@@ -288,7 +311,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	}
 	if c.ReconcileInterval != ReconcileOff {
 		r, err := NewReconciler(rdb, &ReconcilerConfig{Records: c.Records, Interval: c.ReconcileInterval,
-			Name: c.Name, Logger: c.Logger, Metrics: c.Metrics})
+			Name: c.Name, Logger: c.Logger, Metrics: c.Metrics,
+			QueueShards: c.QueueShards, PreviousQueueShards: c.PreviousQueueShards})
 		if err != nil {
 			return nil, err
 		}
@@ -299,7 +323,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w.queue = asynq.NewClientFromRedisClient(rdb)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
-		Queues:                   c.Queues,
+		Queues:                   shards.Expand(c.Queues),
 		TaskCheckInterval:        c.TaskCheckInterval,
 		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
 		ShutdownTimeout:          asynqShutdownTimeout,

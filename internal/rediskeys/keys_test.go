@@ -3,6 +3,7 @@ package rediskeys_test
 import (
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,4 +198,51 @@ func TestDatabasesSeparateDeployments(t *testing.T) {
 	got := <-waited
 	require.NotNil(t, got)
 	require.Equal(t, tasks.StatusFailed, got.Status, "the waiter answers its own database's record")
+}
+
+// Slot is Redis's CLUSTER KEYSLOT, hash tags included.
+func TestSlotIsRedis(t *testing.T) {
+	t.Parallel()
+	node, _ := startCluster(t)
+	keys := []string{"", "a", "foo", "{", "}", "{}", "{}x", "a{b}c", "a{}{b}", "{a}{b}", "x{y", "asynq:{default#3}:pending",
+		rediskeys.Record("acme", "order-1"), rediskeys.Credential("acme", "gh"), "ünïcode", strings.Repeat("k", 300)}
+	for i := range 200 {
+		keys = append(keys, "key-"+strconv.Itoa(i), rediskeys.QueueShard("default", i%7, 7))
+	}
+	for _, k := range keys {
+		require.Equal(t, int(slotOf(t, node, k)), rediskeys.Slot(k), "slot of %q", k)
+	}
+}
+
+// The shards of a queue are named as their doc says: the queue itself for
+// one shard; else each in its own part of the slot space, away from the
+// part's edges, so on different slots; the names belong to their logical
+// queue and never change.
+func TestQueueShardNames(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "default", rediskeys.QueueShard("default", 0, 1))
+	require.Equal(t, "default", rediskeys.QueueShard("default", 0, 0))
+	for _, q := range []string{"default", "critical", "low", "webhooks", "partner", "a"} {
+		for n := 2; n <= 64; n++ {
+			seen := map[string]bool{}
+			for k := range n {
+				name := rediskeys.QueueShard(q, k, n)
+				require.False(t, seen[name], "%s: shard %d of %d is named like another", q, k, n)
+				seen[name] = true
+				require.True(t, strings.HasPrefix(name, q+"#"+strconv.Itoa(k)), name)
+				require.Equal(t, q, rediskeys.LogicalQueue(name))
+				lo, hi := k*rediskeys.HashSlots/n, (k+1)*rediskeys.HashSlots/n
+				slot := rediskeys.AsynqQueueSlot(name)
+				require.True(t, slot >= lo+(hi-lo)/4 && slot < hi-(hi-lo)/4, "%s: slot %d outside [%d, %d)", name, slot, lo, hi)
+			}
+		}
+	}
+	require.Equal(t, "default", rediskeys.LogicalQueue("default"))
+	// Names deployed Redis servers hold: a change would strand the calls
+	// queued under them.
+	var got []string
+	for k := range 6 {
+		got = append(got, rediskeys.QueueShard("default", k, 6))
+	}
+	require.Equal(t, []string{"default#0.53", "default#1.2", "default#2.47", "default#3.10", "default#4.21", "default#5.40"}, got)
 }
