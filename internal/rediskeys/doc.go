@@ -109,7 +109,6 @@
 //     the session's token, so that Redis never holds a token that opens
 //     the dashboard.
 //
-//
 // # asynq's queues
 //
 // asynq keeps each of its queues under "asynq:{<queue>}:..." (the pending
