@@ -140,6 +140,15 @@ func (s *Sharding) Queue(queue, id string) string {
 	return s.namesOf(queue, s.shards)[shardOf(id, s.shards)]
 }
 
+// Names are the asynq queues of the logical queue queue under the current
+// count, in shard order: queue itself with one shard.
+func (s *Sharding) Names(queue string) []string {
+	if s == nil || s.shards == 1 {
+		return []string{queue}
+	}
+	return slices.Clone(s.namesOf(queue, s.shards))
+}
+
 // EnqueueOptions are the options that send a task of id in the logical
 // queue queue to its asynq queue: none with one shard (the task names its
 // logical queue itself, NewCallTask and NewWebhookTask), else asynq.Queue

@@ -94,7 +94,16 @@ func (e *shardEnv) client(t *testing.T, shards int, previous ...int) *producer.C
 // start runs a worker that serves queues, with the shard counts of cfg.
 func (e *shardEnv) start(t *testing.T, queues map[string]int, concurrency int, shards int, previous ...int) *worker.Worker {
 	t.Helper()
+	return e.startLogged(t, nil, queues, concurrency, shards, previous...)
+}
+
+// startLogged is start with the worker's log, at info level, in logs.
+func (e *shardEnv) startLogged(t *testing.T, logs *syncBuffer, queues map[string]int, concurrency int, shards int, previous ...int) *worker.Worker {
+	t.Helper()
 	log := zerolog.Nop()
+	if logs != nil {
+		log = zerolog.New(logs).Level(zerolog.InfoLevel)
+	}
 	w, err := worker.New(e.rdb, &worker.Config{Catalog: e.catalog, Records: e.records, Credentials: e.creds,
 		Keyring: e.keyring, Concurrency: concurrency, Logger: &log, ShutdownTimeout: time.Second,
 		Queues: queues, QueueShards: shards, PreviousQueueShards: previous, ReconcileInterval: worker.ReconcileOff})
@@ -209,6 +218,12 @@ func TestShardCountChangeKeepsQueuedCalls(t *testing.T) {
 			e.enqueue(t, before, "old-delayed", "low", producer.WithDelay(time.Hour))
 			e.enqueue(t, before, "old-cancel", "low", producer.WithDelay(time.Hour))
 			if !told {
+				// A worker of the new count alone says what it leaves behind.
+				var logs syncBuffer
+				w := e.startLogged(t, &logs, map[string]int{"default": 3, "low": 1}, 10, 4)
+				require.Contains(t, logs.String(), `"asynq_queue":"default","tasks":10,"queue_shards":"4","message":"an asynq queue of another queue shard count holds calls this worker does not serve; add that count to CALLQ_PREVIOUS_QUEUE_SHARDS`)
+				require.Contains(t, logs.String(), `"asynq_queue":"low","tasks":2,`)
+				w.Shutdown()
 				rep := e.reconcileAhead(t, 4)
 				require.Equal(t, 12, rep.Lost, "without the previous count, every call queued before looks lost")
 				return
@@ -240,7 +255,11 @@ func TestShardCountChangeKeepsQueuedCalls(t *testing.T) {
 			_, err = e.inspector.GetTaskInfo("low", tasks.TaskID("acme", "old-cancel"))
 			require.ErrorIs(t, err, asynq.ErrTaskNotFound, "the cancel found the task in the old queue")
 
-			e.start(t, map[string]int{"default": 3, "low": 1}, 10, 4, 1)
+			var logs syncBuffer
+			e.startLogged(t, &logs, map[string]int{"default": 3, "low": 1}, 10, 4, 1)
+			require.Contains(t, logs.String(), `"previous_queue_shards":1,"tasks":`)
+			require.Contains(t, logs.String(), "still hold calls: keep it in CALLQ_PREVIOUS_QUEUE_SHARDS")
+			require.NotContains(t, logs.String(), "does not serve")
 			for _, id := range append(old, fresh...) {
 				rec, err := after.Wait(ctx, id)
 				require.NoError(t, err)
@@ -251,6 +270,14 @@ func TestShardCountChangeKeepsQueuedCalls(t *testing.T) {
 			require.Equal(t, asynq.TaskStateScheduled, info.State, "a delayed call keeps its place in the old queue")
 			require.Len(t, e.paths(), 20)
 			require.Equal(t, 1, strings.Count(strings.Join(e.paths(), " "), "/default/old-0"), "the call enqueued again ran once")
+
+			// Once the old queues are empty, a worker says the previous
+			// count can go.
+			_, err = after.Cancel(ctx, "old-delayed")
+			require.NoError(t, err)
+			var later syncBuffer
+			e.startLogged(t, &later, map[string]int{"default": 3, "low": 1}, 10, 4, 1)
+			require.Contains(t, later.String(), `"previous_queue_shards":1,"tasks":0,"message":"the asynq queues of a previous queue shard count are empty: CALLQ_PREVIOUS_QUEUE_SHARDS can drop it"`)
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -248,6 +250,9 @@ type Worker struct {
 	srv     *asynq.Server
 	queue   *asynq.Client
 	shards  *tasks.Sharding // nil: one asynq queue per logical queue
+	// served are the asynq queues the worker serves, by name.
+	served    map[string]int
+	inspector *asynq.Inspector
 	log     zerolog.Logger
 	clients map[string]*http.Client
 	hooks   *http.Client
@@ -321,9 +326,11 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
 	w.limiter = redis_rate.NewLimiter(rdb)
 	w.queue = asynq.NewClientFromRedisClient(rdb)
+	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	w.served = shards.Expand(c.Queues)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
-		Queues:                   shards.Expand(c.Queues),
+		Queues:                   w.served,
 		TaskCheckInterval:        c.TaskCheckInterval,
 		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
 		ShutdownTimeout:          asynqShutdownTimeout,
@@ -343,6 +350,7 @@ func (w *Worker) Start() error {
 	if err := w.srv.Start(mux); err != nil {
 		return err
 	}
+	w.checkQueues()
 	if w.reconciler != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		w.stopReconciler, w.reconcilerDone = cancel, make(chan struct{})
@@ -352,6 +360,53 @@ func (w *Worker) Start() error {
 		}()
 	}
 	return nil
+}
+
+// checkQueues looks, once at start, at the asynq queues Redis knows of that
+// belong to the worker's queues under another shard count (see
+// Config.QueueShards). One that this worker does not serve and that holds
+// calls is logged as a warning: a change of CALLQ_QUEUE_SHARDS without
+// CALLQ_PREVIOUS_QUEUE_SHARDS strands them (and the reconciler would fail
+// them as lost). A previous count whose queues are all empty is logged too:
+// the setting can drop it. It costs a read of asynq's set of queues, and a
+// read of each such queue; on a deployment that never changed its count,
+// the set holds none.
+func (w *Worker) checkQueues() {
+	names, err := w.inspector.Queues()
+	if err != nil {
+		w.log.Debug().Err(err).Msg("could not list asynq's queues to look for calls left under another shard count")
+		return
+	}
+	live := map[string]int{} // asynq queue of another count -> its tasks still to run
+	for _, name := range names {
+		q := rediskeys.LogicalQueue(name)
+		if _, mine := w.cfg.Queues[q]; !mine || slices.Contains(w.shards.Names(q), name) {
+			continue // another pool's queue, or one of the current count
+		}
+		info, err := w.inspector.GetQueueInfo(name)
+		if err != nil {
+			continue
+		}
+		live[name] = info.Pending + info.Active + info.Scheduled + info.Retry
+		if _, served := w.served[name]; !served && live[name] > 0 {
+			w.log.Warn().Str("asynq_queue", name).Int("tasks", live[name]).Stringer("queue_shards", w.shards).
+				Msg("an asynq queue of another queue shard count holds calls this worker does not serve; add that count to CALLQ_PREVIOUS_QUEUE_SHARDS until the queue is empty")
+		}
+	}
+	for _, n := range w.shards.Previous() {
+		left := 0
+		for q := range w.cfg.Queues {
+			for k := range n {
+				left += live[rediskeys.QueueShard(q, k, n)]
+			}
+		}
+		ev := w.log.Info().Int("previous_queue_shards", n).Int("tasks", left)
+		if left == 0 {
+			ev.Msg("the asynq queues of a previous queue shard count are empty: CALLQ_PREVIOUS_QUEUE_SHARDS can drop it")
+		} else {
+			ev.Msg("the asynq queues of a previous queue shard count still hold calls: keep it in CALLQ_PREVIOUS_QUEUE_SHARDS")
+		}
+	}
 }
 
 // Shutdown stops taking calls and lets those in flight run up to
