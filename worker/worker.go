@@ -246,18 +246,18 @@ func RedisPoolSize(concurrency int) int {
 
 // Worker executes calls from Redis and delivers their webhooks.
 type Worker struct {
-	cfg     Config
-	srv     *asynq.Server
-	queue   *asynq.Client
-	shards  *tasks.Sharding // nil: one asynq queue per logical queue
+	cfg    Config
+	srv    *asynq.Server
+	queue  *asynq.Client
+	shards *tasks.Sharding // nil: one asynq queue per logical queue
 	// served are the asynq queues the worker serves, by name.
 	served    map[string]int
 	inspector *asynq.Inspector
-	log     zerolog.Logger
-	clients map[string]*http.Client
-	hooks   *http.Client
-	limiter *redis_rate.Limiter
-	slots   *flow.Slots
+	log       zerolog.Logger
+	clients   map[string]*http.Client
+	hooks     *http.Client
+	limiter   *redis_rate.Limiter
+	slots     *flow.Slots
 	// gates are each integration's gates (gatesFor), built once: most
 	// integrations have none.
 	gates map[string][]gate
