@@ -80,4 +80,6 @@ func TestParseQueues(t *testing.T) {
 		_, _, err := parseQueues(bad)
 		require.Error(t, err, bad)
 	}
+	_, _, err = parseQueues("default=3,bulk#1=1")
+	require.EqualError(t, err, `CALLQ_QUEUES: queue "bulk#1": a queue's name must not hold "#", which separates a queue from its shards`)
 }
