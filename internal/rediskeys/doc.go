@@ -124,8 +124,10 @@
 // A call's shard is a hash of its correlation ID, so every lookup of its
 // task (a cancel, the API's "running", the reconciler, a replay, its
 // webhook) finds the same asynq queue from the record's logical queue and
-// ID. No logical queue's name holds "#" (QueueShardSep), so LogicalQueue
-// reads the logical queue back from an asynq queue's name.
+// ID (tasks.Sharding does the routing). No logical queue's name holds "#"
+// (QueueShardSep), so LogicalQueue reads the logical queue back from an
+// asynq queue's name. Two counts may name a shard alike (their searches
+// met the same name): that asynq queue then serves both, which is harmless.
 //
 // No script builds a key from ARGV: every key a script touches is in KEYS.
 // The tests check the rule against a real redis-server in cluster mode
