@@ -202,6 +202,14 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, o origin) (*Enqueu
 			if task, err = tasks.NewCallTask(&resume, cp, in); err != nil {
 				return nil, err
 			}
+			// A task queued before a change of the queue shards is in
+			// another asynq queue, where asynq cannot refuse this one.
+			if live, err := c.p.liveEarlier(existing); err != nil || live {
+				if err != nil {
+					return nil, err
+				}
+				return &Enqueued{Record: existing, Duplicate: true}, nil
+			}
 			if err := c.enqueueTask(ctx, task, cp); err != nil {
 				return nil, err
 			}
@@ -220,7 +228,7 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, o origin) (*Enqueu
 
 func (c *Client) enqueueTask(ctx context.Context, task *asynq.Task, call *tasks.Call) error {
 	// A live task under the call's ID is this call's own: nothing to do.
-	_, err := c.p.enqueueOrReplace(ctx, task, call.Queue, tasks.TaskID(c.tenant, call.CorrelationID))
+	_, err := c.p.enqueueOrReplace(ctx, task, call.Queue, call.CorrelationID, tasks.TaskID(c.tenant, call.CorrelationID))
 	return err
 }
 
@@ -280,18 +288,17 @@ func (c *Client) Cancel(ctx context.Context, id string) (*tasks.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	taskID := tasks.TaskID(c.tenant, id)
-	if err := c.p.inspector.DeleteTask(rec.Queue, taskID); err != nil {
+	if !c.p.deleteTask(rec) {
 		// Active (or already gone): tell the worker running it to stop.
 		// Whatever slips through cannot undo the cancel: a worker's write
 		// over a terminal record is refused, and a retry reads the record
 		// before it runs.
-		_ = c.p.inspector.CancelProcessing(taskID)
+		_ = c.p.inspector.CancelProcessing(tasks.TaskID(c.tenant, id))
 	}
 	if rec.Webhook != nil {
 		task, err := tasks.NewWebhookTask(rec, false)
 		if err == nil {
-			_, err = c.p.asynq.EnqueueContext(ctx, task)
+			_, err = c.p.asynq.EnqueueContext(ctx, task, c.p.shards.EnqueueOptions(tasks.WebhookQueue, rec.CorrelationID)...)
 		}
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return rec, fmt.Errorf("the call is canceled but its webhook could not be queued: %w", err)
@@ -325,7 +332,7 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 	}
 	pending := &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
 	err = c.p.cfg.Records.ReplaceWebhook(ctx, c.tenant, id, pending, func() error {
-		queued, err := c.p.enqueueOrReplace(ctx, task, tasks.WebhookQueue, tasks.WebhookTaskID(rec, true))
+		queued, err := c.p.enqueueOrReplace(ctx, task, tasks.WebhookQueue, rec.CorrelationID, tasks.WebhookTaskID(rec, true))
 		if err == nil && !queued {
 			return ErrRedeliveryPending
 		}

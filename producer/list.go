@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -87,7 +88,9 @@ func (c *Client) Stats(ctx context.Context, since, until time.Time) (*Stats, err
 		ByIntegration: counts.ByIntegration, Queues: queues}, nil
 }
 
-// queueDepths reads the depth of every queue asynq knows.
+// queueDepths reads the depth of every queue asynq knows, by logical
+// queue: the shards of a queue (Config.QueueShards), under any shard
+// count, add up to their logical queue's depth.
 func (p *Producer) queueDepths() (map[string]QueueDepth, error) {
 	names, err := p.inspector.Queues()
 	if err != nil {
@@ -99,8 +102,14 @@ func (p *Producer) queueDepths() (map[string]QueueDepth, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read queue %q: %w", q, err)
 		}
-		out[q] = QueueDepth{Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
-			Retry: info.Retry, Archived: info.Archived}
+		name := rediskeys.LogicalQueue(q)
+		d := out[name]
+		d.Pending += info.Pending
+		d.Active += info.Active
+		d.Scheduled += info.Scheduled
+		d.Retry += info.Retry
+		d.Archived += info.Archived
+		out[name] = d
 	}
 	return out, nil
 }

@@ -40,6 +40,18 @@ type Config struct {
 	// scheduler holds every schedule in memory. Default 64 KiB
 	// (DefaultMaxScheduleBytes).
 	MaxScheduleBytes int
+	// QueueShards splits every logical queue (a call's queue, and the
+	// webhook queue) into this many asynq queues, a call's task going to
+	// the one its correlation ID hashes to (tasks.Sharding), so that a
+	// Redis Cluster spreads a queue's work over its masters. Default 1
+	// (CALLQ_QUEUE_SHARDS): each logical queue is the asynq queue of its
+	// name. At most tasks.MaxQueueShards. The workers must have the same.
+	QueueShards int
+	// PreviousQueueShards are the QueueShards the deployment ran with
+	// before a change (CALLQ_PREVIOUS_QUEUE_SHARDS): a call's task not
+	// found where QueueShards puts it (to cancel it, or to show it
+	// running) is looked for where these put it. Default none.
+	PreviousQueueShards []int
 }
 
 func (c *Config) validate() error {
@@ -50,6 +62,13 @@ func (c *Config) validate() error {
 		return errors.New("Config.MaxSchedules must not be negative")
 	case c.MaxScheduleBytes < 0:
 		return errors.New("Config.MaxScheduleBytes must not be negative")
+	}
+	if c.Limits != nil {
+		for _, q := range c.Limits.Queues {
+			if err := tasks.ValidQueueName(q); err != nil {
+				return fmt.Errorf("Config.Limits.Queues: %w", err)
+			}
+		}
 	}
 	return nil
 }
@@ -63,6 +82,7 @@ type Producer struct {
 	rdb       redis.UniversalClient
 	asynq     *asynq.Client
 	inspector *asynq.Inspector
+	shards    *tasks.Sharding // nil: one asynq queue per logical queue
 	ownStore  bool
 	// circuits and slots read the state of the flow control that
 	// Integrations shows.
@@ -77,6 +97,10 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Producer, error) {
 	}
 	c := *cfg
 	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	shards, err := tasks.NewSharding(c.QueueShards, c.PreviousQueueShards, "Config.QueueShards")
+	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
 	}
 	own := false
@@ -96,6 +120,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Producer, error) {
 		rdb:       rdb,
 		asynq:     asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		shards:    shards,
 		ownStore:  own,
 		circuits:  flow.NewCircuits(rdb, nil),
 		slots:     slots,
@@ -136,28 +161,88 @@ func (p *Producer) maxRequestBytes() int64 {
 	return tasks.DefaultMaxRequestBytes
 }
 
-// enqueueOrReplace queues task under id. If a task holds id already, it
-// answers false, unless that task is finished with (archived or completed:
-// a leftover of an earlier call whose record expired, or a delivery asynq
-// gave up on), which it replaces. asynq refuses a second live task under
-// one ID atomically; replacing a finished one is two steps, which two
+// enqueueOrReplace queues task, of the call (or webhook) callID in the
+// logical queue queue, under the task ID id, in the asynq queue the
+// sharding puts it. If a task holds id already there, it answers false,
+// unless that task is finished with (archived or completed: a leftover of
+// an earlier call whose record expired, or a delivery asynq gave up on),
+// which it replaces. asynq refuses a second live task under one ID in a
+// queue atomically; replacing a finished one is two steps, which two
 // concurrent callers may both take.
-func (p *Producer) enqueueOrReplace(ctx context.Context, task *asynq.Task, queue, id string) (bool, error) {
-	_, err := p.asynq.EnqueueContext(ctx, task)
+func (p *Producer) enqueueOrReplace(ctx context.Context, task *asynq.Task, queue, callID, id string) (bool, error) {
+	opts := p.shards.EnqueueOptions(queue, callID)
+	_, err := p.asynq.EnqueueContext(ctx, task, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		info, ierr := p.inspector.GetTaskInfo(queue, id)
+		aq := p.shards.Queue(queue, callID)
+		info, ierr := p.inspector.GetTaskInfo(aq, id)
 		if ierr != nil || info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
 			return false, nil
 		}
-		if derr := p.inspector.DeleteTask(queue, id); derr != nil {
+		if derr := p.inspector.DeleteTask(aq, id); derr != nil {
 			return false, fmt.Errorf("replace a stale task: %w", derr)
 		}
-		_, err = p.asynq.EnqueueContext(ctx, task)
+		_, err = p.asynq.EnqueueContext(ctx, task, opts...)
 	}
 	if err != nil {
 		return false, fmt.Errorf("enqueue: %w", err)
 	}
 	return true, nil
+}
+
+// findTask looks up the task of rec's call where the sharding puts it,
+// then where the previous shard counts put it, and answers the first
+// found. The error is asynq's ErrTaskNotFound or ErrQueueNotFound when it
+// is nowhere.
+func (p *Producer) findTask(rec *tasks.Record) (*asynq.TaskInfo, error) {
+	id := tasks.TaskID(rec.Tenant, rec.CorrelationID)
+	info, err := p.inspector.GetTaskInfo(p.shards.Queue(rec.Queue, rec.CorrelationID), id)
+	if err == nil || !notFound(err) {
+		return info, err
+	}
+	for _, q := range p.shards.Earlier(rec.Queue, rec.CorrelationID) {
+		if info, err2 := p.inspector.GetTaskInfo(q, id); err2 == nil || !notFound(err2) {
+			return info, err2
+		}
+	}
+	return nil, err
+}
+
+// deleteTask deletes the task of rec's call from wherever findTask would
+// find it, and reports whether it did (false: active, or nowhere).
+func (p *Producer) deleteTask(rec *tasks.Record) bool {
+	id := tasks.TaskID(rec.Tenant, rec.CorrelationID)
+	if p.inspector.DeleteTask(p.shards.Queue(rec.Queue, rec.CorrelationID), id) == nil {
+		return true
+	}
+	for _, q := range p.shards.Earlier(rec.Queue, rec.CorrelationID) {
+		if p.inspector.DeleteTask(q, id) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// liveEarlier reports whether the task of rec's call is live (not archived
+// nor completed) where a previous shard count put it: there, asynq cannot
+// refuse a second task of the call queued where the current count puts it.
+func (p *Producer) liveEarlier(rec *tasks.Record) (bool, error) {
+	id := tasks.TaskID(rec.Tenant, rec.CorrelationID)
+	for _, q := range p.shards.Earlier(rec.Queue, rec.CorrelationID) {
+		info, err := p.inspector.GetTaskInfo(q, id)
+		switch {
+		case notFound(err):
+		case err != nil:
+			return false, fmt.Errorf("look for the call's task in asynq queue %q: %w", q, err)
+		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// notFound reports asynq's answer for a task, or a queue, that is not there.
+func notFound(err error) bool {
+	return errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)
 }
 
 // showRunning marks a queued record running when asynq holds its task
@@ -168,7 +253,7 @@ func (p *Producer) showRunning(rec *tasks.Record) {
 
 // taskActive reports whether a worker holds the call's task.
 func (p *Producer) taskActive(rec *tasks.Record) bool {
-	info, err := p.inspector.GetTaskInfo(rec.Queue, tasks.TaskID(rec.Tenant, rec.CorrelationID))
+	info, err := p.findTask(rec)
 	return err == nil && info.State == asynq.TaskStateActive
 }
 

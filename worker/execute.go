@@ -124,7 +124,7 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 		// Canceled before it ran, or run to the end by a worker that
 		// died before it queued the webhook: queue it now (at most once).
 		r.log.Info().Str("status", string(finished.Record.Status)).Msg("call already finished; not attempting it")
-		return enqueueWebhook(ctx, w.queue, finished.Record)
+		return enqueueWebhook(ctx, w.queue, w.shards, finished.Record)
 	case errors.Is(err, tasks.ErrNotFound):
 		r.log.Warn().Msg("call has no record (expired or deleted); not attempting it")
 		return nil
@@ -327,7 +327,7 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 		if gerr != nil {
 			return nil
 		}
-		return enqueueWebhook(context.WithoutCancel(ctx), w.queue, cur)
+		return enqueueWebhook(context.WithoutCancel(ctx), w.queue, w.shards, cur)
 	case err != nil:
 		log.Error().Err(err).Msg("could not write the call's record")
 		return err
@@ -335,7 +335,7 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 	w.cfg.Metrics.finished(rec)
 	// If this fails, asynq runs the task again; it finds the record
 	// finished and queues the webhook then.
-	return enqueueWebhook(context.WithoutCancel(ctx), w.queue, rec)
+	return enqueueWebhook(context.WithoutCancel(ctx), w.queue, w.shards, rec)
 }
 
 // commit writes rec over the record as of version. If the record changed

@@ -40,6 +40,12 @@ type ReconcilerConfig struct {
 	// Metrics counts the calls failed as lost (callq_calls_finished_total,
 	// error_kind "lost") and the runs. Default: none.
 	Metrics *Metrics
+	// QueueShards and PreviousQueueShards say where a call's task is, as
+	// Config's do: the reconciler looks where QueueShards puts it, then
+	// where each previous count put it, before it counts the task gone.
+	// Default 1 and none.
+	QueueShards         int
+	PreviousQueueShards []int
 }
 
 // Defaults for ReconcilerConfig.
@@ -127,6 +133,7 @@ type Reconciler struct {
 	rdb       redis.UniversalClient
 	inspector *asynq.Inspector
 	queue     *asynq.Client
+	shards    *tasks.Sharding
 	log       zerolog.Logger
 	token     string
 	lease     time.Duration
@@ -148,6 +155,10 @@ func NewReconciler(rdb redis.UniversalClient, cfg *ReconcilerConfig) (*Reconcile
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	c.withDefaults()
+	shards, err := tasks.NewSharding(c.QueueShards, c.PreviousQueueShards, "ReconcilerConfig.QueueShards")
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("worker: reading random bytes for the reconciler's lease token failed: %w", err)
@@ -157,6 +168,7 @@ func NewReconciler(rdb redis.UniversalClient, cfg *ReconcilerConfig) (*Reconcile
 		rdb:       rdb,
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		queue:     asynq.NewClientFromRedisClient(rdb),
+		shards:    shards,
 		log:       c.Logger.With().Str("component", "reconciler").Logger(),
 		token:     c.Name + "/" + hex.EncodeToString(b),
 		lease:     reconcileLeaseIntervals * c.Interval,
@@ -354,23 +366,43 @@ func (r *Reconciler) reconcileTenant(ctx context.Context, tenant string, before 
 // alone like every other call whose task exists. It reports whether it
 // failed the call.
 func (r *Reconciler) check(ctx context.Context, rec *tasks.Record) bool {
-	info, err := r.inspector.GetTaskInfo(rec.Queue, tasks.TaskID(rec.Tenant, rec.CorrelationID))
+	queue, info, err := r.findTask(rec)
 	var found string
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		found = fmt.Sprintf("the call's task is gone from asynq queue %q (deleted, or lost with Redis data); the call was not finished", rec.Queue)
+		found = fmt.Sprintf("the call's task is gone from asynq queue %q (deleted, or lost with Redis data); the call was not finished", queue)
 	case err != nil:
 		r.log.Warn().Err(err).Str("correlation_id", rec.CorrelationID).Str("tenant", rec.Tenant).
 			Msg("could not look up the call's asynq task; it is checked again next run")
 		return false
 	case info.State == asynq.TaskStateArchived:
-		found = fmt.Sprintf("the call's task was archived in asynq queue %q (with asynq's tools, or its retries ran out); the call was not finished", rec.Queue)
+		found = fmt.Sprintf("the call's task was archived in asynq queue %q (with asynq's tools, or its retries ran out); the call was not finished", queue)
 	case info.State == asynq.TaskStateCompleted:
-		found = fmt.Sprintf("the call's task is completed in asynq queue %q, but the call's record was never finished", rec.Queue)
+		found = fmt.Sprintf("the call's task is completed in asynq queue %q, but the call's record was never finished", queue)
 	default:
 		return false
 	}
-	return r.fail(ctx, rec, found)
+	return r.fail(ctx, rec, queue, found)
+}
+
+// findTask looks up the task of rec's call in the asynq queue the sharding
+// puts it, then where each previous shard count put it, and answers the
+// first it finds, with its queue. When it is nowhere, the error is asynq's
+// not-found one and the queue is the one the current count names.
+func (r *Reconciler) findTask(rec *tasks.Record) (string, *asynq.TaskInfo, error) {
+	id := tasks.TaskID(rec.Tenant, rec.CorrelationID)
+	queue := r.shards.Queue(rec.Queue, rec.CorrelationID)
+	info, err := r.inspector.GetTaskInfo(queue, id)
+	if !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+		return queue, info, err
+	}
+	for _, q := range r.shards.Earlier(rec.Queue, rec.CorrelationID) {
+		info, err2 := r.inspector.GetTaskInfo(q, id)
+		if !errors.Is(err2, asynq.ErrTaskNotFound) && !errors.Is(err2, asynq.ErrQueueNotFound) {
+			return q, info, err2
+		}
+	}
+	return queue, nil, err
 }
 
 // errOtherCall: the record under the ID is another call's (the lost one's
@@ -379,7 +411,7 @@ var errOtherCall = errors.New("the record is another call's")
 
 // fail fails a lost call, unless it finished meanwhile, and queues its
 // webhook.
-func (r *Reconciler) fail(ctx context.Context, lost *tasks.Record, found string) bool {
+func (r *Reconciler) fail(ctx context.Context, lost *tasks.Record, queue, found string) bool {
 	log := r.log.With().Str("correlation_id", lost.CorrelationID).Str("tenant", lost.Tenant).
 		Str("integration", lost.Integration).Str("queue", lost.Queue).Logger()
 	now := time.Now().UTC()
@@ -408,13 +440,13 @@ func (r *Reconciler) fail(ctx context.Context, lost *tasks.Record, found string)
 	// failed. So it goes, as a canceled call's does; a task run again
 	// meanwhile is told to stop.
 	taskID := tasks.TaskID(rec.Tenant, rec.CorrelationID)
-	if err := r.inspector.DeleteTask(rec.Queue, taskID); err != nil &&
+	if err := r.inspector.DeleteTask(queue, taskID); err != nil &&
 		!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 		if cerr := r.inspector.CancelProcessing(taskID); cerr != nil {
 			log.Error().Err(errors.Join(err, cerr)).Msg("the call failed as lost, but its asynq task could not be deleted")
 		}
 	}
-	if err := enqueueWebhook(context.WithoutCancel(ctx), r.queue, rec); err != nil {
+	if err := enqueueWebhook(context.WithoutCancel(ctx), r.queue, r.shards, rec); err != nil {
 		log.Error().Err(err).Msg("the call failed as lost, but its webhook could not be queued")
 	}
 	return true

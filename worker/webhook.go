@@ -75,9 +75,9 @@ func newWebhookClient(allowPrivate bool) *http.Client {
 }
 
 // enqueueWebhook queues the first delivery of a finished call's webhook on
-// q. Its task ID is derived from the call, so doing it again after a crash
-// is harmless.
-func enqueueWebhook(ctx context.Context, q *asynq.Client, rec *tasks.Record) error {
+// q, in the shard of the webhook queue the call's ID hashes to. Its task ID
+// is derived from the call, so doing it again after a crash is harmless.
+func enqueueWebhook(ctx context.Context, q *asynq.Client, shards *tasks.Sharding, rec *tasks.Record) error {
 	if rec.Webhook == nil || rec.Webhook.Status != tasks.WebhookPending || rec.Webhook.Attempts > 0 {
 		return nil
 	}
@@ -85,7 +85,7 @@ func enqueueWebhook(ctx context.Context, q *asynq.Client, rec *tasks.Record) err
 	if err != nil {
 		return err
 	}
-	if _, err := q.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if _, err := q.EnqueueContext(ctx, task, shards.EnqueueOptions(tasks.WebhookQueue, rec.CorrelationID)...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("enqueue webhook: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -42,8 +44,23 @@ type Config struct {
 	// Redis client's pool to match (RedisPoolSize).
 	Concurrency int
 	// Queues maps queue names to priorities. Default critical=6, default=3,
-	// low=1 (CALLQ_QUEUES).
+	// low=1 (CALLQ_QUEUES). The webhook queue is added at
+	// DefaultWebhookQueuePriority unless named.
 	Queues map[string]int
+	// QueueShards splits every logical queue into this many asynq queues,
+	// a call's task in the one its correlation ID hashes to
+	// (tasks.Sharding), so that a Redis Cluster spreads a queue's work over
+	// its masters. The worker serves every shard of each of its Queues at
+	// the queue's priority. Default 1 (CALLQ_QUEUE_SHARDS): each logical
+	// queue is the asynq queue of its name. At most tasks.MaxQueueShards.
+	// The producers must have the same.
+	QueueShards int
+	// PreviousQueueShards are the QueueShards the deployment ran with
+	// before a change (CALLQ_PREVIOUS_QUEUE_SHARDS): the worker also serves
+	// the asynq queues they named, so that calls queued before the change
+	// run, and the reconciler looks for a call's task there too. Keep them
+	// until those queues are empty. Default none.
+	PreviousQueueShards []int
 	// MaxResponseBytes bounds the response body kept, in decoded bytes.
 	// Default 1 MiB (CALLQ_MAX_RESPONSE_BYTES); a longer body is cut and
 	// marked truncated.
@@ -166,6 +183,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("Config.ReconcileInterval must be 0 (the default), at least %s, or ReconcileOff", MinReconcileInterval)
 	}
 	for q, p := range c.Queues {
+		if err := tasks.ValidQueueName(q); err != nil {
+			return fmt.Errorf("Config.Queues: %w", err)
+		}
 		if p < 1 {
 			return fmt.Errorf("Config.Queues: queue %q must have a priority of at least 1", q)
 		}
@@ -233,14 +253,18 @@ func RedisPoolSize(concurrency int) int {
 
 // Worker executes calls from Redis and delivers their webhooks.
 type Worker struct {
-	cfg     Config
-	srv     *asynq.Server
-	queue   *asynq.Client
-	log     zerolog.Logger
-	clients map[string]*http.Client
-	hooks   *http.Client
-	limiter *redis_rate.Limiter
-	slots   *flow.Slots
+	cfg    Config
+	srv    *asynq.Server
+	queue  *asynq.Client
+	shards *tasks.Sharding // nil: one asynq queue per logical queue
+	// served are the asynq queues the worker serves, by name.
+	served    map[string]int
+	inspector *asynq.Inspector
+	log       zerolog.Logger
+	clients   map[string]*http.Client
+	hooks     *http.Client
+	limiter   *redis_rate.Limiter
+	slots     *flow.Slots
 	// circuits keeps the circuit breakers' state; watchCircuits listens for
 	// their openings (Circuits.Watch) from Start to Shutdown, when an
 	// integration has a breaker.
@@ -271,6 +295,10 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	c.withDefaults()
+	shards, err := tasks.NewSharding(c.QueueShards, c.PreviousQueueShards, "Config.QueueShards")
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	if c.OAuth == nil {
 		o, err := auth.NewOAuth(rdb, &auth.OAuthConfig{Store: c.Credentials, Keyring: c.Keyring})
 		if err != nil {
@@ -279,7 +307,7 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		c.OAuth = o
 	}
 	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{},
-		gates: map[string][]gate{}}
+		gates: map[string][]gate{}, shards: shards}
 	w.drain, w.stopHandlers = context.WithCancelCause(context.Background())
 	slots, err := flow.NewSlots(rdb, &flow.SlotsConfig{Lease: c.SlotLease, Holder: c.Name})
 	if err != nil {
@@ -306,7 +334,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	}
 	if c.ReconcileInterval != ReconcileOff {
 		r, err := NewReconciler(rdb, &ReconcilerConfig{Records: c.Records, Interval: c.ReconcileInterval,
-			Name: c.Name, Logger: c.Logger, Metrics: c.Metrics})
+			Name: c.Name, Logger: c.Logger, Metrics: c.Metrics,
+			QueueShards: c.QueueShards, PreviousQueueShards: c.PreviousQueueShards})
 		if err != nil {
 			return nil, err
 		}
@@ -316,9 +345,11 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w.limiter = redis_rate.NewLimiter(rdb)
 	w.circuits = flow.NewCircuits(rdb, &flow.CircuitsConfig{Remember: circuitMemory})
 	w.queue = asynq.NewClientFromRedisClient(rdb)
+	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	w.served = shards.Expand(c.Queues)
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              c.Concurrency,
-		Queues:                   c.Queues,
+		Queues:                   w.served,
 		TaskCheckInterval:        c.TaskCheckInterval,
 		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
 		ShutdownTimeout:          asynqShutdownTimeout,
@@ -346,6 +377,7 @@ func (w *Worker) Start() error {
 			w.circuits.Watch(ctx)
 		}()
 	}
+	w.checkQueues()
 	if w.reconciler != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		w.stopReconciler, w.reconcilerDone = cancel, make(chan struct{})
@@ -355,6 +387,53 @@ func (w *Worker) Start() error {
 		}()
 	}
 	return nil
+}
+
+// checkQueues looks, once at start, at the asynq queues Redis knows of that
+// belong to the worker's queues under another shard count (see
+// Config.QueueShards). One that this worker does not serve and that holds
+// calls is logged as a warning: a change of CALLQ_QUEUE_SHARDS without
+// CALLQ_PREVIOUS_QUEUE_SHARDS strands them (and the reconciler would fail
+// them as lost). A previous count whose queues are all empty is logged too:
+// the setting can drop it. It costs a read of asynq's set of queues, and a
+// read of each such queue; on a deployment that never changed its count,
+// the set holds none.
+func (w *Worker) checkQueues() {
+	names, err := w.inspector.Queues()
+	if err != nil {
+		w.log.Debug().Err(err).Msg("could not list asynq's queues to look for calls left under another shard count")
+		return
+	}
+	live := map[string]int{} // asynq queue of another count -> its tasks still to run
+	for _, name := range names {
+		q := rediskeys.LogicalQueue(name)
+		if _, mine := w.cfg.Queues[q]; !mine || slices.Contains(w.shards.Names(q), name) {
+			continue // another pool's queue, or one of the current count
+		}
+		info, err := w.inspector.GetQueueInfo(name)
+		if err != nil {
+			continue
+		}
+		live[name] = info.Pending + info.Active + info.Scheduled + info.Retry
+		if _, served := w.served[name]; !served && live[name] > 0 {
+			w.log.Warn().Str("asynq_queue", name).Int("tasks", live[name]).Stringer("queue_shards", w.shards).
+				Msg("an asynq queue of another queue shard count holds calls this worker does not serve; add that count to CALLQ_PREVIOUS_QUEUE_SHARDS until the queue is empty")
+		}
+	}
+	for _, n := range w.shards.Previous() {
+		left := 0
+		for q := range w.cfg.Queues {
+			for k := range n {
+				left += live[rediskeys.QueueShard(q, k, n)]
+			}
+		}
+		ev := w.log.Info().Int("previous_queue_shards", n).Int("tasks", left)
+		if left == 0 {
+			ev.Msg("the asynq queues of a previous queue shard count are empty: CALLQ_PREVIOUS_QUEUE_SHARDS can drop it")
+		} else {
+			ev.Msg("the asynq queues of a previous queue shard count still hold calls: keep it in CALLQ_PREVIOUS_QUEUE_SHARDS")
+		}
+	}
 }
 
 // Shutdown stops taking calls and lets those in flight run up to

@@ -8,15 +8,22 @@ import (
 	"io"
 
 	"github.com/callq/callq/internal/bench"
+	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
 
 // benchUsage takes the defaults of --calls, --concurrency and --rounds.
 const benchUsage = `Usage: callq bench [--calls %d] [--concurrency %d] [--rounds %d] [--json] [--cpuprofile FILE]
+       callq bench --cluster [--queue-shards %d] [--calls N] [--concurrency N] [--rounds N] [--json]
 
 Measures callq beside raw asynq on this machine, in one run, on a redis-server it
 starts on a free port (FLUSHALL between phases) and a local upstream in this
 process (200, a small JSON body). Needs redis-server on the PATH.
+
+With --cluster it runs only the callq throughput phase, on a local Redis Cluster it
+starts (3 masters with a replica each; needs redis-cli too), with one asynq queue
+per queue and then with --queue-shards, and reports each master's commands per
+call and their spread.
 
 Flags:
 `
@@ -28,7 +35,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, benchUsage, bench.DefaultCalls, worker.DefaultConcurrency, bench.DefaultRounds)
+		fmt.Fprintf(stderr, benchUsage, bench.DefaultCalls, worker.DefaultConcurrency, bench.DefaultRounds, bench.DefaultClusterQueueShards)
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&cfg.Calls, "calls", bench.DefaultCalls, "calls per throughput phase")
@@ -41,6 +48,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.ListSamples, "list-samples", bench.DefaultListSamples, "GET /v1/calls requests timed in the list phase")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the (first) callq throughput phase, worker start to last record, to this file")
+	fs.BoolVar(&cfg.Cluster, "cluster", false, "run the callq throughput phase on a local Redis Cluster (3 masters, a replica each) and report each master's commands")
+	fs.IntVar(&cfg.QueueShards, "queue-shards", bench.DefaultClusterQueueShards, "with --cluster: the shard count of the second phase (CALLQ_QUEUE_SHARDS); 1 runs only the first")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -52,6 +61,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rounds < 1 || cfg.HTTPRequests < 1 || cfg.WaitSamples < 1 || cfg.PickupSamples < 1 || cfg.ListRecords < 1 || cfg.ListSamples < 1 {
 		return fmt.Errorf("%w: --calls, --concurrency, --rounds, --http-requests, --wait-samples, --pickup-samples, --list-records and --list-samples must be at least 1", errUsage)
+	}
+	if cfg.QueueShards < 1 || cfg.QueueShards > tasks.MaxQueueShards {
+		return fmt.Errorf("%w: --queue-shards must be from 1 to %d", errUsage, tasks.MaxQueueShards)
+	}
+	queueShardsSet := false
+	fs.Visit(func(f *flag.Flag) { queueShardsSet = queueShardsSet || f.Name == "queue-shards" })
+	if queueShardsSet && !cfg.Cluster {
+		return fmt.Errorf("%w: --queue-shards goes with --cluster", errUsage)
 	}
 	rep, err := bench.Run(ctx, &cfg)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"slices"
 	"testing"
@@ -37,4 +38,67 @@ func TestBenchRunsAndReportsItsKeys(t *testing.T) {
 	require.NotNil(t, lat.P50)
 	require.NotNil(t, lat.P99)
 	require.Contains(t, stderr.String(), "callq bench", "progress lines go to stderr")
+}
+
+// `callq bench --cluster` starts a local cluster, runs the callq
+// throughput phase on it with one queue shard and with --queue-shards, and
+// reports each master's commands per call and their spread, under the keys
+// the README documents. Splitting the queues evens the masters out: that
+// is the point of the flag, so it is checked (the rates are not).
+func TestBenchClusterReportsCommandsPerMaster(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%v (CI=true, so this is a failure, not a skip)", err)
+		}
+		t.Skip(err)
+	}
+	bin := callqBinary(t)
+	cmd := exec.Command(bin, "bench", "--cluster", "--calls", "600", "--concurrency", "10", "--json")
+	cmd.Env = childEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "callq bench --cluster: %s", stderr.String())
+	var got struct {
+		Cluster struct {
+			Masters           int `json:"masters"`
+			ReplicasPerMaster int `json:"replicas_per_master"`
+			Runs              []struct {
+				QueueShards        int       `json:"queue_shards"`
+				CallqPerS          float64   `json:"callq_per_s"`
+				GoEnqueuePerS      float64   `json:"go_enqueue_per_s"`
+				MasterCmdsPerCall  []float64 `json:"master_cmds_per_call"`
+				Spread             float64   `json:"spread"`
+				MasterCPUUSPerCall []float64 `json:"master_cpu_us_per_call"`
+			} `json:"runs"`
+		} `json:"cluster"`
+		Machine     json.RawMessage `json:"machine"`
+		Calls       int             `json:"calls"`
+		Concurrency int             `json:"concurrency"`
+		Date        string          `json:"date"`
+	}
+	dec := json.NewDecoder(&stdout)
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(&got), "%s", stdout.String())
+	require.Equal(t, 3, got.Cluster.Masters)
+	require.Equal(t, 1, got.Cluster.ReplicasPerMaster)
+	require.Equal(t, 600, got.Calls)
+	require.Len(t, got.Cluster.Runs, 2)
+	require.Equal(t, 1, got.Cluster.Runs[0].QueueShards)
+	require.Equal(t, 6, got.Cluster.Runs[1].QueueShards)
+	for _, run := range got.Cluster.Runs {
+		require.Positive(t, run.CallqPerS)
+		require.Positive(t, run.GoEnqueuePerS)
+		require.Len(t, run.MasterCmdsPerCall, 3)
+		require.Len(t, run.MasterCPUUSPerCall, 3)
+		require.GreaterOrEqual(t, run.Spread, 1.0)
+	}
+	t.Logf("spread of the masters' commands: %.2f with 1 shard, %.2f with 6", got.Cluster.Runs[0].Spread, got.Cluster.Runs[1].Spread)
+	require.Less(t, got.Cluster.Runs[1].Spread, got.Cluster.Runs[0].Spread, "6 shards spread the work more evenly than 1")
+	require.Contains(t, stderr.String(), "callq on the cluster", "progress lines go to stderr")
+
+	// --queue-shards belongs to --cluster.
+	out, err := exec.Command(bin, "bench", "--queue-shards", "4").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "--queue-shards goes with --cluster")
 }

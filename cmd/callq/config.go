@@ -51,6 +51,8 @@ type serverConfig struct {
 	shutdownTimeout  time.Duration
 	reconcile        reconcileInterval
 	scheduler        onOff
+	queueShards      queueShards
+	previousShards   shardCounts
 	envErrs          []error // malformed environment values, reported by envError
 }
 
@@ -69,6 +71,10 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
 	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, reconcileWant))
 	fs.Var(&c.reconcile, "reconcile-interval", "worker: how often the fleet's reconciler fails calls whose asynq task is gone, and how old they must be; off: this worker never runs it (CALLQ_RECONCILE_INTERVAL)")
+	c.queueShards = queueShards(envValue(c, "CALLQ_QUEUE_SHARDS", 1, parseQueueShards, queueShardsWant))
+	fs.Var(&c.queueShards, "queue-shards", "split each queue into this many asynq queues, so that a Redis Cluster spreads it over its masters; the same for the API and every worker (CALLQ_QUEUE_SHARDS)")
+	c.previousShards = shardCounts(envValue(c, "CALLQ_PREVIOUS_QUEUE_SHARDS", nil, parseShardCounts, shardCountsWant))
+	fs.Var(&c.previousShards, "previous-queue-shards", "the queue shard counts used before a change, comma-separated: their queues are still served and searched until empty (CALLQ_PREVIOUS_QUEUE_SHARDS)")
 	c.scheduler = onOff(envValue(c, "CALLQ_SCHEDULER", true, parseOnOff, "on or off"))
 	fs.Var(&c.scheduler, "scheduler", "worker and dev: on: this process may be the fleet's scheduler, which fires the schedules (one process at a time); off: never (CALLQ_SCHEDULER)")
 	fs.StringVar(&c.logLevel, "log-level", env("CALLQ_LOG_LEVEL", "info"), "debug, info, warn or error (CALLQ_LOG_LEVEL)")
@@ -133,6 +139,75 @@ func (v *reconcileInterval) String() string {
 
 // Get makes the flag a flag.Getter, as the standard library's are.
 func (v *reconcileInterval) Get() any { return time.Duration(*v) }
+
+// queueShards is CALLQ_QUEUE_SHARDS: a whole number from 1 to
+// tasks.MaxQueueShards.
+type queueShards int
+
+var queueShardsWant = fmt.Sprintf("a whole number from 1 to %d", tasks.MaxQueueShards)
+
+func parseQueueShards(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > tasks.MaxQueueShards {
+		return 0, fmt.Errorf("%q is not %s", s, queueShardsWant)
+	}
+	return n, nil
+}
+
+func (v *queueShards) Set(s string) error {
+	n, err := parseQueueShards(s)
+	if err != nil {
+		return err
+	}
+	*v = queueShards(n)
+	return nil
+}
+
+func (v *queueShards) String() string { return strconv.Itoa(int(*v)) }
+
+// Get makes the flag a flag.Getter, as the standard library's are.
+func (v *queueShards) Get() any { return int(*v) }
+
+// shardCounts is CALLQ_PREVIOUS_QUEUE_SHARDS: queue shard counts,
+// comma-separated ("1" or "1,4").
+type shardCounts []int
+
+var shardCountsWant = fmt.Sprintf("whole numbers from 1 to %d, comma-separated, such as 1 or 1,4", tasks.MaxQueueShards)
+
+func parseShardCounts(s string) ([]int, error) {
+	var out []int
+	for part := range strings.SplitSeq(s, ",") {
+		n, err := parseQueueShards(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not %s", s, shardCountsWant)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (v *shardCounts) Set(s string) error {
+	n, err := parseShardCounts(s)
+	if err != nil {
+		return err
+	}
+	*v = n
+	return nil
+}
+
+func (v *shardCounts) String() string {
+	if v == nil {
+		return ""
+	}
+	parts := make([]string, len(*v))
+	for i, n := range *v {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Get makes the flag a flag.Getter, as the standard library's are.
+func (v *shardCounts) Get() any { return []int(*v) }
 
 // onOff is CALLQ_SCHEDULER: "on" or "off", nothing else.
 type onOff bool
@@ -209,6 +284,9 @@ func parseQueues(s string) (map[string]int, []string, error) {
 		p, err := strconv.Atoi(prio)
 		if !ok || name == "" || err != nil || p < 1 {
 			return nil, nil, fmt.Errorf("CALLQ_QUEUES: %q is not name=priority with a priority of at least 1", part)
+		}
+		if err := tasks.ValidQueueName(name); err != nil {
+			return nil, nil, fmt.Errorf("CALLQ_QUEUES: %w", err)
 		}
 		out[name] = p
 		names = append(names, name)

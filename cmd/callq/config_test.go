@@ -76,8 +76,10 @@ func TestParseQueues(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]int{"critical": 6, "default": 3, "low": 1}, q)
 	require.Equal(t, []string{"critical", "default", "low"}, names)
-	for _, bad := range []string{"", "a", "a=0", "a=x", "=3"} {
+	for _, bad := range []string{"", "a", "a=0", "a=x", "=3", "a#1=3"} {
 		_, _, err := parseQueues(bad)
 		require.Error(t, err, bad)
 	}
+	_, _, err = parseQueues("default=3,bulk#1=1")
+	require.EqualError(t, err, `CALLQ_QUEUES: queue "bulk#1": a queue's name must not hold "#", which separates a queue from its shards`)
 }

@@ -33,6 +33,9 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a duration of at least 10ms`},
 		{"worker", "CALLQ_SCHEDULER=yes", `CALLQ_SCHEDULER: "yes" is not on or off`},
 		{"dev", "CALLQ_SCHEDULER=false", `CALLQ_SCHEDULER: "false" is not on or off`},
+		{"api", "CALLQ_QUEUE_SHARDS=0", `CALLQ_QUEUE_SHARDS: "0" is not a whole number from 1 to 64`},
+		{"worker", "CALLQ_QUEUE_SHARDS=65", `CALLQ_QUEUE_SHARDS: "65" is not a whole number from 1 to 64`},
+		{"worker", "CALLQ_PREVIOUS_QUEUE_SHARDS=1;4", `CALLQ_PREVIOUS_QUEUE_SHARDS: "1;4" is not whole numbers from 1 to 64, comma-separated`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cmd+"/"+strings.SplitN(tc.env, "=", 2)[0], func(t *testing.T) {
@@ -137,4 +140,52 @@ func TestSchedulerSetting(t *testing.T) {
 	require.NoError(t, fs.Parse([]string{"--scheduler", "off"}))
 	require.False(t, bool(cfg.scheduler))
 	require.Error(t, fs.Parse([]string{"--scheduler", "no"}))
+}
+
+// CALLQ_QUEUE_SHARDS takes a whole number from 1 to 64 (default 1), and
+// CALLQ_PREVIOUS_QUEUE_SHARDS a comma-separated list of them; the flags
+// win. Not parallel: sets the environment the flags read.
+func TestQueueShardsSetting(t *testing.T) {
+	for _, tc := range []struct {
+		shards, previous string
+		want             int
+		wantPrev         []int
+		err              string
+	}{
+		{"", "", 1, nil, ""},
+		{"6", "", 6, nil, ""},
+		{" 4 ", "1", 4, []int{1}, ""},
+		{"8", "1, 4", 8, []int{1, 4}, ""},
+		{"64", "", 64, nil, ""},
+		{"0", "", 0, nil, `CALLQ_QUEUE_SHARDS: "0" is not a whole number from 1 to 64`},
+		{"-1", "", 0, nil, `CALLQ_QUEUE_SHARDS: "-1" is not a whole number from 1 to 64`},
+		{"six", "", 0, nil, `CALLQ_QUEUE_SHARDS: "six" is not a whole number from 1 to 64`},
+		{"4", "1,", 0, nil, `CALLQ_PREVIOUS_QUEUE_SHARDS: "1," is not whole numbers from 1 to 64, comma-separated, such as 1 or 1,4`},
+		{"4", "100", 0, nil, `CALLQ_PREVIOUS_QUEUE_SHARDS: "100" is not whole numbers from 1 to 64`},
+	} {
+		clearServerEnv(t)
+		t.Setenv("CALLQ_QUEUE_SHARDS", tc.shards)
+		t.Setenv("CALLQ_PREVIOUS_QUEUE_SHARDS", tc.previous)
+		var cfg serverConfig
+		cfg.flags(flag.NewFlagSet("worker", flag.ContinueOnError), "")
+		if tc.err != "" {
+			require.ErrorContains(t, cfg.envError(), tc.err, tc.shards+" "+tc.previous)
+			continue
+		}
+		require.NoError(t, cfg.envError(), tc.shards)
+		require.Equal(t, tc.want, int(cfg.queueShards), tc.shards)
+		require.Equal(t, tc.wantPrev, []int(cfg.previousShards), tc.previous)
+	}
+	clearServerEnv(t)
+	var cfg serverConfig
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.flags(fs, "")
+	require.Equal(t, "1", fs.Lookup("queue-shards").DefValue)
+	require.NoError(t, fs.Parse([]string{"--queue-shards", "6", "--previous-queue-shards", "1,3"}))
+	require.Equal(t, 6, int(cfg.queueShards))
+	require.Equal(t, []int{1, 3}, []int(cfg.previousShards))
+	require.Equal(t, "1,3", fs.Lookup("previous-queue-shards").Value.String())
+	require.Error(t, fs.Parse([]string{"--queue-shards", "0"}))
+	require.Error(t, fs.Parse([]string{"--previous-queue-shards", "x"}))
 }

@@ -36,18 +36,31 @@ import (
 // deploy does on a Redis of its own; the test starts workers.
 func deployOn(t *testing.T, redisURL string, extraEnv ...string) *deployment {
 	t.Helper()
+	return deployOnWith(t, redisURL, nil, extraEnv...)
+}
+
+// deployOnWith is deployOn with more of the catalog: extra returns YAML
+// appended to its integrations map (entries indented by two spaces),
+// given the upstream's URL. extraEnv is also the environment of the
+// `callq keys create` that makes the admin key.
+func deployOnWith(t *testing.T, redisURL string, extra func(upstream string) string, extraEnv ...string) *deployment {
+	t.Helper()
 	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
 	d.up = newUpstream(t, 0)
+	more := ""
+	if extra != nil {
+		more = extra(d.up.URL)
+	}
 	catalog := filepath.Join(t.TempDir(), "integrations.yaml")
 	require.NoError(t, os.WriteFile(catalog, fmt.Appendf(nil, `integrations:
   slow:
     base_url: %s
     auth: {type: none}
     retry: {max_attempts: 5}
-`, d.up.URL), 0o644))
+%s`, d.up.URL, more), 0o644))
 	secret, err := auth.GenerateKey()
 	require.NoError(t, err)
-	d.apiKey = createAdminKey(t, d.procs.bin, redisURL)
+	d.apiKey = createAdminKeyEnv(t, d.procs.bin, append([]string{"REDIS_URL=" + redisURL}, extraEnv...))
 	d.env = append(childEnv(
 		"REDIS_URL="+redisURL,
 		"CALLQ_INTEGRATIONS="+catalog,

@@ -488,8 +488,15 @@ func deployWith(t *testing.T, upstreamDelay time.Duration, extra string, extraEn
 // bootstraps access (`callq keys create`) and returns its secret.
 func createAdminKey(t *testing.T, bin, redisURL string) string {
 	t.Helper()
+	return createAdminKeyEnv(t, bin, []string{"REDIS_URL=" + redisURL})
+}
+
+// createAdminKeyEnv is createAdminKey with the environment env (REDIS_URL,
+// CALLQ_REDIS_CLUSTER_ADDRS).
+func createAdminKeyEnv(t *testing.T, bin string, env []string) string {
+	t.Helper()
 	keys := exec.Command(bin, "keys", "create", "--tenant", "acme", "--role", "admin")
-	keys.Env = childEnv("REDIS_URL=" + redisURL)
+	keys.Env = childEnv(env...)
 	var stderr bytes.Buffer
 	keys.Stderr = &stderr
 	out, err := keys.Output()

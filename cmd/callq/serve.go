@@ -98,6 +98,8 @@ func (s *stack) producer() (*producer.Producer, error) {
 		Limits:              &tasks.Limits{MaxRequestBytes: s.cfg.maxRequestBytes, Queues: s.qnames},
 		WebhooksEnabled:     s.hooks != nil,
 		WebhookAllowPrivate: s.cfg.webhookPrivate,
+		QueueShards:         int(s.cfg.queueShards),
+		PreviousQueueShards: s.cfg.previousShards,
 	})
 	if err != nil {
 		return nil, err
@@ -212,8 +214,12 @@ func (s *stack) worker() (*worker.Worker, error) {
 		Concurrency:      s.cfg.concurrency,
 		Queues:           s.queues,
 		MaxResponseBytes: s.cfg.maxResponseBytes,
-		ShutdownTimeout:  s.cfg.shutdownTimeout,
-		Logger:           &s.log,
+
+		QueueShards:         int(s.cfg.queueShards),
+		PreviousQueueShards: s.cfg.previousShards,
+
+		ShutdownTimeout: s.cfg.shutdownTimeout,
+		Logger:          &s.log,
 
 		ReconcileInterval: time.Duration(s.cfg.reconcile),
 
@@ -319,7 +325,9 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer waitScheduler()
-	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).Stringer("reconcile_interval", &s.cfg.reconcile).
+	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).
+		Int("queue_shards", int(s.cfg.queueShards)).Stringer("previous_queue_shards", &s.cfg.previousShards).
+		Stringer("reconcile_interval", &s.cfg.reconcile).
 		Stringer("scheduler", s.cfg.scheduler).Msg("worker starting")
 	err = w.Run(ctx)
 	s.log.Info().Msg("worker stopped")

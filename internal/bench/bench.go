@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,14 @@ type Config struct {
 	// first callq throughput phase, from the worker's start to the last
 	// record.
 	CPUProfile string
+	// Cluster runs only the callq throughput phase, on a local Redis
+	// Cluster of 3 masters with a replica each (redisproc.StartCluster),
+	// once with one asynq queue per logical queue and once with
+	// QueueShards, and reports each master's commands (Report.Cluster).
+	Cluster bool
+	// QueueShards is the shard count of the Cluster run's second phase.
+	// Default DefaultClusterQueueShards (6); 1 runs only the first.
+	QueueShards int
 	// Progress receives a line per phase. Default: none.
 	Progress io.Writer
 }
@@ -80,6 +89,7 @@ func (c *Config) withDefaults() error {
 		{"PickupSamples", &c.PickupSamples, DefaultPickupSamples},
 		{"ListRecords", &c.ListRecords, DefaultListRecords},
 		{"ListSamples", &c.ListSamples, DefaultListSamples},
+		{"QueueShards", &c.QueueShards, DefaultClusterQueueShards},
 	} {
 		if *f.v < 0 {
 			return fmt.Errorf("bench: Config.%s must not be negative", f.name)
@@ -89,6 +99,9 @@ func (c *Config) withDefaults() error {
 		}
 	}
 	c.HTTPRequests = min(c.HTTPRequests, c.Calls)
+	if c.QueueShards > tasks.MaxQueueShards {
+		return fmt.Errorf("bench: Config.QueueShards must be at most %d", tasks.MaxQueueShards)
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -97,7 +110,9 @@ func (c *Config) withDefaults() error {
 
 // Run measures callq beside raw asynq on this machine, in one run, on a
 // redis-server it starts on a free port (FLUSHALL between phases) and a
-// local upstream in this process. It needs redis-server on the PATH.
+// local upstream in this process. It needs redis-server on the PATH. With
+// Config.Cluster it runs the callq throughput phase on a local Redis
+// Cluster instead, which also needs redis-cli.
 func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	var c Config
 	if cfg != nil {
@@ -106,7 +121,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	if err := c.withDefaults(); err != nil {
 		return nil, err
 	}
-	h := &harness{cfg: c, progress: c.Progress}
+	h := &harness{cfg: c, progress: c.Progress, clusterRounds: map[int][]ClusterRun{}}
 	if err := h.setup(ctx); err != nil {
 		h.close()
 		return nil, err
@@ -116,7 +131,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Report{Result: h.res, notes: h.notes, rounds: h.rounds, nRounds: c.Rounds}, nil
+	return &Report{Result: h.res, Cluster: h.cres, notes: h.notes, rounds: h.rounds, nRounds: c.Rounds}, nil
 }
 
 // harness runs the phases and collects their figures.
@@ -127,8 +142,18 @@ type harness struct {
 	notes    notes
 	rounds   rounds
 
-	redis   *redisproc.Server
-	adm     *redis.Client // FLUSHALL, INFO, completion counting, checks: never counted as the system's
+	redis *redisproc.Server
+	adm   *redis.Client // FLUSHALL, INFO, completion counting, checks: never counted as the system's
+
+	// With Config.Cluster: the cluster, its masters by address, a client
+	// of the harness's own over it (completions), and each shard count's
+	// runs.
+	cluster       *redisproc.Cluster
+	masters       []string
+	admCluster    *redis.ClusterClient
+	clusterRounds map[int][]ClusterRun
+	cres          *ClusterResult
+
 	up      *upstream
 	catalog *tasks.Catalog
 	keyring *auth.Keyring
@@ -141,12 +166,21 @@ func (h *harness) logf(format string, args ...any) {
 
 func (h *harness) setup(ctx context.Context) error {
 	h.nop = zerolog.Nop()
-	srv, err := redisproc.Start(nil)
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+	where := ""
+	if h.cfg.Cluster {
+		if err := h.setupCluster(ctx); err != nil {
+			return err
+		}
+		where = fmt.Sprintf("a cluster of %d masters with %d replica(s) each (%s)", h.cres.Masters, h.cres.ReplicasPerMaster, strings.Join(h.masters, " "))
+	} else {
+		srv, err := redisproc.Start(nil)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		h.redis = srv
+		h.adm = redis.NewClient(&redis.Options{Addr: srv.Addr})
+		where = srv.Addr
 	}
-	h.redis = srv
-	h.adm = redis.NewClient(&redis.Options{Addr: srv.Addr})
 	info, err := h.adm.Info(ctx, "server").Result()
 	if err != nil {
 		return fmt.Errorf("bench: redis INFO: %w", err)
@@ -174,7 +208,7 @@ integrations:
 	h.res.Calls, h.res.Concurrency = h.cfg.Calls, h.cfg.Concurrency
 	h.res.Date = time.Now().UTC().Format(time.RFC3339)
 	h.logf("callq bench: %d calls, concurrency %d, %d cores, %s, redis %s on %s, upstream %s",
-		h.cfg.Calls, h.cfg.Concurrency, h.res.Machine.Cores, h.res.Machine.Go, h.res.Machine.Redis, srv.Addr, h.up.url)
+		h.cfg.Calls, h.cfg.Concurrency, h.res.Machine.Cores, h.res.Machine.Go, h.res.Machine.Redis, where, h.up.url)
 	return nil
 }
 
@@ -182,8 +216,16 @@ func (h *harness) close() {
 	if h.up != nil {
 		h.up.close()
 	}
-	if h.adm != nil {
+	if h.adm != nil && h.cluster == nil { // the cluster's node clients are its own
 		_ = h.adm.Close()
+	}
+	if h.admCluster != nil {
+		_ = h.admCluster.Close()
+	}
+	if h.cluster != nil {
+		if err := h.cluster.Stop(); err != nil {
+			h.logf("bench: stopping the cluster: %v", err)
+		}
 	}
 	if h.redis != nil {
 		if err := h.redis.Stop(); err != nil {
@@ -204,20 +246,32 @@ func (h *harness) run(ctx context.Context) error {
 		if h.cfg.Rounds > 1 {
 			suffix = fmt.Sprintf(", round %d of %d", r+1, h.cfg.Rounds)
 		}
+		if h.cfg.Cluster {
+			for _, shards := range h.clusterShards() {
+				phases = append(phases, phase{fmt.Sprintf("callq on the cluster, %d queue shard(s)%s", shards, suffix), h.clusterPhase(shards)})
+			}
+			continue
+		}
 		phases = append(phases,
 			phase{"asynq no-op" + suffix, h.phaseAsynqNoop},
 			phase{"asynq + net/http" + suffix, h.phaseAsynqHTTP},
 			phase{"callq" + suffix, h.phaseCallq})
 	}
-	phases = append(phases,
-		phase{"HTTP enqueue", h.phaseHTTPEnqueue},
-		phase{"Wait latency and idle pickup", h.phaseLatency},
-		phase{fmt.Sprintf("List: %d records, GET /v1/calls?status=failed&limit=50", h.cfg.ListRecords), h.phaseList})
+	if !h.cfg.Cluster {
+		phases = append(phases,
+			phase{"HTTP enqueue", h.phaseHTTPEnqueue},
+			phase{"Wait latency and idle pickup", h.phaseLatency},
+			phase{fmt.Sprintf("List: %d records, GET /v1/calls?status=failed&limit=50", h.cfg.ListRecords), h.phaseList})
+	}
 	for i, p := range phases {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := h.adm.FlushAll(ctx).Err(); err != nil {
+		flush := func(ctx context.Context) error { return h.adm.FlushAll(ctx).Err() }
+		if h.cluster != nil {
+			flush = h.flushCluster
+		}
+		if err := flush(ctx); err != nil {
 			return fmt.Errorf("bench: FLUSHALL: %w", err)
 		}
 		h.logf("[%d/%d] %s", i+1, len(phases), p.name)
@@ -225,7 +279,11 @@ func (h *harness) run(ctx context.Context) error {
 			return fmt.Errorf("bench: %s: %w", p.name, err)
 		}
 	}
-	h.summarize()
+	if h.cfg.Cluster {
+		h.summarizeCluster()
+	} else {
+		h.summarize()
+	}
 	h.notes.elapsed = time.Since(start)
 	h.logf("callq bench: done in %s", h.notes.elapsed.Round(100*time.Millisecond))
 	return nil

@@ -21,8 +21,15 @@ import (
 )
 
 // callqPipeline is a producer client over prod and a callq worker (not
-// started) over work, as callq's own processes build them.
-func (h *harness) callqPipeline(prod, work *redis.Client) (*producer.Client, *worker.Worker, func(), error) {
+// started) over work, as callq's own processes build them, with one asynq
+// queue per logical queue.
+func (h *harness) callqPipeline(prod, work redis.UniversalClient) (*producer.Client, *worker.Worker, func(), error) {
+	return h.callqPipelineSharded(prod, work, 1)
+}
+
+// callqPipelineSharded is callqPipeline with each logical queue split into
+// shards asynq queues (CALLQ_QUEUE_SHARDS).
+func (h *harness) callqPipelineSharded(prod, work redis.UniversalClient, shards int) (*producer.Client, *worker.Worker, func(), error) {
 	prodStore, err := tasks.NewStore(prod, nil)
 	if err != nil {
 		return nil, nil, nil, err
@@ -32,7 +39,7 @@ func (h *harness) callqPipeline(prod, work *redis.Client) (*producer.Client, *wo
 		return nil, nil, nil, err
 	}
 	closeAll := func() { _ = prodStore.Close(); _ = workStore.Close() }
-	client, err := producer.NewClient(prod, tenant, &producer.Config{Catalog: h.catalog, Records: prodStore})
+	client, err := producer.NewClient(prod, tenant, &producer.Config{Catalog: h.catalog, Records: prodStore, QueueShards: shards})
 	if err != nil {
 		closeAll()
 		return nil, nil, nil, err
@@ -44,7 +51,7 @@ func (h *harness) callqPipeline(prod, work *redis.Client) (*producer.Client, *wo
 	}
 	w, err := worker.New(work, &worker.Config{
 		Catalog: h.catalog, Records: workStore, Credentials: creds, Keyring: h.keyring,
-		Concurrency: h.cfg.Concurrency, Logger: &h.nop, ShutdownTimeout: 5 * time.Second,
+		Concurrency: h.cfg.Concurrency, Logger: &h.nop, ShutdownTimeout: 5 * time.Second, QueueShards: shards,
 	})
 	if err != nil {
 		closeAll()
@@ -68,7 +75,7 @@ func (h *harness) phaseCallq(ctx context.Context) error {
 	}
 	defer closeAll()
 
-	completed, done, stopCounting, err := h.countCompletions(ctx, n)
+	completed, done, stopCounting, err := countCompletions(ctx, h.adm, n)
 	if err != nil {
 		return err
 	}
@@ -146,10 +153,10 @@ func (h *harness) phaseCallq(ctx context.Context) error {
 }
 
 // countCompletions counts completions as the worker publishes them, on a
-// connection of the harness's own, subscribed before it returns (before
-// the window opens); done is closed at the nth.
-func (h *harness) countCompletions(ctx context.Context, n int) (completed *atomic.Int64, done <-chan struct{}, stop func(), err error) {
-	ps := h.adm.Subscribe(ctx, rediskeys.DoneChannel)
+// connection of rdb, the harness's own, subscribed before it returns
+// (before the window opens); done is closed at the nth.
+func countCompletions(ctx context.Context, rdb redis.UniversalClient, n int) (completed *atomic.Int64, done <-chan struct{}, stop func(), err error) {
+	ps := rdb.Subscribe(ctx, rediskeys.DoneChannel)
 	if _, err := ps.Receive(ctx); err != nil {
 		_ = ps.Close()
 		return nil, nil, nil, fmt.Errorf("subscribe to completions: %w", err)

@@ -18,7 +18,8 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, Config{
 		Calls: DefaultCalls, Concurrency: worker.DefaultConcurrency, Rounds: DefaultRounds,
 		HTTPRequests: DefaultHTTPRequests, WaitSamples: DefaultWaitSamples, PickupSamples: DefaultPickupSamples,
-		ListRecords: DefaultListRecords, ListSamples: DefaultListSamples, Progress: io.Discard,
+		ListRecords: DefaultListRecords, ListSamples: DefaultListSamples, QueueShards: DefaultClusterQueueShards,
+		Progress: io.Discard,
 	}, c)
 
 	c = Config{Calls: 300}
@@ -27,6 +28,8 @@ func TestConfigDefaults(t *testing.T) {
 
 	c = Config{WaitSamples: -1}
 	require.EqualError(t, c.withDefaults(), "bench: Config.WaitSamples must not be negative")
+	c = Config{QueueShards: 65}
+	require.EqualError(t, c.withDefaults(), "bench: Config.QueueShards must be at most 64")
 }
 
 func TestPercentilesAndMedian(t *testing.T) {

@@ -21,7 +21,12 @@ type redisSnap struct {
 // it, so each snapshot taken before the last one of a window adds one
 // command to that window's delta: subtract them.
 func (h *harness) snapshot(ctx context.Context) (redisSnap, error) {
-	info, err := h.adm.Info(ctx, "stats", "cpu").Result()
+	return snapshotOf(ctx, h.adm)
+}
+
+// snapshotOf is snapshot of the server rdb talks to.
+func snapshotOf(ctx context.Context, rdb *redis.Client) (redisSnap, error) {
+	info, err := rdb.Info(ctx, "stats", "cpu").Result()
 	if err != nil {
 		return redisSnap{}, fmt.Errorf("INFO: %w", err)
 	}

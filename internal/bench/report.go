@@ -18,6 +18,9 @@ import (
 // table shows beside it.
 type Report struct {
 	Result Result
+	// Cluster is what a Config.Cluster run measured; then Result holds
+	// only the machine, calls, concurrency and date.
+	Cluster *ClusterResult
 
 	notes   notes
 	rounds  rounds
@@ -28,6 +31,10 @@ type Report struct {
 func (rep *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	if rep.Cluster != nil {
+		r := &rep.Result
+		return enc.Encode(clusterOutput{Cluster: rep.Cluster, Machine: r.Machine, Calls: r.Calls, Concurrency: r.Concurrency, Date: r.Date})
+	}
 	return enc.Encode(rep.Result)
 }
 
@@ -112,6 +119,10 @@ func (h *harness) summarize() {
 
 // WriteTable writes the figures as a table, with what each measures.
 func (rep *Report) WriteTable(out io.Writer) {
+	if rep.Cluster != nil {
+		rep.writeClusterTable(out)
+		return
+	}
 	r, n, rs := &rep.Result, &rep.notes, &rep.rounds
 	// each notes a figure's rounds when there were several.
 	each := func(v []float64, format string) string {
@@ -201,4 +212,23 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return a / b
+}
+
+// writeClusterTable writes a --cluster run: one row per shard count.
+func (rep *Report) writeClusterTable(out io.Writer) {
+	r, c := &rep.Result, rep.Cluster
+	fmt.Fprintf(out, "callq bench --cluster: %d calls at concurrency %d, %d round(s); %d cores, %s, redis %s; %s; took %s\n",
+		r.Calls, r.Concurrency, rep.nRounds, r.Machine.Cores, r.Machine.Go, r.Machine.Redis, r.Date, rep.notes.elapsed.Round(100*time.Millisecond))
+	fmt.Fprintf(out, "a local Redis Cluster of %d masters with %d replica(s) each; the callq throughput phase at each shard count\n\n", c.Masters, c.ReplicasPerMaster)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "queue_shards\tcallq_per_s\tgo_enqueue_per_s\tmaster_cmds_per_call\tspread\tmaster_cpu_us_per_call")
+	for _, run := range c.Runs {
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%s\t%.2f\t%s\n", run.QueueShards, run.CallqPerS, run.GoEnqueuePerS,
+			formatList(run.MasterCmdsPerCall, 2), run.Spread, formatList(run.MasterCPUUSPerCall, 0))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nmaster_cmds_per_call: each master's INFO total_commands_processed over the phase (enqueue and execution,\n"+
+		"commands inside Lua scripts included) per call, masters in the order of their addresses; spread: the busiest\n"+
+		"master's over the idlest's (1 is even). master_cpu_us_per_call: each master's CPU over the execution window.\n"+
+		"Every node runs on this machine, so callq_per_s shows no gain from the masters' cores: the spread is the figure.\n")
 }

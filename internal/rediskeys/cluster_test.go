@@ -2,12 +2,17 @@ package rediskeys_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
@@ -15,6 +20,7 @@ import (
 	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
 )
 
 // A cluster refuses what the hash-tag rule is there to avoid: a script or
@@ -217,4 +223,81 @@ func TestStoresOnCluster(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 1, res.Allowed)
 	})
+}
+
+// On a cluster of 3 masters, CALLQ_QUEUE_SHARDS=6 puts two shards of each
+// queue on each master, and the work spreads: a producer and a worker of
+// that count run 600 calls, and each master's shards run about a third of
+// them. Unsplit, a queue is one slot, so one master's work.
+func TestShardedQueuesSpreadOverMasters(t *testing.T) {
+	t.Parallel()
+	c := cluster.Get(t)
+	cc := c.Client(t)
+	ctx := t.Context()
+	top, err := c.Topology(ctx)
+	require.NoError(t, err)
+	masters := top.Masters()
+	require.Len(t, masters, 3)
+
+	one := map[string]bool{}
+	for _, q := range []string{"default", "critical", "low", tasks.WebhookQueue} {
+		one[top.MasterOfSlot(rediskeys.AsynqQueueSlot(q))] = true
+		per := map[string]int{}
+		for k := range 6 {
+			per[top.MasterOfSlot(rediskeys.AsynqQueueSlot(rediskeys.QueueShard(q, k, 6)))]++
+		}
+		require.Equal(t, map[string]int{masters[0]: 2, masters[1]: 2, masters[2]: 2}, per, "queue %s's 6 shards", q)
+	}
+	t.Logf("unsharded, the 4 queues sit on %d master(s)", len(one))
+
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(up.Close)
+	cat, err := tasks.ParseCatalog([]byte("integrations:\n  up:\n    base_url: " + up.URL + "\n"))
+	require.NoError(t, err)
+	key, err := auth.GenerateKey()
+	require.NoError(t, err)
+	ring, err := auth.ParseKeyring(key)
+	require.NoError(t, err)
+	creds, err := auth.NewStore(cc, &auth.StoreConfig{Keyring: ring})
+	require.NoError(t, err)
+	store, err := tasks.NewStore(cc, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	client, err := producer.NewClient(cc, "spread", &producer.Config{Catalog: cat, Records: store, QueueShards: 6})
+	require.NoError(t, err)
+
+	const n = 600
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "spread-" + strconv.Itoa(i)
+		_, err := client.Enqueue(ctx, &tasks.Call{Integration: "up", Method: "GET", Path: "/", CorrelationID: ids[i]})
+		require.NoError(t, err)
+	}
+	log := zerolog.Nop()
+	w, err := worker.New(cc, &worker.Config{Catalog: cat, Records: store, Credentials: creds, Keyring: ring,
+		Concurrency: 20, Logger: &log, QueueShards: 6, ReconcileInterval: worker.ReconcileOff})
+	require.NoError(t, err)
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Shutdown)
+	for _, id := range ids {
+		rec, err := client.Wait(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, tasks.StatusSucceeded, rec.Status, id)
+	}
+
+	inspector := asynq.NewInspectorFromRedisClient(cc)
+	ran := map[string]int{}
+	for k := range 6 {
+		q := rediskeys.QueueShard(tasks.DefaultQueue, k, 6)
+		info, err := inspector.GetQueueInfo(q)
+		require.NoError(t, err)
+		ran[top.MasterOfSlot(rediskeys.AsynqQueueSlot(q))] += info.Processed
+	}
+	t.Logf("calls run from each master's shards: %v", ran)
+	require.Len(t, ran, 3)
+	for m, got := range ran {
+		require.Greater(t, got, n/6, "master %s ran %d of %d calls: the load did not spread", m, got, n)
+	}
 }

@@ -122,6 +122,26 @@
 //     the session's token, so that Redis never holds a token that opens
 //     the dashboard.
 //
+// # asynq's queues
+//
+// asynq keeps each of its queues under "asynq:{<queue>}:..." (the pending
+// list, the task hashes, the scheduled, retry and active sets): the whole
+// queue is in one hash slot, so one asynq queue is one master's work, and
+// a cluster's other masters would carry none of it. callq therefore may
+// split each logical queue (a call's "queue", and the webhook queue) into
+// n asynq queues, CALLQ_QUEUE_SHARDS (QueueShard names them):
+//
+//	<queue>                                    n = 1 (the default): asynq's queue is the logical queue, as always
+//	<queue>#<k> or <queue>#<k>.<j>             n > 1: shard k of n, placed in the kth nth of the slot space
+//
+// A call's shard is a hash of its correlation ID, so every lookup of its
+// task (a cancel, the API's "running", the reconciler, a replay, its
+// webhook) finds the same asynq queue from the record's logical queue and
+// ID (tasks.Sharding does the routing). No logical queue's name holds "#"
+// (QueueShardSep), so LogicalQueue reads the logical queue back from an
+// asynq queue's name. Two counts may name a shard alike (their searches
+// met the same name): that asynq queue then serves both, which is harmless.
+//
 // No script builds a key from ARGV: every key a script touches is in KEYS.
 // The tests check the rule against a real redis-server in cluster mode
 // (CLUSTER KEYSLOT, and the stores run through a cluster client).

@@ -1,7 +1,7 @@
 package rediskeys_test
 
 import (
-	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,29 +102,23 @@ func TestParseCredential(t *testing.T) {
 	}
 }
 
-// startCluster starts a redis-server in cluster mode holding every slot:
-// a one-node cluster, which refuses a script, MULTI or MGET across slots
-// as a larger one does. It returns a client of the node and a cluster
-// client.
+// cluster is the package's Redis Cluster (3 masters, 3 replicas), which
+// its tests share: each works in tenants and queues of its own.
+var cluster redistest.SharedCluster
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	cluster.Stop()
+	os.Exit(code)
+}
+
+// startCluster returns a client of one node of the package's cluster, for
+// CLUSTER KEYSLOT and scripts sent to that node, and a cluster client. A
+// script, MULTI or MGET across slots is refused on it as on any cluster.
 func startCluster(t *testing.T) (*redis.Client, *redis.ClusterClient) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0") // a bus port: port+10000 may be above 65535
-	require.NoError(t, err)
-	bus := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-	srv, stop, err := redistest.StartProcess(t.TempDir(), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = stop() })
-	node := srv.Client(t)
-	ctx := t.Context()
-	require.NoError(t, node.ClusterAddSlotsRange(ctx, 0, 16383).Err())
-	require.Eventually(t, func() bool {
-		info, err := node.ClusterInfo(ctx).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok")
-	}, 30*time.Second, 20*time.Millisecond, "the one-node cluster never became ready")
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
-	t.Cleanup(func() { _ = cc.Close() })
-	return node, cc
+	c := cluster.Get(t)
+	return c.Node(c.Addrs[0]), c.Client(t)
 }
 
 func slotOf(t *testing.T, node *redis.Client, key string) int64 {
@@ -223,4 +217,51 @@ func TestDatabasesSeparateDeployments(t *testing.T) {
 	got := <-waited
 	require.NotNil(t, got)
 	require.Equal(t, tasks.StatusFailed, got.Status, "the waiter answers its own database's record")
+}
+
+// Slot is Redis's CLUSTER KEYSLOT, hash tags included.
+func TestSlotIsRedis(t *testing.T) {
+	t.Parallel()
+	node, _ := startCluster(t)
+	keys := []string{"", "a", "foo", "{", "}", "{}", "{}x", "a{b}c", "a{}{b}", "{a}{b}", "x{y", "asynq:{default#3}:pending",
+		rediskeys.Record("acme", "order-1"), rediskeys.Credential("acme", "gh"), "ünïcode", strings.Repeat("k", 300)}
+	for i := range 200 {
+		keys = append(keys, "key-"+strconv.Itoa(i), rediskeys.QueueShard("default", i%7, 7))
+	}
+	for _, k := range keys {
+		require.Equal(t, int(slotOf(t, node, k)), rediskeys.Slot(k), "slot of %q", k)
+	}
+}
+
+// The shards of a queue are named as their doc says: the queue itself for
+// one shard; else each in its own part of the slot space, away from the
+// part's edges, so on different slots; the names belong to their logical
+// queue and never change.
+func TestQueueShardNames(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "default", rediskeys.QueueShard("default", 0, 1))
+	require.Equal(t, "default", rediskeys.QueueShard("default", 0, 0))
+	for _, q := range []string{"default", "critical", "low", "webhooks", "partner", "a"} {
+		for n := 2; n <= 64; n++ {
+			seen := map[string]bool{}
+			for k := range n {
+				name := rediskeys.QueueShard(q, k, n)
+				require.False(t, seen[name], "%s: shard %d of %d is named like another", q, k, n)
+				seen[name] = true
+				require.True(t, strings.HasPrefix(name, q+"#"+strconv.Itoa(k)), name)
+				require.Equal(t, q, rediskeys.LogicalQueue(name))
+				lo, hi := k*rediskeys.HashSlots/n, (k+1)*rediskeys.HashSlots/n
+				slot := rediskeys.AsynqQueueSlot(name)
+				require.True(t, slot >= lo+(hi-lo)/4 && slot < hi-(hi-lo)/4, "%s: slot %d outside [%d, %d)", name, slot, lo, hi)
+			}
+		}
+	}
+	require.Equal(t, "default", rediskeys.LogicalQueue("default"))
+	// Names deployed Redis servers hold: a change would strand the calls
+	// queued under them.
+	var got []string
+	for k := range 6 {
+		got = append(got, rediskeys.QueueShard("default", k, 6))
+	}
+	require.Equal(t, []string{"default#0.53", "default#1.2", "default#2.47", "default#3.10", "default#4.21", "default#5.40"}, got)
 }

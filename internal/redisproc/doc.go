@@ -23,4 +23,14 @@
 // is lost) serve fault tests. [Config.ConfFile] starts the server from a
 // redis.conf instead (deploy/redis/redis.conf), whose persistence then holds:
 // a Restart after a Kill loads its append-only file.
+//
+// [StartCluster] runs a Redis Cluster: 3 masters and 3 replicas by default,
+// each node a Server started with [Config.Cluster] (a port below 55535
+// whose bus port, +10000, is free), joined by `redis-cli --cluster create
+// ... --cluster-replicas 1 --cluster-yes`. It returns once every node says
+// cluster_state:ok, all agree on masters, slots and replicas, and every
+// replica is in sync ([Cluster.WaitHealthy], polled, never slept on).
+// [Cluster.Failover] runs a manual CLUSTER FAILOVER and waits until the
+// cluster has settled. `callq bench --cluster` and internal/redistest's
+// cluster tests share this code.
 package redisproc

@@ -25,6 +25,9 @@ const (
 	// another.
 	DBFilename  = "dump.rdb"
 	logFilename = "redis.log"
+	// nodesFilename is a cluster node's own state (cluster-config-file),
+	// in its Dir: a Restart keeps the node's identity and its view.
+	nodesFilename = "nodes.conf"
 
 	readyTimeout  = 10 * time.Second // PING must answer within this.
 	stopGrace     = 5 * time.Second  // SIGTERM -> SIGKILL.
@@ -52,6 +55,12 @@ type Config struct {
 	// ConfFile, persistence is the file's: Start turns off neither RDB
 	// snapshots nor the AOF. Default: none, and persistence off.
 	ConfFile string
+	// Cluster runs the server as a Redis Cluster node (--cluster-enabled
+	// yes, its nodes.conf in Dir) on a port below 55535 whose cluster bus
+	// port, the port + 10000, was free too: the bus port Redis derives
+	// (cluster-port is Redis 7's, and not every tool reads it). The node
+	// holds no slots and knows no other node: StartCluster joins nodes.
+	Cluster bool
 }
 
 // Server is a redis-server process on 127.0.0.1.
@@ -60,11 +69,12 @@ type Server struct {
 	URL  string // redis://127.0.0.1:port/0
 	Dir  string // working dir holding dump.rdb and redis.log
 
-	bin   string
-	conf  string
-	port  int
-	extra []string
-	rmDir bool // Dir was created by Start and is removed by Stop
+	bin     string
+	conf    string
+	port    int
+	extra   []string
+	cluster bool // a cluster node: port + 10000 is reserved too
+	rmDir   bool // Dir was created by Start and is removed by Stop
 
 	mu      sync.Mutex
 	proc    *process // current process; nil after stop
@@ -96,7 +106,11 @@ func Start(cfg *Config) (*Server, error) {
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("redisproc: %w", err)
 	}
-	s, err := startProcess(bin, cfg.ConfFile, dir, rm, cfg.Args)
+	extra := cfg.Args
+	if cfg.Cluster {
+		extra = append([]string{"--cluster-enabled", "yes", "--cluster-config-file", nodesFilename}, extra...)
+	}
+	s, err := startProcess(bin, cfg.ConfFile, dir, rm, cfg.Cluster, extra)
 	if err != nil {
 		if rm {
 			_ = os.RemoveAll(dir)
@@ -106,14 +120,18 @@ func Start(cfg *Config) (*Server, error) {
 	return s, nil
 }
 
-func startProcess(bin, conf, dir string, rmDir bool, extra []string) (*Server, error) {
+func startProcess(bin, conf, dir string, rmDir, cluster bool, extra []string) (*Server, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("redisproc: %w", err)
 	}
 	var lastErr error
 	for attempt := 0; attempt < startAttempts; attempt++ {
-		port, err := reservePort()
+		reserve := reservePort
+		if cluster {
+			reserve = reserveClusterPort
+		}
+		port, err := reserve()
 		if err != nil {
 			return nil, err
 		}
@@ -121,18 +139,19 @@ func startProcess(bin, conf, dir string, rmDir bool, extra []string) (*Server, e
 		if err == nil {
 			addr := hostPort(port)
 			return &Server{
-				Addr:  addr,
-				URL:   "redis://" + addr + "/0",
-				Dir:   abs,
-				bin:   bin,
-				conf:  conf,
-				port:  port,
-				extra: extra,
-				rmDir: rmDir,
-				proc:  p,
+				Addr:    addr,
+				URL:     "redis://" + addr + "/0",
+				Dir:     abs,
+				bin:     bin,
+				conf:    conf,
+				port:    port,
+				extra:   extra,
+				cluster: cluster,
+				rmDir:   rmDir,
+				proc:    p,
 			}, nil
 		}
-		releasePort(port)
+		releasePorts(port, cluster)
 		lastErr = err
 		if !errors.Is(err, errAddrInUse) {
 			return nil, err
@@ -195,7 +214,7 @@ func (s *Server) Stop() error {
 		errs = append(errs, s.proc.terminate(stopGrace))
 		s.proc = nil
 	}
-	releasePort(s.port)
+	releasePorts(s.port, s.cluster)
 	if s.rmDir {
 		errs = append(errs, os.RemoveAll(s.Dir))
 	}
@@ -448,8 +467,50 @@ func reservePort() (int, error) {
 	return 0, errors.New("redisproc: no free port found")
 }
 
+// maxClusterPort bounds a cluster node's port: its bus port, the port +
+// 10000, must be a port.
+const maxClusterPort = 65535 - 10000
+
+// reserveClusterPort is reservePort for a cluster node: a port below
+// maxClusterPort whose bus port is free as well, both reserved.
+func reserveClusterPort() (int, error) {
+	for i := 0; i < 200; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("redisproc: find free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if port >= maxClusterPort {
+			_ = l.Close()
+			continue
+		}
+		bus, err := net.Listen("tcp", hostPort(port+10000))
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = bus.Close()
+		portsMu.Lock()
+		if !reserved[port] && !reserved[port+10000] {
+			reserved[port], reserved[port+10000] = true, true
+			portsMu.Unlock()
+			return port, nil
+		}
+		portsMu.Unlock()
+	}
+	return 0, fmt.Errorf("redisproc: no free port below %d with a free bus port (port + 10000) found", maxClusterPort)
+}
+
 func releasePort(port int) {
 	portsMu.Lock()
 	delete(reserved, port)
 	portsMu.Unlock()
+}
+
+// releasePorts releases port, and its bus port for a cluster node.
+func releasePorts(port int, cluster bool) {
+	releasePort(port)
+	if cluster {
+		releasePort(port + 10000)
+	}
 }

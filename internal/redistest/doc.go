@@ -37,6 +37,11 @@
 // [StartConf] starts a server from a redis.conf instead (deploy/redis/redis.conf),
 // keeping its persistence settings, for tests of what survives a SIGKILL.
 //
+// [StartCluster] starts a Redis Cluster of 3 masters and 3 replicas for one
+// test; a [SharedCluster] is one cluster for a test package, started by the
+// first test that asks for it and stopped by the package's TestMain. They
+// need redis-cli beside redis-server.
+//
 // [StartProcess] is the testing.TB-free variant for a TestMain and
 // process-level helpers; it always launches a process. Both are built on
 // internal/redisproc, which does not import testing: a binary that needs a

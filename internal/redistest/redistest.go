@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,4 +224,126 @@ func (s *Server) SaveRDB(tb testing.TB) []byte {
 		tb.Fatalf("redistest: read RDB: %v", err)
 	}
 	return b
+}
+
+// Cluster is a Redis Cluster of redis-server processes (3 masters and 3
+// replicas, internal/redisproc's StartCluster) owned by a test, or shared
+// by a test package (SharedCluster).
+type Cluster struct {
+	*redisproc.Cluster
+}
+
+// StartCluster starts a cluster of 3 masters and 3 replicas, each node on
+// a free port whose bus port (+10000) is free too, created with
+// `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes`, and
+// returns once every node reports cluster_state:ok, agrees with the others
+// on masters, slots and replicas, and every replica is in sync (a few
+// seconds: a master only turns ok 2s after its start). tb.Cleanup stops
+// it. CALLQ_TEST_REDIS_URL is ignored: a cluster is always processes of
+// its own. Without redis-server or redis-cli on PATH the test is skipped,
+// or failed when CI=true.
+func StartCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	c, err := startCluster(tb, tb.TempDir())
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			tb.Logf("%v", err)
+		}
+	})
+	return c
+}
+
+// needClusterBinaries skips tb, or fails it when CI=true, without
+// redis-server or redis-cli on PATH.
+func needClusterBinaries(tb testing.TB) {
+	tb.Helper()
+	for _, bin := range []string{binary, redisproc.CLIBinary} {
+		if _, err := exec.LookPath(bin); err != nil {
+			skipUnlessCI(tb, "redistest: "+bin+" not found on PATH; install redis-server and redis-tools (apt-get install redis-server redis-tools)")
+		}
+	}
+}
+
+func startCluster(tb testing.TB, dir string) (*Cluster, error) {
+	tb.Helper()
+	needClusterBinaries(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := redisproc.StartCluster(ctx, &redisproc.ClusterConfig{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{c}, nil
+}
+
+// Client returns a cluster client seeded with every node, closed at
+// cleanup.
+func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	tb.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// SharedCluster is one cluster for every test of a package that can share
+// it (tests that use keys of their own: their own tenants, their own
+// queues): started by the first Get, stopped by Stop, which the package's
+// TestMain calls after m.Run. Starting a cluster takes seconds; sharing it
+// keeps a package's cluster tests fast.
+//
+//	var cluster redistest.SharedCluster
+//
+//	func TestMain(m *testing.M) {
+//		code := m.Run()
+//		cluster.Stop()
+//		os.Exit(code)
+//	}
+type SharedCluster struct {
+	mu      sync.Mutex
+	c       *Cluster
+	err     error
+	started bool
+}
+
+// Get returns the package's cluster, starting it on first use; a start that
+// failed fails every test that asks for it (or skips them, as StartCluster
+// does, without the binaries).
+func (s *SharedCluster) Get(tb testing.TB) *Cluster {
+	tb.Helper()
+	needClusterBinaries(tb)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		s.started = true
+		// A directory outlives the test that happened to start it.
+		dir, err := os.MkdirTemp("", "callq-shared-cluster-")
+		if err == nil {
+			s.c, s.err = startCluster(tb, dir)
+		} else {
+			s.err = err
+		}
+		if s.err != nil && dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	if s.err != nil {
+		tb.Fatalf("the package's shared cluster: %v", s.err)
+	}
+	return s.c
+}
+
+// Stop stops the cluster, if one was started, and removes its directory.
+func (s *SharedCluster) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		if err := s.c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "redistest: stopping the shared cluster:", err)
+		}
+		_ = os.RemoveAll(s.c.Dir)
+		s.c = nil
+	}
 }
