@@ -222,17 +222,17 @@ func (p *Producer) deleteTask(rec *tasks.Record) bool {
 	return false
 }
 
-// liveEarlier reports whether the task of rec's call is live (not archived
-// nor completed) where a previous shard count put it: there, asynq cannot
-// refuse a second task of the call queued where the current count puts it.
-func (p *Producer) liveEarlier(rec *tasks.Record) (bool, error) {
-	id := tasks.TaskID(rec.Tenant, rec.CorrelationID)
-	for _, q := range p.shards.Earlier(rec.Queue, rec.CorrelationID) {
+// liveEarlier reports whether the task id of the call (or webhook) callID
+// in the logical queue queue is live (not archived nor completed) where a
+// previous shard count put it: there, asynq cannot refuse a second task
+// under id queued where the current count puts it.
+func (p *Producer) liveEarlier(queue, callID, id string) (bool, error) {
+	for _, q := range p.shards.Earlier(queue, callID) {
 		info, err := p.inspector.GetTaskInfo(q, id)
 		switch {
 		case notFound(err):
 		case err != nil:
-			return false, fmt.Errorf("look for the call's task in asynq queue %q: %w", q, err)
+			return false, fmt.Errorf("look for the task in asynq queue %q: %w", q, err)
 		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
 			return true, nil
 		}

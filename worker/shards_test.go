@@ -308,3 +308,47 @@ func TestShardedPrioritiesHold(t *testing.T) {
 	require.Greater(t, critical, 70, "critical's share fell: a shard's weight grew against the other queue's")
 	require.Less(t, critical, 100, "low was starved")
 }
+
+// A webhook redelivery queued before a change of the queue shards, still
+// waiting in the old webhook queue, makes a second request for one
+// refused with ErrRedeliveryPending after the change, as it is before:
+// the receiver must not get the redelivery twice.
+func TestShardCountChangeKeepsOneRedelivery(t *testing.T) {
+	t.Parallel()
+	e := setupShards(t)
+	ctx := context.Background()
+	client := func(shards int, previous ...int) *producer.Client {
+		c, err := producer.NewClient(e.rdb, "acme", &producer.Config{Catalog: e.catalog, Records: e.records,
+			QueueShards: shards, PreviousQueueShards: previous, WebhooksEnabled: true})
+		require.NoError(t, err)
+		return c
+	}
+	before, after := client(1), client(4, 1)
+	_, err := before.Enqueue(ctx, &tasks.Call{Integration: "up", Method: "GET", Path: "/x", CorrelationID: "hook",
+		Webhook: &tasks.Webhook{URL: "https://hooks.example.com/in"}}, producer.WithDelay(time.Hour))
+	require.NoError(t, err)
+	_, err = before.Cancel(ctx, "hook") // finished; its first delivery queued
+	require.NoError(t, err)
+	_, err = before.RedeliverWebhook(ctx, "hook")
+	require.NoError(t, err)
+	_, err = before.RedeliverWebhook(ctx, "hook")
+	require.ErrorIs(t, err, producer.ErrRedeliveryPending, "one shard: the redelivery is pending")
+
+	_, err = after.RedeliverWebhook(ctx, "hook")
+	require.ErrorIs(t, err, producer.ErrRedeliveryPending, "4 shards, previous 1: the redelivery queued on 1 is still pending")
+	rec, err := after.Get(ctx, "hook")
+	require.NoError(t, err)
+	redeliveries := 0
+	for _, q := range append([]string{tasks.WebhookQueue}, sharding4(t).Names(tasks.WebhookQueue)...) {
+		if _, err := e.inspector.GetTaskInfo(q, tasks.WebhookTaskID(rec, true)); err == nil {
+			redeliveries++
+		}
+	}
+	require.Equal(t, 1, redeliveries, "one redelivery task in all the webhook queues")
+}
+
+func sharding4(t *testing.T) *tasks.Sharding {
+	s, err := tasks.NewSharding(4, nil, "shards")
+	require.NoError(t, err)
+	return s
+}
