@@ -367,3 +367,19 @@ func sharding4(t *testing.T) *tasks.Sharding {
 	require.NoError(t, err)
 	return s
 }
+
+// A cancel by an API on a shard count other than the one that queued the
+// call, not told of that one (CALLQ_PREVIOUS_QUEUE_SHARDS), still deletes
+// the call's task: left, it would make its request once a worker serves
+// its queue, after the API said canceled.
+func TestCancelFindsTaskUnderAnotherCount(t *testing.T) {
+	t.Parallel()
+	e := setupShards(t)
+	ctx := context.Background()
+	e.enqueue(t, e.client(t, 1), "far", "low", producer.WithDelay(time.Hour))
+	rec, err := e.client(t, 4).Cancel(ctx, "far")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusCanceled, rec.Status)
+	_, err = e.inspector.GetTaskInfo("low", tasks.TaskID("acme", "far"))
+	require.ErrorIs(t, err, asynq.ErrTaskNotFound, "the cancel deleted the task where one shard put it")
+}
