@@ -424,8 +424,9 @@ func (r *Reconciler) findElsewhere(rec *tasks.Record, id, current string) (strin
 	if err != nil {
 		return current, nil, err
 	}
+	earlier := r.shards.Earlier(rec.Queue, rec.CorrelationID)
 	for _, q := range names {
-		if q == current || rediskeys.LogicalQueue(q) != rec.Queue || slices.Contains(r.shards.Earlier(rec.Queue, rec.CorrelationID), q) {
+		if q == current || rediskeys.LogicalQueue(q) != rec.Queue || slices.Contains(earlier, q) {
 			continue
 		}
 		info, err := r.inspector.GetTaskInfo(q, id)
