@@ -204,7 +204,7 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, o origin) (*Enqueu
 			}
 			// A task queued before a change of the queue shards is in
 			// another asynq queue, where asynq cannot refuse this one.
-			if live, err := c.p.liveEarlier(existing); err != nil || live {
+			if live, err := c.p.liveEarlier(existing.Queue, existing.CorrelationID, tasks.TaskID(existing.Tenant, existing.CorrelationID)); err != nil || live {
 				if err != nil {
 					return nil, err
 				}
@@ -332,7 +332,16 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id string) (*tasks.Record
 	}
 	pending := &tasks.WebhookState{URL: rec.Webhook.URL, Status: tasks.WebhookPending}
 	err = c.p.cfg.Records.ReplaceWebhook(ctx, c.tenant, id, pending, func() error {
-		queued, err := c.p.enqueueOrReplace(ctx, task, tasks.WebhookQueue, rec.CorrelationID, tasks.WebhookTaskID(rec, true))
+		id := tasks.WebhookTaskID(rec, true)
+		// A redelivery queued before a change of the queue shards waits in
+		// another asynq queue, where asynq cannot refuse this one.
+		if live, err := c.p.liveEarlier(tasks.WebhookQueue, rec.CorrelationID, id); err != nil || live {
+			if err == nil {
+				err = ErrRedeliveryPending
+			}
+			return err
+		}
+		queued, err := c.p.enqueueOrReplace(ctx, task, tasks.WebhookQueue, rec.CorrelationID, id)
 		if err == nil && !queued {
 			return ErrRedeliveryPending
 		}

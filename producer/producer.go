@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
+	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
 
@@ -214,7 +216,26 @@ func (p *Producer) deleteTask(rec *tasks.Record) bool {
 	if p.inspector.DeleteTask(p.shards.Queue(rec.Queue, rec.CorrelationID), id) == nil {
 		return true
 	}
-	for _, q := range p.shards.Earlier(rec.Queue, rec.CorrelationID) {
+	earlier := p.shards.Earlier(rec.Queue, rec.CorrelationID)
+	for _, q := range earlier {
+		if p.inspector.DeleteTask(q, id) == nil {
+			return true
+		}
+	}
+	// Queued under a shard count this process was not told of
+	// (CALLQ_PREVIOUS_QUEUE_SHARDS dropped too early, or another count on
+	// the API that queued it): left there, the task would make its request
+	// once a worker serves its queue, whatever the record says. Only a
+	// cancel that found no task to delete (a running call's) pays this.
+	names, err := p.inspector.Queues()
+	if err != nil {
+		return false
+	}
+	current := p.shards.Queue(rec.Queue, rec.CorrelationID)
+	for _, q := range names {
+		if q == current || rediskeys.LogicalQueue(q) != rec.Queue || slices.Contains(earlier, q) {
+			continue
+		}
 		if p.inspector.DeleteTask(q, id) == nil {
 			return true
 		}
@@ -222,17 +243,17 @@ func (p *Producer) deleteTask(rec *tasks.Record) bool {
 	return false
 }
 
-// liveEarlier reports whether the task of rec's call is live (not archived
-// nor completed) where a previous shard count put it: there, asynq cannot
-// refuse a second task of the call queued where the current count puts it.
-func (p *Producer) liveEarlier(rec *tasks.Record) (bool, error) {
-	id := tasks.TaskID(rec.Tenant, rec.CorrelationID)
-	for _, q := range p.shards.Earlier(rec.Queue, rec.CorrelationID) {
+// liveEarlier reports whether the task id of the call (or webhook) callID
+// in the logical queue queue is live (not archived nor completed) where a
+// previous shard count put it: there, asynq cannot refuse a second task
+// under id queued where the current count puts it.
+func (p *Producer) liveEarlier(queue, callID, id string) (bool, error) {
+	for _, q := range p.shards.Earlier(queue, callID) {
 		info, err := p.inspector.GetTaskInfo(q, id)
 		switch {
 		case notFound(err):
 		case err != nil:
-			return false, fmt.Errorf("look for the call's task in asynq queue %q: %w", q, err)
+			return false, fmt.Errorf("look for the task in asynq queue %q: %w", q, err)
 		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
 			return true, nil
 		}

@@ -66,7 +66,9 @@ type shardKey struct {
 // NewSharding returns the Sharding of shards asynq queues per logical queue
 // (0 means 1), with the counts used before, previous (the current count
 // among them changes nothing). field names the setting in errors
-// ("Config.QueueShards"). For one shard and no previous count it returns
+// ("Config.QueueShards"); the previous counts are named as its sibling
+// ("Config.PreviousQueueShards"), so that an error points at the setting
+// that is wrong. For one shard and no previous count it returns
 // nil, which is that Sharding.
 func NewSharding(shards int, previous []int, field string) (*Sharding, error) {
 	if shards == 0 {
@@ -78,7 +80,7 @@ func NewSharding(shards int, previous []int, field string) (*Sharding, error) {
 	s := &Sharding{shards: shards}
 	for _, p := range previous {
 		if p < 1 || p > MaxQueueShards {
-			return nil, fmt.Errorf("the previous counts of %s must be from 1 to %d, not %d", field, MaxQueueShards, p)
+			return nil, fmt.Errorf("%s must hold counts from 1 to %d, not %d", previousField(field), MaxQueueShards, p)
 		}
 		if p != shards && !slices.Contains(s.previous, p) {
 			s.previous = append(s.previous, p)
@@ -88,6 +90,13 @@ func NewSharding(shards int, previous []int, field string) (*Sharding, error) {
 		return nil, nil // nothing to compute, ever
 	}
 	return s, nil
+}
+
+// previousField is the name of the previous counts' setting beside field:
+// "Config.QueueShards" -> "Config.PreviousQueueShards".
+func previousField(field string) string {
+	i := strings.LastIndexByte(field, '.') + 1
+	return field[:i] + "Previous" + field[i:]
 }
 
 // Shards is how many asynq queues each logical queue is split into.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -402,7 +403,45 @@ func (r *Reconciler) findTask(rec *tasks.Record) (string, *asynq.TaskInfo, error
 			return q, info, err2
 		}
 	}
+	if q, info, err2 := r.findElsewhere(rec, id, queue); q != "" {
+		return q, info, err2
+	}
 	return queue, nil, err
+}
+
+// findElsewhere looks for the task id of rec's call in the asynq queues of
+// rec's queue that no shard count the reconciler knows names: a count the
+// deployment ran with and this process was not told of (a change of
+// CALLQ_QUEUE_SHARDS without CALLQ_PREVIOUS_QUEUE_SHARDS, or an API on
+// another count than the workers). A task waiting there is not lost: it
+// runs once a worker serves its queue, and a first attempt makes its
+// request before it reads the record, so failing the call would be undone
+// by the request it says never happened. It answers the first queue that
+// holds the task live (or that could not be read), and "" when none does.
+// Only a call whose task is missing where it belongs pays for it.
+func (r *Reconciler) findElsewhere(rec *tasks.Record, id, current string) (string, *asynq.TaskInfo, error) {
+	names, err := r.inspector.Queues()
+	if err != nil {
+		return current, nil, err
+	}
+	earlier := r.shards.Earlier(rec.Queue, rec.CorrelationID)
+	for _, q := range names {
+		if q == current || rediskeys.LogicalQueue(q) != rec.Queue || slices.Contains(earlier, q) {
+			continue
+		}
+		info, err := r.inspector.GetTaskInfo(q, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		case err != nil:
+			return q, nil, err
+		case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+			r.log.Warn().Str("correlation_id", rec.CorrelationID).Str("tenant", rec.Tenant).Str("asynq_queue", q).
+				Stringer("queue_shards", r.shards).
+				Msg("a call's task waits in an asynq queue of another queue shard count, which this process was not told of; add that count to CALLQ_PREVIOUS_QUEUE_SHARDS so that workers serve it")
+			return q, info, nil
+		}
+	}
+	return "", nil, nil
 }
 
 // errOtherCall: the record under the ID is another call's (the lost one's

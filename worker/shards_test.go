@@ -199,8 +199,8 @@ func TestShardedQueuesRun(t *testing.T) {
 // From 1 shard to 4 on a running deployment: calls queued before the
 // change (pending, delayed) are found where one shard put them, by the
 // reconciler and a cancel, and a worker with CALLQ_PREVIOUS_QUEUE_SHARDS=1
-// runs them beside the new ones. The control: a reconciler that was not
-// told the previous count takes them for lost.
+// runs them beside the new ones. A worker that was not told the previous
+// count warns of them, and its reconciler leaves them queued.
 func TestShardCountChangeKeepsQueuedCalls(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -224,8 +224,23 @@ func TestShardCountChangeKeepsQueuedCalls(t *testing.T) {
 				require.Contains(t, logs.String(), `"asynq_queue":"default","tasks":10,"queue_shards":"4","message":"an asynq queue of another queue shard count holds calls this worker does not serve; add that count to CALLQ_PREVIOUS_QUEUE_SHARDS`)
 				require.Contains(t, logs.String(), `"asynq_queue":"low","tasks":2,`)
 				w.Shutdown()
+				// A reconciler without the previous count does not fail them
+				// as lost: their tasks are live in another asynq queue of
+				// their queue, and would run once the count is added back
+				// (a first attempt does not read the record first).
 				rep := e.reconcileAhead(t, 4)
-				require.Equal(t, 12, rep.Lost, "without the previous count, every call queued before looks lost")
+				require.Equal(t, 12, rep.Checked)
+				require.Zero(t, rep.Lost, "a call whose task waits under another shard count is not lost")
+				rec, err := before.Get(ctx, "old-0")
+				require.NoError(t, err)
+				require.Equal(t, tasks.StatusQueued, rec.Status)
+				// Told, a worker runs them, and each record says so.
+				e.start(t, map[string]int{"default": 3, "low": 1}, 10, 4, 1)
+				for _, id := range old {
+					rec, err := before.Wait(ctx, id)
+					require.NoError(t, err)
+					require.Equal(t, tasks.StatusSucceeded, rec.Status, id)
+				}
 				return
 			}
 			rep := e.reconcileAhead(t, 4, 1)
@@ -307,4 +322,64 @@ func TestShardedPrioritiesHold(t *testing.T) {
 	t.Logf("of the first 100 calls run, %d were critical's (6 in 7 expected: about 86)", critical)
 	require.Greater(t, critical, 70, "critical's share fell: a shard's weight grew against the other queue's")
 	require.Less(t, critical, 100, "low was starved")
+}
+
+// A webhook redelivery queued before a change of the queue shards, still
+// waiting in the old webhook queue, makes a second request for one
+// refused with ErrRedeliveryPending after the change, as it is before:
+// the receiver must not get the redelivery twice.
+func TestShardCountChangeKeepsOneRedelivery(t *testing.T) {
+	t.Parallel()
+	e := setupShards(t)
+	ctx := context.Background()
+	client := func(shards int, previous ...int) *producer.Client {
+		c, err := producer.NewClient(e.rdb, "acme", &producer.Config{Catalog: e.catalog, Records: e.records,
+			QueueShards: shards, PreviousQueueShards: previous, WebhooksEnabled: true})
+		require.NoError(t, err)
+		return c
+	}
+	before, after := client(1), client(4, 1)
+	_, err := before.Enqueue(ctx, &tasks.Call{Integration: "up", Method: "GET", Path: "/x", CorrelationID: "hook",
+		Webhook: &tasks.Webhook{URL: "https://hooks.example.com/in"}}, producer.WithDelay(time.Hour))
+	require.NoError(t, err)
+	_, err = before.Cancel(ctx, "hook") // finished; its first delivery queued
+	require.NoError(t, err)
+	_, err = before.RedeliverWebhook(ctx, "hook")
+	require.NoError(t, err)
+	_, err = before.RedeliverWebhook(ctx, "hook")
+	require.ErrorIs(t, err, producer.ErrRedeliveryPending, "one shard: the redelivery is pending")
+
+	_, err = after.RedeliverWebhook(ctx, "hook")
+	require.ErrorIs(t, err, producer.ErrRedeliveryPending, "4 shards, previous 1: the redelivery queued on 1 is still pending")
+	rec, err := after.Get(ctx, "hook")
+	require.NoError(t, err)
+	redeliveries := 0
+	for _, q := range append([]string{tasks.WebhookQueue}, sharding4(t).Names(tasks.WebhookQueue)...) {
+		if _, err := e.inspector.GetTaskInfo(q, tasks.WebhookTaskID(rec, true)); err == nil {
+			redeliveries++
+		}
+	}
+	require.Equal(t, 1, redeliveries, "one redelivery task in all the webhook queues")
+}
+
+func sharding4(t *testing.T) *tasks.Sharding {
+	s, err := tasks.NewSharding(4, nil, "shards")
+	require.NoError(t, err)
+	return s
+}
+
+// A cancel by an API on a shard count other than the one that queued the
+// call, not told of that one (CALLQ_PREVIOUS_QUEUE_SHARDS), still deletes
+// the call's task: left, it would make its request once a worker serves
+// its queue, after the API said canceled.
+func TestCancelFindsTaskUnderAnotherCount(t *testing.T) {
+	t.Parallel()
+	e := setupShards(t)
+	ctx := context.Background()
+	e.enqueue(t, e.client(t, 1), "far", "low", producer.WithDelay(time.Hour))
+	rec, err := e.client(t, 4).Cancel(ctx, "far")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusCanceled, rec.Status)
+	_, err = e.inspector.GetTaskInfo("low", tasks.TaskID("acme", "far"))
+	require.ErrorIs(t, err, asynq.ErrTaskNotFound, "the cancel deleted the task where one shard put it")
 }
