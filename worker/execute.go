@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -181,12 +182,24 @@ func (w *Worker) takeTurn(ctx context.Context, r *run) ([]pass, error) {
 		}
 		release(ctx, passes, nil)
 		if err != nil {
-			return nil, err // Redis trouble: try later
+			// Redis trouble: the call waits like a held one. Returned as
+			// is, the error would spend a retry of the task with no
+			// attempt made, and leave a later run's record marked
+			// running: the next run would take either for an attempt
+			// that lost its worker (FirstAttemptLost, Begin's Lost), and
+			// record one that never reached the upstream.
+			r.log.Warn().Err(err).Msg("could not check the integration's fleet-wide limits; the call waits")
+			hold = &heldBack{delay: gateErrorWait + rand.N(gateErrorWait),
+				note: fmt.Sprintf("waiting: the fleet-wide limits of %q could not be checked (a Redis error)", r.in.Name)}
 		}
 		return nil, w.hold(ctx, r, hold)
 	}
 	return passes, nil
 }
+
+// gateErrorWait is the least wait of a call whose gate could not be
+// checked; it waits up to twice that.
+const gateErrorWait = time.Second
 
 // hold records that the call waits for hold and returns the error that
 // puts its task back.
@@ -198,7 +211,16 @@ func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		return nil // canceled while it waited: nothing left to run
+	case err != nil && r.firstRun:
+		// Nothing was written: the record still says the call has made
+		// no attempt, which is true. Spending a retry would make the next
+		// run take it for a first attempt that lost its worker.
+		r.log.Warn().Err(err).Msg("could not record that the call waits; it waits all the same")
+		return h
 	case err != nil:
+		// The record stays marked running (Begin): the next run records
+		// an interrupted attempt. Both Redis round trips of this run
+		// failed; see the README's note on Redis outages.
 		return err
 	}
 	return h

@@ -1,0 +1,169 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/internal/redistest"
+	"github.com/callq/callq/producer"
+	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
+)
+
+// gateEnv is a Redis of its own, an upstream the test writes, and a worker
+// over a catalog the test writes (%[1]s is the upstream's URL).
+type gateEnv struct {
+	rdb     *redis.Client
+	client  *producer.Client
+	records *tasks.Store
+	ins     *asynq.Inspector
+	logs    *syncBuffer
+}
+
+func setupGates(t *testing.T, catalog string, up http.Handler, opts ...func(*worker.Config)) *gateEnv {
+	t.Helper()
+	e := &gateEnv{logs: &syncBuffer{}}
+	srv := redistest.Start(t)
+	hs := httptest.NewServer(up)
+	t.Cleanup(hs.Close)
+	cat, err := tasks.ParseCatalog(fmt.Appendf(nil, catalog, hs.URL))
+	require.NoError(t, err)
+	key, _ := auth.GenerateKey()
+	ring, err := auth.ParseKeyring(key)
+	require.NoError(t, err)
+	e.rdb = srv.Client(t)
+	e.records, err = tasks.NewStore(e.rdb, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { e.records.Close() })
+	e.client, err = producer.NewClient(e.rdb, "acme", &producer.Config{Catalog: cat, Records: e.records})
+	require.NoError(t, err)
+	creds, err := auth.NewStore(e.rdb, &auth.StoreConfig{Keyring: ring})
+	require.NoError(t, err)
+	e.ins = asynq.NewInspectorFromRedisClient(e.rdb)
+	log := zerolog.New(e.logs)
+	cfg := &worker.Config{Catalog: cat, Records: e.records, Credentials: creds, Keyring: ring,
+		Concurrency: 10, Logger: &log, ShutdownTimeout: drainLimit, ReconcileInterval: worker.ReconcileOff}
+	for _, o := range opts {
+		o(cfg)
+	}
+	w, err := worker.New(e.rdb, cfg)
+	require.NoError(t, err)
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Shutdown)
+	return e
+}
+
+// lastErr is asynq's error of the call's task's latest run ("" while none
+// failed or was held).
+func (e *gateEnv) lastErr(t *testing.T, id string) string {
+	t.Helper()
+	info, err := e.ins.GetTaskInfo("default", tasks.TaskID("acme", id))
+	if err != nil {
+		return ""
+	}
+	return info.LastErr
+}
+
+// breakSlots makes the concurrency gate of an integration capped per
+// integration fail with a Redis error (its sorted set is a string), as a
+// Redis that times out or fails over mid-call would; mend undoes it.
+func (e *gateEnv) breakSlots(t *testing.T, integration string) (mend func()) {
+	t.Helper()
+	key := rediskeys.Slots("acme", integration)
+	require.NoError(t, e.rdb.Set(context.Background(), key, "not a sorted set", 0).Err())
+	return func() { require.NoError(t, e.rdb.Del(context.Background(), key).Err()) }
+}
+
+// requireNoPhantom fails if rec's history holds an attempt recorded as
+// interrupted: none was, in these tests.
+func requireNoPhantom(t *testing.T, rec *tasks.Record) {
+	t.Helper()
+	for _, a := range rec.History {
+		require.NotContains(t, a.Error, "interrupted", "attempt %d was never made, yet the record says it may have reached the upstream: %+v", a.Attempt, rec.History)
+	}
+}
+
+// A Redis error in a gate before a call's first attempt is not an attempt:
+// the call, allowed one attempt, still makes it and succeeds, and its
+// record holds that one attempt. (It used to spend a retry of the task, so
+// the next run took the untouched record for a first attempt that lost its
+// worker: it recorded an interrupted attempt that never was, "the upstream
+// may have received the request", and failed the call unsent.)
+func TestGateErrorBeforeTheFirstAttemptIsNoAttempt(t *testing.T) {
+	t.Parallel()
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    retry: {max_attempts: 1}
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{"ok":true}`) }))
+	mend := e.breakSlots(t, "one")
+	id := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/", CorrelationID: "gate-first-" + uid()})
+	require.Eventually(t, func() bool { return e.lastErr(t, id) != "" }, 20*time.Second, 5*time.Millisecond,
+		"the gate's error should have put the task back")
+	rec, err := e.client.Get(context.Background(), id)
+	require.NoError(t, err)
+	require.Zero(t, rec.Attempts)
+	mend()
+	rec = waitDone(t, e.client, id)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v %+v", rec.Error, rec.History)
+	require.Equal(t, 1, rec.Attempts)
+	requireNoPhantom(t, rec)
+}
+
+// A Redis error in a gate before a later attempt leaves the record saying
+// what is true: retrying, with a note, not running; and the next run
+// records no interrupted attempt for it.
+func TestGateErrorBeforeALaterAttempt(t *testing.T) {
+	t.Parallel()
+	first, goOn := make(chan struct{}), make(chan struct{})
+	var n atomic.Int32
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    retry: {max_attempts: 3}
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			close(first)
+			<-goOn
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	id := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/", CorrelationID: "gate-later-" + uid()})
+	<-first
+	mend := e.breakSlots(t, "one") // the first attempt passed its gate; the second will not
+	close(goOn)
+	require.Eventually(t, func() bool {
+		le := e.lastErr(t, id)
+		return le != "" && !strings.Contains(le, "503")
+	}, 20*time.Second, 5*time.Millisecond, "the second run should have met the gate's error")
+	rec, err := e.client.Get(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusRetrying, rec.Status, "the call is not running: it waits for its next try")
+	require.Equal(t, 1, rec.Attempts)
+	require.NotEmpty(t, rec.Note)
+	mend()
+	rec = waitDone(t, e.client, id)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v %+v", rec.Error, rec.History)
+	require.Equal(t, 2, rec.Attempts, "%+v", rec.History)
+	requireNoPhantom(t, rec)
+}
