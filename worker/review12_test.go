@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/producer"
@@ -166,4 +167,48 @@ integrations:
 	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v %+v", rec.Error, rec.History)
 	require.Equal(t, 2, rec.Attempts, "%+v", rec.History)
 	requireNoPhantom(t, rec)
+}
+
+// A call held back before its first attempt, whose first attempt then
+// loses its run (here a panic after the request, which asynq recovers; a
+// SIGKILLed worker is the same to the next run), has that attempt recorded
+// as interrupted: the upstream received it. (The held record said
+// retrying, not queued, so the next run took the attempt for none: the
+// record showed one attempt where the upstream had two requests, and the
+// call had one attempt more than max_attempts allows.)
+func TestHeldFirstRunWhoseAttemptIsLost(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	var panicked atomic.Bool
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    retry: {max_attempts: 3}
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		fmt.Fprint(w, `{"ok":true}`)
+	}), func(c *worker.Config) {
+		c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, tasks.ErrorKind) {
+			if panicked.CompareAndSwap(false, true) {
+				panic("a CheckRetry with a bug")
+			}
+			return worker.DefaultCheckRetry(ctx, resp, err)
+		}
+	})
+	slots, err := flow.NewSlots(e.rdb, nil)
+	require.NoError(t, err)
+	taken, _, err := slots.Acquire(context.Background(), flow.Scope{Tenant: "acme", Integration: "one"}, 1)
+	require.NoError(t, err)
+	require.NotNil(t, taken)
+	id := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/", CorrelationID: "held-lost-" + uid()})
+	awaitHeld(t, e.client, `waiting for a free slot: 1 of 1 requests to "one" are in flight`, id)
+	require.NoError(t, slots.Release(context.Background(), taken))
+	rec := waitDone(t, e.client, id)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v", rec.History)
+	require.True(t, panicked.Load())
+	require.EqualValues(t, 2, requests.Load(), "the upstream received both attempts")
+	require.Equal(t, 2, rec.Attempts, "the record counts both: %+v", rec.History)
+	require.Contains(t, rec.History[0].Error, "attempt interrupted")
 }
