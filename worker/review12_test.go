@@ -212,3 +212,53 @@ integrations:
 	require.Equal(t, 2, rec.Attempts, "the record counts both: %+v", rec.History)
 	require.Contains(t, rec.History[0].Error, "attempt interrupted")
 }
+
+// An answer between two failures ends the run of failures, even when the
+// call that got it was let through while the circuit was quiet (closed, no
+// failure counted), so it reports nothing to Redis: failure, answer,
+// failure does not open a circuit of failures: 2. (It did: the answer of a
+// call in flight when the first failure was counted was never told, so an
+// upstream failing now and then opened the circuit of a busy integration,
+// and every call of the tenant waited a cooldown.)
+func TestCircuitAnswerInFlightEndsTheRunOfFailures(t *testing.T) {
+	t.Parallel()
+	slow := make(chan struct{})
+	e := setupGates(t, `
+integrations:
+  flaky:
+    base_url: %[1]s
+    retry: {max_attempts: 1}
+    circuit_breaker: {failures: 2, window: 1m, cooldown: 1m}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fail":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/slow":
+			<-slow
+			fmt.Fprint(w, `{"ok":true}`)
+		}
+	}))
+	call := func(path string) string {
+		return enqueue(t, e.client, &tasks.Call{Integration: "flaky", Method: "GET", Path: path, CorrelationID: "run-" + uid()})
+	}
+	state := func() *flow.Breakers {
+		cs := flow.NewCircuits(e.rdb, nil)
+		st, err := cs.Read(context.Background(), "acme", map[string]*tasks.CircuitBreaker{"flaky": {Failures: 2,
+			Window: tasks.Duration(time.Minute), Cooldown: tasks.Duration(time.Minute), Per: tasks.CircuitPerIntegration}})
+		require.NoError(t, err)
+		return st["flaky"]
+	}
+	answered := call("/slow") // let through while the circuit is quiet
+	require.Eventually(t, func() bool {
+		rec, err := e.client.Get(context.Background(), answered)
+		return err == nil && rec.Status == tasks.StatusRunning
+	}, 20*time.Second, 5*time.Millisecond)
+	require.Equal(t, tasks.StatusFailed, waitDone(t, e.client, call("/fail")).Status)
+	require.Equal(t, 1, state().Failures)
+	close(slow)
+	require.Equal(t, tasks.StatusSucceeded, waitDone(t, e.client, answered).Status)
+	require.Equal(t, tasks.StatusFailed, waitDone(t, e.client, call("/fail")).Status)
+	st := state()
+	require.Equal(t, flow.Closed, st.State, "failure, answer, failure: no two failures in a row")
+	require.Equal(t, 1, st.Failures)
+}
