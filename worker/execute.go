@@ -207,6 +207,11 @@ func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 	r.log.Info().Dur("retry_in", h.delay).Str("reason", h.note).Msg("call held back without spending an attempt")
 	next := time.Now().Add(h.delay).UTC()
 	r.rec.Status, r.rec.NextAttemptAt, r.rec.Note = tasks.StatusRetrying, &next, h.note
+	if len(r.rec.History) == 0 {
+		// No attempt has started: started_at is the first attempt's, and
+		// the retry budget (max_elapsed) is counted from it.
+		r.rec.StartedAt = nil
+	}
 	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):

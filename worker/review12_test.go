@@ -262,3 +262,49 @@ integrations:
 	require.Equal(t, flow.Closed, st.State, "failure, answer, failure: no two failures in a row")
 	require.Equal(t, 1, st.Failures)
 }
+
+// Time a call spends held back before its first attempt is not spent from
+// its retry budget (max_elapsed: from the first attempt to the last), and
+// its started_at is when that attempt began, not when it was first held.
+// (A call held longer than max_elapsed failed at its second retryable
+// failure, "the retry budget of 2s is spent", with attempts and budget
+// left; its started_at said it started while it waited.)
+func TestHeldTimeIsNotSpentFromTheRetryBudget(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    retry: {max_attempts: 3, initial_interval: 100ms, max_interval: 100ms, max_elapsed: 2s}
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	slots, err := flow.NewSlots(e.rdb, nil)
+	require.NoError(t, err)
+	taken, _, err := slots.Acquire(context.Background(), flow.Scope{Tenant: "acme", Integration: "one"}, 1)
+	require.NoError(t, err)
+	require.NotNil(t, taken)
+	id := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/", CorrelationID: "held-budget-" + uid()})
+	awaitHeld(t, e.client, `waiting for a free slot: 1 of 1 requests to "one" are in flight`, id)
+	held, err := e.client.Get(context.Background(), id)
+	require.NoError(t, err)
+	require.Nil(t, held.StartedAt, "no attempt has started")
+	// Held for longer than the whole budget.
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; time.Sleep(100 * time.Millisecond) {
+		// (the hold is the test's own slot: nothing to poll for)
+		require.Zero(t, requests.Load())
+	}
+	released := time.Now()
+	require.NoError(t, slots.Release(context.Background(), taken))
+	rec := waitDone(t, e.client, id)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v %+v", rec.Error, rec.History)
+	require.Equal(t, 3, rec.Attempts)
+	require.NotNil(t, rec.StartedAt)
+	require.False(t, rec.StartedAt.Before(released.Add(-time.Second)), "started_at %s is the first attempt's, after the slot was released at %s", rec.StartedAt, released)
+}
