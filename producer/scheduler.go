@@ -459,7 +459,9 @@ func (s *Scheduler) fire(ctx context.Context, k scheduleKey, e *scheduleEntry, r
 	call := e.def.Call
 	call.CorrelationID = ScheduleCorrelationID(k.id, f.at)
 	log = log.With().Str("correlation_id", call.CorrelationID).Time("instant", f.at).Logger()
-	res, err := s.p.tenant(k.tenant).enqueue(ctx, &call, origin{schedule: k.id})
+	// The queue is the one the API accepted (checkSchedule): this worker
+	// may take others.
+	res, err := s.p.tenant(k.tenant).enqueue(ctx, &call, origin{schedule: k.id, queue: e.def.Call.Queue})
 	var fe *tasks.FieldError
 	var conflict *ConflictError
 	var msg string
