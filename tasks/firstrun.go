@@ -29,14 +29,15 @@ func (p *Payload) FirstRun(retried int) bool {
 
 // CurrentStatus is the status a call is in: the record's, except that a
 // record that says queued while asynq holds the call's task active is
-// running (see FirstRun). So is one that says retrying with a Note: a first
+// running (see FirstRun); its note and next attempt, of the wait that is
+// over, are then cleared. So is one that says retrying with a Note: a first
 // run held back before its attempt (a rate limit, say) wrote it, and the
 // next first run does not mark the record before its attempt either.
 // taskActive is asked only about such records.
 func CurrentStatus(rec *Record, taskActive func(*Record) bool) Status {
 	waiting := rec.Status == StatusQueued || heldBeforeFirstAttempt(rec)
 	if waiting && taskActive(rec) {
-		rec.Note = ""
+		rec.Note, rec.NextAttemptAt = "", nil // the wait is over
 		return StatusRunning
 	}
 	return rec.Status

@@ -276,6 +276,9 @@ func decodeRecord(whole bool, recv, fullv, statusv, runv, whv, rbv any) (*Record
 	if rec.Status != StatusRetrying {
 		rec.Note = "" // the wait it explained is over (Begin marks running without rewriting rec)
 	}
+	if rec.Status == StatusRunning {
+		rec.NextAttemptAt = nil // so is the wait itself
+	}
 	if runs, _ := runv.(string); runs != "" && rec.Status == StatusRunning {
 		var run RunMarker
 		if json.Unmarshal([]byte(runs), &run) == nil && rec.StartedAt == nil {

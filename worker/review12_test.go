@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -307,4 +308,69 @@ integrations:
 	require.Equal(t, 3, rec.Attempts)
 	require.NotNil(t, rec.StartedAt)
 	require.False(t, rec.StartedAt.Before(released.Add(-time.Second)), "started_at %s is the first attempt's, after the slot was released at %s", rec.StartedAt, released)
+}
+
+// While the attempt that follows a hold runs, the record says running and
+// nothing of the wait that is over: no note, no next_attempt_at in the
+// past; so does a later attempt's, after a retry's wait. (GET showed
+// "running" with the hold's next_attempt_at, a time gone by.)
+func TestRunningRecordHasNoNextAttempt(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	release := make(chan struct{})
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    retry: {max_attempts: 3}
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := requests.Add(1)
+		if r.URL.Path == "/retry" && n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		<-release
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	var once sync.Once
+	finish := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(finish) // before the upstream's Close, which waits for its requests
+	running := func(id string) *tasks.Record {
+		t.Helper()
+		var rec *tasks.Record
+		require.Eventually(t, func() bool {
+			var err error
+			rec, err = e.client.Get(context.Background(), id)
+			return err == nil && rec.Status == tasks.StatusRunning
+		}, 20*time.Second, 5*time.Millisecond)
+		return rec
+	}
+
+	// Held first, then run.
+	slots, err := flow.NewSlots(e.rdb, nil)
+	require.NoError(t, err)
+	taken, _, err := slots.Acquire(context.Background(), flow.Scope{Tenant: "acme", Integration: "one"}, 1)
+	require.NoError(t, err)
+	held := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/held", CorrelationID: "running-held-" + uid()})
+	awaitHeld(t, e.client, `waiting for a free slot: 1 of 1 requests to "one" are in flight`, held)
+	require.NoError(t, slots.Release(context.Background(), taken))
+	rec := running(held)
+	require.Empty(t, rec.Note)
+	require.Nil(t, rec.NextAttemptAt, "the attempt runs: no next attempt is set")
+	release <- struct{}{}
+	require.Equal(t, tasks.StatusSucceeded, waitDone(t, e.client, held).Status)
+
+	// Retried after a 503, then run.
+	requests.Store(0)
+	retried := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/retry", CorrelationID: "running-retried-" + uid()})
+	rec = running(retried)
+	for rec.Attempts == 0 { // the first attempt's running
+		rec = running(retried)
+	}
+	require.Equal(t, 1, rec.Attempts)
+	require.Nil(t, rec.NextAttemptAt, "the second attempt runs: no next attempt is set")
+	finish()
+	require.Equal(t, tasks.StatusSucceeded, waitDone(t, e.client, retried).Status)
 }
