@@ -70,6 +70,9 @@ type run struct {
 	firstRun bool
 	rec      *tasks.Record // the record as this run will write it, marked running
 	version  int64         // the version rec is written over (a compare-and-set)
+	// detailChanged says rec's history is no longer the one stored: resume
+	// recorded an attempt a lost run left.
+	detailChanged bool
 }
 
 // begin starts a run. A first run rebuilds the record from the payload and
@@ -133,6 +136,7 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 		return err // Redis trouble: asynq retries the task later
 	}
 	rec := begun.Record
+	stored := len(rec.History)
 	switch {
 	case begun.Lost != nil:
 		// The previous attempt's worker died after marking it running:
@@ -151,7 +155,7 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 		r.log.Warn().Int("attempt", 1).Msg("previous attempt was interrupted")
 	}
 	rec.Attempts = len(rec.History)
-	r.rec, r.version = rec, begun.Version
+	r.rec, r.version, r.detailChanged = rec, begun.Version, len(rec.History) != stored
 	return nil
 }
 
@@ -212,7 +216,10 @@ func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 		// the retry budget (max_elapsed) is counted from it.
 		r.rec.StartedAt = nil
 	}
-	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil)
+	// The record's response and history are as stored, unless this run
+	// recorded a lost attempt (resume): what a hold changes is written
+	// without them, however large the response kept.
+	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil, r.detailChanged)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		return nil // canceled while it waited: nothing left to run
@@ -301,7 +308,7 @@ func (w *Worker) report(ctx context.Context, r *run, d decision, v verdict) erro
 	r.rec.Status, r.rec.Error, r.rec.NextAttemptAt = tasks.StatusRetrying, v.err, &next
 	// WithoutCancel: an attempt that ran up to the task's deadline must
 	// still be recorded.
-	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, mine)
+	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, mine, true)
 	if errors.Is(err, tasks.ErrFinished) {
 		return nil // canceled through the API while the attempt ran
 	}
@@ -343,7 +350,7 @@ func (r *run) record(d decision) tasks.Attempt {
 func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, mine *tasks.Attempt, status tasks.Status, cerr *tasks.CallError) error {
 	now := time.Now().UTC()
 	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
-	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine)
+	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine, true)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		// Canceled while the attempt ran (the API queued the webhook), or
@@ -368,10 +375,17 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 // commit writes rec over the record as of version. If the record changed
 // meanwhile (an interrupted run recorded itself, say) it folds this
 // attempt into the record as it now is and tries again; a record that
-// became terminal (canceled) is left alone: ErrFinished.
-func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt) (*tasks.Record, error) {
+// became terminal (canceled) is left alone: ErrFinished. detail says rec's
+// response or history may differ from the stored ones; without it only
+// the rest is written (Store.WriteSummary: a hold).
+func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt, detail bool) (*tasks.Record, error) {
 	for range 5 {
-		err := w.cfg.Records.Write(ctx, rec, version)
+		var err error
+		if detail {
+			err = w.cfg.Records.Write(ctx, rec, version)
+		} else {
+			err = w.cfg.Records.WriteSummary(ctx, rec, version)
+		}
 		if !errors.Is(err, tasks.ErrChanged) {
 			return rec, err
 		}

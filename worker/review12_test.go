@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -373,4 +374,72 @@ integrations:
 	require.Nil(t, rec.NextAttemptAt, "the second attempt runs: no next attempt is set")
 	finish()
 	require.Equal(t, tasks.StatusSucceeded, waitDone(t, e.client, retried).Status)
+}
+
+// netIn is how many bytes Redis has read from its clients.
+func netIn(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "stats").Result()
+	require.NoError(t, err)
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "total_net_input_bytes:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Fatal("no total_net_input_bytes in INFO stats")
+	return 0
+}
+
+// A hold writes what it changes (status, next attempt, note), not the
+// record's response and history again: a call held after an attempt that
+// kept a large response does not send that response to Redis at every
+// hold, every second or two for as long as it waits. (Each hold rewrote
+// the whole record: 512 KiB a hold here, up to CALLQ_MAX_RESPONSE_BYTES,
+// times the calls held, into Redis and its AOF.)
+func TestHoldDoesNotRewriteTheResponse(t *testing.T) {
+	t.Parallel()
+	page := strings.Repeat("<p>upstream overloaded</p>\n", 512<<10/27)
+	var requests atomic.Int32
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    retry: {max_attempts: 3}
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, page)
+			return
+		}
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	id := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/", CorrelationID: "hold-size-" + uid()})
+	require.Eventually(t, func() bool {
+		rec, err := e.client.Get(context.Background(), id)
+		return err == nil && rec.Status == tasks.StatusRetrying && rec.Attempts == 1
+	}, 20*time.Second, 5*time.Millisecond)
+	slots, err := flow.NewSlots(e.rdb, nil)
+	require.NoError(t, err)
+	taken, _, err := slots.Acquire(context.Background(), flow.Scope{Tenant: "acme", Integration: "one"}, 1)
+	require.NoError(t, err)
+	require.NotNil(t, taken)
+	const held = "call held back without spending an attempt"
+	require.Eventually(t, func() bool { return strings.Count(e.logs.String(), held) >= 1 }, 20*time.Second, 5*time.Millisecond)
+	before, holds := netIn(t, e.rdb), strings.Count(e.logs.String(), held)
+	require.Eventually(t, func() bool { return strings.Count(e.logs.String(), held) >= holds+3 }, 30*time.Second, 10*time.Millisecond)
+	written, n := netIn(t, e.rdb)-before, strings.Count(e.logs.String(), held)-holds
+	t.Logf("Redis read %d bytes while the call was held %d times more", written, n)
+	// Each rewrite would send the page at least (JSON-escaped, more); the
+	// rest is asynq's and the worker's own traffic meanwhile.
+	require.Less(t, written/int64(n), int64(len(page)/2), "the held call's response went to Redis again")
+	require.NoError(t, slots.Release(context.Background(), taken))
+	rec := waitDone(t, e.client, id)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status)
+	require.Equal(t, 2, rec.Attempts)
+	require.Len(t, rec.History, 2)
+	require.Equal(t, 503, rec.History[0].Status)
 }
