@@ -223,6 +223,9 @@ func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		return nil // canceled while it waited: nothing left to run
+	case errors.Is(err, tasks.ErrNotFound):
+		r.log.Warn().Msg("call has no record (expired or deleted); not attempting it")
+		return nil
 	case err != nil && r.firstRun:
 		// Nothing was written: the record still says the call has made
 		// no attempt, which is true. Spending a retry would make the next

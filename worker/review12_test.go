@@ -443,3 +443,29 @@ integrations:
 	require.Len(t, rec.History, 2)
 	require.Equal(t, 503, rec.History[0].Status)
 }
+
+// A held call whose record is gone (expired after its 7 days, or deleted)
+// is dropped at its next hold, as at its next run: nothing is left to
+// record its outcome in. It is not held again and again for ever.
+func TestHeldCallWithoutRecordIsDropped(t *testing.T) {
+	t.Parallel()
+	e := setupGates(t, `
+integrations:
+  one:
+    base_url: %[1]s
+    concurrency: {limit: 1, per: integration}
+`, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{"ok":true}`) }))
+	slots, err := flow.NewSlots(e.rdb, nil)
+	require.NoError(t, err)
+	taken, _, err := slots.Acquire(context.Background(), flow.Scope{Tenant: "acme", Integration: "one"}, 1)
+	require.NoError(t, err)
+	require.NotNil(t, taken)
+	id := enqueue(t, e.client, &tasks.Call{Integration: "one", Method: "GET", Path: "/", CorrelationID: "held-gone-" + uid()})
+	awaitHeld(t, e.client, `waiting for a free slot: 1 of 1 requests to "one" are in flight`, id)
+	require.NoError(t, e.rdb.Del(context.Background(), rediskeys.Record("acme", id)).Err())
+	require.Eventually(t, func() bool {
+		info, err := e.ins.GetTaskInfo("default", tasks.TaskID("acme", id))
+		return err != nil || info.State == asynq.TaskStateCompleted
+	}, 10*time.Second, 20*time.Millisecond, "the call's task should be done with at its next hold, before the slot's lease of 15s ends")
+	require.Contains(t, e.logs.String(), "call has no record")
+}
