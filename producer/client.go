@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -160,11 +161,26 @@ func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) 
 type origin struct {
 	replayOf string
 	schedule string
+	// queue is a queue accepted already, whatever this process's
+	// Limits.Queues: the API's when it stored the schedule firing the call.
+	queue string
 }
 
 // enqueue is Enqueue of cp, which it may modify, made from o.
 func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, o origin) (*Enqueued, error) {
-	in, err := cp.Normalize(c.p.cfg.Catalog, c.p.cfg.Limits)
+	lim := c.p.cfg.Limits
+	if o.queue != "" && cp.Queue == o.queue {
+		l := tasks.Limits{}
+		if lim != nil {
+			l = *lim
+		}
+		if len(l.Queues) == 0 {
+			l.Queues = tasks.DefaultQueues()
+		}
+		l.Queues = append(slices.Clip(l.Queues), o.queue)
+		lim = &l
+	}
+	in, err := cp.Normalize(c.p.cfg.Catalog, lim)
 	if err != nil {
 		return nil, err
 	}

@@ -41,7 +41,9 @@ type SchedulerConfig struct {
 	Name string
 	// Logger receives a line when this process takes or loses the lease,
 	// one per firing (debug) and one per firing that enqueued no call or
-	// instants passed over (warn). Default: a disabled logger.
+	// instants passed over (warn). A firing Redis refuses is tried at each
+	// pass while due, and said once (warn; then debug) until it is made
+	// (info). Default: a disabled logger.
 	Logger *zerolog.Logger
 }
 
@@ -153,6 +155,9 @@ type scheduleEntry struct {
 	def    *scheduleDef
 	spec   *cronSpec
 	cursor time.Time // the last instant fired or passed over, or the change
+	// failing is the instant whose firing Redis refused, as said at warn:
+	// the next passes try it again, and say so at debug only.
+	failing time.Time
 }
 
 // NewScheduler returns a Scheduler firing the schedules p's clients store.
@@ -374,9 +379,12 @@ func (s *Scheduler) sync(ctx context.Context) error {
 				continue
 			}
 			e := &scheduleEntry{def: d, spec: spec, cursor: scheduleCursor(d, lastRun(state[id]))}
-			if old := s.entries[k]; old != nil && old.def.UpdatedAt.Equal(d.UpdatedAt) && old.cursor.After(e.cursor) {
-				// Instants passed over are not written as a last run.
-				e.cursor = old.cursor
+			if old := s.entries[k]; old != nil && old.def.UpdatedAt.Equal(d.UpdatedAt) {
+				if old.cursor.After(e.cursor) {
+					// Instants passed over are not written as a last run.
+					e.cursor = old.cursor
+				}
+				e.failing = old.failing
 			}
 			entries[k] = e
 		}
@@ -459,7 +467,9 @@ func (s *Scheduler) fire(ctx context.Context, k scheduleKey, e *scheduleEntry, r
 	call := e.def.Call
 	call.CorrelationID = ScheduleCorrelationID(k.id, f.at)
 	log = log.With().Str("correlation_id", call.CorrelationID).Time("instant", f.at).Logger()
-	res, err := s.p.tenant(k.tenant).enqueue(ctx, &call, origin{schedule: k.id})
+	// The queue is the one the API accepted (checkSchedule): this worker
+	// may take others.
+	res, err := s.p.tenant(k.tenant).enqueue(ctx, &call, origin{schedule: k.id, queue: e.def.Call.Queue})
 	var fe *tasks.FieldError
 	var conflict *ConflictError
 	var msg string
@@ -476,11 +486,19 @@ func (s *Scheduler) fire(ctx context.Context, k scheduleKey, e *scheduleEntry, r
 		msg = fmt.Sprintf("the firing at %s enqueued no call: its correlation_id %q is held by a call this schedule did not make", f.at.UTC().Format(time.RFC3339), call.CorrelationID)
 	case err != nil:
 		// Redis, most likely: the instant stays due, and the next pass
-		// tries it again while it is within the catch-up window.
+		// tries it again while it is within the catch-up window. Said
+		// once: a pass runs every Interval, for each schedule due.
 		rep.Failed++
-		log.Warn().Err(err).Msg("schedule's firing failed; trying again at the next pass")
+		level := zerolog.WarnLevel
+		if e.failing.Equal(f.at) {
+			level = zerolog.DebugLevel
+		}
+		e.failing = f.at
+		log.WithLevel(level).Err(err).Msg("schedule's firing failed; trying again at each pass while it is due")
 		return
 	}
+	failed := e.failing.Equal(f.at)
+	e.failing = time.Time{}
 	e.cursor = f.at
 	if msg != "" {
 		rep.Failed++
@@ -491,9 +509,12 @@ func (s *Scheduler) fire(ctx context.Context, k scheduleKey, e *scheduleEntry, r
 		return
 	}
 	rep.Fired++
-	if res.Duplicate {
+	switch {
+	case failed:
+		log.Info().Bool("duplicate", res.Duplicate).Msg("schedule fired after failing")
+	case res.Duplicate:
 		log.Debug().Msg("schedule's firing was made already")
-	} else {
+	default:
 		log.Debug().Msg("schedule fired")
 	}
 	if err := s.setState(ctx, k, f.at, ""); err != nil {

@@ -296,8 +296,11 @@ func scheduleField(err error) error {
 
 // checkSchedule validates s as its firings' calls will be, and returns its
 // parsed cron expression and the call to store: as given, but for its
-// method upper-cased and its body compacted. Credential and queue defaults
-// are not filled in: a firing takes the catalog's of its time.
+// method upper-cased, its body compacted and its queue filled in. The
+// queue is this API's to accept (its CALLQ_QUEUES and their default): the
+// worker whose scheduler fires the call may take other queues (a pool of
+// its own), so a firing keeps it (origin.queue). Credential defaults are
+// not filled in: a firing takes the catalog's of its time.
 func (p *Producer) checkSchedule(s *Schedule) (*cronSpec, *tasks.Call, error) {
 	if !ValidScheduleID(s.ID) {
 		return nil, nil, &tasks.FieldError{Field: "id", Message: "must be " + ScheduleIDRule}
@@ -321,7 +324,7 @@ func (p *Producer) checkSchedule(s *Schedule) (*cronSpec, *tasks.Call, error) {
 		}
 	}
 	stored := s.Call
-	stored.Method, stored.Body = cp.Method, cp.Body
+	stored.Method, stored.Body, stored.Queue = cp.Method, cp.Body, cp.Queue
 	b, err := json.Marshal(&stored)
 	if err != nil {
 		return nil, nil, err

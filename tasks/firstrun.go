@@ -17,6 +17,11 @@ package tasks
 //   - a later run that finds the record still queued with no attempt in its
 //     history knows the first attempt lost its worker (FirstAttemptLost).
 //
+// A first run that a gate holds back (a rate limit, say) writes the record
+// (retrying, with a Note and no attempt) without raising the retry count,
+// so the next run is a first run too: a record held so reads, to both
+// rules, as a queued one (heldBeforeFirstAttempt).
+//
 // Later attempts mark the record running before their request.
 func (p *Payload) FirstRun(retried int) bool {
 	return retried == 0 && !p.CreatedAt.IsZero()
@@ -24,14 +29,15 @@ func (p *Payload) FirstRun(retried int) bool {
 
 // CurrentStatus is the status a call is in: the record's, except that a
 // record that says queued while asynq holds the call's task active is
-// running (see FirstRun). So is one that says retrying with a Note: a first
+// running (see FirstRun); its note and next attempt, of the wait that is
+// over, are then cleared. So is one that says retrying with a Note: a first
 // run held back before its attempt (a rate limit, say) wrote it, and the
 // next first run does not mark the record before its attempt either.
 // taskActive is asked only about such records.
 func CurrentStatus(rec *Record, taskActive func(*Record) bool) Status {
-	waiting := rec.Status == StatusQueued || (rec.Status == StatusRetrying && rec.Note != "" && rec.Attempts == 0)
+	waiting := rec.Status == StatusQueued || heldBeforeFirstAttempt(rec)
 	if waiting && taskActive(rec) {
-		rec.Note = ""
+		rec.Note, rec.NextAttemptAt = "", nil // the wait is over
 		return StatusRunning
 	}
 	return rec.Status
@@ -41,5 +47,11 @@ func CurrentStatus(rec *Record, taskActive func(*Record) bool) Status {
 // retried earlier runs found it, shows that the call's first attempt lost
 // its worker before recording an outcome (see FirstRun).
 func FirstAttemptLost(rec *Record, retried int) bool {
-	return retried > 0 && rec.Status == StatusQueued && len(rec.History) == 0
+	return retried > 0 && (rec.Status == StatusQueued || heldBeforeFirstAttempt(rec)) && len(rec.History) == 0
+}
+
+// heldBeforeFirstAttempt says rec was written by a first run a gate held
+// back: retrying, with the Note saying why, and no attempt made.
+func heldBeforeFirstAttempt(rec *Record) bool {
+	return rec.Status == StatusRetrying && rec.Note != "" && rec.Attempts == 0 && len(rec.History) == 0
 }

@@ -57,5 +57,12 @@ func TestFirstRunRule(t *testing.T) {
 		require.False(t, tasks.FirstAttemptLost(recorded, 1), "an attempt was recorded")
 		retrying := &tasks.Record{Status: tasks.StatusRetrying}
 		require.False(t, tasks.FirstAttemptLost(retrying, 1), "the record was written since it was created")
+		// A gate held the first run back: that run wrote the record, and
+		// the next run, a first run too, did not before its attempt.
+		held := &tasks.Record{Status: tasks.StatusRetrying, Note: "waiting for a free slot"}
+		require.True(t, tasks.FirstAttemptLost(held, 1), "held, then the first attempt lost its run")
+		require.False(t, tasks.FirstAttemptLost(held, 0))
+		heldAfter := &tasks.Record{Status: tasks.StatusRetrying, Note: "waiting for a free slot", Attempts: 1, History: []tasks.Attempt{{Attempt: 1}}}
+		require.False(t, tasks.FirstAttemptLost(heldAfter, 1), "held after an attempt: later runs mark the record (Begin)")
 	})
 }

@@ -276,6 +276,9 @@ func decodeRecord(whole bool, recv, fullv, statusv, runv, whv, rbv any) (*Record
 	if rec.Status != StatusRetrying {
 		rec.Note = "" // the wait it explained is over (Begin marks running without rewriting rec)
 	}
+	if rec.Status == StatusRunning {
+		rec.NextAttemptAt = nil // so is the wait itself
+	}
 	if runs, _ := runv.(string); runs != "" && rec.Status == StatusRunning {
 		var run RunMarker
 		if json.Unmarshal([]byte(runs), &run) == nil && rec.StartedAt == nil {
@@ -363,7 +366,9 @@ if not v[1] then return -1 end
 if v[1] == 'succeeded' or v[1] == 'failed' or v[1] == 'canceled' then return 0 end
 if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
 -- 'run' is emptied rather than deleted: one command instead of two.
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[7], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1)
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1)
+-- No detail: the stored one stands (WriteSummary).
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'full', ARGV[7]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if #KEYS > 1 then
   redis.call('ZREM', KEYS[2], ARGV[8])
@@ -378,7 +383,27 @@ return 1
 // (ErrChanged). A terminal write sets the result TTL, moves the call from
 // its shard's open index to its status's, and wakes waiters.
 func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
-	sum, full, err := encodeRecord(rec, true)
+	return s.write(ctx, rec, version, true)
+}
+
+// WriteSummary is Write of a record whose detail (response and history) is
+// the one stored: it writes the rest, and leaves the detail as it is. A
+// change of status alone (a call held back by a gate, every second or two
+// while it waits) then does not send a response of up to a megabyte to
+// Redis each time. It must not be given a record whose history or response
+// changed since it was read.
+func (s *Store) WriteSummary(ctx context.Context, rec *Record, version int64) error {
+	return s.write(ctx, rec, version, false)
+}
+
+func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bool) error {
+	var sum, full []byte
+	var err error
+	if detail {
+		sum, full, err = encodeRecord(rec, true)
+	} else {
+		sum, err = json.Marshal(rec.Summary()) // the detail stored stands
+	}
 	if err != nil {
 		return err
 	}

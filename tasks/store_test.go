@@ -701,3 +701,36 @@ func TestStoreWaitSubscriptionOutlivesFirstWaiter(t *testing.T) {
 		require.NoError(t, store.Close())
 	}
 }
+
+// WriteSummary writes a record's status and the rest, and leaves its
+// response and history as stored, whatever the record given holds.
+func TestStoreWriteSummary(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	e.create(t, "acme", "held")
+	b, err := e.store.Begin(e.ctx, "acme", "held", tasks.RunMarker{Attempt: 1, StartedAt: testNow})
+	require.NoError(t, err)
+	attempted := *b.Record
+	attempted.Status = tasks.StatusRetrying
+	attempted.Response = &tasks.Response{Status: 503, BodyText: new("overloaded"), Size: 10}
+	attempted.History = []tasks.Attempt{{Attempt: 1, Status: 503}}
+	attempted.Attempts = 1
+	require.NoError(t, e.store.Write(e.ctx, &attempted, b.Version))
+
+	b, err = e.store.Begin(e.ctx, "acme", "held", tasks.RunMarker{Attempt: 2, StartedAt: testNow})
+	require.NoError(t, err)
+	held := *b.Record
+	held.Status, held.Note = tasks.StatusRetrying, "waiting for a free slot"
+	held.Response, held.History = nil, nil // not written
+	require.NoError(t, e.store.WriteSummary(e.ctx, &held, b.Version))
+	require.ErrorIs(t, e.store.WriteSummary(e.ctx, &held, b.Version), tasks.ErrChanged, "the version moved on")
+
+	got, err := e.store.Get(e.ctx, "acme", "held")
+	require.NoError(t, err)
+	require.Equal(t, tasks.StatusRetrying, got.Status)
+	require.Equal(t, "waiting for a free slot", got.Note)
+	require.Equal(t, 1, got.Attempts)
+	require.Len(t, got.History, 1, "the history stored stands")
+	require.NotNil(t, got.Response)
+	require.Equal(t, "overloaded", *got.Response.BodyText, "the response stored stands")
+}

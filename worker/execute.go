@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -69,6 +70,9 @@ type run struct {
 	firstRun bool
 	rec      *tasks.Record // the record as this run will write it, marked running
 	version  int64         // the version rec is written over (a compare-and-set)
+	// detailChanged says rec's history is no longer the one stored: resume
+	// recorded an attempt a lost run left.
+	detailChanged bool
 }
 
 // begin starts a run. A first run rebuilds the record from the payload and
@@ -132,6 +136,7 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 		return err // Redis trouble: asynq retries the task later
 	}
 	rec := begun.Record
+	stored := len(rec.History)
 	switch {
 	case begun.Lost != nil:
 		// The previous attempt's worker died after marking it running:
@@ -150,7 +155,7 @@ func (w *Worker) resume(ctx context.Context, r *run) error {
 		r.log.Warn().Int("attempt", 1).Msg("previous attempt was interrupted")
 	}
 	rec.Attempts = len(rec.History)
-	r.rec, r.version = rec, begun.Version
+	r.rec, r.version, r.detailChanged = rec, begun.Version, len(rec.History) != stored
 	return nil
 }
 
@@ -181,12 +186,24 @@ func (w *Worker) takeTurn(ctx context.Context, r *run) ([]pass, error) {
 		}
 		release(ctx, passes, nil)
 		if err != nil {
-			return nil, err // Redis trouble: try later
+			// Redis trouble: the call waits like a held one. Returned as
+			// is, the error would spend a retry of the task with no
+			// attempt made, and leave a later run's record marked
+			// running: the next run would take either for an attempt
+			// that lost its worker (FirstAttemptLost, Begin's Lost), and
+			// record one that never reached the upstream.
+			r.log.Warn().Err(err).Msg("could not check the integration's fleet-wide limits; the call waits")
+			hold = &heldBack{delay: gateErrorWait + rand.N(gateErrorWait),
+				note: fmt.Sprintf("waiting: the fleet-wide limits of %q could not be checked (a Redis error)", r.in.Name)}
 		}
 		return nil, w.hold(ctx, r, hold)
 	}
 	return passes, nil
 }
+
+// gateErrorWait is the least wait of a call whose gate could not be
+// checked; it waits up to twice that.
+const gateErrorWait = time.Second
 
 // hold records that the call waits for hold and returns the error that
 // puts its task back.
@@ -194,11 +211,31 @@ func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 	r.log.Info().Dur("retry_in", h.delay).Str("reason", h.note).Msg("call held back without spending an attempt")
 	next := time.Now().Add(h.delay).UTC()
 	r.rec.Status, r.rec.NextAttemptAt, r.rec.Note = tasks.StatusRetrying, &next, h.note
-	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil)
+	if len(r.rec.History) == 0 {
+		// No attempt has started: started_at is the first attempt's, and
+		// the retry budget (max_elapsed) is counted from it.
+		r.rec.StartedAt = nil
+	}
+	// The record's response and history are as stored, unless this run
+	// recorded a lost attempt (resume): what a hold changes is written
+	// without them, however large the response kept.
+	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, nil, r.detailChanged)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		return nil // canceled while it waited: nothing left to run
+	case errors.Is(err, tasks.ErrNotFound):
+		r.log.Warn().Msg("call has no record (expired or deleted); not attempting it")
+		return nil
+	case err != nil && r.firstRun:
+		// Nothing was written: the record still says the call has made
+		// no attempt, which is true. Spending a retry would make the next
+		// run take it for a first attempt that lost its worker.
+		r.log.Warn().Err(err).Msg("could not record that the call waits; it waits all the same")
+		return h
 	case err != nil:
+		// The record stays marked running (Begin): the next run records
+		// an interrupted attempt. Both Redis round trips of this run
+		// failed; see the README's note on Redis outages.
 		return err
 	}
 	return h
@@ -274,7 +311,7 @@ func (w *Worker) report(ctx context.Context, r *run, d decision, v verdict) erro
 	r.rec.Status, r.rec.Error, r.rec.NextAttemptAt = tasks.StatusRetrying, v.err, &next
 	// WithoutCancel: an attempt that ran up to the task's deadline must
 	// still be recorded.
-	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, mine)
+	_, err := w.commit(context.WithoutCancel(ctx), r.rec, r.version, mine, true)
 	if errors.Is(err, tasks.ErrFinished) {
 		return nil // canceled through the API while the attempt ran
 	}
@@ -316,7 +353,7 @@ func (r *run) record(d decision) tasks.Attempt {
 func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, mine *tasks.Attempt, status tasks.Status, cerr *tasks.CallError) error {
 	now := time.Now().UTC()
 	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
-	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine)
+	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine, true)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		// Canceled while the attempt ran (the API queued the webhook), or
@@ -341,10 +378,17 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 // commit writes rec over the record as of version. If the record changed
 // meanwhile (an interrupted run recorded itself, say) it folds this
 // attempt into the record as it now is and tries again; a record that
-// became terminal (canceled) is left alone: ErrFinished.
-func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt) (*tasks.Record, error) {
+// became terminal (canceled) is left alone: ErrFinished. detail says rec's
+// response or history may differ from the stored ones; without it only
+// the rest is written (Store.WriteSummary: a hold).
+func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt, detail bool) (*tasks.Record, error) {
 	for range 5 {
-		err := w.cfg.Records.Write(ctx, rec, version)
+		var err error
+		if detail {
+			err = w.cfg.Records.Write(ctx, rec, version)
+		} else {
+			err = w.cfg.Records.WriteSummary(ctx, rec, version)
+		}
 		if !errors.Is(err, tasks.ErrChanged) {
 			return rec, err
 		}

@@ -100,7 +100,13 @@ func (w *Worker) circuitBreaker(ctx context.Context, r *run) (pass, *heldBack, e
 	return func(ctx context.Context, out *outcome) {
 		res := circuitResult(out)
 		if quiet && probe == "" && res != flow.Failed {
-			return // nothing to tell a closed circuit with no failure
+			// Nothing to tell a circuit that was closed with no failure,
+			// but a failure counted since: this worker's next failure
+			// tells it (Answered), so that the two are not a run.
+			if res == flow.Answered {
+				w.circuits.Answered(c)
+			}
+			return
 		}
 		ch, err := w.circuits.Report(ctx, c, probe, res)
 		if err != nil {

@@ -80,10 +80,15 @@ type Circuit struct {
 	Credential string
 	// Breaker is the integration's circuit_breaker. Required.
 	Breaker *tasks.CircuitBreaker
+
+	k string // key's answer, once asked
 }
 
 func (c *Circuit) key() string {
-	return rediskeys.Circuit(c.Tenant, c.Integration, c.Breaker.PerCredential(), c.Credential)
+	if c.k == "" {
+		c.k = rediskeys.Circuit(c.Tenant, c.Integration, c.Breaker.PerCredential(), c.Credential)
+	}
+	return c.k
 }
 
 // member is the circuit's name in the tenant's set of per-credential
@@ -121,6 +126,16 @@ type Circuits struct {
 	// live says Watch is subscribed: without it an opening elsewhere would
 	// go unheard, so nothing is remembered.
 	live bool
+	// answered maps the key of a circuit to the last answer this process
+	// saw from its upstream without reporting it (Answered), and the
+	// circuit's window, past which it no longer matters.
+	answered map[string]answer
+}
+
+// answer is an unreported answer of a circuit's upstream (Answered).
+type answer struct {
+	at     time.Time // monotonic
+	window time.Duration
 }
 
 // CircuitsConfig configures Circuits.
@@ -139,7 +154,7 @@ func NewCircuits(rdb redis.UniversalClient, cfg *CircuitsConfig) *Circuits {
 	if cfg == nil {
 		cfg = &CircuitsConfig{}
 	}
-	return &Circuits{rdb: rdb, memory: max(cfg.Remember, 0), quiet: map[string]time.Time{}}
+	return &Circuits{rdb: rdb, memory: max(cfg.Remember, 0), quiet: map[string]time.Time{}, answered: map[string]answer{}}
 }
 
 // idleKeep is how long an open or half-open circuit nobody calls is kept
@@ -201,7 +216,10 @@ return {1, n, at, np, pe - now}
 // ARGV[4] the window (ms), ARGV[5] the cooldown (ms), ARGV[6] the circuit's
 // member of KEYS[2] ("" for a circuit per integration), ARGV[7] how long
 // to keep an open circuit (ms), ARGV[8] the channel an opening is published
-// on (rediskeys.CircuitChannel: a channel is not a key). It answers {code, failures, opened_at,
+// on (rediskeys.CircuitChannel: a channel is not a key), ARGV[9] how long
+// ago (ms) the reporting process last saw an answer it did not report
+// (Answered; -1 for none): failures counted before that answer are not in
+// a run with this one. It answers {code, failures, opened_at,
 // next_probe_at}: code 0 no change, 1 closed (the probe answered), 2 opened
 // again (the probe failed), 3 opened (failures enough in the window).
 //
@@ -259,9 +277,11 @@ if res ~= 'f' then
 end
 local t = now()
 local window, failures = tonumber(ARGV[4]), tonumber(ARGV[3])
+local since = tonumber(ARGV[9]) or -1
 local kept = {}
 for w in string.gmatch(v[3] or '', '%d+') do
-  if t - tonumber(w) <= window then
+  local at = tonumber(w)
+  if t - at <= window and (since < 0 or at > t - since) then
     kept[#kept + 1] = w
   end
 end
@@ -370,13 +390,15 @@ type Change struct {
 func (cs *Circuits) Report(ctx context.Context, c *Circuit, probe string, r Result) (*Change, error) {
 	b := c.Breaker
 	key := c.key()
+	since := int64(-1)
 	if r == Failed {
 		cs.forget(key) // it counts a failure now: not quiet
+		since = cs.answeredAgo(key)
 	}
 	keep := b.Cooldown.D() + idleKeep
 	v, err := reportScript.Run(ctx, cs.rdb, []string{key, rediskeys.Circuits(c.Tenant)},
 		r.arg(), probe, b.Failures, b.Window.D().Milliseconds(), b.Cooldown.D().Milliseconds(), c.member(), keep.Milliseconds(),
-		rediskeys.CircuitChannel).Int64Slice()
+		rediskeys.CircuitChannel, since).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("circuit breaker: %w", err)
 	}
@@ -400,6 +422,41 @@ func (cs *Circuits) Report(ctx context.Context, c *Circuit, probe string, r Resu
 			OpenedAt: time.UnixMilli(v[2]).UTC(), NextProbeAt: time.UnixMilli(v[3]).UTC()}, nil
 	}
 	return nil, fmt.Errorf("circuit breaker: unexpected answer %v", v)
+}
+
+// Answered notes, in this process only, that a call let through c got an
+// answer its caller does not Report: one let through while c was quiet
+// (Ticket.Quiet) has nothing to tell Redis, unless a failure was counted
+// since it was let through. This process's next failure reported to c
+// carries the note, so that the failures counted before the answer are
+// not taken for a run with this one. No round trip.
+func (cs *Circuits) Answered(c *Circuit) {
+	key, window := c.key(), c.Breaker.Window.D()
+	now := time.Now()
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if _, ok := cs.answered[key]; !ok && len(cs.answered) >= maxRemembered {
+		for k, a := range cs.answered {
+			if now.Sub(a.at) > a.window {
+				delete(cs.answered, k) // no failure before it is in its window
+			}
+		}
+		if len(cs.answered) >= maxRemembered {
+			return
+		}
+	}
+	cs.answered[key] = answer{at: now, window: window}
+}
+
+// answeredAgo is how long ago (ms) key's circuit was last Answered, or -1.
+func (cs *Circuits) answeredAgo(key string) int64 {
+	cs.mu.Lock()
+	a, ok := cs.answered[key]
+	cs.mu.Unlock()
+	if !ok {
+		return -1
+	}
+	return time.Since(a.at).Milliseconds()
 }
 
 // recall says whether key's circuit is remembered quiet, and the

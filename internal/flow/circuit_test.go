@@ -494,3 +494,23 @@ func TestCircuitRememberedWhileWatched(t *testing.T) {
 	check(t, mine, d, time.Second)
 	require.Equal(t, 2, scriptCalls(t, rdb)-before)
 }
+
+// An answer noted without a report (Answered) ends the run of failures for
+// the failures counted before it, when the same process next reports a
+// failure; failures after it still make a run.
+func TestCircuitAnsweredEndsTheRun(t *testing.T) {
+	t.Parallel()
+	cs, rdb := setup(t)
+	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(2, time.Minute, 30*time.Second)}
+	require.Nil(t, report(t, cs, c, "", flow.Failed))
+	// The answer comes a millisecond of Redis's clock after the failure
+	// at least: the failure is strictly before it.
+	awaitRedisTime(t, rdb, redisNow(t, rdb).Add(2*time.Millisecond))
+	cs.Answered(&flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: c.Breaker})
+	awaitRedisTime(t, rdb, redisNow(t, rdb).Add(2*time.Millisecond))
+	require.Nil(t, report(t, cs, c, "", flow.Failed), "failure, answer, failure: not a run")
+	ch := report(t, cs, c, "", flow.Failed)
+	require.NotNil(t, ch, "two failures after the answer are")
+	require.Equal(t, flow.Open, ch.To)
+	require.Equal(t, 2, ch.Failures)
+}
