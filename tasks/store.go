@@ -365,10 +365,14 @@ local v = redis.call('HMGET', KEYS[1], 'status', 'v')
 if not v[1] then return -1 end
 if v[1] == 'succeeded' or v[1] == 'failed' or v[1] == 'canceled' then return 0 end
 if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
--- 'run' is emptied rather than deleted: one command instead of two.
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', (tonumber(v[2]) or 0) + 1)
--- No detail: the stored one stands (WriteSummary).
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'full', ARGV[7]) end
+-- 'run' is emptied rather than deleted: one command instead of two. One
+-- HSET either way: with no detail the stored one stands (WriteSummary).
+local ver = (tonumber(v[2]) or 0) + 1
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[7], 'status', ARGV[2], 'run', '', 'v', ver)
+else
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', ver)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if #KEYS > 1 then
   redis.call('ZREM', KEYS[2], ARGV[8])
