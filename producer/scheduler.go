@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
@@ -102,9 +103,6 @@ func (c *SchedulerConfig) withDefaults() error {
 // fleet's lease.
 var ErrSchedulerLeaseHeld = errors.New("producer: another scheduler holds the lease")
 
-// errSchedulerLeaseLost stops a pass whose lease lapsed while it ran.
-var errSchedulerLeaseLost = errors.New("producer: the scheduler's lease lapsed during the pass; the pass stopped")
-
 // SchedulerReport is what one pass did.
 type SchedulerReport struct {
 	// Schedules is how many schedules the pass looked at.
@@ -135,17 +133,15 @@ type Scheduler struct {
 	p     *Producer
 	cfg   SchedulerConfig
 	log   zerolog.Logger
-	token string
+	lease *flow.Lease
 	now   func() time.Time // the firings' clock (tests move it)
 
-	mu        sync.Mutex // one pass at a time; guards the fields below
-	held      bool
-	renewedAt time.Time
-	loaded    bool   // entries are read (since the lease was taken)
-	version   string // rediskeys.ScheduleVersion when they were
-	loadedAt  time.Time
-	entries   map[scheduleKey]*scheduleEntry
-	wake      time.Time // the earliest next instant of the entries
+	mu       sync.Mutex // one pass at a time; guards lease and the fields below
+	loaded   bool       // entries are read (since the lease was taken)
+	version  string     // rediskeys.ScheduleVersion when they were
+	loadedAt time.Time
+	entries  map[scheduleKey]*scheduleEntry
+	wake     time.Time // the earliest next instant of the entries
 }
 
 type scheduleKey struct{ tenant, id string }
@@ -184,7 +180,7 @@ func NewScheduler(p *Producer, cfg *SchedulerConfig) (*Scheduler, error) {
 		p:     p,
 		cfg:   c,
 		log:   c.Logger.With().Str("component", "scheduler").Logger(),
-		token: c.Name + "/" + hex.EncodeToString(b),
+		lease: flow.NewLease(p.rdb, rediskeys.SchedulerLease, c.Name+"/"+hex.EncodeToString(b), c.Lease, "the scheduler's lease"),
 		now:   time.Now,
 	}, nil
 }
@@ -230,7 +226,7 @@ func (s *Scheduler) nextWait() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	wait := s.cfg.Interval
-	if s.held && !s.wake.IsZero() {
+	if s.lease.Held() && !s.wake.IsZero() {
 		// Just past the instant: a pass at the instant itself would find
 		// it not yet due on a clock a hair behind.
 		wait = min(wait, max(time.Until(s.wake)+5*time.Millisecond, time.Millisecond))
@@ -246,8 +242,8 @@ func (s *Scheduler) RunOnce(ctx context.Context) (*SchedulerReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rep := &SchedulerReport{}
-	was := s.held
-	ok, err := s.hold(ctx)
+	was := s.lease.Held()
+	ok, err := s.lease.Hold(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -269,70 +265,13 @@ func (s *Scheduler) RunOnce(ctx context.Context) (*SchedulerReport, error) {
 	return rep, s.pass(ctx, rep)
 }
 
-var renewSchedulerLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`)
-
-var releaseSchedulerLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// hold renews the lease this scheduler holds, or takes it if it is free.
-func (s *Scheduler) hold(ctx context.Context) (bool, error) {
-	now := time.Now()
-	rdb := s.p.rdb
-	if s.held {
-		ok, err := renewSchedulerLeaseScript.Run(ctx, rdb, []string{rediskeys.SchedulerLease}, s.token, s.cfg.Lease.Milliseconds()).Bool()
-		if err != nil {
-			return false, fmt.Errorf("producer: renew the scheduler's lease: %w", err)
-		}
-		if ok {
-			s.renewedAt = now
-			return true, nil
-		}
-		s.held = false // it lapsed while this process stalled
-	}
-	ok, err := rdb.SetNX(ctx, rediskeys.SchedulerLease, s.token, s.cfg.Lease).Result()
-	if err != nil {
-		return false, fmt.Errorf("producer: take the scheduler's lease: %w", err)
-	}
-	s.held, s.renewedAt = ok, now
-	return ok, nil
-}
-
-// keep checks, between firings, that the pass should go on: ctx has not
-// ended and the lease is still this scheduler's (renewed when a third of
-// it has passed).
-func (s *Scheduler) keep(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if time.Since(s.renewedAt) < s.cfg.Lease/3 {
-		return nil
-	}
-	ok, err := s.hold(ctx)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errSchedulerLeaseLost
-	}
-	return nil
-}
-
 // Release gives up the lease if this scheduler holds it, so that another
 // takes over at its next Interval instead of when the lease lapses.
 func (s *Scheduler) Release(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.held {
-		return nil
-	}
-	s.held = false
-	if err := releaseSchedulerLeaseScript.Run(ctx, s.p.rdb, []string{rediskeys.SchedulerLease}, s.token).Err(); err != nil {
-		return fmt.Errorf("producer: release the scheduler's lease: %w", err)
+	if err := s.lease.Release(ctx); err != nil {
+		return fmt.Errorf("producer: %w", err)
 	}
 	return nil
 }
@@ -399,9 +338,8 @@ func (s *Scheduler) pass(ctx context.Context, rep *SchedulerReport) error {
 	s.wake = time.Time{}
 	now := s.now()
 	for k, e := range s.entries {
-		if err := s.keep(ctx); err != nil {
-			if errors.Is(err, errSchedulerLeaseLost) {
-				s.held = false
+		if err := s.lease.Keep(ctx); err != nil {
+			if errors.Is(err, flow.ErrLeaseLapsed) {
 				s.log.Warn().Str("name", s.cfg.Name).Msg("the scheduler's lease lapsed during a pass; another process fires the schedules")
 			}
 			return err

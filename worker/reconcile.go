@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/tasks"
 )
@@ -99,10 +100,6 @@ func (c *ReconcilerConfig) withDefaults() {
 // lease.
 var ErrLeaseHeld = errors.New("worker: another reconciler holds the lease")
 
-// errLeaseLost stops a run whose lease lapsed while it ran (the process
-// stalled longer than the lease): another reconciler may have taken over.
-var errLeaseLost = errors.New("worker: the reconciler's lease lapsed during the run; the run stopped")
-
 // ReconcileReport is what one run did.
 type ReconcileReport struct {
 	// Tenants is how many tenants the run walked.
@@ -136,14 +133,11 @@ type Reconciler struct {
 	queue     *asynq.Client
 	shards    *tasks.Sharding
 	log       zerolog.Logger
-	token     string
-	lease     time.Duration
+	lease     *flow.Lease
 	now       func() time.Time // the age cutoff's clock (tests move it)
 
-	mu        sync.Mutex // one run at a time; guards the fields below
-	held      bool
-	renewedAt time.Time
-	migrated  bool
+	mu       sync.Mutex // one run at a time; guards lease and migrated
+	migrated bool
 }
 
 // NewReconciler returns a Reconciler over rdb. It does not start it.
@@ -171,9 +165,9 @@ func NewReconciler(rdb redis.UniversalClient, cfg *ReconcilerConfig) (*Reconcile
 		queue:     asynq.NewClientFromRedisClient(rdb),
 		shards:    shards,
 		log:       c.Logger.With().Str("component", "reconciler").Logger(),
-		token:     c.Name + "/" + hex.EncodeToString(b),
-		lease:     reconcileLeaseIntervals * c.Interval,
-		now:       time.Now,
+		lease: flow.NewLease(rdb, rediskeys.ReconcileLease, c.Name+"/"+hex.EncodeToString(b),
+			reconcileLeaseIntervals*c.Interval, "the reconciler's lease"),
+		now: time.Now,
 	}, nil
 }
 
@@ -209,9 +203,9 @@ func (r *Reconciler) Run(ctx context.Context) {
 func (r *Reconciler) RunOnce(ctx context.Context) (*ReconcileReport, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ok, err := r.hold(ctx)
+	ok, err := r.lease.Hold(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	if !ok {
 		return nil, ErrLeaseHeld
@@ -225,71 +219,13 @@ func (r *Reconciler) RunOnce(ctx context.Context) (*ReconcileReport, error) {
 	return rep, err
 }
 
-var renewLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`)
-
-// releaseLeaseScript deletes the lease only while it is this holder's: a
-// lease that lapsed and was taken by another reconciler is left alone.
-var releaseLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// hold renews the lease this reconciler holds, or takes it if it is free.
-func (r *Reconciler) hold(ctx context.Context) (bool, error) {
-	now := time.Now()
-	if r.held {
-		ok, err := renewLeaseScript.Run(ctx, r.rdb, []string{rediskeys.ReconcileLease}, r.token, r.lease.Milliseconds()).Bool()
-		if err != nil {
-			return false, fmt.Errorf("worker: renew the reconciler's lease: %w", err)
-		}
-		if ok {
-			r.renewedAt = now
-			return true, nil
-		}
-		r.held = false // it lapsed while this process stalled
-	}
-	ok, err := r.rdb.SetNX(ctx, rediskeys.ReconcileLease, r.token, r.lease).Result()
-	if err != nil {
-		return false, fmt.Errorf("worker: take the reconciler's lease: %w", err)
-	}
-	r.held, r.renewedAt = ok, now
-	return ok, nil
-}
-
-// keep checks, between pieces of a run, that the run should go on: ctx has
-// not ended and the lease is still this reconciler's (renewed when a third
-// of it has passed).
-func (r *Reconciler) keep(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if time.Since(r.renewedAt) < r.lease/3 {
-		return nil
-	}
-	ok, err := r.hold(ctx)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errLeaseLost
-	}
-	return nil
-}
-
 // Release gives up the lease if this reconciler holds it, so that another
 // worker takes over at its next interval instead of after the lease lapses.
 func (r *Reconciler) Release(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.held {
-		return nil
-	}
-	r.held = false
-	if err := releaseLeaseScript.Run(ctx, r.rdb, []string{rediskeys.ReconcileLease}, r.token).Err(); err != nil {
-		return fmt.Errorf("worker: release the reconciler's lease: %w", err)
+	if err := r.lease.Release(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
 }
@@ -313,12 +249,12 @@ func (r *Reconciler) run(ctx context.Context) (*ReconcileReport, error) {
 	}
 	before := r.now().Add(-r.cfg.Interval)
 	for _, tenant := range tenants {
-		if err := r.keep(ctx); err != nil {
+		if err := r.lease.Keep(ctx); err != nil {
 			return rep, errors.Join(append(errs, err)...)
 		}
 		rep.Tenants++
 		err := r.reconcileTenant(ctx, tenant, before, rep)
-		if errors.Is(err, errLeaseLost) || ctx.Err() != nil {
+		if errors.Is(err, flow.ErrLeaseLapsed) || ctx.Err() != nil {
 			return rep, errors.Join(append(errs, err)...)
 		}
 		if err != nil {
@@ -354,7 +290,7 @@ func (r *Reconciler) reconcileTenant(ctx context.Context, tenant string, before 
 		if next == "" {
 			return nil
 		}
-		if err := r.keep(ctx); err != nil {
+		if err := r.lease.Keep(ctx); err != nil {
 			return err
 		}
 		cursor = next
