@@ -256,7 +256,7 @@ func (s *Scheduler) RunOnce(ctx context.Context) (*SchedulerReport, error) {
 	if !was {
 		// Another scheduler may have fired since this one last held the
 		// lease: what it remembers is stale.
-		s.log.Info().Str("name", s.cfg.Name).Dur("lease", s.cfg.Lease).Msg("took the scheduler's lease; this process fires the fleet's schedules")
+		s.log.Info().Str("name", s.cfg.Name).Int64("lease_ms", s.cfg.Lease.Milliseconds()).Msg("took the scheduler's lease; this process fires the fleet's schedules")
 		s.loaded, s.entries = false, nil
 	}
 	if err := s.sync(ctx); err != nil {

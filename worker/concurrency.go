@@ -83,7 +83,7 @@ func (w *Worker) keep(slot *flow.Slot, log zerolog.Logger) (stop func()) {
 			cancel()
 			switch {
 			case errors.Is(err, flow.ErrLeaseLost):
-				log.Warn().Dur("lease", w.slots.Lease()).
+				log.Warn().Int64("lease_ms", w.slots.Lease().Milliseconds()).
 					Msg("concurrency slot lost: its lease ended before it was renewed (Redis or this worker stalled); another call may take it while this attempt runs")
 				return
 			case err != nil:

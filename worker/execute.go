@@ -208,7 +208,7 @@ const gateErrorWait = time.Second
 // hold records that the call waits for hold and returns the error that
 // puts its task back.
 func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
-	r.log.Info().Dur("retry_in", h.delay).Str("reason", h.note).Msg("call held back without spending an attempt")
+	r.log.Info().Int64("retry_in_ms", h.delay.Milliseconds()).Str("reason", h.note).Msg("call held back without spending an attempt")
 	next := time.Now().Add(h.delay).UTC()
 	r.rec.Status, r.rec.NextAttemptAt, r.rec.Note = tasks.StatusRetrying, &next, h.note
 	if len(r.rec.History) == 0 {
@@ -299,7 +299,7 @@ func (w *Worker) report(ctx context.Context, r *run, d decision, v verdict) erro
 		ev = ev.Int("attempt", mine.Attempt).Int("status", mine.Status).Int64("duration_ms", mine.DurationMS).
 			Str("outcome", v.outcome())
 		if v.status == tasks.StatusRetrying && !v.interrupted {
-			ev = ev.Dur("retry_in", v.delay)
+			ev = ev.Int64("retry_in_ms", v.delay.Milliseconds())
 		}
 		ev.Msg("attempt")
 		w.cfg.Metrics.attempt(r.in.Name, v.outcome(), d.out.duration)

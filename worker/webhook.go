@@ -153,7 +153,7 @@ func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
 	}
 	state.LastError = &msg
 	save()
-	ev.Str("outcome", "retrying").Str("error", msg).Dur("retry_in", delay).Msg("webhook")
+	ev.Str("outcome", "retrying").Str("error", msg).Int64("retry_in_ms", delay.Milliseconds()).Msg("webhook")
 	w.cfg.Metrics.webhook("retrying")
 	return &retryError{delay: delay, err: errors.New(msg)}
 }

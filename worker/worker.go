@@ -462,7 +462,7 @@ func (w *Worker) Shutdown() {
 	select {
 	case <-done:
 	case <-time.After(w.cfg.ShutdownTimeout + drainGrace):
-		w.log.Warn().Dur("drain_limit", w.cfg.ShutdownTimeout).
+		w.log.Warn().Int64("drain_limit_ms", w.cfg.ShutdownTimeout.Milliseconds()).
 			Msg("handlers still running after the drain limit and grace; their calls are left to asynq's lease recovery")
 	}
 }

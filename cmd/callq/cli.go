@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/tasks"
 )
@@ -224,7 +223,7 @@ func printOutcome(w io.Writer, record []byte) error {
 		return err
 	}
 	var r struct {
-		CorrelationID string `json:"correlation_id"`
+		CorrelationID string       `json:"correlation_id"`
 		Status        tasks.Status `json:"status"`
 	}
 	if err := json.Unmarshal(record, &r); err != nil {

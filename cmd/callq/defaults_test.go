@@ -89,5 +89,5 @@ func clearServerEnv(t *testing.T) {
 func defaultServerConfig(t *testing.T) *config {
 	t.Helper()
 	clearServerEnv(t)
-	return newConfig(flag.NewFlagSet("worker", flag.ContinueOnError), "worker")
+	return newConfig(flag.NewFlagSet("dev", flag.ContinueOnError), "dev") // dev reads every server setting
 }

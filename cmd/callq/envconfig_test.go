@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"io"
@@ -22,12 +23,12 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 	t.Parallel()
 	bin := callqBinary(t)
 	cases := []struct{ cmd, env, want string }{
-		{"worker", "CALLQ_SHUTDOWN_TIMEOUT=45", `CALLQ_SHUTDOWN_TIMEOUT: "45" is not a duration`},
+		{"worker", "CALLQ_SHUTDOWN_TIMEOUT=45", `CALLQ_SHUTDOWN_TIMEOUT: "45" is not a duration greater than zero`},
 		{"worker", "CALLQ_CONCURRENCY=fifty", `CALLQ_CONCURRENCY: "fifty" is not a whole number`},
-		{"api", "CALLQ_RESULT_TTL=1 day", `CALLQ_RESULT_TTL: "1 day" is not a duration`},
+		{"api", "CALLQ_RESULT_TTL=1 day", `CALLQ_RESULT_TTL: "1 day" is not a duration greater than zero`},
 		{"api", "CALLQ_MAX_REQUEST_BYTES=1MiB", `CALLQ_MAX_REQUEST_BYTES: "1MiB" is not a whole number`},
 		{"api", "CALLQ_WEBHOOK_ALLOW_PRIVATE=yes", `CALLQ_WEBHOOK_ALLOW_PRIVATE: "yes" is not true or false`},
-		{"dev", "CALLQ_ALLOW_SOURCE_REFS=on", `CALLQ_ALLOW_SOURCE_REFS: "on" is not true or false`},
+		{"api", "CALLQ_ALLOW_SOURCE_REFS=on", `CALLQ_ALLOW_SOURCE_REFS: "on" is not true or false`},
 		{"worker", "CALLQ_RECONCILE_INTERVAL=0", `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
 		{"dev", "CALLQ_RECONCILE_INTERVAL=-1m", `CALLQ_RECONCILE_INTERVAL: "-1m" is not a duration of at least 10ms`},
 		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a duration of at least 10ms`},
@@ -42,12 +43,14 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 			t.Parallel()
 			// Nothing listens on port 1: a command that got past its
 			// configuration would fail on Redis instead, with another message.
-			cmd := exec.Command(bin, tc.cmd)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tc.cmd)
 			cmd.Env = childEnv(tc.env, "REDIS_URL=redis://127.0.0.1:1/0", "CALLQ_API_ADDR="+freeAddr(t))
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			require.True(t, errors.As(err, &exit), "callq %s with %s: err = %v, want a non-zero exit; output:\n%s", tc.cmd, tc.env, err, out)
-			require.NotZero(t, exit.ExitCode())
+			require.Equal(t, 2, exit.ExitCode(), "%s", out)
 			require.Contains(t, string(out), tc.want)
 		})
 	}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	deployfiles "github.com/callq/callq/deploy"
+)
+
+// runBinary runs the callq binary with env (on top of childEnv) in dir and
+// returns its stdout, stderr and exit code.
+func runBinary(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, callqBinary(t), args...)
+	cmd.Env = childEnv(env...)
+	cmd.Dir = dir
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("callq %s did not exit within a minute", strings.Join(args, " "))
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// tripwire is a listener that fails the test if anything connects: where
+// CALLQ_URL and REDIS_URL point while a command must do nothing.
+func tripwire(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a request reached the tripwire: %s %s", r.Method, r.URL)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// Every command and group answers -h and --help with its own usage and
+// exits 0, doing nothing else: no request reaches the API or Redis.
+func TestEveryCommandAnswersHelp(t *testing.T) {
+	t.Parallel()
+	wire := tripwire(t)
+	env := []string{"CALLQ_URL=http://" + wire, "REDIS_URL=redis://" + wire + "/0", "CALLQ_API_ADDR=" + wire, "CALLQ_METRICS_ADDR=" + wire}
+	var paths []string
+	var walk func(c *command)
+	walk = func(c *command) {
+		paths = append(paths, c.path)
+		for _, sub := range c.subs {
+			walk(sub)
+		}
+	}
+	walk(root)
+	require.Greater(t, len(paths), 25, "the tree was walked")
+	for _, path := range paths {
+		for _, h := range []string{"-h", "--help"} {
+			t.Run(strings.ReplaceAll(path, " ", "_")+h, func(t *testing.T) {
+				t.Parallel()
+				args := append(strings.Fields(path), h)
+				stdout, stderr, code := runBinary(t, t.TempDir(), env, args...)
+				require.Equal(t, 0, code, "callq %s: %s", strings.Join(args, " "), stderr)
+				require.Empty(t, stderr)
+				if path == "" {
+					require.Contains(t, stdout, "Exit codes:")
+					for _, s := range settings {
+						require.Contains(t, stdout, "  "+s.env+" ", "the top-level help lists every variable")
+					}
+					require.Contains(t, stdout, "OTEL_EXPORTER_OTLP_")
+					return
+				}
+				require.Regexp(t, "^Usage: callq "+path+"[ \n]", stdout, "callq %s", strings.Join(args, " "))
+			})
+		}
+	}
+	// A command is offered only the flags that apply to it.
+	stdout, _, code := runBinary(t, t.TempDir(), env, "worker", "--help")
+	require.Equal(t, 0, code)
+	require.NotContains(t, stdout, "--addr")
+	require.Contains(t, stdout, "--concurrency")
+}
+
+// A wrong command line exits 2 with the usage on stderr, and does nothing.
+func TestWrongCommandLineExits2(t *testing.T) {
+	t.Parallel()
+	wire := tripwire(t)
+	env := []string{"CALLQ_URL=http://" + wire, "REDIS_URL=redis://" + wire + "/0"}
+	for _, args := range [][]string{
+		{"nope"}, {"calls", "nope"}, {"calls"}, {"creds", "rm"}, {"creds", "rm", "a", "b"},
+		{"worker", "--addr", ":1"}, {"get", "x", "--nope"}, {"call", "GET"}, {"keys", "create", "--tenant", "t", "--role", "owner"},
+		{"version", "extra"}, {"bench", "--calls", "x"},
+	} {
+		t.Run(strings.Join(args, "_"), func(t *testing.T) {
+			t.Parallel()
+			stdout, stderr, code := runBinary(t, t.TempDir(), env, args...)
+			require.Equal(t, 2, code, "%s", stderr)
+			require.Empty(t, stdout)
+			require.Contains(t, stderr, "Usage: callq")
+		})
+	}
+}
+
+// badValues is a malformed value of each variable callq parses; the free
+// ones take any text.
+var (
+	badValues = map[string]string{
+		"REDIS_URL": "http://x", "CALLQ_REDIS_CLUSTER_ADDRS": "a:b:c", "CALLQ_SECRET_KEY": "short",
+		"CALLQ_API_ADDR": "nonsense", "CALLQ_CONCURRENCY": "abc", "CALLQ_QUEUES": "default", "CALLQ_RESULT_TTL": "1 day",
+		"CALLQ_MAX_REQUEST_BYTES": "1MiB", "CALLQ_MAX_RESPONSE_BYTES": "-1", "CALLQ_SHUTDOWN_TIMEOUT": "45",
+		"CALLQ_RECONCILE_INTERVAL": "0", "CALLQ_QUEUE_SHARDS": "65", "CALLQ_PREVIOUS_QUEUE_SHARDS": "1;4",
+		"CALLQ_SCHEDULER": "yes", "CALLQ_LOG_LEVEL": "loud", "CALLQ_LOG_FORMAT": "xml", "CALLQ_WEBHOOK_SECRET": "nope",
+		"CALLQ_WEBHOOK_ALLOW_PRIVATE": "yes", "CALLQ_WEBHOOK_SCHEDULE": "5s,soon", "CALLQ_METRICS_ADDR": "9090",
+		"CALLQ_ALLOW_SOURCE_REFS": "on", "CALLQ_SOURCE_DIRS": "relative/dir", "CALLQ_URL": "127.0.0.1:8080",
+	}
+	freeText = []string{"CALLQ_INTEGRATIONS", "CALLQ_DEV_API_KEY", "CALLQ_API_KEY"}
+)
+
+// Every variable is parsed strictly: a malformed value stops every command
+// that reads it, exit 2, with a message naming the variable.
+func TestEveryVariableIsParsedStrictly(t *testing.T) {
+	t.Parallel()
+	wire := tripwire(t)
+	for _, s := range settings {
+		if slices.Contains(freeText, s.env) {
+			continue
+		}
+		bad, ok := badValues[s.env]
+		require.True(t, ok, "no malformed value of %s in badValues: add one", s.env)
+		for _, cmd := range append(slices.Clone(s.flagIn), s.envIn...) {
+			t.Run(s.env+"/"+strings.ReplaceAll(cmd, " ", "_"), func(t *testing.T) {
+				t.Parallel()
+				args := strings.Fields(cmd)
+				switch cmd {
+				case "client":
+					args = []string{"get", "x"}
+				case "keys revoke":
+					args = append(args, "id")
+				case "keys create":
+					args = append(args, "--tenant", "t")
+				}
+				env := []string{"CALLQ_URL=http://" + wire, "REDIS_URL=redis://" + wire + "/0", s.env + "=" + bad}
+				_, stderr, code := runBinary(t, t.TempDir(), env, args...)
+				require.Equal(t, 2, code, "%s=%s callq %s: %s", s.env, bad, cmd, stderr)
+				require.Contains(t, stderr, s.env)
+				if s.secret {
+					require.NotContains(t, stderr, bad, "a secret's value is never shown")
+				}
+			})
+		}
+	}
+}
+
+// callq dev runs from a directory with no deploy/ (the catalog built in),
+// prints export lines that work, and no colour codes into a pipe.
+func TestProcessDevFromAnyDirectory(t *testing.T) {
+	t.Parallel()
+	example, err := os.ReadFile(filepath.Join("..", "..", "deploy", "integrations.example.yaml"))
+	require.NoError(t, err)
+	require.Equal(t, string(example), string(deployfiles.ExampleCatalog))
+
+	p := newProcs(t)
+	dir := t.TempDir()
+	c := p.startListening(func() (*child, []string) {
+		addr := freeAddr(t)
+		c := p.start("dev", dir, childEnv(), "dev", "--addr", addr, "--httpbin-addr", freeAddr(t), "--log-level", "debug")
+		return c, []string{"http://" + addr + "/readyz"}
+	})
+	var exports string
+	require.Eventually(t, func() bool {
+		sc := bufio.NewScanner(strings.NewReader(c.logs()))
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, "export CALLQ_URL=") {
+				exports = line
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond)
+	out := c.logs()
+	require.Contains(t, out, "the example catalog built into callq")
+	require.Contains(t, out, "httpbin:          http://127.0.0.1:")
+	require.NotContains(t, out, "\x1b[", "no colour codes when the output is not a terminal")
+
+	script := exports + "\n" + shellQuote(p.bin) + " integrations --integrations /dev/null >/dev/null 2>&1 || true\n" +
+		shellQuote(p.bin) + " creds list\n"
+	stdout, _ := runScript(t, "exports", dir, script, childEnv())
+	require.Contains(t, stdout, `"credentials"`)
+}
