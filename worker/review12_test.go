@@ -429,6 +429,7 @@ integrations:
 	require.NotNil(t, taken)
 	const held = "call held back without spending an attempt"
 	require.Eventually(t, func() bool { return strings.Count(e.logs.String(), held) >= 1 }, 20*time.Second, 5*time.Millisecond)
+	require.Regexp(t, `"retry_in_ms":\d+,"reason"`, e.logs.String(), "durations are logged in the unit their name says")
 	before, holds := netIn(t, e.rdb), strings.Count(e.logs.String(), held)
 	require.Eventually(t, func() bool { return strings.Count(e.logs.String(), held) >= holds+3 }, 30*time.Second, 10*time.Millisecond)
 	written, n := netIn(t, e.rdb)-before, strings.Count(e.logs.String(), held)-holds

@@ -196,6 +196,7 @@ func TestProcessDevFromAnyDirectory(t *testing.T) {
 	require.Contains(t, out, "the example catalog built into callq")
 	require.Contains(t, out, "httpbin:          http://127.0.0.1:")
 	require.NotContains(t, out, "\x1b[", "no colour codes when the output is not a terminal")
+	require.Regexp(t, `(?m)^\d\d:\d\d:\d\d\.\d{3} `, out, "log times are in milliseconds")
 
 	script := exports + "\n" + shellQuote(p.bin) + " integrations --integrations /dev/null >/dev/null 2>&1 || true\n" +
 		shellQuote(p.bin) + " creds list\n"

@@ -21,6 +21,9 @@ func TestCLICommands(t *testing.T) {
 		return stdout + stderr, code
 	}
 
+	// JSON logs stamp times in milliseconds (RFC 3339).
+	require.Regexp(t, `"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)"`, d.api.logs())
+
 	out, code := run(nil, "integrations")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "slow")

@@ -4,9 +4,11 @@ package main
 // parsing, the flags that override them and the top-level help.
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -197,19 +199,9 @@ func (c *config) envError() error {
 func settingsHelp() string {
 	var b strings.Builder
 	for _, s := range settings {
-		def := s.def
-		for _, cmd := range slices.Sorted(func(yield func(string) bool) {
-			for k := range s.defIn {
-				if !yield(k) {
-					return
-				}
-			}
-		}) {
+		def := cmp.Or(s.def, "none")
+		for _, cmd := range slices.Sorted(maps.Keys(s.defIn)) {
 			def += fmt.Sprintf(" (%s: %s)", cmd, s.defIn[cmd])
-		}
-		def = strings.TrimSpace(def)
-		if def == "" {
-			def = "-"
 		}
 		fmt.Fprintf(&b, "  %-28s %s\n  %-28s   %s", s.env, s.usage, "", "default: "+def)
 		if s.flag != "" {
