@@ -27,19 +27,11 @@ func runBinary(t *testing.T, dir string, env []string, args ...string) (string, 
 	cmd := exec.CommandContext(ctx, callqBinary(t), args...)
 	cmd.Env = childEnv(env...)
 	cmd.Dir = dir
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	stdout, stderr, code := runCmd(t, cmd)
 	if ctx.Err() != nil {
 		t.Fatalf("callq %s did not exit within a minute", strings.Join(args, " "))
 	}
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return stdout.String(), stderr.String(), code
+	return stdout, stderr, code
 }
 
 // tripwire is a listener that fails the test if anything connects: where
@@ -202,4 +194,19 @@ func TestProcessDevFromAnyDirectory(t *testing.T) {
 		shellQuote(p.bin) + " creds list\n"
 	stdout, _ := runScript(t, "exports", dir, script, childEnv())
 	require.Contains(t, stdout, `"credentials"`)
+}
+
+// callq version prints the version, the commit and the Go version from the
+// build information; "callq help COMMAND" is "callq COMMAND --help".
+func TestVersionCommandAndHelpCommand(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, code := runBinary(t, t.TempDir(), nil, "version")
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `^callq \S+\ncommit: \S+.*\ncommit time: \S+\ngo: go1\.\d+`, stdout)
+
+	viaHelp, _, code := runBinary(t, t.TempDir(), nil, "help", "calls", "ls")
+	require.Equal(t, 0, code)
+	viaFlag, _, _ := runBinary(t, t.TempDir(), nil, "calls", "ls", "--help")
+	require.Equal(t, viaFlag, viaHelp)
+	require.Contains(t, viaHelp, "--status")
 }

@@ -393,15 +393,7 @@ func inRoot(root string, env []string, args ...string) *exec.Cmd {
 // code.
 func runInRoot(t *testing.T, root string, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := inRoot(root, env, args...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), errOut.String(), ee.ExitCode()
-	}
-	require.NoError(t, err, "/callq %s in the empty root", strings.Join(args, " "))
-	return out.String(), errOut.String(), 0
+	return runCmd(t, inRoot(root, env, args...))
 }
 
 // uidOf is the real and effective user of a running process.

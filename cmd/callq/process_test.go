@@ -523,6 +523,13 @@ func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, c
 	d.t.Helper()
 	cmd := exec.Command(d.procs.bin, args...)
 	cmd.Env = append(append(slices.Clone(d.env), "CALLQ_URL="+d.apiURL, "CALLQ_API_KEY="+d.apiKey), env...)
+	return runCmd(d.t, cmd)
+}
+
+// runCmd runs a command that exits by itself and returns its stdout,
+// stderr and exit code; failing to start it fails the test.
+func runCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -530,7 +537,7 @@ func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, c
 	if errors.As(err, &ee) {
 		return out.String(), errOut.String(), ee.ExitCode()
 	}
-	require.NoError(d.t, err, "callq %s", strings.Join(args, " "))
+	require.NoError(t, err, "%s", strings.Join(cmd.Args, " "))
 	return out.String(), errOut.String(), 0
 }
 

@@ -110,6 +110,8 @@ var settings = []setting{
 	{env: "CALLQ_SECRET_KEY", usage: "seals credentials: base64 of 32 random bytes, or kid:key,kid:key (required for api and worker; generated in dev)", envIn: []string{"api", "worker", "dev", "creds reseal"}, secret: true, value: func(c *config) value {
 		return str(&c.secretKey, "base64 of 32 bytes, or kid:key,kid:key", parseKeyring)
 	}},
+	// callq dev listens on loopback unless asked: it prints its API key, and
+	// dev mode lets that key make the worker read its environment and files.
 	{env: "CALLQ_API_ADDR", flag: "addr", def: ":8080", usage: "where the API listens", flagIn: []string{"api", "dev"}, envIn: []string{"healthcheck"}, defIn: map[string]string{"dev": devAPIAddr}, value: func(c *config) value { return str(&c.apiAddr, "host:port, such as :8080", checkHostPort) }},
 	{env: "CALLQ_CONCURRENCY", flag: "concurrency", def: strconv.Itoa(worker.DefaultConcurrency), usage: "calls a worker runs at once", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt(&c.concurrency) }},
 	{env: "CALLQ_QUEUES", flag: "queues", def: worker.FormatQueues(worker.DefaultQueues()), usage: "queues and their priorities", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return str(&c.queues, "name=priority pairs, comma-separated", checkQueues) }},
