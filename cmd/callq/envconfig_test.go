@@ -102,7 +102,7 @@ func TestReconcileIntervalSetting(t *testing.T) {
 	require.Equal(t, worker.ReconcileOff, cfg.reconcile)
 	require.Equal(t, "off", fs.Lookup("reconcile-interval").Value.String())
 	require.Error(t, fs.Parse([]string{"--reconcile-interval", "0s"}))
-	require.Equal(t, "1m0s", fs.Lookup("reconcile-interval").DefValue)
+	require.Equal(t, "1m", fs.Lookup("reconcile-interval").DefValue)
 }
 
 // CALLQ_SCHEDULER and --scheduler take on or off, nothing else. Not

@@ -115,11 +115,11 @@ var settings = []setting{
 	{env: "CALLQ_API_ADDR", flag: "addr", def: ":8080", usage: "where the API listens", flagIn: []string{"api", "dev"}, envIn: []string{"healthcheck"}, defIn: map[string]string{"dev": devAPIAddr}, value: func(c *config) value { return str(&c.apiAddr, "host:port, such as :8080", checkHostPort) }},
 	{env: "CALLQ_CONCURRENCY", flag: "concurrency", def: strconv.Itoa(worker.DefaultConcurrency), usage: "calls a worker runs at once", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt(&c.concurrency) }},
 	{env: "CALLQ_QUEUES", flag: "queues", def: worker.FormatQueues(worker.DefaultQueues()), usage: "queues and their priorities", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return str(&c.queues, "name=priority pairs, comma-separated", checkQueues) }},
-	{env: "CALLQ_RESULT_TTL", flag: "result-ttl", def: tasks.DefaultResultTTL.String(), usage: "how long records live after a call finishes", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return duration(&c.resultTTL) }},
+	{env: "CALLQ_RESULT_TTL", flag: "result-ttl", def: formatDuration(tasks.DefaultResultTTL), usage: "how long records live after a call finishes", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return duration(&c.resultTTL) }},
 	{env: "CALLQ_MAX_REQUEST_BYTES", flag: "max-request-bytes", def: strconv.Itoa(tasks.DefaultMaxRequestBytes), usage: "largest request body a call may carry", flagIn: []string{"api", "dev"}, value: func(c *config) value { return positiveInt64(&c.maxRequestBytes) }},
 	{env: "CALLQ_MAX_RESPONSE_BYTES", flag: "max-response-bytes", def: strconv.Itoa(worker.DefaultMaxResponseBytes), usage: "response body bytes kept", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt64(&c.maxResponseBytes) }},
-	{env: "CALLQ_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: worker.DefaultShutdownTimeout.String(), usage: "on SIGTERM, how long calls in flight may run before they are interrupted", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return duration(&c.shutdownTimeout) }},
-	{env: "CALLQ_RECONCILE_INTERVAL", flag: "reconcile-interval", def: worker.DefaultReconcileInterval.String(), usage: "how often the fleet's reconciler fails calls whose asynq task is gone; off: this process never runs it", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return reconcileVal(&c.reconcile) }},
+	{env: "CALLQ_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: formatDuration(worker.DefaultShutdownTimeout), usage: "on SIGTERM, how long calls in flight may run before they are interrupted", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return duration(&c.shutdownTimeout) }},
+	{env: "CALLQ_RECONCILE_INTERVAL", flag: "reconcile-interval", def: formatDuration(worker.DefaultReconcileInterval), usage: "how often the fleet's reconciler fails calls whose asynq task is gone; off: this process never runs it", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return reconcileVal(&c.reconcile) }},
 	{env: "CALLQ_QUEUE_SHARDS", flag: "queue-shards", def: "1", usage: "split each queue into this many asynq queues (Redis Cluster); the same for the API and every worker", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return queueShardsVal(&c.queueShards) }},
 	{env: "CALLQ_PREVIOUS_QUEUE_SHARDS", flag: "previous-queue-shards", usage: "the queue shard counts used before a change, comma-separated: still served and searched until empty", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return shardCountsVal(&c.previousShards) }},
 	{env: "CALLQ_SCHEDULER", flag: "scheduler", def: "on", usage: "on: this process may be the fleet's scheduler, which fires the schedules; off: never", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return onOffVal(&c.scheduler) }},
@@ -287,13 +287,25 @@ func positiveInt64(p *int64) value {
 
 func duration(p *time.Duration) value {
 	const want = "a duration greater than zero, such as 30s or 24h"
-	return &parsed[time.Duration]{p: p, what: want, format: time.Duration.String, parse: func(s string) (time.Duration, error) {
+	return &parsed[time.Duration]{p: p, what: want, format: formatDuration, parse: func(s string) (time.Duration, error) {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
 			return 0, notWant(s, want)
 		}
 		return d, nil
 	}}
+}
+
+// formatDuration is d as people write it: 24h, 1m30s, not 24h0m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // boolVal takes strconv.ParseBool's spellings; "yes" is an error rather
@@ -349,7 +361,7 @@ func reconcileVal(p *time.Duration) value {
 		if d == worker.ReconcileOff {
 			return "off"
 		}
-		return d.String()
+		return formatDuration(d)
 	}, parse: func(s string) (time.Duration, error) {
 		if s == "off" {
 			return worker.ReconcileOff, nil
