@@ -177,6 +177,7 @@ func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("storing credential %q failed: %w", ref, err)
 	}
+	s.changed(ctx, tenant, ref)
 	return cred, nil
 }
 
@@ -296,6 +297,9 @@ func (s *Store) updateFields(ctx context.Context, tenant, ref string, fields map
 		if errors.Is(err, redis.TxFailedErr) {
 			continue // written by someone else meanwhile: read it again
 		}
+		if updated != nil && err == nil {
+			s.changed(ctx, tenant, ref)
+		}
 		var fe *FieldError
 		if err != nil && !errors.Is(err, ErrCredentialNotFound) && !errors.Is(err, errCredentialChanged) && !errors.As(err, &fe) {
 			return nil, fmt.Errorf("updating credential %q failed: %w", ref, err)
@@ -360,6 +364,7 @@ func (s *Store) Delete(ctx context.Context, tenant, ref string) error {
 	if del.Val() == 0 {
 		return notFound(tenant, ref)
 	}
+	s.changed(ctx, tenant, ref)
 	return nil
 }
 

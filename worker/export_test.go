@@ -6,3 +6,12 @@ import "time"
 // ago") read now instead of the wall clock, so tests need not wait for
 // calls to age.
 func SetReconcilerClock(r *Reconciler, now func() time.Time) { r.now = now }
+
+// CredentialsCached is how many credentials w keeps in memory (auth.Cache),
+// or -1 without a cache.
+func CredentialsCached(w *Worker) int {
+	if w.credCache == nil {
+		return -1
+	}
+	return w.credCache.Len()
+}

@@ -354,7 +354,7 @@ func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call
 			return nil, failed(tasks.KindCredential, "integration %q needs a credential and the call names none", in.Name)
 		}
 	} else {
-		cred, err := w.cfg.Credentials.Get(ctx, tenant, call.Credential)
+		cred, err := w.creds.Get(ctx, tenant, call.Credential)
 		switch {
 		case errors.Is(err, auth.ErrCredentialNotFound):
 			return nil, failed(tasks.KindCredential, "credential %q does not exist", call.Credential)

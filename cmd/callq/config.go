@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
+	"github.com/callq/callq/auth"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
@@ -49,6 +50,7 @@ type serverConfig struct {
 	sourceRefs       bool
 	sourceDirs       string
 	shutdownTimeout  time.Duration
+	credCacheTTL     time.Duration
 	reconcile        reconcileInterval
 	scheduler        onOff
 	queueShards      queueShards
@@ -69,6 +71,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(c.envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
 	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(c.envInt("CALLQ_MAX_RESPONSE_BYTES", worker.DefaultMaxResponseBytes)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&c.credCacheTTL, "credential-cache-ttl", c.envDuration("CALLQ_CREDENTIAL_CACHE_TTL", auth.DefaultCacheTTL), "worker: how long a credential read stays in memory at most; a change is announced to every worker at once, this bounds a lost announcement; 0: read every attempt's from Redis (CALLQ_CREDENTIAL_CACHE_TTL)")
 	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, reconcileWant))
 	fs.Var(&c.reconcile, "reconcile-interval", "worker: how often the fleet's reconciler fails calls whose asynq task is gone, and how old they must be; off: this worker never runs it (CALLQ_RECONCILE_INTERVAL)")
 	c.queueShards = queueShards(envValue(c, "CALLQ_QUEUE_SHARDS", 1, parseQueueShards, queueShardsWant))
