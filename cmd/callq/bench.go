@@ -15,6 +15,7 @@ import (
 // benchUsage takes the defaults of --calls, --concurrency and --rounds.
 const benchUsage = `Usage: callq bench [--calls %d] [--concurrency %d] [--rounds %d] [--json] [--cpuprofile FILE]
        callq bench --cluster [--queue-shards %d] [--calls N] [--concurrency N] [--rounds N] [--json]
+       callq bench --scaling [--calls N] [--concurrency N] [--rounds N] [--json]
 
 Measures callq beside raw asynq on this machine, in one run, on a redis-server it
 starts on a free port (FLUSHALL between phases) and a local upstream in this
@@ -24,6 +25,10 @@ With --cluster it runs only the callq throughput phase, on a local Redis Cluster
 starts (3 masters with a replica each; needs redis-cli too), with one asynq queue
 per queue and then with --queue-shards, and reports each master's commands per
 call and their spread.
+
+With --scaling it runs only the asynq + net/http and callq throughput phases, at
+worker concurrency 10, 50 and 200 with the small body, then at --concurrency with
+response bodies of 1 KiB, 64 KiB and 1 MiB, and reports each beside the other.
 
 Flags:
 `
@@ -49,6 +54,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the (first) callq throughput phase, worker start to last record, to this file")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "run the callq throughput phase on a local Redis Cluster (3 masters, a replica each) and report each master's commands")
+	fs.BoolVar(&cfg.Scaling, "scaling", false, "run only asynq + net/http and callq at concurrency 10, 50, 200 and with 1 KiB, 64 KiB and 1 MiB bodies")
 	fs.IntVar(&cfg.QueueShards, "queue-shards", bench.DefaultClusterQueueShards, "with --cluster: the shard count of the second phase (CALLQ_QUEUE_SHARDS); 1 runs only the first")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -69,6 +75,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Visit(func(f *flag.Flag) { queueShardsSet = queueShardsSet || f.Name == "queue-shards" })
 	if queueShardsSet && !cfg.Cluster {
 		return fmt.Errorf("%w: --queue-shards goes with --cluster", errUsage)
+	}
+	if cfg.Cluster && cfg.Scaling {
+		return fmt.Errorf("%w: --cluster and --scaling are separate runs", errUsage)
 	}
 	rep, err := bench.Run(ctx, &cfg)
 	if err != nil {
