@@ -29,9 +29,9 @@ const (
 	credRef         = "bench"
 	// tokenEnv is the environment variable the asynq + net/http baseline
 	// reads the same token from, on each call: it pays no Redis read.
-	tokenEnv = "CALLQ_BENCH_TOKEN"
-	enqueuers   = 32 // goroutines (or HTTP clients) that enqueue
-	queue       = tasks.DefaultQueue
+	tokenEnv  = "CALLQ_BENCH_TOKEN"
+	enqueuers = 32 // goroutines (or HTTP clients) that enqueue
+	queue     = tasks.DefaultQueue
 )
 
 // Defaults for Config; Concurrency defaults to worker.DefaultConcurrency,
@@ -157,9 +157,9 @@ type harness struct {
 	// With Config.Scaling: each setting's rounds, then the result.
 	scalingRounds map[scalingSetting]*scalingRounds
 	sres          *ScalingResult
-	res      Result
-	notes    notes
-	rounds   rounds
+	res           Result
+	notes         notes
+	rounds        rounds
 
 	redis *redisproc.Server
 	adm   *redis.Client // FLUSHALL, INFO, completion counting, checks: never counted as the system's
