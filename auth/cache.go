@@ -99,7 +99,7 @@ func (c *Cache) Get(ctx context.Context, tenant, ref string) (*Credential, error
 	if ok && live && now.Before(e.expires) {
 		return e.cred, nil
 	}
-	cred, err := c.store.get(ctx, c.store.rdb, tenant, ref)
+	cred, err := c.store.read(ctx, c.store.rdb, key, tenant, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -193,7 +193,12 @@ func (s *Store) Get(ctx context.Context, tenant, ref string) (*Credential, error
 // get reads and decodes the credential with c, which is the store's client
 // or a transaction watching the credential's key.
 func (s *Store) get(ctx context.Context, c redis.Cmdable, tenant, ref string) (*Credential, error) {
-	b, err := c.Get(ctx, rediskeys.Credential(tenant, ref)).Bytes()
+	return s.read(ctx, c, rediskeys.Credential(tenant, ref), tenant, ref)
+}
+
+// read is get with the credential's key already built.
+func (s *Store) read(ctx context.Context, c redis.Cmdable, key, tenant, ref string) (*Credential, error) {
+	b, err := c.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, notFound(tenant, ref)
 	}

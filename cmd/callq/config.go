@@ -71,7 +71,7 @@ func (c *serverConfig) flags(fs *flag.FlagSet, defIntegrations string) {
 	fs.Int64Var(&c.maxRequestBytes, "max-request-bytes", int64(c.envInt("CALLQ_MAX_REQUEST_BYTES", tasks.DefaultMaxRequestBytes)), "largest request body a call may carry (CALLQ_MAX_REQUEST_BYTES)")
 	fs.Int64Var(&c.maxResponseBytes, "max-response-bytes", int64(c.envInt("CALLQ_MAX_RESPONSE_BYTES", worker.DefaultMaxResponseBytes)), "response body bytes kept (CALLQ_MAX_RESPONSE_BYTES)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", c.envDuration("CALLQ_SHUTDOWN_TIMEOUT", worker.DefaultShutdownTimeout), "worker: on SIGTERM, how long calls in flight may run before they are interrupted (CALLQ_SHUTDOWN_TIMEOUT)")
-	fs.DurationVar(&c.credCacheTTL, "credential-cache-ttl", c.envDuration("CALLQ_CREDENTIAL_CACHE_TTL", auth.DefaultCacheTTL), "worker: how long a credential read stays in memory at most; a change is announced to every worker at once, this bounds a lost announcement; 0: read every attempt's from Redis (CALLQ_CREDENTIAL_CACHE_TTL)")
+	fs.DurationVar(&c.credCacheTTL, "credential-cache-ttl", envValue(c, "CALLQ_CREDENTIAL_CACHE_TTL", auth.DefaultCacheTTL, parseCacheTTL, cacheTTLWant), "worker: how long a credential read stays in memory at most; a change is announced to every worker at once, this bounds a lost announcement; 0: read every attempt's from Redis (CALLQ_CREDENTIAL_CACHE_TTL)")
 	c.reconcile = reconcileInterval(envValue(c, "CALLQ_RECONCILE_INTERVAL", worker.DefaultReconcileInterval, parseReconcileInterval, reconcileWant))
 	fs.Var(&c.reconcile, "reconcile-interval", "worker: how often the fleet's reconciler fails calls whose asynq task is gone, and how old they must be; off: this worker never runs it (CALLQ_RECONCILE_INTERVAL)")
 	c.queueShards = queueShards(envValue(c, "CALLQ_QUEUE_SHARDS", 1, parseQueueShards, queueShardsWant))
@@ -105,6 +105,17 @@ func parseSchedule(s string) ([]time.Duration, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// cacheTTLWant is what CALLQ_CREDENTIAL_CACHE_TTL takes.
+const cacheTTLWant = "a duration of 0 (no cache) or more, such as 30s"
+
+func parseCacheTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not %s", s, cacheTTLWant)
+	}
+	return d, nil
 }
 
 // reconcileInterval is CALLQ_RECONCILE_INTERVAL: a duration of at least
