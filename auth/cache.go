@@ -64,6 +64,15 @@ type Cache struct {
 type cached struct {
 	cred    *Credential
 	expires time.Time
+	// opened are cred's secrets and their redactor for spec (Open), when
+	// every field of cred is a literal; nil until a call opened it.
+	opened *opened
+}
+
+type opened struct {
+	spec     *Spec
+	secrets  Secrets
+	redactor *Redactor
 }
 
 // NewCache returns a Cache over store. It keeps nothing until Watch runs.
@@ -126,6 +135,53 @@ func (c *Cache) keep(key string, cred *Credential, gen uint64, now time.Time) {
 		}
 	}
 	c.entries[key] = cached{cred: cred, expires: now.Add(c.ttl)}
+}
+
+// Open returns cred's secrets, resolved with k and dirs, and their
+// redactor for spec (NewSecretsRedactor), as a call authenticating with
+// cred under spec uses them. When cred is the copy c keeps (Get returned
+// it) and every field of it is a literal, both are made once and kept with
+// it: in this process's memory only, dropped with the copy. A credential
+// with env: or file: fields is resolved on every call, so that a changed
+// file or environment is read. The secrets returned are shared: callers
+// must not modify them.
+func (c *Cache) Open(cred *Credential, spec *Spec, k *Keyring, dirs SourceDirs) (Secrets, *Redactor, error) {
+	var key string
+	kept := false
+	c.mu.Lock()
+	if c.live { // else nothing is kept
+		key = rediskeys.Credential(cred.Tenant, cred.Ref)
+		e, ok := c.entries[key]
+		if kept = ok && e.cred == cred; kept && e.opened != nil && e.opened.spec == spec {
+			c.mu.Unlock()
+			return e.opened.secrets, e.opened.redactor, nil
+		}
+	}
+	c.mu.Unlock()
+	secrets, err := cred.Resolve(k, dirs)
+	if err != nil {
+		return nil, nil, err
+	}
+	redactor := NewSecretsRedactor(spec, secrets)
+	if kept && literalsOnly(cred) {
+		c.mu.Lock()
+		if e, ok := c.entries[key]; ok && e.cred == cred {
+			e.opened = &opened{spec: spec, secrets: secrets, redactor: redactor}
+			c.entries[key] = e
+		}
+		c.mu.Unlock()
+	}
+	return secrets, redactor, nil
+}
+
+// literalsOnly says whether every field of cred is a sealed literal.
+func literalsOnly(cred *Credential) bool {
+	for _, v := range cred.Fields {
+		if v.Kind != KindLiteral {
+			return false
+		}
+	}
+	return true
 }
 
 // Watch listens for the fleet's credential changes until ctx ends; Get

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -237,4 +239,58 @@ func TestCacheKeepsNothingUnwatchedOrOvertaken(t *testing.T) {
 	require.EqualError(t, err, "auth: CacheConfig.TTL must not be negative")
 	_, err = NewCache(nil, nil)
 	require.Error(t, err)
+}
+
+// Open resolves a credential kept by the cache once when all its fields are
+// literals, and on every call when one is a file: or env: value (a rotated
+// file takes effect on the next call); a changed credential is a new copy,
+// opened again.
+func TestCacheOpenKeepsLiteralsOnly(t *testing.T) {
+	t.Parallel()
+	e := newCacheEnv(t, time.Hour)
+	ctx := context.Background()
+	c := e.caches[0]
+	spec := &Spec{Type: TypeBearer}
+	e.change(func() {
+		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v1-literal"})
+		require.NoError(t, err)
+	})
+	cred, err := c.Get(ctx, "acme", "gh")
+	require.NoError(t, err)
+	s1, r1, err := c.Open(cred, spec, e.ring, nil)
+	require.NoError(t, err)
+	require.Equal(t, "v1-literal", s1["token"])
+	require.Equal(t, "[REDACTED]", r1.String("v1-literal"))
+	s2, r2, err := c.Open(cred, spec, e.ring, nil)
+	require.NoError(t, err)
+	require.Same(t, r1, r2, "opened once, kept with the copy")
+	require.Equal(t, s1, s2)
+
+	e.change(func() {
+		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v2-literal"})
+		require.NoError(t, err)
+	})
+	cred2, err := c.Get(ctx, "acme", "gh")
+	require.NoError(t, err)
+	s3, r3, err := c.Open(cred2, spec, e.ring, nil)
+	require.NoError(t, err)
+	require.Equal(t, "v2-literal", s3["token"])
+	require.NotSame(t, r1, r3)
+
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte("from-file-1"), 0o600))
+	e.change(func() {
+		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "file:" + file})
+		require.NoError(t, err)
+	})
+	cred3, err := c.Get(ctx, "acme", "gh")
+	require.NoError(t, err)
+	s4, _, err := c.Open(cred3, spec, e.ring, nil)
+	require.NoError(t, err)
+	require.Equal(t, "from-file-1", s4["token"])
+	require.NoError(t, os.WriteFile(file, []byte("from-file-2"), 0o600))
+	s5, r5, err := c.Open(cred3, spec, e.ring, nil)
+	require.NoError(t, err)
+	require.Equal(t, "from-file-2", s5["token"], "a file: value is read on every call")
+	require.Equal(t, "[REDACTED]", r5.String("from-file-2"))
 }
