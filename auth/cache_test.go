@@ -112,6 +112,16 @@ func (e *cacheEnv) change(fn func()) {
 	}
 }
 
+// put puts acme's credential gh with token, and waits until every cache
+// has heard of it.
+func (e *cacheEnv) put(token string) {
+	e.t.Helper()
+	e.change(func() {
+		_, err := e.store.Put(context.Background(), "acme", "gh", "github", map[string]string{"token": token})
+		require.NoError(e.t, err)
+	})
+}
+
 // Every way a credential changes (a PUT, an OAuth2 refresh's UpdateFields,
 // a reseal, a DELETE) reaches both workers' caches: the next read after the
 // announcement gets the new value.
@@ -120,16 +130,10 @@ func TestCacheFollowsEveryChange(t *testing.T) {
 	e := newCacheEnv(t, time.Hour)
 	ctx := context.Background()
 
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v1"})
-		require.NoError(t, err)
-	})
+	e.put("v1")
 	e.primed("v1")
 
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v2"})
-		require.NoError(t, err)
-	})
+	e.put("v2")
 	e.primed("v2")
 
 	e.change(func() {
@@ -144,10 +148,7 @@ func TestCacheFollowsEveryChange(t *testing.T) {
 	require.NoError(t, err)
 	ring, err := ParseKeyring("k2:" + k2 + ",k1:" + e.k1)
 	require.NoError(t, err)
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v4"})
-		require.NoError(t, err)
-	})
+	e.put("v4")
 	e.primed("v4")
 	resealer, err := NewStore(e.rdb, &StoreConfig{Keyring: ring})
 	require.NoError(t, err)
@@ -176,10 +177,7 @@ func TestCacheDropsEverythingWhenItsSubscriptionBreaks(t *testing.T) {
 	t.Parallel()
 	e := newCacheEnv(t, time.Hour)
 	ctx := context.Background()
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v1"})
-		require.NoError(t, err)
-	})
+	e.put("v1")
 	e.primed("v1")
 
 	e.setSilently("v2") // changed while the announcement is lost
@@ -196,10 +194,7 @@ func TestCacheDropsEverythingWhenItsSubscriptionBreaks(t *testing.T) {
 func TestCacheTTLBoundsAnUnannouncedChange(t *testing.T) {
 	t.Parallel()
 	e := newCacheEnv(t, 200*time.Millisecond)
-	e.change(func() {
-		_, err := e.store.Put(context.Background(), "acme", "gh", "github", map[string]string{"token": "v1"})
-		require.NoError(t, err)
-	})
+	e.put("v1")
 	e.primed("v1")
 	for _, c := range e.caches {
 		require.Eventually(t, func() bool { return e.token(c) == "unannounced" }, 5*time.Second, 10*time.Millisecond)
@@ -251,10 +246,7 @@ func TestCacheOpenKeepsLiteralsOnly(t *testing.T) {
 	ctx := context.Background()
 	c := e.caches[0]
 	spec := &Spec{Type: TypeBearer}
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v1-literal"})
-		require.NoError(t, err)
-	})
+	e.put("v1-literal")
 	cred, err := c.Get(ctx, "acme", "gh")
 	require.NoError(t, err)
 	s1, r1, err := c.Open(cred, spec, e.ring, nil)
@@ -266,10 +258,7 @@ func TestCacheOpenKeepsLiteralsOnly(t *testing.T) {
 	require.Same(t, r1, r2, "opened once, kept with the copy")
 	require.Equal(t, s1, s2)
 
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v2-literal"})
-		require.NoError(t, err)
-	})
+	e.put("v2-literal")
 	cred2, err := c.Get(ctx, "acme", "gh")
 	require.NoError(t, err)
 	s3, r3, err := c.Open(cred2, spec, e.ring, nil)
@@ -279,10 +268,7 @@ func TestCacheOpenKeepsLiteralsOnly(t *testing.T) {
 
 	file := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(file, []byte("from-file-1"), 0o600))
-	e.change(func() {
-		_, err := e.store.Put(ctx, "acme", "gh", "github", map[string]string{"token": "file:" + file})
-		require.NoError(t, err)
-	})
+	e.put("file:" + file)
 	cred3, err := c.Get(ctx, "acme", "gh")
 	require.NoError(t, err)
 	s4, _, err := c.Open(cred3, spec, e.ring, nil)
