@@ -7,7 +7,10 @@
 // the worker at call time so that a rotated secret takes effect on the next
 // attempt. Sealed literals are bound to their tenant, ref and field, so a
 // blob copied elsewhere does not open. [Store] keeps credentials in Redis;
-// a Redis dump holds no secret in clear.
+// a Redis dump holds no secret in clear. A worker reads them through a
+// [Cache], which keeps what it read in memory and drops it when any process
+// of the fleet changes the credential (a message on a Redis channel each
+// change publishes), so a call with a credential costs no Redis read.
 //
 // A [Spec] is an integration's auth block in the catalog. [Spec.Apply] puts
 // resolved [Secrets] on an *http.Request as a bearer token, an API key in a

@@ -107,6 +107,7 @@ func (s *Store) resealOne(ctx context.Context, key, tenant, ref, primary string,
 			return fmt.Errorf("resealing credential %q of tenant %q: %w", ref, tenant, err)
 		}
 		if moved > 0 {
+			s.changed(ctx, tenant, ref)
 			stats.Credentials++
 			stats.Fields += moved
 		}

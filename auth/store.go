@@ -177,6 +177,7 @@ func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("storing credential %q failed: %w", ref, err)
 	}
+	s.changed(ctx, tenant, ref)
 	return cred, nil
 }
 
@@ -192,7 +193,12 @@ func (s *Store) Get(ctx context.Context, tenant, ref string) (*Credential, error
 // get reads and decodes the credential with c, which is the store's client
 // or a transaction watching the credential's key.
 func (s *Store) get(ctx context.Context, c redis.Cmdable, tenant, ref string) (*Credential, error) {
-	b, err := c.Get(ctx, rediskeys.Credential(tenant, ref)).Bytes()
+	return s.read(ctx, c, rediskeys.Credential(tenant, ref), tenant, ref)
+}
+
+// read is get with the credential's key already built.
+func (s *Store) read(ctx context.Context, c redis.Cmdable, key, tenant, ref string) (*Credential, error) {
+	b, err := c.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, notFound(tenant, ref)
 	}
@@ -296,6 +302,9 @@ func (s *Store) updateFields(ctx context.Context, tenant, ref string, fields map
 		if errors.Is(err, redis.TxFailedErr) {
 			continue // written by someone else meanwhile: read it again
 		}
+		if updated != nil && err == nil {
+			s.changed(ctx, tenant, ref)
+		}
 		var fe *FieldError
 		if err != nil && !errors.Is(err, ErrCredentialNotFound) && !errors.Is(err, errCredentialChanged) && !errors.As(err, &fe) {
 			return nil, fmt.Errorf("updating credential %q failed: %w", ref, err)
@@ -360,6 +369,7 @@ func (s *Store) Delete(ctx context.Context, tenant, ref string) error {
 	if del.Val() == 0 {
 		return notFound(tenant, ref)
 	}
+	s.changed(ctx, tenant, ref)
 	return nil
 }
 

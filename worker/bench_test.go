@@ -22,7 +22,10 @@ import (
 // decode the payload, mark the record running (a Lua script), resolve the
 // credential, GET the upstream, read and redact the response, write the
 // terminal record and publish its completion (a Lua script). Creating the
-// records is done before the timer starts. It asserts nothing about speed.
+// records is done before the timer starts. bearer_credential reads the
+// credential from Redis on each call (the worker's cache not running, as
+// with CALLQ_CREDENTIAL_CACHE_TTL=0); bearer_credential_cached as a started
+// worker does. It asserts nothing about speed.
 func BenchmarkProcessCall(b *testing.B) {
 	srv := redistest.Start(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
@@ -69,11 +72,21 @@ integrations:
 		b.Fatal(err)
 	}
 
-	for _, tc := range []struct{ name, integration, credential string }{
-		{"no_auth", "open", ""},
-		{"bearer_credential", "bearer", "bench-token"},
+	for _, tc := range []struct {
+		name, integration, credential string
+		cached                        bool
+	}{
+		{"no_auth", "open", "", false},
+		{"bearer_credential", "bearer", "bench-token", false},
+		// As a started worker runs: the credential read once, then kept.
+		{"bearer_credential_cached", "bearer", "bench-token", true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			if tc.cached {
+				wctx, stop := context.WithCancel(ctx)
+				defer stop()
+				worker.WatchCredentials(wctx, w)
+			}
 			ids := make([]string, b.N)
 			taskList := make([]*asynq.Task, b.N)
 			for i := range b.N {

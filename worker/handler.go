@@ -354,7 +354,7 @@ func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call
 			return nil, failed(tasks.KindCredential, "integration %q needs a credential and the call names none", in.Name)
 		}
 	} else {
-		cred, err := w.cfg.Credentials.Get(ctx, tenant, call.Credential)
+		cred, err := w.creds.Get(ctx, tenant, call.Credential)
 		switch {
 		case errors.Is(err, auth.ErrCredentialNotFound):
 			return nil, failed(tasks.KindCredential, "credential %q does not exist", call.Credential)
@@ -373,14 +373,28 @@ func (w *Worker) credential(ctx context.Context, tenant string, call *tasks.Call
 		}
 		res.secrets = secrets
 	} else if res.credential != nil {
-		secrets, err := res.credential.Resolve(w.cfg.Keyring, w.cfg.Credentials.SourceDirs())
+		secrets, redactor, err := w.open(res.credential, &in.Auth)
 		if err != nil {
 			return nil, failed(tasks.KindCredential, "credential %q: %v", call.Credential, err)
 		}
-		res.secrets = secrets
+		res.secrets, res.redactor = secrets, redactor
+		return res, nil
 	}
 	res.redactor = auth.NewSecretsRedactor(&in.Auth, res.secrets)
 	return res, nil
+}
+
+// open resolves cred's secrets and builds their redactor for spec: once
+// per credential kept by the worker's cache, on every call without it.
+func (w *Worker) open(cred *auth.Credential, spec *auth.Spec) (auth.Secrets, *auth.Redactor, error) {
+	if w.credCache != nil {
+		return w.credCache.Open(cred, spec, w.cfg.Keyring, w.cfg.Credentials.SourceDirs())
+	}
+	secrets, err := cred.Resolve(w.cfg.Keyring, w.cfg.Credentials.SourceDirs())
+	if err != nil {
+		return nil, nil, err
+	}
+	return secrets, auth.NewSecretsRedactor(spec, secrets), nil
 }
 
 // oauthFailure classifies an error getting an OAuth2 token. Its messages

@@ -36,6 +36,14 @@ type Config struct {
 	Credentials *auth.Store
 	// Keyring opens sealed credential fields. Required.
 	Keyring *auth.Keyring
+	// CredentialCacheTTL is how long the worker keeps a credential it read
+	// (auth.Cache) instead of reading it from Redis on every attempt. A
+	// change to a credential (a PUT or DELETE, an OAuth2 refresh, a reseal)
+	// is announced to every worker, which drops its copy at once, so the
+	// TTL only bounds how stale a copy can be if that announcement is lost
+	// unnoticed. Default auth.DefaultCacheTTL (30s)
+	// (CALLQ_CREDENTIAL_CACHE_TTL); CredentialCacheOff reads every time.
+	CredentialCacheTTL time.Duration
 	// OAuth refreshes OAuth2 tokens. Default: one over the worker's Redis,
 	// Credentials and Keyring.
 	OAuth *auth.OAuth
@@ -120,6 +128,10 @@ type Config struct {
 	ReconcileInterval time.Duration
 }
 
+// CredentialCacheOff, as Config.CredentialCacheTTL, makes the worker read a
+// call's credential from Redis on every attempt.
+const CredentialCacheOff time.Duration = -1
+
 // ReconcileOff, as Config.ReconcileInterval, keeps a worker from running
 // the reconciler. Other workers of the fleet may still run it.
 const ReconcileOff time.Duration = -1
@@ -181,6 +193,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("Config.SlotLease must be 0 (the default, %s) or at least %s", flow.DefaultLease, MinSlotLease)
 	case c.ReconcileInterval != ReconcileOff && (c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < MinReconcileInterval):
 		return fmt.Errorf("Config.ReconcileInterval must be 0 (the default), at least %s, or ReconcileOff", MinReconcileInterval)
+	case c.CredentialCacheTTL < 0 && c.CredentialCacheTTL != CredentialCacheOff:
+		return errors.New("Config.CredentialCacheTTL must be 0 (the default), positive, or CredentialCacheOff")
 	}
 	for q, p := range c.Queues {
 		if err := tasks.ValidQueueName(q); err != nil {
@@ -279,10 +293,22 @@ type Worker struct {
 	// context ends with it (attemptContext).
 	drain        context.Context
 	stopHandlers context.CancelCauseFunc
+	// creds reads calls' credentials: credCache, or without it the store.
+	// credCache follows the fleet's credential changes (Cache.Watch) from
+	// Start to Shutdown, and keeps nothing outside that.
+	creds         credentialReader
+	credCache     *auth.Cache
+	stopCredWatch context.CancelFunc
+	credWatchDone chan struct{}
 	// reconciler runs from Start to Shutdown, unless ReconcileOff.
 	reconciler     *Reconciler
 	stopReconciler context.CancelFunc
 	reconcilerDone chan struct{}
+}
+
+// credentialReader reads a call's credential: *auth.Cache or *auth.Store.
+type credentialReader interface {
+	Get(ctx context.Context, tenant, ref string) (*auth.Credential, error)
 }
 
 // New returns a Worker over rdb. It does not start it.
@@ -341,6 +367,14 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		}
 		w.reconciler = r
 	}
+	w.creds = c.Credentials
+	if c.CredentialCacheTTL != CredentialCacheOff {
+		cache, err := auth.NewCache(c.Credentials, &auth.CacheConfig{TTL: c.CredentialCacheTTL})
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		w.creds, w.credCache = cache, cache
+	}
 	w.hooks = newWebhookClient(c.WebhookAllowPrivate)
 	w.limiter = redis_rate.NewLimiter(rdb)
 	w.circuits = flow.NewCircuits(rdb, &flow.CircuitsConfig{Remember: circuitMemory})
@@ -375,6 +409,14 @@ func (w *Worker) Start() error {
 		go func() {
 			defer close(w.watchDone)
 			w.circuits.Watch(ctx)
+		}()
+	}
+	if w.credCache != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stopCredWatch, w.credWatchDone = cancel, make(chan struct{})
+		go func() {
+			defer close(w.credWatchDone)
+			w.credCache.Watch(ctx)
 		}()
 	}
 	w.checkQueues()
@@ -447,6 +489,9 @@ func (w *Worker) checkQueues() {
 // has exited, raising the retry count too. The reconciler stops with the
 // rest, releasing its lease.
 func (w *Worker) Shutdown() {
+	if w.stopCredWatch != nil {
+		defer func() { w.stopCredWatch(); <-w.credWatchDone }()
+	}
 	if w.stopWatch != nil {
 		defer func() { w.stopWatch(); <-w.watchDone }()
 	}

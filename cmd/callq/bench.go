@@ -18,7 +18,11 @@ process (200, a small JSON body). Needs redis-server on the PATH.
 With --cluster it runs only the callq throughput phase, on a local Redis Cluster it
 starts (3 masters with a replica each; needs redis-cli too), with one asynq queue
 per queue and then with --queue-shards, and reports each master's commands per
-call and their spread.`
+call and their spread.
+
+With --scaling it runs only the asynq + net/http and callq throughput phases, at
+worker concurrency 10, 50 and 200 with the small body, then at --concurrency with
+response bodies of 1 KiB, 64 KiB and 1 MiB, and reports each beside the other.`
 
 // runBench is `callq bench`: its flags, then internal/bench does the work.
 func runBench(ctx context.Context, x *invocation, args []string) error {
@@ -36,6 +40,7 @@ func runBench(ctx context.Context, x *invocation, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the (first) callq throughput phase, worker start to last record, to this file")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "run the callq throughput phase on a local Redis Cluster (3 masters, a replica each) and report each master's commands")
+	fs.BoolVar(&cfg.Scaling, "scaling", false, "run only asynq + net/http and callq at concurrency 10, 50, 200 and with 1 KiB, 64 KiB and 1 MiB bodies")
 	fs.IntVar(&cfg.QueueShards, "queue-shards", bench.DefaultClusterQueueShards, "with --cluster: the shard count of the second phase (CALLQ_QUEUE_SHARDS); 1 runs only the first")
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
@@ -50,6 +55,9 @@ func runBench(ctx context.Context, x *invocation, args []string) error {
 	fs.Visit(func(f *flag.Flag) { queueShardsSet = queueShardsSet || f.Name == "queue-shards" })
 	if queueShardsSet && !cfg.Cluster {
 		return fmt.Errorf("%w: --queue-shards goes with --cluster", errUsage)
+	}
+	if cfg.Cluster && cfg.Scaling {
+		return fmt.Errorf("%w: --cluster and --scaling are separate runs", errUsage)
 	}
 	rep, err := bench.Run(ctx, &cfg)
 	if err != nil {

@@ -30,14 +30,59 @@ func TestBenchRunsAndReportsItsKeys(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	require.Equal(t, []string{"asynq_http_per_s", "asynq_http_redis_cmds_per_call", "asynq_noop_per_s", "callq_per_s",
+	require.Equal(t, []string{"asynq_http_cred_per_s", "asynq_http_per_s", "asynq_http_redis_cmds_per_call", "asynq_noop_per_s",
+		"callq_cred_per_s", "callq_cred_redis_cmds_per_call", "callq_cred_vs_asynq_http", "callq_per_s",
 		"callq_vs_asynq_http", "callq_vs_asynq_noop", "calls", "concurrency", "date", "go_enqueue_per_s",
-		"http_enqueue_per_s", "idle_pickup_ms", "list_p99_ms", "machine", "redis_cmds_per_call", "wait_latency_ms", "worker_peak_rss_mb"}, keys)
+		"http_enqueue_per_s", "idle_pickup_ms", "list_p99_ms", "machine", "redis_cmds_per_call", "redis_cpu_us_per_call",
+		"wait_latency_ms", "worker_peak_rss_mb"}, keys)
+	var cpu map[string]float64
+	require.NoError(t, json.Unmarshal(got["redis_cpu_us_per_call"], &cpu))
+	require.Len(t, cpu, 4)
+	for _, phase := range []string{"asynq_noop", "asynq_http", "callq", "callq_cred"} {
+		require.Positive(t, cpu[phase], "redis_cpu_us_per_call.%s", phase)
+	}
 	var lat struct{ P50, P99 *float64 }
 	require.NoError(t, json.Unmarshal(got["wait_latency_ms"], &lat))
 	require.NotNil(t, lat.P50)
 	require.NotNil(t, lat.P99)
 	require.Contains(t, stderr.String(), "callq bench", "progress lines go to stderr")
+}
+
+// `callq bench --scaling` runs asynq + net/http and callq at each
+// concurrency and body size, each beside the other. No figure is asserted.
+func TestBenchScalingReportsEachSetting(t *testing.T) {
+	t.Parallel()
+	bin := callqBinary(t)
+	cmd := exec.Command(bin, "bench", "--scaling", "--calls", "40", "--json")
+	cmd.Env = childEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "callq bench --scaling: %s", stderr.String())
+	var got struct {
+		Scaling struct {
+			Runs []struct {
+				Concurrency   int     `json:"concurrency"`
+				BodyBytes     int     `json:"body_bytes"`
+				Calls         int     `json:"calls"`
+				AsynqHTTPPerS float64 `json:"asynq_http_per_s"`
+				CallqPerS     float64 `json:"callq_per_s"`
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(stdout.Bytes()))
+	require.NoError(t, dec.Decode(&got), "%s", stdout.String())
+	var settings [][2]int
+	for _, r := range got.Scaling.Runs {
+		settings = append(settings, [2]int{r.Concurrency, r.BodyBytes})
+		require.Equal(t, 40, r.Calls)
+		require.Positive(t, r.AsynqHTTPPerS)
+		require.Positive(t, r.CallqPerS)
+	}
+	require.Equal(t, [][2]int{{10, 0}, {50, 0}, {200, 0}, {50, 1 << 10}, {50, 64 << 10}, {50, 1 << 20}}, settings)
+
+	out, err := exec.Command(bin, "bench", "--scaling", "--cluster").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "--cluster and --scaling are separate runs")
 }
 
 // `callq bench --cluster` starts a local cluster, runs the callq

@@ -32,6 +32,7 @@ func TestProcessMalformedEnvRefusesToStart(t *testing.T) {
 		{"worker", "CALLQ_RECONCILE_INTERVAL=0", `CALLQ_RECONCILE_INTERVAL: "0" is not a duration of at least 10ms such as 1m, or off`},
 		{"dev", "CALLQ_RECONCILE_INTERVAL=-1m", `CALLQ_RECONCILE_INTERVAL: "-1m" is not a duration of at least 10ms`},
 		{"worker", "CALLQ_RECONCILE_INTERVAL=60", `CALLQ_RECONCILE_INTERVAL: "60" is not a duration of at least 10ms`},
+		{"worker", "CALLQ_CREDENTIAL_CACHE_TTL=-1s", `CALLQ_CREDENTIAL_CACHE_TTL: "-1s" is not a duration of 0 (no cache) or more, such as 30s`},
 		{"worker", "CALLQ_SCHEDULER=yes", `CALLQ_SCHEDULER: "yes" is not on or off`},
 		{"dev", "CALLQ_SCHEDULER=false", `CALLQ_SCHEDULER: "false" is not on or off`},
 		{"api", "CALLQ_QUEUE_SHARDS=0", `CALLQ_QUEUE_SHARDS: "0" is not a whole number from 1 to 64`},

@@ -225,6 +225,8 @@ func (s *stack) worker() (*worker.Worker, error) {
 		ShutdownTimeout: s.cfg.shutdownTimeout,
 		Logger:          &s.log,
 
+		CredentialCacheTTL: credentialCacheTTL(s.cfg.credCacheTTL),
+
 		ReconcileInterval: s.cfg.reconcile,
 
 		WebhookSecrets:      s.hooks,
@@ -336,4 +338,13 @@ func runWorker(ctx context.Context, x *invocation, args []string) error {
 	err = w.Run(ctx)
 	s.log.Info().Msg("worker stopped")
 	return err
+}
+
+// credentialCacheTTL is CALLQ_CREDENTIAL_CACHE_TTL as worker.Config takes
+// it: 0 turns the cache off.
+func credentialCacheTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return worker.CredentialCacheOff
+	}
+	return d
 }

@@ -58,6 +58,7 @@ type config struct {
 	sourceRefs       bool
 	sourceDirs       string
 	shutdownTimeout  time.Duration
+	credCacheTTL     time.Duration
 	reconcile        time.Duration
 	scheduler        bool
 	queueShards      int
@@ -119,6 +120,7 @@ var settings = []setting{
 	{env: "CALLQ_MAX_REQUEST_BYTES", flag: "max-request-bytes", def: strconv.Itoa(tasks.DefaultMaxRequestBytes), usage: "largest request body a call may carry", flagIn: []string{"api", "dev"}, value: func(c *config) value { return positiveInt64(&c.maxRequestBytes) }},
 	{env: "CALLQ_MAX_RESPONSE_BYTES", flag: "max-response-bytes", def: strconv.Itoa(worker.DefaultMaxResponseBytes), usage: "response body bytes kept", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt64(&c.maxResponseBytes) }},
 	{env: "CALLQ_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: formatDuration(worker.DefaultShutdownTimeout), usage: "on SIGTERM, how long calls in flight may run before they are interrupted", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return duration(&c.shutdownTimeout) }},
+	{env: "CALLQ_CREDENTIAL_CACHE_TTL", flag: "credential-cache-ttl", def: formatDuration(auth.DefaultCacheTTL), usage: "how long a credential read stays in a worker's memory at most; every change is announced to the fleet at once, this bounds a lost announcement; 0: read Redis on every attempt", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return cacheTTLVal(&c.credCacheTTL) }},
 	{env: "CALLQ_RECONCILE_INTERVAL", flag: "reconcile-interval", def: formatDuration(worker.DefaultReconcileInterval), usage: "how often the fleet's reconciler fails calls whose asynq task is gone; off: this process never runs it", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return reconcileVal(&c.reconcile) }},
 	{env: "CALLQ_QUEUE_SHARDS", flag: "queue-shards", def: "1", usage: "split each queue into this many asynq queues (Redis Cluster); the same for the API and every worker", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return queueShardsVal(&c.queueShards) }},
 	{env: "CALLQ_PREVIOUS_QUEUE_SHARDS", flag: "previous-queue-shards", usage: "the queue shard counts used before a change, comma-separated: still served and searched until empty", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return shardCountsVal(&c.previousShards) }},
@@ -290,6 +292,19 @@ func duration(p *time.Duration) value {
 	return &parsed[time.Duration]{p: p, what: want, format: formatDuration, parse: func(s string) (time.Duration, error) {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
+			return 0, notWant(s, want)
+		}
+		return d, nil
+	}}
+}
+
+// cacheTTLVal is CALLQ_CREDENTIAL_CACHE_TTL: a duration of 0 (no cache) or
+// more.
+func cacheTTLVal(p *time.Duration) value {
+	const want = "a duration of 0 (no cache) or more, such as 30s"
+	return &parsed[time.Duration]{p: p, what: want, format: formatDuration, parse: func(s string) (time.Duration, error) {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
 			return 0, notWant(s, want)
 		}
 		return d, nil

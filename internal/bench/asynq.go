@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -115,23 +116,56 @@ func (h *harness) phaseAsynqNoop(ctx context.Context) error {
 		return err
 	}
 	h.rounds.noop = append(h.rounds.noop, r.perS)
+	h.rounds.cpu.add("asynq_noop", r.cpu.redisUS)
 	h.notes.asynqNoopCmds, h.notes.asynqNoopCPU = r.cmdsPerCall, r.cpu
 	return nil
 }
 
 func (h *harness) phaseAsynqHTTP(ctx context.Context) error {
+	r, err := h.runAsynqHTTP(ctx, "/ok", false)
+	if err != nil {
+		return err
+	}
+	h.rounds.http = append(h.rounds.http, r.perS)
+	h.rounds.httpCmds = append(h.rounds.httpCmds, r.cmdsPerCall)
+	h.rounds.cpu.add("asynq_http", r.cpu.redisUS)
+	h.notes.asynqHTTPSentCmds, h.notes.asynqHTTPCPU = r.sentPerCall, r.cpu
+	return nil
+}
+
+// phaseAsynqHTTPCred is the baseline of the credential phase: the same
+// handler sending a bearer token it reads from the environment on each
+// call, so it pays no Redis read.
+func (h *harness) phaseAsynqHTTPCred(ctx context.Context) error {
+	r, err := h.runAsynqHTTP(ctx, credPath, true)
+	if err != nil {
+		return err
+	}
+	h.rounds.httpCred = append(h.rounds.httpCred, r.perS)
+	h.notes.asynqHTTPCredCPU = r.cpu
+	return nil
+}
+
+// runAsynqHTTP is an asynq throughput phase whose handler GETs path of the
+// upstream with net/http and reads the body, storing nothing; with bearer,
+// it sends the token of tokenEnv.
+func (h *harness) runAsynqHTTP(ctx context.Context, path string, bearer bool) (asynqRun, error) {
 	// The same transport settings as callq's per-integration client.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 0
 	tr.MaxIdleConnsPerHost = h.cfg.Concurrency
 	hc := &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
-	url := h.up.url + "/ok"
+	url := h.up.url + path
 	h.up.hits.Store(0)
-	r, err := h.runAsynq(ctx, "bench:http", []byte(`{"path":"/ok"}`), func(ctx context.Context) error {
+	h.up.credHits.Store(0)
+	r, err := h.runAsynq(ctx, "bench:http", []byte(`{"path":"`+path+`"}`), func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
+		}
+		if bearer {
+			req.Header.Set("Authorization", "Bearer "+os.Getenv(tokenEnv))
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -148,13 +182,13 @@ func (h *harness) phaseAsynqHTTP(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return r, err
 	}
 	if hits := h.up.hits.Load(); hits != int64(h.cfg.Calls) {
-		return fmt.Errorf("the upstream received %d requests for %d tasks", hits, h.cfg.Calls)
+		return r, fmt.Errorf("the upstream received %d requests for %d tasks", hits, h.cfg.Calls)
 	}
-	h.rounds.http = append(h.rounds.http, r.perS)
-	h.rounds.httpCmds = append(h.rounds.httpCmds, r.cmdsPerCall)
-	h.notes.asynqHTTPSentCmds, h.notes.asynqHTTPCPU = r.sentPerCall, r.cpu
-	return nil
+	if bearer && h.up.credHits.Load() != int64(h.cfg.Calls) {
+		return r, fmt.Errorf("the upstream received the token on %d of %d tasks", h.up.credHits.Load(), h.cfg.Calls)
+	}
+	return r, nil
 }

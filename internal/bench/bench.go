@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -21,8 +23,15 @@ import (
 const (
 	tenant      = "bench"
 	integration = "bench"
-	enqueuers   = 32 // goroutines (or HTTP clients) that enqueue
-	queue       = tasks.DefaultQueue
+	// credIntegration is integration with a bearer credential, credRef,
+	// holding the harness's token.
+	credIntegration = "bench-cred"
+	credRef         = "bench"
+	// tokenEnv is the environment variable the asynq + net/http baseline
+	// reads the same token from, on each call: it pays no Redis read.
+	tokenEnv  = "CALLQ_BENCH_TOKEN"
+	enqueuers = 32 // goroutines (or HTTP clients) that enqueue
+	queue     = tasks.DefaultQueue
 )
 
 // Defaults for Config; Concurrency defaults to worker.DefaultConcurrency,
@@ -71,6 +80,10 @@ type Config struct {
 	// QueueShards is the shard count of the Cluster run's second phase.
 	// Default DefaultClusterQueueShards (6); 1 runs only the first.
 	QueueShards int
+	// Scaling runs only the scaling phases (Report.Scaling): asynq +
+	// net/http and callq at each of ScalingConcurrencies with the small
+	// body, then at Concurrency with each of ScalingBodies.
+	Scaling bool
 	// Progress receives a line per phase. Default: none.
 	Progress io.Writer
 }
@@ -102,6 +115,9 @@ func (c *Config) withDefaults() error {
 	if c.QueueShards > tasks.MaxQueueShards {
 		return fmt.Errorf("bench: Config.QueueShards must be at most %d", tasks.MaxQueueShards)
 	}
+	if c.Cluster && c.Scaling {
+		return errors.New("bench: Config.Cluster and Config.Scaling are separate runs: set one")
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -121,7 +137,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	if err := c.withDefaults(); err != nil {
 		return nil, err
 	}
-	h := &harness{cfg: c, progress: c.Progress, clusterRounds: map[int][]ClusterRun{}}
+	h := &harness{cfg: c, progress: c.Progress, clusterRounds: map[int][]ClusterRun{}, scalingRounds: map[scalingSetting]*scalingRounds{}}
 	if err := h.setup(ctx); err != nil {
 		h.close()
 		return nil, err
@@ -131,16 +147,19 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Report{Result: h.res, Cluster: h.cres, notes: h.notes, rounds: h.rounds, nRounds: c.Rounds}, nil
+	return &Report{Result: h.res, Cluster: h.cres, Scaling: h.sres, notes: h.notes, rounds: h.rounds, nRounds: c.Rounds}, nil
 }
 
 // harness runs the phases and collects their figures.
 type harness struct {
 	cfg      Config
 	progress io.Writer
-	res      Result
-	notes    notes
-	rounds   rounds
+	// With Config.Scaling: each setting's rounds, then the result.
+	scalingRounds map[scalingSetting]*scalingRounds
+	sres          *ScalingResult
+	res           Result
+	notes         notes
+	rounds        rounds
 
 	redis *redisproc.Server
 	adm   *redis.Client // FLUSHALL, INFO, completion counting, checks: never counted as the system's
@@ -155,6 +174,7 @@ type harness struct {
 	cres          *ClusterResult
 
 	up      *upstream
+	token   string // the bearer of credIntegration's calls
 	catalog *tasks.Catalog
 	keyring *auth.Keyring
 	nop     zerolog.Logger
@@ -185,15 +205,25 @@ func (h *harness) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench: redis INFO: %w", err)
 	}
-	if h.up, err = startUpstream(); err != nil {
+	if h.token, err = auth.GenerateKey(); err != nil { // 32 random bytes, as a token
+		return err
+	}
+	if err := os.Setenv(tokenEnv, h.token); err != nil {
+		return err
+	}
+	if h.up, err = startUpstream(h.token); err != nil {
 		return err
 	}
 	h.catalog, err = tasks.ParseCatalog(fmt.Appendf(nil, `
 integrations:
-  %s:
-    base_url: %s
-    timeout: %s
-`, integration, h.up.url, tasks.DefaultTimeout))
+  %[1]s:
+    base_url: %[3]s
+    timeout: %[4]s
+  %[2]s:
+    base_url: %[3]s
+    timeout: %[4]s
+    auth: {type: bearer}
+`, integration, credIntegration, h.up.url, tasks.DefaultTimeout))
 	if err != nil {
 		return fmt.Errorf("bench: catalog: %w", err)
 	}
@@ -252,12 +282,22 @@ func (h *harness) run(ctx context.Context) error {
 			}
 			continue
 		}
+		if h.cfg.Scaling {
+			for _, s := range h.scalingSettings() {
+				phases = append(phases,
+					phase{fmt.Sprintf("asynq + net/http, %s%s", s, suffix), h.scalingPhase(s, false)},
+					phase{fmt.Sprintf("callq, %s%s", s, suffix), h.scalingPhase(s, true)})
+			}
+			continue
+		}
 		phases = append(phases,
 			phase{"asynq no-op" + suffix, h.phaseAsynqNoop},
 			phase{"asynq + net/http" + suffix, h.phaseAsynqHTTP},
-			phase{"callq" + suffix, h.phaseCallq})
+			phase{"callq" + suffix, h.phaseCallq},
+			phase{"asynq + net/http, bearer token from the environment" + suffix, h.phaseAsynqHTTPCred},
+			phase{"callq, bearer credential" + suffix, h.phaseCallqCred})
 	}
-	if !h.cfg.Cluster {
+	if !h.cfg.Cluster && !h.cfg.Scaling {
 		phases = append(phases,
 			phase{"HTTP enqueue", h.phaseHTTPEnqueue},
 			phase{"Wait latency and idle pickup", h.phaseLatency},
@@ -279,9 +319,12 @@ func (h *harness) run(ctx context.Context) error {
 			return fmt.Errorf("bench: %s: %w", p.name, err)
 		}
 	}
-	if h.cfg.Cluster {
+	switch {
+	case h.cfg.Cluster:
 		h.summarizeCluster()
-	} else {
+	case h.cfg.Scaling:
+		h.summarizeScaling()
+	default:
 		h.summarize()
 	}
 	h.notes.elapsed = time.Since(start)

@@ -60,10 +60,57 @@ func (h *harness) callqPipelineSharded(prod, work redis.UniversalClient, shards 
 	return client, w, closeAll, nil
 }
 
-// phaseCallq enqueues every call with the Go client (no worker running:
+// callqSpec is what a callq throughput phase calls: the path, and whether
+// with credIntegration's bearer credential.
+type callqSpec struct {
+	path    string
+	cred    bool
+	profile bool // CPU-profile the execution window (Config.CPUProfile)
+}
+
+// callqRun is one callq throughput phase's figures.
+type callqRun struct {
+	perS, goEnqueuePerS, cmdsPerCall, sentPerCall float64
+	peakMB, startMB                               float64
+	rssMethod                                     string
+	cpu                                           cpuUse
+}
+
+// phaseCallq is the callq throughput phase without a credential.
+func (h *harness) phaseCallq(ctx context.Context) error {
+	r, err := h.runCallq(ctx, callqSpec{path: "/ok", profile: h.cfg.CPUProfile != "" && len(h.rounds.callq) == 0})
+	if err != nil {
+		return err
+	}
+	rs := &h.rounds
+	rs.callq, rs.callqCmds = append(rs.callq, r.perS), append(rs.callqCmds, r.cmdsPerCall)
+	rs.goEnqueue, rs.rss = append(rs.goEnqueue, r.goEnqueuePerS), append(rs.rss, r.peakMB)
+	rs.cpu.add("callq", r.cpu.redisUS)
+	h.notes.callqCPU = r.cpu
+	h.notes.callqSentCmds = r.sentPerCall
+	h.notes.rssStartMB, h.notes.rssMethod = r.startMB, r.rssMethod
+	return nil
+}
+
+// phaseCallqCred is the callq throughput phase with a bearer credential
+// on every call, stored sealed as a user would PUT it.
+func (h *harness) phaseCallqCred(ctx context.Context) error {
+	r, err := h.runCallq(ctx, callqSpec{path: credPath, cred: true})
+	if err != nil {
+		return err
+	}
+	rs := &h.rounds
+	rs.callqCred, rs.callqCredCmds = append(rs.callqCred, r.perS), append(rs.callqCredCmds, r.cmdsPerCall)
+	rs.cpu.add("callq_cred", r.cpu.redisUS)
+	h.notes.callqCredCPU = r.cpu
+	return nil
+}
+
+// runCallq enqueues every call with the Go client (no worker running:
 // that is go_enqueue_per_s), then starts a callq worker in this process and
 // times it to the last terminal record, counted on the completion channel.
-func (h *harness) phaseCallq(ctx context.Context) error {
+func (h *harness) runCallq(ctx context.Context, spec callqSpec) (callqRun, error) {
+	var out callqRun
 	n := h.cfg.Calls
 	var sent atomic.Int64
 	prod, work := h.newClient(&sent), h.newClient(&sent)
@@ -71,85 +118,102 @@ func (h *harness) phaseCallq(ctx context.Context) error {
 	defer work.Close()
 	client, w, closeAll, err := h.callqPipeline(prod, work)
 	if err != nil {
-		return err
+		return out, err
 	}
 	defer closeAll()
+	call := tasks.Call{Integration: integration, Method: http.MethodGet, Path: spec.path}
+	if spec.cred {
+		call.Integration, call.Credential = credIntegration, credRef
+		if err := h.putCredential(ctx, prod); err != nil {
+			return out, err
+		}
+	}
 
 	completed, done, stopCounting, err := countCompletions(ctx, h.adm, n)
 	if err != nil {
-		return err
+		return out, err
 	}
 	defer stopCounting()
 
 	h.up.hits.Store(0)
+	h.up.credHits.Store(0)
 	before, err := h.snapshot(ctx)
 	if err != nil {
-		return err
+		return out, err
 	}
-	ids, enq, err := enqueueCalls(ctx, client, n)
+	ids, enq, err := enqueueCalls(ctx, client, n, &call)
 	if err != nil {
-		return err
+		return out, err
 	}
-	goEnqueue := float64(n) / enq.Seconds()
+	out.goEnqueuePerS = float64(n) / enq.Seconds()
 
 	// Start the worker from a low, known memory baseline.
 	runtime.GC()
 	debug.FreeOSMemory()
 	started, err := h.snapshot(ctx)
 	if err != nil {
-		return err
+		return out, err
 	}
 	rss := startRSSWatch()
-	profiled := h.cfg.CPUProfile != "" && len(h.rounds.callq) == 0 // the first round only
 	stopProfile := func() {}
-	if profiled {
+	if spec.profile {
 		if stopProfile, err = startCPUProfile(h.cfg.CPUProfile); err != nil {
-			return err
+			return out, err
 		}
 	}
 	proc0 := processCPU()
 	t1 := time.Now()
 	if err := w.Start(); err != nil {
 		stopProfile()
-		return err
+		return out, err
 	}
 	werr := waitDone(ctx, done, func() string { return fmt.Sprintf("%d of %d calls finished", completed.Load(), n) })
 	elapsed := time.Since(t1)
 	proc1 := processCPU()
 	stopProfile()
-	peak, startMB, method := rss.stop()
+	out.peakMB, out.startMB, out.rssMethod = rss.stop()
 	after, ierr := h.snapshot(ctx)
 	sentCmds := sent.Load()
 	w.Shutdown()
 	if werr != nil {
-		return werr
+		return out, werr
 	}
 	if ierr != nil {
-		return ierr
+		return out, ierr
 	}
-	perS := float64(n) / elapsed.Seconds()
-	cmds := float64(after.cmds-before.cmds-2) / float64(n)
-	h.notes.callqCPU = measureCPU(n, started, after, proc0, proc1)
-	h.notes.callqSentCmds = float64(sentCmds) / float64(n)
-	h.notes.rssStartMB, h.notes.rssMethod = startMB, method
+	out.perS = float64(n) / elapsed.Seconds()
+	out.cmdsPerCall = float64(after.cmds-before.cmds-2) / float64(n)
+	out.cpu = measureCPU(n, started, after, proc0, proc1)
+	out.sentPerCall = float64(sentCmds) / float64(n)
 
 	// Every record must have succeeded, once: outside the measured window.
 	failed, err := h.countNotSucceeded(ctx, client, ids)
 	if err != nil {
-		return err
+		return out, err
 	}
 	if hits := h.up.hits.Load(); hits != int64(n) || failed > 0 {
-		return fmt.Errorf("%d of %d records did not succeed; the upstream received %d requests", failed, n, hits)
+		return out, fmt.Errorf("%d of %d records did not succeed; the upstream received %d requests", failed, n, hits)
 	}
-	rs := &h.rounds
-	rs.callq, rs.callqCmds = append(rs.callq, perS), append(rs.callqCmds, cmds)
-	rs.goEnqueue, rs.rss = append(rs.goEnqueue, goEnqueue), append(rs.rss, peak)
+	if spec.cred && h.up.credHits.Load() != int64(n) {
+		return out, fmt.Errorf("the upstream received the credential's token on %d of %d calls", h.up.credHits.Load(), n)
+	}
 	h.logf("      enqueued %d in %s (go_enqueue %.0f/s), executed in %s: %.0f/s, %.2f Redis commands per call, peak RSS %.1f MB; %s",
-		n, enq.Round(time.Millisecond), goEnqueue, elapsed.Round(time.Millisecond), perS, cmds, peak, h.notes.callqCPU)
-	if profiled {
+		n, enq.Round(time.Millisecond), out.goEnqueuePerS, elapsed.Round(time.Millisecond), out.perS, out.cmdsPerCall, out.peakMB, out.cpu)
+	if spec.profile {
 		h.logf("      CPU profile of the execution window written to %s", h.cfg.CPUProfile)
 	}
-	return nil
+	return out, nil
+}
+
+// putCredential stores credIntegration's credential, its token sealed, as
+// PUT /v1/credentials/{ref} does.
+func (h *harness) putCredential(ctx context.Context, rdb redis.UniversalClient) error {
+	store, err := auth.NewStore(rdb, &auth.StoreConfig{Keyring: h.keyring})
+	if err != nil {
+		return err
+	}
+	_, err = store.Put(ctx, tenant, credRef, credIntegration, map[string]string{"token": h.token})
+	return err
 }
 
 // countCompletions counts completions as the worker publishes them, on a
@@ -176,13 +240,14 @@ func countCompletions(ctx context.Context, rdb redis.UniversalClient, n int) (co
 	return completed, all, func() { _ = ps.Close() }, nil
 }
 
-// enqueueCalls enqueues n calls with the Go client from enqueuers
+// enqueueCalls enqueues n copies of call with the Go client from enqueuers
 // goroutines and returns their IDs and how long it took.
-func enqueueCalls(ctx context.Context, client *producer.Client, n int) ([]string, time.Duration, error) {
+func enqueueCalls(ctx context.Context, client *producer.Client, n int, call *tasks.Call) ([]string, time.Duration, error) {
 	ids := make([]string, n)
 	t0 := time.Now()
 	err := concurrent(ctx, n, enqueuers, func(i int) error {
-		res, err := client.Enqueue(ctx, &tasks.Call{Integration: integration, Method: http.MethodGet, Path: "/ok"})
+		c := *call
+		res, err := client.Enqueue(ctx, &c)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/internal/redisproc"
+	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
 
@@ -131,7 +133,7 @@ func (h *harness) clusterPhase(shards int) func(context.Context) error {
 		if err != nil {
 			return err
 		}
-		ids, enq, err := enqueueCalls(ctx, client, n)
+		ids, enq, err := enqueueCalls(ctx, client, n, &tasks.Call{Integration: integration, Method: http.MethodGet, Path: "/ok"})
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,9 @@ type Report struct {
 	// Cluster is what a Config.Cluster run measured; then Result holds
 	// only the machine, calls, concurrency and date.
 	Cluster *ClusterResult
+	// Scaling is what a Config.Scaling run measured; then Result holds
+	// only the machine, calls, concurrency and date.
+	Scaling *ScalingResult
 
 	notes   notes
 	rounds  rounds
@@ -34,6 +37,10 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	if rep.Cluster != nil {
 		r := &rep.Result
 		return enc.Encode(clusterOutput{Cluster: rep.Cluster, Machine: r.Machine, Calls: r.Calls, Concurrency: r.Concurrency, Date: r.Date})
+	}
+	if rep.Scaling != nil {
+		r := &rep.Result
+		return enc.Encode(scalingOutput{Scaling: rep.Scaling, Machine: r.Machine, Calls: r.Calls, Date: r.Date})
 	}
 	return enc.Encode(rep.Result)
 }
@@ -54,30 +61,63 @@ type Machine struct {
 // Result is the JSON object of a run (callq bench --json): exactly these
 // keys, which the README's Performance section shows.
 type Result struct {
-	AsynqNoopPerS             float64 `json:"asynq_noop_per_s"`
-	AsynqHTTPPerS             float64 `json:"asynq_http_per_s"`
-	CallqPerS                 float64 `json:"callq_per_s"`
-	CallqVsAsynqHTTP          float64 `json:"callq_vs_asynq_http"`
-	CallqVsAsynqNoop          float64 `json:"callq_vs_asynq_noop"`
-	HTTPEnqueuePerS           float64 `json:"http_enqueue_per_s"`
-	GoEnqueuePerS             float64 `json:"go_enqueue_per_s"`
-	WaitLatencyMS             Latency `json:"wait_latency_ms"`
-	IdlePickupMS              Latency `json:"idle_pickup_ms"`
-	RedisCmdsPerCall          float64 `json:"redis_cmds_per_call"`
-	AsynqHTTPRedisCmdsPerCall float64 `json:"asynq_http_redis_cmds_per_call"`
-	WorkerPeakRSSMB           float64 `json:"worker_peak_rss_mb"`
-	ListP99MS                 float64 `json:"list_p99_ms"`
-	Machine                   Machine `json:"machine"`
-	Calls                     int     `json:"calls"`
-	Concurrency               int     `json:"concurrency"`
-	Date                      string  `json:"date"`
+	AsynqNoopPerS    float64 `json:"asynq_noop_per_s"`
+	AsynqHTTPPerS    float64 `json:"asynq_http_per_s"`
+	CallqPerS        float64 `json:"callq_per_s"`
+	CallqVsAsynqHTTP float64 `json:"callq_vs_asynq_http"`
+	CallqVsAsynqNoop float64 `json:"callq_vs_asynq_noop"`
+	// The credential phases: callq with a bearer credential on every
+	// call, against asynq + net/http sending the same token read from the
+	// environment.
+	AsynqHTTPCredPerS         float64  `json:"asynq_http_cred_per_s"`
+	CallqCredPerS             float64  `json:"callq_cred_per_s"`
+	CallqCredVsAsynqHTTP      float64  `json:"callq_cred_vs_asynq_http"`
+	CallqCredRedisCmdsPerCall float64  `json:"callq_cred_redis_cmds_per_call"`
+	RedisCPUUSPerCall         RedisCPU `json:"redis_cpu_us_per_call"`
+	HTTPEnqueuePerS           float64  `json:"http_enqueue_per_s"`
+	GoEnqueuePerS             float64  `json:"go_enqueue_per_s"`
+	WaitLatencyMS             Latency  `json:"wait_latency_ms"`
+	IdlePickupMS              Latency  `json:"idle_pickup_ms"`
+	RedisCmdsPerCall          float64  `json:"redis_cmds_per_call"`
+	AsynqHTTPRedisCmdsPerCall float64  `json:"asynq_http_redis_cmds_per_call"`
+	WorkerPeakRSSMB           float64  `json:"worker_peak_rss_mb"`
+	ListP99MS                 float64  `json:"list_p99_ms"`
+	Machine                   Machine  `json:"machine"`
+	Calls                     int      `json:"calls"`
+	Concurrency               int      `json:"concurrency"`
+	Date                      string   `json:"date"`
+}
+
+// RedisCPU is redis-server's CPU per call, in microseconds (INFO's
+// used_cpu_sys + used_cpu_user over a phase's execution window, divided by
+// its calls), by phase.
+type RedisCPU struct {
+	AsynqNoop float64 `json:"asynq_noop"`
+	AsynqHTTP float64 `json:"asynq_http"`
+	Callq     float64 `json:"callq"`
+	CallqCred float64 `json:"callq_cred"`
 }
 
 // rounds keeps each round's throughput figures; the result is their
 // median (peak RSS: their maximum).
 type rounds struct {
 	noop, http, callq, goEnqueue, httpCmds, callqCmds, rss []float64
+	httpCred, callqCred, callqCredCmds                     []float64
+	cpu                                                    cpuRounds // Redis µs per call, by RedisCPU's key
 }
+
+// cpuRounds is each round's Redis CPU per call, by phase.
+type cpuRounds map[string][]float64
+
+func (c *cpuRounds) add(phase string, us float64) {
+	if *c == nil {
+		*c = cpuRounds{}
+	}
+	(*c)[phase] = append((*c)[phase], us)
+}
+
+// median is the median of phase's rounds, to a tenth of a µs.
+func (c cpuRounds) median(phase string) float64 { return round(median(c[phase]), 1) }
 
 // notes is what the table shows beside the JSON figures.
 type notes struct {
@@ -87,6 +127,8 @@ type notes struct {
 	asynqNoopCPU      cpuUse
 	asynqHTTPCPU      cpuUse
 	callqCPU          cpuUse
+	asynqHTTPCredCPU  cpuUse
+	callqCredCPU      cpuUse
 	rssStartMB        float64
 	rssMethod         string
 	httpRequests      int
@@ -109,7 +151,12 @@ func (h *harness) summarize() {
 	r.WorkerPeakRSSMB = slices.Max(rs.rss)
 	r.CallqVsAsynqHTTP = round(ratio(r.CallqPerS, r.AsynqHTTPPerS), 3)
 	r.CallqVsAsynqNoop = round(ratio(r.CallqPerS, r.AsynqNoopPerS), 3)
-	for _, v := range []*float64{&r.AsynqNoopPerS, &r.AsynqHTTPPerS, &r.CallqPerS, &r.HTTPEnqueuePerS, &r.GoEnqueuePerS} {
+	r.AsynqHTTPCredPerS, r.CallqCredPerS = median(rs.httpCred), median(rs.callqCred)
+	r.CallqCredVsAsynqHTTP = round(ratio(r.CallqCredPerS, r.AsynqHTTPCredPerS), 3)
+	r.CallqCredRedisCmdsPerCall = round(median(rs.callqCredCmds), 2)
+	r.RedisCPUUSPerCall = RedisCPU{AsynqNoop: rs.cpu.median("asynq_noop"), AsynqHTTP: rs.cpu.median("asynq_http"),
+		Callq: rs.cpu.median("callq"), CallqCred: rs.cpu.median("callq_cred")}
+	for _, v := range []*float64{&r.AsynqNoopPerS, &r.AsynqHTTPPerS, &r.CallqPerS, &r.HTTPEnqueuePerS, &r.GoEnqueuePerS, &r.AsynqHTTPCredPerS, &r.CallqCredPerS} {
 		*v = round(*v, 0)
 	}
 	r.RedisCmdsPerCall = round(r.RedisCmdsPerCall, 2)
@@ -121,6 +168,10 @@ func (h *harness) summarize() {
 func (rep *Report) WriteTable(out io.Writer) {
 	if rep.Cluster != nil {
 		rep.writeClusterTable(out)
+		return
+	}
+	if rep.Scaling != nil {
+		rep.writeScalingTable(out)
 		return
 	}
 	r, n, rs := &rep.Result, &rep.notes, &rep.rounds
@@ -153,6 +204,13 @@ func (rep *Report) WriteTable(out io.Writer) {
 	row("callq_per_s", fmt.Sprintf("%.0f", r.CallqPerS), "callq worker in process: GET, response kept, terminal record written and published in one round trip; "+n.callqCPU.String()+each(rs.callq, "%.0f"))
 	row("callq_vs_asynq_http", fmt.Sprintf("%.3f", r.CallqVsAsynqHTTP), "callq_per_s / asynq_http_per_s"+strings.Replace(each(perRound(rs.callq, rs.http), "%.3f"), "median of", "per round of", 1))
 	row("callq_vs_asynq_noop", fmt.Sprintf("%.3f", r.CallqVsAsynqNoop), "callq_per_s / asynq_noop_per_s"+strings.Replace(each(perRound(rs.callq, rs.noop), "%.3f"), "median of", "per round of", 1))
+	row("asynq_http_cred_per_s", fmt.Sprintf("%.0f", r.AsynqHTTPCredPerS), "raw asynq + net/http as above, sending a bearer token it reads from the environment on each call; "+n.asynqHTTPCredCPU.String()+each(rs.httpCred, "%.0f"))
+	row("callq_cred_per_s", fmt.Sprintf("%.0f", r.CallqCredPerS), "callq as above, each call with a bearer credential (stored sealed, as PUT /v1/credentials stores it); "+n.callqCredCPU.String()+each(rs.callqCred, "%.0f"))
+	row("callq_cred_vs_asynq_http", fmt.Sprintf("%.3f", r.CallqCredVsAsynqHTTP), "callq_cred_per_s / asynq_http_cred_per_s"+strings.Replace(each(perRound(rs.callqCred, rs.httpCred), "%.3f"), "median of", "per round of", 1))
+	row("callq_cred_redis_cmds_per_call", fmt.Sprintf("%.2f", r.CallqCredRedisCmdsPerCall), "redis_cmds_per_call of the credential phase")
+	c := r.RedisCPUUSPerCall
+	row("redis_cpu_us_per_call", fmt.Sprintf("asynq_noop %.1f  asynq_http %.1f  callq %.1f  callq_cred %.1f", c.AsynqNoop, c.AsynqHTTP, c.Callq, c.CallqCred),
+		fmt.Sprintf("redis-server CPU (INFO used_cpu_sys+used_cpu_user) per call over each phase's execution window; callq / asynq_http %.2f", ratio(c.Callq, c.AsynqHTTP)))
 	row("http_enqueue_per_s", fmt.Sprintf("%.0f", r.HTTPEnqueuePerS), fmt.Sprintf("POST /v1/calls, %d keep-alive clients, %d requests, no worker", enqueuers, n.httpRequests))
 	row("go_enqueue_per_s", fmt.Sprintf("%.0f", r.GoEnqueuePerS), fmt.Sprintf("producer.Client.Enqueue, %d goroutines, no worker (the enqueue step of the callq phase)", enqueuers)+each(rs.goEnqueue, "%.0f"))
 	row("wait_latency_ms", lat(r.WaitLatencyMS), fmt.Sprintf("record completed_at (stamped by the worker just before its terminal write) to Wait returning; %d calls one at a time, Wait blocked first", n.waitSamples))

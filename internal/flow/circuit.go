@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/internal/watch"
 	"github.com/callq/callq/tasks"
 )
 
@@ -527,37 +528,7 @@ func (cs *Circuits) Watch(ctx context.Context) {
 	if cs.memory == 0 {
 		return
 	}
-	ps := cs.rdb.Subscribe(context.WithoutCancel(ctx), rediskeys.CircuitChannel)
-	// A Receive blocked on the connection does not see ctx end; closing
-	// the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer func() {
-		stop()
-		cs.forgetAll(false)
-		_ = ps.Close()
-	}()
-	for {
-		msg, err := ps.Receive(context.WithoutCancel(ctx))
-		if err != nil {
-			cs.forgetAll(false)
-			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-				return
-			}
-			// go-redis reconnects and subscribes again on the next Receive.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			continue
-		}
-		switch msg.(type) {
-		case *redis.Subscription: // subscribed, at first or after a reconnect
-			cs.forgetAll(true)
-		case *redis.Message:
-			cs.forgetAll(true)
-		}
-	}
+	watch.Channel(ctx, cs.rdb, rediskeys.CircuitChannel, func(string) { cs.forgetAll(true) }, cs.forgetAll)
 }
 
 // Status is a circuit's state as Read found it.

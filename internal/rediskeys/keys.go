@@ -176,6 +176,11 @@ func Circuit(tenant, integration string, perCredential bool, credential string) 
 	return tenantTag(tenant) + "circuit:" + integration
 }
 
+// CredentialChannel is the pub/sub channel on which every change to a
+// credential publishes its key (Credential), so that workers drop the copy
+// they keep (auth.Cache).
+const CredentialChannel = Prefix + ":credentials"
+
 // CircuitChannel is the pub/sub channel on which a circuit's opening
 // publishes its key (rediskeys.Circuit), so that workers stop trusting what
 // they remember of it.
