@@ -114,9 +114,7 @@ func Handler(tb testing.TB, next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 		// A request whose client went away is answered to no one.
 		if r.Context().Err() == nil {
-			for _, problem := range d.check(r, body, rec) {
-				tb.Errorf("openapitest: %s %s answered %d: %s\n\tresponse body: %.2000s", r.Method, r.URL.RequestURI(), rec.Code, problem, rec.Body.Bytes())
-			}
+			report(tb, r, d.check(r, body, rec.Code, rec.Header(), rec.Body.Bytes()), rec.Code, rec.Body.Bytes())
 		}
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
@@ -126,8 +124,54 @@ func Handler(tb testing.TB, next http.Handler) http.Handler {
 	})
 }
 
+// Transport returns next (http.DefaultTransport if nil), validating each
+// request a client sends through it and the response it receives, as
+// Handler does: for tests whose API runs in another process.
+func Transport(tb testing.TB, next http.RoundTripper) http.RoundTripper {
+	tb.Helper()
+	d, err := spec()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		var body []byte
+		if r.Body != nil {
+			if body, err = io.ReadAll(r.Body); err != nil {
+				return nil, err
+			}
+			_ = r.Body.Close()
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, err := next.RoundTrip(r)
+		if err != nil {
+			return resp, err
+		}
+		got, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(got))
+		if err != nil || r.Context().Err() != nil {
+			return resp, err
+		}
+		report(tb, r, d.check(r, body, resp.StatusCode, resp.Header, got), resp.StatusCode, got)
+		return resp, nil
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func report(tb testing.TB, r *http.Request, problems []string, status int, body []byte) {
+	for _, p := range problems {
+		tb.Errorf("openapitest: %s %s answered %d: %s\n\tresponse body: %.2000s", r.Method, r.URL.RequestURI(), status, p, body)
+	}
+}
+
 // check returns what in the exchange disagrees with the document.
-func (d *document) check(r *http.Request, body []byte, rec *httptest.ResponseRecorder) []string {
+func (d *document) check(r *http.Request, body []byte, status int, header http.Header, respBody []byte) []string {
 	ctx := context.Background()
 	vr := r.Clone(ctx)
 	if vr.Method == http.MethodHead {
@@ -144,13 +188,13 @@ func (d *document) check(r *http.Request, body []byte, rec *httptest.ResponseRec
 	vr.URL.Path, vr.URL.RawPath = r.URL.EscapedPath(), ""
 
 	route, params, err := d.router.FindRoute(vr)
-	if rec.Code == http.StatusMethodNotAllowed {
+	if status == http.StatusMethodNotAllowed {
 		// The router's answer to a method the path does not serve: the
 		// API's error body, with an Allow header.
-		if err := d.errorBody(rec.Body.Bytes()); err != nil {
+		if err := d.errorBody(respBody); err != nil {
 			return []string{"a 405 answer must be the API's error body: " + err.Error()}
 		}
-		if rec.Header().Get("Allow") == "" {
+		if header.Get("Allow") == "" {
 			return []string{"a 405 answer must have an Allow header"}
 		}
 		return nil
@@ -162,10 +206,10 @@ func (d *document) check(r *http.Request, body []byte, rec *httptest.ResponseRec
 		}
 		// Not an operation of the document: only the API's 404 and 405
 		// may answer it.
-		if rec.Code != http.StatusNotFound && rec.Code != http.StatusMethodNotAllowed {
-			return []string{fmt.Sprintf("the document has no operation for it (%v), yet it was answered %d", re, rec.Code)}
+		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
+			return []string{fmt.Sprintf("the document has no operation for it (%v), yet it was answered %d", re, status)}
 		}
-		if err := d.errorBody(rec.Body.Bytes()); err != nil {
+		if err := d.errorBody(respBody); err != nil {
 			return []string{"a 404 or 405 answer must be the API's error body: " + err.Error()}
 		}
 		return nil
@@ -182,9 +226,9 @@ func (d *document) check(r *http.Request, body []byte, rec *httptest.ResponseRec
 		// document's to judge.)
 		// An operation that answers each item of its body alone
 		// (x-callq-per-item-errors) answers a body with bad items 200.
-		perItem := route.Operation.Extensions["x-callq-per-item-errors"] == true && rec.Code == http.StatusOK
-		if rec.Code/100 != 4 && rec.Code != http.StatusServiceUnavailable && !perItem {
-			problems = append(problems, "the document rejects the request, yet it was answered "+fmt.Sprint(rec.Code)+": "+oneLine(err))
+		perItem := route.Operation.Extensions["x-callq-per-item-errors"] == true && status == http.StatusOK
+		if status/100 != 4 && status != http.StatusServiceUnavailable && !perItem {
+			problems = append(problems, "the document rejects the request, yet it was answered "+fmt.Sprint(status)+": "+oneLine(err))
 		}
 	}
 	if r.Method == http.MethodHead {
@@ -192,9 +236,9 @@ func (d *document) check(r *http.Request, body []byte, rec *httptest.ResponseRec
 	}
 	out := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in,
-		Status:                 rec.Code,
-		Header:                 rec.Header(),
-		Body:                   io.NopCloser(bytes.NewReader(rec.Body.Bytes())),
+		Status:                 status,
+		Header:                 header,
+		Body:                   io.NopCloser(bytes.NewReader(respBody)),
 		Options:                &openapi3filter.Options{MultiError: true, IncludeResponseStatus: true},
 	}
 	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
