@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -222,4 +223,57 @@ func requireSameShape(t *testing.T, path string, want, got any) {
 	default:
 		require.Equal(t, want, got, path)
 	}
+}
+
+// The README's "The OpenAPI document" commands, run as written against the
+// API: fetch the document, generate TypeScript types with openapi-typescript
+// and type-check them, in a project that has the generator (the npm
+// packages pinned in internal/openapitest/tsclient). Without node, npm, jq
+// or those packages it skips locally and fails under CI=true.
+func TestReadmeOpenAPIExamples(t *testing.T) {
+	t.Parallel()
+	modules, err := filepath.Abs("../internal/openapitest/tsclient/node_modules")
+	require.NoError(t, err)
+	var missing []string
+	for _, tool := range []string{"curl", "jq", "npx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(modules, "openapi-typescript", "package.json")); err != nil {
+		missing = append(missing, "openapi-typescript (npm ci in internal/openapitest/tsclient)")
+	}
+	if len(missing) > 0 {
+		msg := "the README's OpenAPI commands need " + strings.Join(missing, ", ")
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s (CI=true, so this is a failure, not a skip)", msg)
+		}
+		t.Skip(msg)
+	}
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- openapi:begin -->\n```sh\n")
+	require.True(t, ok, "README.md has no openapi block")
+	script, _, ok := strings.Cut(after, "\n```\n<!-- openapi:end -->")
+	require.True(t, ok, "the openapi block is not closed")
+
+	e := setup(t)
+	// A project with the generator installed: its node_modules.
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink(modules, filepath.Join(dir, "node_modules")))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	// npm must not reach for the registry: everything is in node_modules.
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "npm_config_offline=true", "npm_config_update_notifier=false")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stdout: %s\nstderr: %s", stdout.String(), stderr.String())
+
+	require.Contains(t, stdout.String(), "callq 3.1.0\n", "the jq line's answer, as the README shows it")
+	generated, err := os.ReadFile(filepath.Join(dir, "callq.ts"))
+	require.NoError(t, err)
+	require.Contains(t, string(generated), `"/v1/calls/{id}": {`)
+	require.Contains(t, string(generated), "Call: {")
 }

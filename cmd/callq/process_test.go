@@ -30,6 +30,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -447,7 +448,9 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
 // appended to its integrations map, each entry indented by two spaces.
 func deployWith(t *testing.T, upstreamDelay time.Duration, extra string, extraEnv ...string) *deployment {
 	t.Helper()
-	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
+	// The API's answers to the test's own requests are checked against
+	// the OpenAPI document.
+	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second, Transport: openapitest.Transport(t, nil)}}
 	d.redis = redistest.Start(t)
 	d.up = newUpstream(t, upstreamDelay)
 
