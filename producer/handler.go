@@ -83,6 +83,11 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
 	}
+	// The OpenAPI document GET /openapi.json and GET /docs serve is parsed
+	// once, now: a broken one stops the API from starting.
+	if _, err := openapiDoc(); err != nil {
+		return nil, err
+	}
 	if c.MaxWait == 0 {
 		c.MaxWait = DefaultMaxWait
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -103,4 +104,29 @@ func TestOpenAPIDocsPage(t *testing.T) {
 	sum := sha256.Sum256([]byte(style[1]))
 	require.Equal(t, "default-src 'none'; style-src 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'", csp)
 	require.Equal(t, "nosniff", r.Header.Get("X-Content-Type-Options"))
+}
+
+// Serving the document costs no parsing: it was parsed once, and a request
+// writes the bytes.
+// (Not parallel: AllocsPerRun counts the process's allocations.)
+func TestOpenAPIServedWithoutParsing(t *testing.T) {
+	e := setup(t)
+	h, err := producer.NewHandler(&producer.HandlerConfig{Producer: e.prod, Credentials: e.creds, Keys: e.keys})
+	require.NoError(t, err)
+	doc, err := producer.OpenAPI()
+	require.NoError(t, err)
+	for _, path := range []string{"/openapi.json", "/docs"} {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		allocs := testing.AllocsPerRun(20, func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("%s answered %d", path, rec.Code)
+			}
+		})
+		t.Logf("%s: %.0f allocations per request", path, allocs)
+		// The recorder and the headers; parsing the YAML would be
+		// thousands.
+		require.Less(t, allocs, 40.0, "%s: allocations per request, for a document of %d bytes", path, len(doc))
+	}
 }

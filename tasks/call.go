@@ -57,24 +57,34 @@ func (q *Query) UnmarshalJSON(b []byte) error {
 	}
 	out := make(Query, len(raw))
 	for k, v := range raw {
-		// Pointers, so that a null is refused rather than read as "", as
-		// encoding/json would: the OpenAPI document says strings.
-		var s *string
-		if err := json.Unmarshal(v, &s); err == nil && s != nil {
-			out[k] = []string{*s}
-			continue
-		}
-		var list []*string
-		if err := json.Unmarshal(v, &list); err != nil || list == nil || slices.Contains(list, nil) {
+		// A null, alone or in the array, is refused rather than read as
+		// "", as encoding/json would: the OpenAPI document says strings.
+		if bytes.Contains(v, []byte("null")) && hasNull(v) {
 			return fmt.Errorf("parameter %q must be a string or an array of strings", k)
 		}
-		out[k] = make([]string, len(list))
-		for i, p := range list {
-			out[k][i] = *p
+		var s string
+		if err := json.Unmarshal(v, &s); err == nil {
+			out[k] = []string{s}
+			continue
 		}
+		var list []string
+		if err := json.Unmarshal(v, &list); err != nil {
+			return fmt.Errorf("parameter %q must be a string or an array of strings", k)
+		}
+		out[k] = list
 	}
 	*q = out
 	return nil
+}
+
+// hasNull reports whether v, a query value, is null or an array holding
+// one. (Only called when the bytes hold "null", which a string may too.)
+func hasNull(v []byte) bool {
+	var list []*string
+	if json.Unmarshal(v, &list) == nil {
+		return list == nil || slices.Contains(list, nil)
+	}
+	return string(bytes.TrimSpace(v)) == "null"
 }
 
 // MarshalJSON writes single values as strings, repeated ones as arrays.
