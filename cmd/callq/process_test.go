@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -431,6 +433,7 @@ type deployment struct {
 	env      []string // for api and worker processes
 	api      *child
 	apiURL   string
+	proxyURL string // validatingURL's
 	apiKey   string
 	http     *http.Client
 	workerNo int
@@ -525,7 +528,7 @@ func (d *deployment) startWorker() *child {
 func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, code int) {
 	d.t.Helper()
 	cmd := exec.Command(d.procs.bin, args...)
-	cmd.Env = append(append(slices.Clone(d.env), "CALLQ_URL="+d.apiURL, "CALLQ_API_KEY="+d.apiKey), env...)
+	cmd.Env = append(append(slices.Clone(d.env), "CALLQ_URL="+d.validatingURL(), "CALLQ_API_KEY="+d.apiKey), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -535,6 +538,21 @@ func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, c
 	}
 	require.NoError(d.t, err, "callq %s", strings.Join(args, " "))
 	return out.String(), errOut.String(), 0
+}
+
+// validatingURL is the API's URL through a reverse proxy that checks each
+// request and answer against the OpenAPI document (openapitest.Handler): for
+// the CLI, a client in another process.
+func (d *deployment) validatingURL() string {
+	d.t.Helper()
+	if d.proxyURL == "" {
+		target, err := url.Parse(d.apiURL)
+		require.NoError(d.t, err)
+		proxy := httptest.NewServer(openapitest.Handler(d.t, httputil.NewSingleHostReverseProxy(target)))
+		d.t.Cleanup(proxy.Close)
+		d.proxyURL = proxy.URL
+	}
+	return d.proxyURL
 }
 
 // do sends an API request with the admin key and decodes a JSON answer
