@@ -546,13 +546,21 @@ func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, c
 func (d *deployment) validatingURL() string {
 	d.t.Helper()
 	if d.proxyURL == "" {
-		target, err := url.Parse(d.apiURL)
-		require.NoError(d.t, err)
-		proxy := httptest.NewServer(openapitest.Handler(d.t, httputil.NewSingleHostReverseProxy(target)))
-		d.t.Cleanup(proxy.Close)
-		d.proxyURL = proxy.URL
+		d.proxyURL = validatingProxy(d.t, d.apiURL)
 	}
 	return d.proxyURL
+}
+
+// validatingProxy serves apiURL's API through a reverse proxy that checks
+// each request and answer against the OpenAPI document, until the test
+// ends, and returns its URL.
+func validatingProxy(t *testing.T, apiURL string) string {
+	t.Helper()
+	target, err := url.Parse(apiURL)
+	require.NoError(t, err)
+	proxy := httptest.NewServer(openapitest.Handler(t, httputil.NewSingleHostReverseProxy(target)))
+	t.Cleanup(proxy.Close)
+	return proxy.URL
 }
 
 // do sends an API request with the admin key and decodes a JSON answer
