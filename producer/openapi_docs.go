@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"html/template"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -134,12 +135,7 @@ func renderDocs(docJSON []byte) ([]byte, error) {
 	for _, s := range d.Components.Security {
 		page.Auth = s.Description
 	}
-	paths := make([]string, 0, len(d.Paths))
-	for p := range d.Paths {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-	for _, p := range paths {
+	for _, p := range slices.Sorted(maps.Keys(d.Paths)) {
 		item := d.Paths[p]
 		var shared []oaParameter
 		if raw, ok := item["parameters"]; ok {
@@ -159,12 +155,7 @@ func renderDocs(docJSON []byte) ([]byte, error) {
 			page.Operations = append(page.Operations, d.operation(p, m, &op, shared))
 		}
 	}
-	names := make([]string, 0, len(d.Components.Schemas))
-	for n := range d.Components.Schemas {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(d.Components.Schemas)) {
 		page.Schemas = append(page.Schemas, docsSchema{Name: n, JSON: indentJSON(d.Components.Schemas[n])})
 	}
 	tmpl, err := template.New("docs").Funcs(template.FuncMap{"lower": strings.ToLower}).Parse(docsHTML)
@@ -195,12 +186,7 @@ func (d *oaDoc) operation(path, method string, op *oaOperation, shared []oaParam
 			o.Body = &docsBody{MediaType: mt, Schema: name, Ref: ref, Required: b.Required, Examples: examples(c)}
 		}
 	}
-	statuses := make([]string, 0, len(op.Responses))
-	for s := range op.Responses {
-		statuses = append(statuses, s)
-	}
-	slices.Sort(statuses)
-	for _, s := range statuses {
+	for _, s := range slices.Sorted(maps.Keys(op.Responses)) {
 		r := op.Responses[s]
 		if r.Ref != "" {
 			r = d.Components.Responses[refName(r.Ref)]
@@ -220,12 +206,7 @@ func examples(c oaMediaType) []docsExample {
 	if len(c.Example) > 0 {
 		out = append(out, docsExample{JSON: indentJSON(c.Example)})
 	}
-	names := make([]string, 0, len(c.Examples))
-	for n := range c.Examples {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(c.Examples)) {
 		e := c.Examples[n]
 		out = append(out, docsExample{Summary: e.Summary, JSON: indentJSON(e.Value)})
 	}

@@ -17,9 +17,23 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
+
+// readmeScript returns the README's sh block between <!-- name:begin -->
+// and <!-- name:end -->.
+func readmeScript(t *testing.T, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- "+name+":begin -->\n```sh\n")
+	require.True(t, ok, "README.md has no %s block", name)
+	script, _, ok := strings.Cut(after, "\n```\n<!-- "+name+":end -->")
+	require.True(t, ok, "the %s block is not closed", name)
+	return script
+}
 
 // The README's "Finding and replaying calls" commands, run as written
 // against the API, over calls like those its answers show.
@@ -28,12 +42,7 @@ func TestReadmeCallsExamples(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- calls-api:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no calls-api block")
-	script, _, ok := strings.Cut(after, "\n```\n<!-- calls-api:end -->")
-	require.True(t, ok, "the calls-api block is not closed")
+	script := readmeScript(t, "calls-api")
 
 	e := setup(t)
 	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "order-980")
@@ -90,12 +99,7 @@ func TestReadmeSchedulesExamples(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- schedules-api:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no schedules-api block")
-	script, _, ok := strings.Cut(after, "\n```\n<!-- schedules-api:end -->")
-	require.True(t, ok, "the schedules-api block is not closed")
+	script := readmeScript(t, "schedules-api")
 
 	e := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -162,12 +166,7 @@ func TestReadmeIntegrationsExample(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- integrations-api:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no integrations-api block")
-	block, _, ok := strings.Cut(after, "\n```\n<!-- integrations-api:end -->")
-	require.True(t, ok, "the integrations-api block is not closed")
+	block := readmeScript(t, "integrations-api")
 	var script, shown strings.Builder
 	for line := range strings.Lines(block) {
 		if answer, ok := strings.CutPrefix(line, "# "); ok {
@@ -228,34 +227,12 @@ func requireSameShape(t *testing.T, path string, want, got any) {
 // The README's "The OpenAPI document" commands, run as written against the
 // API: fetch the document, generate TypeScript types with openapi-typescript
 // and type-check them, in a project that has the generator (the npm
-// packages pinned in internal/openapitest/tsclient). Without node, npm, jq
+// packages pinned in internal/openapitest/tsclient). Without node, npx, jq
 // or those packages it skips locally and fails under CI=true.
 func TestReadmeOpenAPIExamples(t *testing.T) {
 	t.Parallel()
-	modules, err := filepath.Abs("../internal/openapitest/tsclient/node_modules")
-	require.NoError(t, err)
-	var missing []string
-	for _, tool := range []string{"curl", "jq", "npx"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(modules, "openapi-typescript", "package.json")); err != nil {
-		missing = append(missing, "openapi-typescript (npm ci in internal/openapitest/tsclient)")
-	}
-	if len(missing) > 0 {
-		msg := "the README's OpenAPI commands need " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s (CI=true, so this is a failure, not a skip)", msg)
-		}
-		t.Skip(msg)
-	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- openapi:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no openapi block")
-	script, _, ok := strings.Cut(after, "\n```\n<!-- openapi:end -->")
-	require.True(t, ok, "the openapi block is not closed")
+	_, modules := openapitest.TSClient(t, "curl", "jq", "npx")
+	script := readmeScript(t, "openapi")
 
 	e := setup(t)
 	// A project with the generator installed: its node_modules.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/producer"
 )
 
@@ -21,25 +22,8 @@ import (
 // CI=true (.ci/run installs them).
 func TestTypeScriptClient(t *testing.T) {
 	t.Parallel()
-	pkg, err := filepath.Abs("tsclient")
-	require.NoError(t, err)
-	node, err := exec.LookPath("node")
-	var missing []string
-	if err != nil {
-		missing = append(missing, "node (Node.js 20 or later)")
-	}
-	for _, p := range []string{"openapi-typescript", "typescript"} {
-		if _, err := os.Stat(filepath.Join(pkg, "node_modules", p, "package.json")); err != nil {
-			missing = append(missing, p+" (npm ci in internal/openapitest/tsclient)")
-		}
-	}
-	if len(missing) > 0 {
-		msg := "the TypeScript client test needs " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s (CI=true, so this is a failure, not a skip)", msg)
-		}
-		t.Skip(msg)
-	}
+	node, modules := openapitest.TSClient(t)
+	pkg := filepath.Dir(modules)
 
 	doc, err := producer.OpenAPI()
 	require.NoError(t, err)
