@@ -6,4 +6,10 @@
 // NewHandler serves the HTTP API over it, in the tenant of each request's
 // API key. A Scheduler fires every tenant's schedules through the same
 // enqueue path, one Scheduler of the fleet at a time.
+//
+// openapi.yaml describes the HTTP API (OpenAPI 3.1). It is embedded, parsed
+// once, and served by the API at GET /openapi.json and, as a page rendered
+// on the server, at GET /docs. The tests validate every exchange with the
+// API against it (internal/openapitest) and check it describes exactly the
+// routes NewHandler registers (Routes): an API change changes it too.
 package producer

@@ -203,6 +203,10 @@ func TestEnqueueRefusesBadInputNamingTheField(t *testing.T) {
 		{"query value not a string", `{` + valid + `, "query": {"a": 5}}`, "invalid_field", []string{"query", "query.a"}},
 		{"headers not an object", `{` + valid + `, "headers": ["a"]}`, "invalid_field", []string{"headers"}},
 		{"header value not a string", `{` + valid + `, "headers": {"X-A": 5}}`, "invalid_field", []string{"headers", "headers.X-A"}},
+		// encoding/json reads these nulls as "": refused, as the OpenAPI document has it.
+		{"header value null", `{` + valid + `, "headers": {"X-A": null}}`, "invalid_field", []string{"headers.X-A"}},
+		{"query value null", `{` + valid + `, "query": {"a": null}}`, "invalid_field", []string{"query"}},
+		{"query value null in an array", `{` + valid + `, "query": {"a": ["x", null]}}`, "invalid_field", []string{"query"}},
 		{"timeout not a duration", `{` + valid + `, "timeout": "abc"}`, "invalid_field", []string{"timeout"}},
 		{"timeout a boolean", `{` + valid + `, "timeout": true}`, "invalid_field", []string{"timeout"}},
 		{"retry.max_attempts a string", `{` + valid + `, "retry": {"max_attempts": "x"}}`, "invalid_field", []string{"retry.max_attempts", "retry"}},

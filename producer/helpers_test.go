@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
@@ -169,7 +170,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	hc.Producer, hc.Credentials, hc.Keys = prod, creds, keys
 	h, err := producer.NewHandler(&hc)
 	require.NoError(tb, err)
-	ts := httptest.NewServer(h)
+	ts := httptest.NewServer(openapitest.Handler(tb, h))
 	tb.Cleanup(ts.Close)
 
 	inspector := asynq.NewInspectorFromRedisClient(rdb)

@@ -10,15 +10,30 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
+
+// readmeScript returns the README's sh block between <!-- name:begin -->
+// and <!-- name:end -->.
+func readmeScript(t *testing.T, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- "+name+":begin -->\n```sh\n")
+	require.True(t, ok, "README.md has no %s block", name)
+	script, _, ok := strings.Cut(after, "\n```\n<!-- "+name+":end -->")
+	require.True(t, ok, "the %s block is not closed", name)
+	return script
+}
 
 // The README's "Finding and replaying calls" commands, run as written
 // against the API, over calls like those its answers show.
@@ -27,12 +42,7 @@ func TestReadmeCallsExamples(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- calls-api:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no calls-api block")
-	script, _, ok := strings.Cut(after, "\n```\n<!-- calls-api:end -->")
-	require.True(t, ok, "the calls-api block is not closed")
+	script := readmeScript(t, "calls-api")
 
 	e := setup(t)
 	e.enqueueFinished(t, "httpbin", tasks.StatusFailed, "order-980")
@@ -89,12 +99,7 @@ func TestReadmeSchedulesExamples(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- schedules-api:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no schedules-api block")
-	script, _, ok := strings.Cut(after, "\n```\n<!-- schedules-api:end -->")
-	require.True(t, ok, "the schedules-api block is not closed")
+	script := readmeScript(t, "schedules-api")
 
 	e := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -161,12 +166,7 @@ func TestReadmeIntegrationsExample(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- integrations-api:begin -->\n```sh\n")
-	require.True(t, ok, "README.md has no integrations-api block")
-	block, _, ok := strings.Cut(after, "\n```\n<!-- integrations-api:end -->")
-	require.True(t, ok, "the integrations-api block is not closed")
+	block := readmeScript(t, "integrations-api")
 	var script, shown strings.Builder
 	for line := range strings.Lines(block) {
 		if answer, ok := strings.CutPrefix(line, "# "); ok {
@@ -222,4 +222,35 @@ func requireSameShape(t *testing.T, path string, want, got any) {
 	default:
 		require.Equal(t, want, got, path)
 	}
+}
+
+// The README's "The OpenAPI document" commands, run as written against the
+// API: fetch the document, generate TypeScript types with openapi-typescript
+// and type-check them, in a project that has the generator (the npm
+// packages pinned in internal/openapitest/tsclient). Without node, npx, jq
+// or those packages it skips locally and fails under CI=true.
+func TestReadmeOpenAPIExamples(t *testing.T) {
+	t.Parallel()
+	_, modules := openapitest.TSClient(t, "curl", "jq", "npx")
+	script := readmeScript(t, "openapi")
+
+	e := setup(t)
+	// A project with the generator installed: its node_modules.
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink(modules, filepath.Join(dir, "node_modules")))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	// npm must not reach for the registry: everything is in node_modules.
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "npm_config_offline=true", "npm_config_update_notifier=false")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stdout: %s\nstderr: %s", stdout.String(), stderr.String())
+
+	require.Contains(t, stdout.String(), "callq 3.1.0\n", "the jq line's answer, as the README shows it")
+	generated, err := os.ReadFile(filepath.Join(dir, "callq.ts"))
+	require.NoError(t, err)
+	require.Contains(t, string(generated), `"/v1/calls/{id}": {`)
+	require.Contains(t, string(generated), "Call: {")
 }

@@ -57,6 +57,11 @@ func (q *Query) UnmarshalJSON(b []byte) error {
 	}
 	out := make(Query, len(raw))
 	for k, v := range raw {
+		// A null, alone or in the array, is refused rather than read as
+		// "", as encoding/json would: the OpenAPI document says strings.
+		if bytes.Contains(v, []byte("null")) && hasNull(v) {
+			return fmt.Errorf("parameter %q must be a string or an array of strings", k)
+		}
 		var s string
 		if err := json.Unmarshal(v, &s); err == nil {
 			out[k] = []string{s}
@@ -70,6 +75,16 @@ func (q *Query) UnmarshalJSON(b []byte) error {
 	}
 	*q = out
 	return nil
+}
+
+// hasNull reports whether v, a query value, is null or an array holding
+// one. (Only called when the bytes hold "null", which a string may too.)
+func hasNull(v []byte) bool {
+	var list []*string
+	if json.Unmarshal(v, &list) == nil {
+		return list == nil || slices.Contains(list, nil)
+	}
+	return string(bytes.TrimSpace(v)) == "null"
 }
 
 // MarshalJSON writes single values as strings, repeated ones as arrays.

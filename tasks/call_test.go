@@ -350,6 +350,7 @@ func TestQueryJSON(t *testing.T) {
 		{`{"id": ["1", "2"], "q": "x"}`, tasks.Query{"id": {"1", "2"}, "q": {"x"}}},
 		{`{"id": []}`, tasks.Query{"id": {}}},
 		{`{}`, tasks.Query{}},
+		{`{"q": "null", "r": ["null", "x"]}`, tasks.Query{"q": {"null"}, "r": {"null", "x"}}},
 	}
 	for _, tc := range good {
 		t.Run("good "+tc.in, func(t *testing.T) {
@@ -359,7 +360,9 @@ func TestQueryJSON(t *testing.T) {
 			require.Equal(t, tc.want, q)
 		})
 	}
-	bad := []string{`"since=364"`, `["a"]`, `{"n": 1}`, `{"n": [1, 2]}`, `{"n": {"a": "b"}}`, `{"n": true}`, `{"n": ["a", 1]}`}
+	bad := []string{`"since=364"`, `["a"]`, `{"n": 1}`, `{"n": [1, 2]}`, `{"n": {"a": "b"}}`, `{"n": true}`, `{"n": ["a", 1]}`,
+		// A null is not read as "" (the OpenAPI document says strings).
+		`{"n": null}`, `{"n": ["a", null]}`, `{"n": [null]}`}
 	for _, in := range bad {
 		t.Run("bad "+in, func(t *testing.T) {
 			t.Parallel()

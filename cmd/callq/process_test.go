@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +32,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -430,6 +433,7 @@ type deployment struct {
 	env      []string // for api and worker processes
 	api      *child
 	apiURL   string
+	proxyURL string // validatingURL's
 	apiKey   string
 	http     *http.Client
 	workerNo int
@@ -447,7 +451,9 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
 // appended to its integrations map, each entry indented by two spaces.
 func deployWith(t *testing.T, upstreamDelay time.Duration, extra string, extraEnv ...string) *deployment {
 	t.Helper()
-	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
+	// The API's answers to the test's own requests are checked against
+	// the OpenAPI document.
+	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second, Transport: openapitest.Transport(t, nil)}}
 	d.redis = redistest.Start(t)
 	d.up = newUpstream(t, upstreamDelay)
 
@@ -522,7 +528,7 @@ func (d *deployment) startWorker() *child {
 func (d *deployment) cli(env []string, args ...string) (stdout, stderr string, code int) {
 	d.t.Helper()
 	cmd := exec.Command(d.procs.bin, args...)
-	cmd.Env = append(append(slices.Clone(d.env), "CALLQ_URL="+d.apiURL, "CALLQ_API_KEY="+d.apiKey), env...)
+	cmd.Env = append(append(slices.Clone(d.env), "CALLQ_URL="+d.validatingURL(), "CALLQ_API_KEY="+d.apiKey), env...)
 	return runCmd(d.t, cmd)
 }
 
@@ -539,6 +545,29 @@ func runCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 	}
 	require.NoError(t, err, "%s", strings.Join(cmd.Args, " "))
 	return out.String(), errOut.String(), 0
+}
+
+// validatingURL is the API's URL through a reverse proxy that checks each
+// request and answer against the OpenAPI document (openapitest.Handler): for
+// the CLI, a client in another process.
+func (d *deployment) validatingURL() string {
+	d.t.Helper()
+	if d.proxyURL == "" {
+		d.proxyURL = validatingProxy(d.t, d.apiURL)
+	}
+	return d.proxyURL
+}
+
+// validatingProxy serves apiURL's API through a reverse proxy that checks
+// each request and answer against the OpenAPI document, until the test
+// ends, and returns its URL.
+func validatingProxy(t *testing.T, apiURL string) string {
+	t.Helper()
+	target, err := url.Parse(apiURL)
+	require.NoError(t, err)
+	proxy := httptest.NewServer(openapitest.Handler(t, httputil.NewSingleHostReverseProxy(target)))
+	t.Cleanup(proxy.Close)
+	return proxy.URL
 }
 
 // do sends an API request with the admin key and decodes a JSON answer

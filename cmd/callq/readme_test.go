@@ -99,7 +99,9 @@ func TestReadmeQuickstart(t *testing.T) {
 	// The script as written, with this run's addresses and the built binary.
 	require.Contains(t, script, readmeAPIURL)
 	require.Contains(t, script, readmeGoRun)
-	script = strings.ReplaceAll(script, readmeAPIURL, apiURL)
+	// Through a proxy that checks the API's exchanges against the OpenAPI
+	// document.
+	script = strings.ReplaceAll(script, readmeAPIURL, validatingProxy(t, apiURL))
 	script = strings.ReplaceAll(script, readmeGoRun, shellQuote(p.bin))
 	out, errOut := runScript(t, "quick start", root, script, childEnv())
 
@@ -195,7 +197,7 @@ func TestReadmeQuickstart(t *testing.T) {
 	require.NotContains(t, out, demoSecret, "the credential's value reached the quick start's output")
 	require.NotContains(t, errOut, demoSecret, "the credential's value reached the quick start's stderr")
 
-	testReadmeCLI(t, cliScript, p.bin, root, apiURL, got.CorrelationID, failed.CorrelationID)
+	testReadmeCLI(t, cliScript, p.bin, root, validatingProxy(t, apiURL), got.CorrelationID, failed.CorrelationID)
 
 	// Stop dev mode so that its logs are complete, then read them.
 	require.NoError(t, dev.signal(syscall.SIGTERM))
