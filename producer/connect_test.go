@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
+	oauthv4 "github.com/go-oauth2/oauth2/v4"
 	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
 	"github.com/go-oauth2/oauth2/v4/manage"
 	"github.com/go-oauth2/oauth2/v4/models"
 	oauthserver "github.com/go-oauth2/oauth2/v4/server"
 	oauthstore "github.com/go-oauth2/oauth2/v4/store"
-	oauthv4 "github.com/go-oauth2/oauth2/v4"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
