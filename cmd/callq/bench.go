@@ -2,42 +2,29 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 
 	"github.com/callq/callq/internal/bench"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
 
-// benchUsage takes the defaults of --calls, --concurrency and --rounds.
-const benchUsage = `Usage: callq bench [--calls %d] [--concurrency %d] [--rounds %d] [--json] [--cpuprofile FILE]
-       callq bench --cluster [--queue-shards %d] [--calls N] [--concurrency N] [--rounds N] [--json]
-
-Measures callq beside raw asynq on this machine, in one run, on a redis-server it
+// benchAbout is callq bench's description.
+const benchAbout = `Measures callq beside raw asynq on this machine, in one run, on a redis-server it
 starts on a free port (FLUSHALL between phases) and a local upstream in this
 process (200, a small JSON body). Needs redis-server on the PATH.
 
 With --cluster it runs only the callq throughput phase, on a local Redis Cluster it
 starts (3 masters with a replica each; needs redis-cli too), with one asynq queue
 per queue and then with --queue-shards, and reports each master's commands per
-call and their spread.
-
-Flags:
-`
+call and their spread.`
 
 // runBench is `callq bench`: its flags, then internal/bench does the work.
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := bench.Config{Progress: stderr}
+func runBench(ctx context.Context, x *invocation, args []string) error {
+	cfg := bench.Config{Progress: x.stderr}
 	var asJSON bool
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, benchUsage, bench.DefaultCalls, worker.DefaultConcurrency, bench.DefaultRounds, bench.DefaultClusterQueueShards)
-		fs.PrintDefaults()
-	}
+	fs := x.flags()
 	fs.IntVar(&cfg.Calls, "calls", bench.DefaultCalls, "calls per throughput phase")
 	fs.IntVar(&cfg.Concurrency, "concurrency", worker.DefaultConcurrency, "worker concurrency, the same for asynq and callq")
 	fs.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "run the three throughput phases this many times, interleaved, and report medians")
@@ -50,14 +37,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the (first) callq throughput phase, worker start to last record, to this file")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "run the callq throughput phase on a local Redis Cluster (3 masters, a replica each) and report each master's commands")
 	fs.IntVar(&cfg.QueueShards, "queue-shards", bench.DefaultClusterQueueShards, "with --cluster: the shard count of the second phase (CALLQ_QUEUE_SHARDS); 1 runs only the first")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: bench takes no arguments, got %q", errUsage, fs.Args())
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
 	}
 	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rounds < 1 || cfg.HTTPRequests < 1 || cfg.WaitSamples < 1 || cfg.PickupSamples < 1 || cfg.ListRecords < 1 || cfg.ListSamples < 1 {
 		return fmt.Errorf("%w: --calls, --concurrency, --rounds, --http-requests, --wait-samples, --pickup-samples, --list-records and --list-samples must be at least 1", errUsage)
@@ -75,8 +56,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if asJSON {
-		return rep.WriteJSON(stdout)
+		return rep.WriteJSON(x.stdout)
 	}
-	rep.WriteTable(stdout)
+	rep.WriteTable(x.stdout)
 	return nil
 }

@@ -22,39 +22,6 @@ import (
 	"github.com/callq/callq/tasks"
 )
 
-const callsUsage = `Usage: callq calls ls|get|replay|cancel ...
-
-  callq calls ls [--status S]... [--integration I] [--since 1h] [--until T]
-                 [--limit N] [--cursor C] [--all] [--json]
-  callq calls get ID [--wait 30s]
-  callq calls replay ID [--as NEW_ID]
-  callq calls replay --status failed --since 1h [--integration I] [--until T]
-                     [--limit N] [--dry-run] [--again]
-  callq calls cancel ID
-
-"callq calls COMMAND -h" describes each.
-`
-
-// runCalls dispatches `callq calls`.
-func runCalls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: callq calls ls|get|replay|cancel", errUsage)
-	}
-	switch args[0] {
-	case "ls":
-		return runCallsList(ctx, args[1:], stdout, stderr)
-	case "get":
-		return runGet(ctx, "callq calls get", args[1:], stdout)
-	case "replay":
-		return runCallsReplay(ctx, args[1:], stdout)
-	case "cancel":
-		return runCallsCancel(ctx, args[1:], stdout)
-	case "-h", "-help", "--help", "help":
-		return &helpError{callsUsage}
-	}
-	return fmt.Errorf("%w: unknown calls command %q", errUsage, args[0])
-}
-
 // callsFilter is the list filter's flags, shared by ls and bulk replay.
 type callsFilter struct {
 	statuses    multiFlag
@@ -108,12 +75,8 @@ type callsPage struct {
 	NextCursor *string           `json:"next_cursor"`
 }
 
-func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newCmdFlags("calls ls", "callq calls ls [--status S]... [--integration I] [--since 1h] [--until T] [--limit N] [--cursor C] [--all] [--json]",
-		"Lists the calls, newest first, as a table (or the API's JSON with --json).\n"+
-			"Filters combine; a repeated --status matches any of them. When more calls\n"+
-			"may follow, the --cursor of the next page is printed to stderr; --all\n"+
-			"follows the cursors to the end.")
+func runCallsList(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	var f callsFilter
 	f.flags(fs)
 	limit := fs.Int("limit", 0, fmt.Sprintf("calls per page, 1 to %d (default %d; %d with --all)", tasks.MaxListLimit, tasks.DefaultListLimit, tasks.MaxListLimit))
@@ -130,7 +93,7 @@ func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *limit != 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}
-	c := newAPIClient()
+	c := newAPIClient(fs.cfg)
 	var calls []json.RawMessage
 	next := *cursor
 	for {
@@ -142,7 +105,7 @@ func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 		if *asJSON && !*all {
-			return printJSON(stdout, out) // as the API answered, next_cursor included
+			return printJSON(x.stdout, out) // as the API answered, next_cursor included
 		}
 		var page callsPage
 		if err := json.Unmarshal(out, &page); err != nil {
@@ -162,17 +125,17 @@ func runCallsList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		return printJSON(stdout, b)
+		return printJSON(x.stdout, b)
 	}
-	if err := writeCallsTable(stdout, calls); err != nil {
+	if err := writeCallsTable(x.stdout, calls); err != nil {
 		return err
 	}
 	if next != "" {
 		// A page may stop short of --limit (even at none) when a filter
 		// leaves out most of the calls the API reads, so "may".
-		fmt.Fprintf(stderr, "callq: more calls may follow: --cursor %s\n", next)
+		fmt.Fprintf(x.stderr, "callq: more calls may follow: --cursor %s\n", next)
 	} else if len(calls) == 0 && *cursor == "" {
-		fmt.Fprintln(stderr, "callq: no calls match")
+		fmt.Fprintln(x.stderr, "callq: no calls match")
 	}
 	return nil
 }
@@ -200,14 +163,8 @@ func writeCallsTable(w io.Writer, calls []json.RawMessage) error {
 	return tw.Flush()
 }
 
-func runCallsReplay(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("calls replay", "callq calls replay ID [--as NEW_ID] | --status S... [--integration I] [--since 1h] [--until T] [--limit N] [--dry-run] [--again]",
-		"With an ID, makes a new call from a finished call's stored request (same\n"+
-			"integration, method, path, query, headers, body, credential, webhook and queue),\n"+
-			"under NEW_ID or a generated one. With a filter instead, replays every finished\n"+
-			"call it matches, up to --limit; a call replayed before is skipped unless\n"+
-			"--again, so running the same command twice replays nothing new. --dry-run\n"+
-			"lists what would be replayed. Prints the API's JSON.")
+func runCallsReplay(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	var f callsFilter
 	f.flags(fs)
 	as := fs.String("as", "", "the new call's correlation ID (one call; default: generated)")
@@ -218,7 +175,7 @@ func runCallsReplay(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	c := newAPIClient()
+	c := newAPIClient(fs.cfg)
 	switch {
 	case len(pos) > 1:
 		return fs.usageError("one ID at most")
@@ -234,7 +191,7 @@ func runCallsReplay(ctx context.Context, args []string, stdout io.Writer) error 
 		if err != nil {
 			return err
 		}
-		return printJSON(stdout, out)
+		return printJSON(x.stdout, out)
 	}
 	if f.empty() {
 		return fs.usageError("an ID or a filter (--status, --integration, --since, --until)")
@@ -250,14 +207,11 @@ func runCallsReplay(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(x.stdout, out)
 }
 
-func runCallsCancel(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("calls cancel", "callq calls cancel ID",
-		"Cancels a call that has not finished: a queued or retrying call never runs\n"+
-			"again; a running one has its request aborted. Prints the record; a finished\n"+
-			"call is an error (409).")
+func runCallsCancel(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -265,18 +219,15 @@ func runCallsCancel(ctx context.Context, args []string, stdout io.Writer) error 
 	if len(pos) != 1 {
 		return fs.usageError("")
 	}
-	out, err := newAPIClient().do(ctx, http.MethodDelete, "/v1/calls/"+url.PathEscape(pos[0]), nil)
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodDelete, "/v1/calls/"+url.PathEscape(pos[0]), nil)
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(x.stdout, out)
 }
 
-func runStats(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("stats", "callq stats [--since 1h] [--until T] [--json]",
-		"Counts the tenant's calls created in the window by status and by integration,\n"+
-			"and shows the depth of each queue: asynq's tasks, fleet-wide, since every\n"+
-			"tenant shares the queues.")
+func runStats(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	since := fs.String("since", "", "the window's start: a duration ago or RFC 3339, at most 168h before its end (default 1h)")
 	until := fs.String("until", "", "the window's end: a duration ago or RFC 3339 (default now)")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
@@ -293,18 +244,18 @@ func runStats(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	out, err := newAPIClient().do(ctx, http.MethodGet, path, nil)
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return printJSON(stdout, out)
+		return printJSON(x.stdout, out)
 	}
 	var st producer.Stats
 	if err := json.Unmarshal(out, &st); err != nil {
 		return fmt.Errorf("callq API answered GET /v1/stats with %w", err)
 	}
-	return writeStats(stdout, &st)
+	return writeStats(x.stdout, &st)
 }
 
 func writeStats(w io.Writer, st *producer.Stats) error {

@@ -10,12 +10,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/tasks"
@@ -26,6 +24,22 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// query is the repeated --query as a call's query, nil when there is none.
+func (m multiFlag) query() (tasks.Query, error) {
+	q := tasks.Query{}
+	for _, kv := range m {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%w: --query %q is not KEY=VALUE", errUsage, kv)
+		}
+		q[k] = append(q[k], v)
+	}
+	if len(q) == 0 {
+		return nil, nil
+	}
+	return q, nil
+}
 
 func (m multiFlag) pairs(name string) (map[string]string, error) {
 	out := map[string]string{}
@@ -57,32 +71,29 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// helpError is a command's -h or --help: run prints usage to stdout, and
-// the command exits 0.
-type helpError struct{ usage string }
-
-func (e *helpError) Error() string { return "help requested" }
-
-// cmdFlags are a CLI command's flags and its usage.
+// cmdFlags are a command's flags, the configuration it reads from the
+// environment, and its usage.
 type cmdFlags struct {
 	*flag.FlagSet
-	synopsis string // "callq calls get ID [--wait 30s]"
-	about    string // what the command does, a few lines
+	cmd *command
+	cfg *config
 }
 
-func newCmdFlags(name, synopsis, about string) *cmdFlags {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // run prints errors, once
-	return &cmdFlags{FlagSet: fs, synopsis: synopsis, about: about}
-}
-
-// parse is parseInterleaved, -h and --help answering the usage.
+// parse is parseInterleaved: -h and --help answer the usage, and a
+// malformed environment variable is an error once the command line is
+// right.
 func (c *cmdFlags) parse(args []string) ([]string, error) {
 	pos, err := parseInterleaved(c.FlagSet, args)
-	if errors.Is(err, flag.ErrHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		return nil, &helpError{c.usage()}
+	case err != nil:
+		return nil, c.usageError(strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 	}
-	return pos, err
+	if err := c.cfg.envError(); err != nil {
+		return nil, err
+	}
+	return pos, nil
 }
 
 // parseNoArgs is parse for a command that takes flags only.
@@ -94,26 +105,135 @@ func (c *cmdFlags) parseNoArgs(args []string) error {
 	return err
 }
 
+// parseArgs is parse for a command that takes n arguments.
+func (c *cmdFlags) parseArgs(args []string, n int) ([]string, error) {
+	pos, err := c.parse(args)
+	if err == nil && len(pos) != n {
+		return nil, c.usageError("")
+	}
+	return pos, err
+}
+
+// usage is the command's usage and its flags.
 func (c *cmdFlags) usage() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage: %s\n\n%s\n", c.synopsis, c.about)
-	n := 0
-	c.VisitAll(func(*flag.Flag) { n++ })
-	if n > 0 {
-		b.WriteString("\nFlags:\n")
-		c.SetOutput(&b)
-		c.PrintDefaults()
-		c.SetOutput(io.Discard)
-	}
+	b.WriteString(c.cmd.usage())
+	first := true
+	c.VisitAll(func(f *flag.Flag) {
+		if first {
+			b.WriteString("\nFlags:\n")
+			first = false
+		}
+		arg, usage := flag.UnquoteUsage(f)
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+			arg = ""
+		} else if arg == "value" {
+			arg = "VALUE"
+		}
+		fmt.Fprintf(&b, "  --%s\n        %s", strings.TrimSpace(f.Name+" "+arg), usage)
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" && f.DefValue != "0s" {
+			fmt.Fprintf(&b, " (default %s)", f.DefValue)
+		}
+		b.WriteString("\n")
+	})
 	return b.String()
 }
 
-// usageError is wrong usage of the command (exit 2): why, and its synopsis.
+// usageError is wrong usage of the command (exit 2): why, and its usage.
 func (c *cmdFlags) usageError(why string) error {
 	if why == "" {
-		return fmt.Errorf("%w: %s", errUsage, c.synopsis)
+		why = "wrong arguments: " + c.cmd.synopsis
 	}
-	return fmt.Errorf("%w: %s: %s", errUsage, why, c.synopsis)
+	return &usageError{why: why, usage: c.usage()}
+}
+
+// exitCoder is an error that sets the process's exit code.
+type exitCoder interface{ ExitCode() int }
+
+// Exit codes beyond 0 (done), 1 (an error) and 2 (usage).
+const (
+	exitStillRunning = 3 // --wait ended before the call finished
+	exitUnreachable  = 4 // the API is unreachable or refuses the key
+)
+
+// exitCode is the process's exit code for err.
+func exitCode(err error) int {
+	var ec exitCoder
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage), errors.Is(err, errConfig):
+		return 2
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	}
+	return 1
+}
+
+// apiError is an answer of the API other than 2xx.
+type apiError struct {
+	status int
+	body   string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("callq API answered %d: %s", e.status, e.body)
+}
+
+func (e *apiError) ExitCode() int {
+	if e.status == http.StatusUnauthorized || e.status == http.StatusForbidden {
+		return exitUnreachable
+	}
+	return 1
+}
+
+// unreachableError is a request that got no answer from the API.
+type unreachableError struct {
+	base string
+	err  error
+}
+
+func (e *unreachableError) Error() string { return fmt.Sprintf("callq API at %s: %v", e.base, e.err) }
+func (e *unreachableError) Unwrap() error { return e.err }
+func (e *unreachableError) ExitCode() int { return exitUnreachable }
+
+// outcomeError is a call that did not succeed in the time --wait gave it.
+type outcomeError struct {
+	id     string
+	status tasks.Status
+}
+
+func (e *outcomeError) Error() string {
+	if e.status.Terminal() {
+		return fmt.Sprintf("call %s %s", e.id, e.status)
+	}
+	return fmt.Sprintf("call %s is still %s: the wait ended first", e.id, e.status)
+}
+
+func (e *outcomeError) ExitCode() int {
+	if e.status.Terminal() {
+		return 1
+	}
+	return exitStillRunning
+}
+
+// printOutcome prints a waited-for record and returns its outcome: nil
+// when the call succeeded.
+func printOutcome(w io.Writer, record []byte) error {
+	if err := printJSON(w, record); err != nil {
+		return err
+	}
+	var r struct {
+		CorrelationID string `json:"correlation_id"`
+		Status        tasks.Status `json:"status"`
+	}
+	if err := json.Unmarshal(record, &r); err != nil {
+		return fmt.Errorf("callq API answered a record that is not JSON: %w", err)
+	}
+	if r.Status == tasks.StatusSucceeded {
+		return nil
+	}
+	return &outcomeError{id: r.CorrelationID, status: r.Status}
 }
 
 // apiClient talks to callq's HTTP API for the CLI commands.
@@ -123,9 +243,8 @@ type apiClient struct {
 	http *http.Client
 }
 
-func newAPIClient() *apiClient {
-	return &apiClient{base: strings.TrimSuffix(env("CALLQ_URL", "http://127.0.0.1:8080"), "/"),
-		key: os.Getenv("CALLQ_API_KEY"), http: &http.Client{Timeout: 90 * time.Second}}
+func newAPIClient(cfg *config) *apiClient {
+	return &apiClient{base: strings.TrimSuffix(cfg.apiURL, "/"), key: cfg.apiKey, http: &http.Client{Timeout: 90 * time.Second}}
 }
 
 // do sends a request and returns the JSON answer; a non-2xx answer is an
@@ -151,15 +270,15 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any) ([]by
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("callq API at %s: %w", c.base, err)
+		return nil, &unreachableError{base: c.base, err: err}
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return nil, &unreachableError{base: c.base, err: err}
 	}
 	if resp.StatusCode >= 300 {
-		return out, fmt.Errorf("callq API answered %d: %s", resp.StatusCode, strings.TrimSpace(string(out)))
+		return out, &apiError{status: resp.StatusCode, body: strings.TrimSpace(string(out))}
 	}
 	return out, nil
 }
@@ -175,39 +294,30 @@ func printJSON(w io.Writer, b []byte) error {
 	return err
 }
 
-func runCall(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("call", "callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--queue Q] [--wait 30s]",
-		"Enqueues a call and prints the API's answer; with --wait, the record once the\ncall finishes or the wait runs out (at most 60s).")
+func runCall(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	integration := fs.String("integration", "", "integration name")
 	credential := fs.String("credential", "", "credential reference")
 	correlation := fs.String("correlation-id", "", "correlation ID (default: generated)")
 	body := fs.String("body", "", "JSON body")
 	timeout := fs.Duration("timeout", 0, "call timeout")
 	delay := fs.Duration("delay", 0, "run the call this long from now")
-	wait := fs.Duration("wait", 0, "wait up to this long for the outcome")
+	wait := fs.Duration("wait", 0, "wait up to this long for the outcome; the exit code says it (0, 1, 3)")
 	queue := fs.String("queue", "", "queue")
 	var query, headers multiFlag
 	fs.Var(&query, "query", "query parameter KEY=VALUE (repeatable)")
 	fs.Var(&headers, "header", "header KEY=VALUE (repeatable)")
-	pos, err := fs.parse(args)
+	pos, err := fs.parseArgs(args, 2)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || *integration == "" {
-		return fs.usageError("")
+	if *integration == "" {
+		return fs.usageError("--integration is required")
 	}
 	call := tasks.Call{Integration: *integration, Method: pos[0], Path: pos[1], Credential: *credential,
 		CorrelationID: *correlation, Timeout: tasks.Duration(*timeout), Delay: tasks.Duration(*delay), Queue: *queue}
-	q := tasks.Query{}
-	for _, kv := range query {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return fmt.Errorf("%w: --query %q is not KEY=VALUE", errUsage, kv)
-		}
-		q[k] = append(q[k], v)
-	}
-	if len(q) > 0 {
-		call.Query = q
+	if call.Query, err = query.query(); err != nil {
+		return err
 	}
 	if call.Headers, err = headers.pairs("header"); err != nil {
 		return err
@@ -215,112 +325,109 @@ func runCall(ctx context.Context, args []string, stdout io.Writer) error {
 	if *body != "" {
 		call.Body = json.RawMessage(*body)
 	}
-	c := newAPIClient()
+	c := newAPIClient(fs.cfg)
 	out, err := c.do(ctx, http.MethodPost, "/v1/calls", call)
 	if err != nil {
 		return err
 	}
-	if *wait > 0 {
-		var ans struct {
-			CorrelationID string `json:"correlation_id"`
-		}
-		if err := json.Unmarshal(out, &ans); err != nil {
-			return err
-		}
-		if out, err = c.do(ctx, http.MethodGet, "/v1/calls/"+url.PathEscape(ans.CorrelationID)+"?wait="+wait.String(), nil); err != nil {
-			return err
-		}
+	if *wait <= 0 {
+		return printJSON(x.stdout, out)
 	}
-	return printJSON(stdout, out)
+	var ans struct {
+		CorrelationID string `json:"correlation_id"`
+	}
+	if err := json.Unmarshal(out, &ans); err != nil {
+		return err
+	}
+	if out, err = c.do(ctx, http.MethodGet, "/v1/calls/"+url.PathEscape(ans.CorrelationID)+"?wait="+wait.String(), nil); err != nil {
+		return err
+	}
+	return printOutcome(x.stdout, out)
 }
 
 // runGet is `callq get` and `callq calls get`.
-func runGet(ctx context.Context, name string, args []string, stdout io.Writer) error {
-	fs := newCmdFlags(name, name+" ID [--wait 30s]",
-		"Prints a call's record. With --wait, holds until the call finishes or the wait\nruns out (at most 60s), then prints the record as it stands.")
-	wait := fs.Duration("wait", 0, "wait up to this long for the outcome")
-	pos, err := fs.parse(args)
+func runGet(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	wait := fs.Duration("wait", 0, "wait up to this long for the outcome; the exit code says it (0, 1, 3)")
+	pos, err := fs.parseArgs(args, 1)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return fs.usageError("")
 	}
 	path := "/v1/calls/" + url.PathEscape(pos[0])
 	if *wait > 0 {
 		path += "?wait=" + wait.String()
 	}
-	out, err := newAPIClient().do(ctx, http.MethodGet, path, nil)
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	if *wait > 0 {
+		return printOutcome(x.stdout, out)
+	}
+	return printJSON(x.stdout, out)
 }
 
-func runCreds(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: callq creds put|list|rm", errUsage)
+func runCredsPut(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	integration := fs.String("integration", "", "integration name")
+	var fields multiFlag
+	fs.Var(&fields, "field", "credential field KEY=VALUE; VALUE may be env:NAME or file:/path (repeatable)")
+	pos, err := fs.parseArgs(args, 1)
+	if err != nil {
+		return err
 	}
-	if args[0] == "reseal" {
-		return runReseal(ctx, args[1:], stdout)
+	if *integration == "" || len(fields) == 0 {
+		return fs.usageError("--integration and at least one --field are required")
 	}
-	c := newAPIClient()
-	switch args[0] {
-	case "put":
-		fs := flag.NewFlagSet("creds put", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		integration := fs.String("integration", "", "integration name")
-		var fields multiFlag
-		fs.Var(&fields, "field", "credential field KEY=VALUE; VALUE may be env:NAME or file:/path (repeatable)")
-		pos, err := parseInterleaved(fs, args[1:])
-		if err != nil {
-			return err
-		}
-		if len(pos) != 1 || *integration == "" || len(fields) == 0 {
-			return fmt.Errorf("%w: callq creds put REF --integration NAME --field KEY=VALUE...", errUsage)
-		}
-		f, err := fields.pairs("field")
-		if err != nil {
-			return err
-		}
-		out, err := c.do(ctx, http.MethodPut, "/v1/credentials/"+url.PathEscape(pos[0]), map[string]any{"integration": *integration, "fields": f})
-		if err != nil {
-			return err
-		}
-		return printJSON(stdout, out)
-	case "list":
-		out, err := c.do(ctx, http.MethodGet, "/v1/credentials", nil)
-		if err != nil {
-			return err
-		}
-		return printJSON(stdout, out)
-	case "rm":
-		if len(args) != 2 {
-			return fmt.Errorf("%w: callq creds rm REF", errUsage)
-		}
-		if _, err := c.do(ctx, http.MethodDelete, "/v1/credentials/"+url.PathEscape(args[1]), nil); err != nil {
-			return err
-		}
-		return printJSON(stdout, []byte(fmt.Sprintf(`{"deleted": %q}`, args[1])))
+	f, err := fields.pairs("field")
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: unknown creds command %q", errUsage, args[0])
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodPut, "/v1/credentials/"+url.PathEscape(pos[0]), map[string]any{"integration": *integration, "fields": f})
+	if err != nil {
+		return err
+	}
+	return printJSON(x.stdout, out)
+}
+
+func runCredsList(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
+	}
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodGet, "/v1/credentials", nil)
+	if err != nil {
+		return err
+	}
+	return printJSON(x.stdout, out)
+}
+
+func runCredsRemove(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	pos, err := fs.parseArgs(args, 1)
+	if err != nil {
+		return err
+	}
+	if _, err := newAPIClient(fs.cfg).do(ctx, http.MethodDelete, "/v1/credentials/"+url.PathEscape(pos[0]), nil); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(map[string]string{"deleted": pos[0]})
+	return printJSON(x.stdout, b)
 }
 
 // runReseal re-seals every stored secret under the first key of
 // CALLQ_SECRET_KEY. Like keys, it talks to Redis directly: it is an
 // operator's command, run once per key rotation.
-func runReseal(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("creds reseal", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	redisURL := fs.String("redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL (REDIS_URL)")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+func runReseal(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
 	}
-	ring, err := auth.ParseKeyring(os.Getenv("CALLQ_SECRET_KEY"))
+	ring, err := auth.ParseKeyring(fs.cfg.secretKey)
 	if err != nil {
-		return fmt.Errorf("CALLQ_SECRET_KEY: %w", err)
+		return configErrorf("%v", err)
 	}
-	rdb, err := openRedis(ctx, *redisURL, 0)
+	rdb, err := openRedis(ctx, fs.cfg.redisURL, fs.cfg.clusterAddrs, 0)
 	if err != nil {
 		return err
 	}
@@ -334,7 +441,7 @@ func runReseal(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	b, _ := json.Marshal(map[string]any{"primary_key": ring.PrimaryID(), "resealed": stats})
-	if err := printJSON(stdout, b); err != nil {
+	if err := printJSON(x.stdout, b); err != nil {
 		return err
 	}
 	if len(stats.Unreadable) > 0 {
@@ -343,83 +450,88 @@ func runReseal(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// runKeys manages API keys directly in Redis: it is how access is
+// The keys commands manage API keys directly in Redis: it is how access is
 // bootstrapped, before any key exists.
-func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: callq keys create|list|revoke", errUsage)
-	}
-	fs := flag.NewFlagSet("keys", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	redisURL := fs.String("redis-url", env("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL (REDIS_URL)")
+
+func runKeysCreate(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	tenant := fs.String("tenant", "", "tenant of the new key")
 	role := fs.String("role", "producer", "producer or admin")
-	pos, err := parseInterleaved(fs, args[1:])
-	if err != nil {
+	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	rdb, err := openRedis(ctx, *redisURL, 0)
+	r, err := auth.ParseRole(*role)
+	if err != nil {
+		return fs.usageError("--role: " + err.Error())
+	}
+	if *tenant == "" {
+		return fs.usageError("--tenant is required")
+	}
+	rdb, err := openRedis(ctx, fs.cfg.redisURL, fs.cfg.clusterAddrs, 0)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	return keysCommand(ctx, rdb, args[0], pos, *tenant, *role, stdout, stderr)
-}
-
-func keysCommand(ctx context.Context, rdb redis.UniversalClient, cmd string, pos []string, tenant, role string, stdout, stderr io.Writer) error {
-	ks := auth.NewKeyStore(rdb)
-	switch cmd {
-	case "create":
-		r, err := auth.ParseRole(role)
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if tenant == "" {
-			return fmt.Errorf("%w: callq keys create --tenant T --role producer|admin", errUsage)
-		}
-		key, secret, err := ks.Create(ctx, tenant, r)
-		if err != nil {
-			return err
-		}
-		b, _ := json.Marshal(map[string]any{"id": key.ID, "tenant": key.Tenant, "role": key.Role, "created_at": key.CreatedAt, "key": secret})
-		fmt.Fprintln(stderr, "callq: this is the only time the key is shown; store it now.")
-		return printJSON(stdout, b)
-	case "list":
-		keys, err := ks.List(ctx)
-		if err != nil {
-			return err
-		}
-		b, _ := json.Marshal(map[string]any{"keys": keys})
-		return printJSON(stdout, b)
-	case "revoke":
-		if len(pos) != 1 {
-			return fmt.Errorf("%w: callq keys revoke ID", errUsage)
-		}
-		if err := ks.Revoke(ctx, pos[0]); err != nil {
-			return err
-		}
-		return printJSON(stdout, []byte(fmt.Sprintf(`{"revoked": %q}`, pos[0])))
+	key, secret, err := auth.NewKeyStore(rdb).Create(ctx, *tenant, r)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: unknown keys command %q", errUsage, cmd)
+	b, _ := json.Marshal(map[string]any{"id": key.ID, "tenant": key.Tenant, "role": key.Role, "created_at": key.CreatedAt, "key": secret})
+	fmt.Fprintln(x.stderr, "callq: this is the only time the key is shown; store it now.")
+	return printJSON(x.stdout, b)
 }
 
-func runIntegrations(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("integrations", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	file := fs.String("integrations", env("CALLQ_INTEGRATIONS", "deploy/integrations.example.yaml"), "catalog file")
+func runKeysList(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, fs.cfg.redisURL, fs.cfg.clusterAddrs, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	keys, err := auth.NewKeyStore(rdb).List(ctx)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(map[string]any{"keys": keys})
+	return printJSON(x.stdout, b)
+}
+
+func runKeysRevoke(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	pos, err := fs.parseArgs(args, 1)
+	if err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, fs.cfg.redisURL, fs.cfg.clusterAddrs, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := auth.NewKeyStore(rdb).Revoke(ctx, pos[0]); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(map[string]string{"revoked": pos[0]})
+	return printJSON(x.stdout, b)
+}
+
+func runIntegrations(_ context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
 	}
-	cat, err := tasks.LoadCatalog(*file)
+	cat, err := tasks.LoadCatalog(fs.cfg.integrations)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		b, _ := json.Marshal(map[string]any{"integrations": cat.All()})
-		return printJSON(stdout, b)
+		return printJSON(x.stdout, b)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(x.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tBASE URL\tAUTH\tTIMEOUT\tMAX ATTEMPTS\tDEFAULT CREDENTIAL")
 	for _, in := range cat.All() {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", in.Name, in.BaseURL, in.Auth.Type, in.Timeout, in.Retry.MaxAttempts, in.DefaultCredential)

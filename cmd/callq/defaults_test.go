@@ -26,52 +26,55 @@ func TestServerFlagsTakeThePackagesDefaults(t *testing.T) {
 	require.EqualValues(t, tasks.DefaultMaxRequestBytes, cfg.maxRequestBytes)
 	require.EqualValues(t, worker.DefaultMaxResponseBytes, cfg.maxResponseBytes)
 	require.Equal(t, worker.DefaultShutdownTimeout, cfg.shutdownTimeout)
-	require.Equal(t, worker.DefaultReconcileInterval, time.Duration(cfg.reconcile))
-	require.True(t, bool(cfg.scheduler), "the scheduler runs unless turned off")
+	require.Equal(t, worker.DefaultReconcileInterval, cfg.reconcile)
+	require.True(t, cfg.scheduler, "the scheduler runs unless turned off")
 }
 
-// The README's table of variables shows each flag's default as the binary
-// has it. Not parallel: clears the environment the flags read.
-func TestReadmeShowsTheFlagDefaults(t *testing.T) {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	clearServerEnv(t)
-	var cfg serverConfig
-	cfg.flags(fs, "")
+// The README's table of variables lists every variable of the settings
+// table, with its default as the binary has it. Not parallel: clears the
+// environment the flags read.
+func TestReadmeShowsEveryVariableAndItsDefault(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
 	// | `CALLQ_CONCURRENCY` | `50` | ...
-	row := regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\| `([^`]*)`")
+	row := regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\| (`([^`]*)`)?")
 	documented := map[string]string{}
+	listed := map[string]bool{}
 	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
-		documented[m[1]] = m[2]
-	}
-	envName := regexp.MustCompile(`\(((?:CALLQ_|REDIS_)[A-Z_]+)[);]`)
-	checked := 0
-	fs.VisitAll(func(f *flag.Flag) {
-		m := envName.FindStringSubmatch(f.Usage)
-		if m == nil {
-			return
+		listed[m[1]] = true
+		if m[2] != "" {
+			documented[m[1]] = m[3]
 		}
-		want, ok := documented[m[1]]
+	}
+	checked := 0
+	for _, s := range settings {
+		require.True(t, listed[s.env], "the README's table of variables has no row for %s", s.env)
+		want, ok := documented[s.env]
 		if !ok {
-			return // no default in the README (none, or "off")
+			require.Empty(t, s.def, "the README shows no default for %s", s.env)
+			continue
 		}
 		checked++
-		if _, isDuration := f.Value.(flag.Getter).Get().(time.Duration); isDuration {
-			d, err := time.ParseDuration(want)
-			require.NoError(t, err, "README default of %s", m[1])
-			require.Equal(t, f.DefValue, d.String(), "README default of %s", m[1])
-			return
+		if d, err := time.ParseDuration(s.def); err == nil {
+			wd, err := time.ParseDuration(want)
+			require.NoError(t, err, "README default of %s", s.env)
+			require.Equal(t, d, wd, "README default of %s", s.env)
+			continue
 		}
-		if f.DefValue == "" && m[1] == "CALLQ_WEBHOOK_SCHEDULE" { // empty: the worker's own
+		if s.def == "" && s.env == "CALLQ_WEBHOOK_SCHEDULE" { // empty: the worker's own
 			sched, err := parseSchedule(want)
 			require.NoError(t, err)
-			require.Equal(t, worker.DefaultWebhookSchedule(), sched, "README default of %s", m[1])
-			return
+			require.Equal(t, worker.DefaultWebhookSchedule(), sched, "README default of %s", s.env)
+			continue
 		}
-		require.Equal(t, want, f.DefValue, "README default of %s (--%s)", m[1], f.Name)
-	})
+		require.Equal(t, want, s.def, "README default of %s", s.env)
+	}
 	require.GreaterOrEqual(t, checked, 10, "the README's table was read")
+	// And each default parses: newConfig panics on one that does not.
+	clearServerEnv(t)
+	for _, cmd := range []string{"api", "worker", "dev", "client", "healthcheck", "integrations", "keys create", "creds reseal"} {
+		require.NotPanics(t, func() { newConfig(flag.NewFlagSet(cmd, flag.ContinueOnError), cmd) }, cmd)
+	}
 }
 
 func clearServerEnv(t *testing.T) {
@@ -83,10 +86,8 @@ func clearServerEnv(t *testing.T) {
 	}
 }
 
-func defaultServerConfig(t *testing.T) serverConfig {
+func defaultServerConfig(t *testing.T) *config {
 	t.Helper()
 	clearServerEnv(t)
-	var cfg serverConfig
-	cfg.flags(flag.NewFlagSet("worker", flag.ContinueOnError), "")
-	return cfg
+	return newConfig(flag.NewFlagSet("worker", flag.ContinueOnError), "worker")
 }

@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/auth"
+	deployfiles "github.com/callq/callq/deploy"
 	"github.com/callq/callq/worker"
 )
 
@@ -25,12 +25,26 @@ const (
 	devAPIAddr = "127.0.0.1:8080"
 )
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, httpbinAddr, err := devConfig(args)
-	if err != nil {
+// exampleCatalogPath is where callq dev looks for the catalog first: in
+// a checkout, its root.
+const exampleCatalogPath = "deploy/integrations.example.yaml"
+
+func runDev(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
+	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	log, err := cfg.logger(stderr)
+	cfg := fs.cfg
+	catalogName := cfg.integrations
+	if cfg.integrations == "" {
+		if _, err := os.Stat(exampleCatalogPath); err == nil {
+			cfg.integrations, catalogName = exampleCatalogPath, exampleCatalogPath
+		} else {
+			cfg.catalogYAML, catalogName = deployfiles.ExampleCatalog, "the example catalog built into callq ("+exampleCatalogPath+")"
+		}
+	}
+	log, err := cfg.logger(x.stderr)
 	if err != nil {
 		return err
 	}
@@ -59,7 +73,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer s.records.Close()
-	apiKey := os.Getenv("CALLQ_DEV_API_KEY")
+	apiKey := cfg.devAPIKey
 	if apiKey != "" {
 		if _, err := s.keys.CreateWithSecret(ctx, devTenant, auth.RoleAdmin, apiKey); err != nil {
 			return fmt.Errorf("CALLQ_DEV_API_KEY: %w", err)
@@ -93,11 +107,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !isLoopback(ln.Addr()) {
 		exposed = append(exposed, fmt.Sprintf("WARNING: the API listens %s, not only on this machine: whoever reaches it can use the dev API key printed here and store env: and file: credentials, which make the worker send its environment and files upstream. Use the default --addr %s unless you mean it.", where(ln.Addr()), devAPIAddr))
 	}
-	if httpbinAddr != "" {
-		hln, err := net.Listen("tcp", httpbinAddr)
+	httpbinURL := "none (--httpbin-addr \"\")"
+	if *httpbinAddr != "" {
+		hln, err := net.Listen("tcp", *httpbinAddr)
 		if err != nil {
-			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", httpbinAddr, err)
+			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", *httpbinAddr, err)
 		}
+		httpbinURL = "http://" + hln.Addr().String()
 		hsrv := &http.Server{Handler: httpbin.New(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hsrv.Serve(hln) }()
 		defer hsrv.Close()
@@ -108,43 +124,23 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, w := range exposed {
 		log.Warn().Msg(w)
 	}
-	fmt.Fprintf(stdout, `callq dev: API on http://%s, worker running, embedded Redis (nothing is kept when it stops).
+	apiURL := "http://" + clientAddr(ln.Addr())
+	fmt.Fprintf(x.stdout, `callq dev: API on http://%s, worker running, embedded Redis (nothing is kept when it stops).
 WARNING: development mode. The secret key and API key below are for this process only; do not use dev mode in production.
-  dashboard:        http://%s/ui/ (sign in with the API key below)
+  dashboard:        %s/ui/ (sign in with the API key below)
   integrations:     %s
+  httpbin:          %s
   tenant:           %s
-  CALLQ_API_KEY=%s
   webhook secret of tenant %s (receivers verify with it): %s
   (webhooks may reach private addresses in dev mode)
-`, ln.Addr(), ln.Addr(), cfg.integrations, devTenant, apiKey, devTenant, s.hooks.ForTenant(devTenant).Secrets()[0])
+
+To use the CLI or curl from another shell, with this dev API key:
+  export CALLQ_URL=%s CALLQ_API_KEY=%s
+`, ln.Addr(), apiURL, catalogName, httpbinURL, devTenant, devTenant, s.hooks.ForTenant(devTenant).Secrets()[0], apiURL, apiKey)
 	for _, w := range exposed {
-		fmt.Fprintln(stdout, w)
+		fmt.Fprintln(x.stdout, w)
 	}
 	return serveAPI(ctx, ln, h, log)
-}
-
-// devConfig reads callq dev's flags and environment: the server's, with
-// console logs and a loopback API by default, and the demo httpbin's
-// address.
-func devConfig(args []string) (serverConfig, string, error) {
-	var cfg serverConfig
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	cfg.flags(fs, "deploy/integrations.example.yaml")
-	fs.Lookup("log-format").DefValue = "console"
-	if os.Getenv("CALLQ_LOG_FORMAT") == "" {
-		cfg.logFormat = "console"
-	}
-	// Loopback only unless asked: the dev API key is printed, and dev mode
-	// lets it make the worker read its own environment and files.
-	fs.Lookup("addr").DefValue = devAPIAddr
-	if os.Getenv("CALLQ_API_ADDR") == "" {
-		cfg.apiAddr = devAPIAddr
-	}
-	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, "", fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return cfg, *httpbinAddr, cfg.envError()
 }
 
 // startDevRedis starts the embedded Redis, its clock following the wall
@@ -178,6 +174,15 @@ func startDevRedis(ctx context.Context) (*miniredis.Miniredis, error) {
 func isLoopback(addr net.Addr) bool {
 	ta, ok := addr.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
+}
+
+// clientAddr is where a client on this machine reaches a listener on addr:
+// a wildcard host is 127.0.0.1.
+func clientAddr(addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
+	}
+	return addr.String()
 }
 
 // where says where a listener that is not loopback listens.

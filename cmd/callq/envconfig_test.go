@@ -81,24 +81,22 @@ func TestReconcileIntervalSetting(t *testing.T) {
 	} {
 		clearServerEnv(t)
 		t.Setenv("CALLQ_RECONCILE_INTERVAL", tc.env)
-		var cfg serverConfig
 		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-		cfg.flags(fs, "")
+		cfg := newConfig(fs, "worker")
 		if tc.err != "" {
 			require.ErrorContains(t, cfg.envError(), tc.err, tc.env)
 			continue
 		}
 		require.NoError(t, cfg.envError(), tc.env)
-		require.Equal(t, tc.want, time.Duration(cfg.reconcile), tc.env)
+		require.Equal(t, tc.want, cfg.reconcile, tc.env)
 	}
 	// The flag wins over the environment, and refuses what the variable does.
 	clearServerEnv(t)
-	var cfg serverConfig
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfg.flags(fs, "")
+	cfg := newConfig(fs, "worker")
 	require.NoError(t, fs.Parse([]string{"--reconcile-interval", "off"}))
-	require.Equal(t, worker.ReconcileOff, time.Duration(cfg.reconcile))
+	require.Equal(t, worker.ReconcileOff, cfg.reconcile)
 	require.Equal(t, "off", fs.Lookup("reconcile-interval").Value.String())
 	require.Error(t, fs.Parse([]string{"--reconcile-interval", "0s"}))
 	require.Equal(t, "1m0s", fs.Lookup("reconcile-interval").DefValue)
@@ -121,24 +119,22 @@ func TestSchedulerSetting(t *testing.T) {
 	} {
 		clearServerEnv(t)
 		t.Setenv("CALLQ_SCHEDULER", tc.env)
-		var cfg serverConfig
 		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-		cfg.flags(fs, "")
+		cfg := newConfig(fs, "worker")
 		if tc.err != "" {
 			require.ErrorContains(t, cfg.envError(), tc.err, tc.env)
 			continue
 		}
 		require.NoError(t, cfg.envError(), tc.env)
-		require.Equal(t, tc.want, bool(cfg.scheduler), tc.env)
+		require.Equal(t, tc.want, cfg.scheduler, tc.env)
 	}
 	clearServerEnv(t)
-	var cfg serverConfig
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfg.flags(fs, "")
+	cfg := newConfig(fs, "worker")
 	require.Equal(t, "on", fs.Lookup("scheduler").DefValue)
 	require.NoError(t, fs.Parse([]string{"--scheduler", "off"}))
-	require.False(t, bool(cfg.scheduler))
+	require.False(t, cfg.scheduler)
 	require.Error(t, fs.Parse([]string{"--scheduler", "no"}))
 }
 
@@ -166,25 +162,23 @@ func TestQueueShardsSetting(t *testing.T) {
 		clearServerEnv(t)
 		t.Setenv("CALLQ_QUEUE_SHARDS", tc.shards)
 		t.Setenv("CALLQ_PREVIOUS_QUEUE_SHARDS", tc.previous)
-		var cfg serverConfig
-		cfg.flags(flag.NewFlagSet("worker", flag.ContinueOnError), "")
+		cfg := newConfig(flag.NewFlagSet("worker", flag.ContinueOnError), "worker")
 		if tc.err != "" {
 			require.ErrorContains(t, cfg.envError(), tc.err, tc.shards+" "+tc.previous)
 			continue
 		}
 		require.NoError(t, cfg.envError(), tc.shards)
-		require.Equal(t, tc.want, int(cfg.queueShards), tc.shards)
-		require.Equal(t, tc.wantPrev, []int(cfg.previousShards), tc.previous)
+		require.Equal(t, tc.want, cfg.queueShards, tc.shards)
+		require.Equal(t, tc.wantPrev, cfg.previousShards, tc.previous)
 	}
 	clearServerEnv(t)
-	var cfg serverConfig
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	cfg.flags(fs, "")
+	cfg := newConfig(fs, "worker")
 	require.Equal(t, "1", fs.Lookup("queue-shards").DefValue)
 	require.NoError(t, fs.Parse([]string{"--queue-shards", "6", "--previous-queue-shards", "1,3"}))
-	require.Equal(t, 6, int(cfg.queueShards))
-	require.Equal(t, []int{1, 3}, []int(cfg.previousShards))
+	require.Equal(t, 6, cfg.queueShards)
+	require.Equal(t, []int{1, 3}, cfg.previousShards)
 	require.Equal(t, "1,3", fs.Lookup("previous-queue-shards").Value.String())
 	require.Error(t, fs.Parse([]string{"--queue-shards", "0"}))
 	require.Error(t, fs.Parse([]string{"--previous-queue-shards", "x"}))

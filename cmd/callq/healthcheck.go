@@ -19,12 +19,8 @@ const defaultHealthTimeout = 3 * time.Second
 // runHealthcheck is `callq healthcheck`: GET a /readyz and exit 0 on 200,
 // 1 with a one-line reason otherwise. The runtime image has no curl or
 // shell, so the binary checks itself.
-func runHealthcheck(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("healthcheck", "callq healthcheck [--url URL | --worker] [--timeout 3s]",
-		"Exits 0 when callq answers 200 at /readyz (it reaches Redis), 1 with the reason\n"+
-			"otherwise: for Docker's HEALTHCHECK and exec probes, in an image with no curl.\n"+
-			"The default URL is the API's, on this host: http://127.0.0.1:PORT/readyz with\n"+
-			"CALLQ_API_ADDR's port (8080); --worker checks a worker's, on CALLQ_METRICS_ADDR.")
+func runHealthcheck(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	rawURL := fs.String("url", "", "the URL to GET (default: the API's /readyz on this host)")
 	worker := fs.Bool("worker", false, "check the worker's /readyz on CALLQ_METRICS_ADDR (which must be set)")
 	timeout := fs.Duration("timeout", defaultHealthTimeout, "give up after this long")
@@ -39,7 +35,7 @@ func runHealthcheck(ctx context.Context, args []string, stdout io.Writer) error 
 	case target != "" && *worker:
 		return fs.usageError("--url and --worker exclude each other")
 	case *worker:
-		addr := env("CALLQ_METRICS_ADDR", "")
+		addr := fs.cfg.metricsAddr
 		if addr == "" {
 			return fmt.Errorf("healthcheck --worker: CALLQ_METRICS_ADDR is not set, so the worker serves no /readyz")
 		}
@@ -49,7 +45,7 @@ func runHealthcheck(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 		target = u
 	case target == "":
-		u, err := localReadyURL(env("CALLQ_API_ADDR", ":8080"))
+		u, err := localReadyURL(fs.cfg.apiAddr)
 		if err != nil {
 			return fmt.Errorf("healthcheck: CALLQ_API_ADDR: %w", err)
 		}
@@ -58,7 +54,7 @@ func runHealthcheck(ctx context.Context, args []string, stdout io.Writer) error 
 	if err := checkReady(ctx, target, *timeout); err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
-	_, err := fmt.Fprintf(stdout, "ok: %s answered 200\n", target)
+	_, err := fmt.Fprintf(x.stdout, "ok: %s answered 200\n", target)
 	return err
 }
 

@@ -61,7 +61,7 @@ func TestRedisURLErrorsHidePassword(t *testing.T) {
 	for _, tc := range badRedisURLs {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("CALLQ_REDIS_CLUSTER_ADDRS", tc.cluster)
-			rdb, err := openRedis(context.Background(), tc.url, 0)
+			rdb, err := openRedis(context.Background(), tc.url, "", 0)
 			if rdb != nil {
 				_ = rdb.Close()
 			}

@@ -18,53 +18,18 @@ import (
 	"github.com/callq/callq/tasks"
 )
 
-const schedulesUsage = `Usage: callq schedules ls|get|add|rm ...
-
-  callq schedules ls [--json]
-  callq schedules get ID
-  callq schedules add ID --cron "*/5 * * * *" [--timezone Europe/Paris] --integration NAME
-                      METHOD PATH [--query k=v]... [--header k=v]... [--body JSON]
-                      [--credential REF] [--timeout 10s] [--queue Q] [--replace]
-  callq schedules rm ID
-
-"callq schedules COMMAND -h" describes each.
-`
-
-// runSchedules dispatches `callq schedules`.
-func runSchedules(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: callq schedules ls|get|add|rm", errUsage)
-	}
-	switch args[0] {
-	case "ls":
-		return runSchedulesList(ctx, args[1:], stdout, stderr)
-	case "get":
-		return runSchedulesGet(ctx, args[1:], stdout)
-	case "add":
-		return runSchedulesAdd(ctx, args[1:], stdout)
-	case "rm":
-		return runSchedulesRemove(ctx, args[1:], stdout)
-	case "-h", "-help", "--help", "help":
-		return &helpError{schedulesUsage}
-	}
-	return fmt.Errorf("%w: unknown schedules command %q", errUsage, args[0])
-}
-
-func runSchedulesList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newCmdFlags("schedules ls", "callq schedules ls [--json]",
-		"Lists the tenant's schedules by ID, as a table (or the API's JSON with --json):\n"+
-			"when each fires next, its last run and why its last firing enqueued no call,\n"+
-			"if it did not. Times are UTC.")
+func runSchedulesList(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	out, err := newAPIClient().do(ctx, http.MethodGet, "/v1/schedules", nil)
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodGet, "/v1/schedules", nil)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return printJSON(stdout, out)
+		return printJSON(x.stdout, out)
 	}
 	var list struct {
 		Schedules []producer.Schedule `json:"schedules"`
@@ -73,9 +38,9 @@ func runSchedulesList(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("callq API answered GET /v1/schedules with %w", err)
 	}
 	if len(list.Schedules) == 0 {
-		fmt.Fprintln(stderr, "callq: no schedules")
+		fmt.Fprintln(x.stderr, "callq: no schedules")
 	}
-	return writeSchedulesTable(stdout, list.Schedules)
+	return writeSchedulesTable(x.stdout, list.Schedules)
 }
 
 // writeSchedulesTable prints schedules as a table, times in UTC.
@@ -99,9 +64,8 @@ func writeSchedulesTable(w io.Writer, list []producer.Schedule) error {
 	return tw.Flush()
 }
 
-func runSchedulesGet(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("schedules get", "callq schedules get ID",
-		"Prints a schedule, with its next run, last run, last correlation ID and last\nerror, as the API's JSON.")
+func runSchedulesGet(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -109,20 +73,15 @@ func runSchedulesGet(ctx context.Context, args []string, stdout io.Writer) error
 	if len(pos) != 1 {
 		return fs.usageError("")
 	}
-	out, err := newAPIClient().do(ctx, http.MethodGet, "/v1/schedules/"+url.PathEscape(pos[0]), nil)
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodGet, "/v1/schedules/"+url.PathEscape(pos[0]), nil)
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(x.stdout, out)
 }
 
-func runSchedulesAdd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("schedules add", `callq schedules add ID --cron "*/5 * * * *" [--timezone TZ] --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--timeout 10s] [--queue Q] [--replace]`,
-		"Adds a schedule: at each instant --cron names, in --timezone (default UTC), the\n"+
-			"call is enqueued under the correlation ID sched-ID-<unix seconds>. --cron takes\n"+
-			"five fields (minute hour day-of-month month day-of-week), a descriptor\n"+
-			"(@hourly, @daily, @weekly, @monthly, @yearly) or @every 30s. An ID in use is an\n"+
-			"error (409) unless --replace, which replaces that schedule. Prints the API's JSON.")
+func runSchedulesAdd(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	cron := fs.String("cron", "", `when the schedule fires: "*/5 * * * *", @daily, @every 30s`)
 	timezone := fs.String("timezone", "", "IANA time zone the cron expression is read in (default UTC)")
 	integration := fs.String("integration", "", "integration name")
@@ -138,21 +97,16 @@ func runSchedulesAdd(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	if len(pos) != 3 || *cron == "" || *integration == "" {
+	if len(pos) != 3 {
 		return fs.usageError("")
+	}
+	if *cron == "" || *integration == "" {
+		return fs.usageError("--cron and --integration are required")
 	}
 	call := tasks.Call{Integration: *integration, Method: pos[1], Path: pos[2], Credential: *credential,
 		Timeout: tasks.Duration(*timeout), Queue: *queue}
-	q := tasks.Query{}
-	for _, kv := range query {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return fmt.Errorf("%w: --query %q is not KEY=VALUE", errUsage, kv)
-		}
-		q[k] = append(q[k], v)
-	}
-	if len(q) > 0 {
-		call.Query = q
+	if call.Query, err = query.query(); err != nil {
+		return err
 	}
 	if call.Headers, err = headers.pairs("header"); err != nil {
 		return err
@@ -168,16 +122,15 @@ func runSchedulesAdd(ctx context.Context, args []string, stdout io.Writer) error
 	if *replace {
 		method, path = http.MethodPut, "/v1/schedules/"+url.PathEscape(pos[0])
 	}
-	out, err := newAPIClient().do(ctx, method, path, sched)
+	out, err := newAPIClient(fs.cfg).do(ctx, method, path, sched)
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(x.stdout, out)
 }
 
-func runSchedulesRemove(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newCmdFlags("schedules rm", "callq schedules rm ID",
-		"Deletes a schedule: it fires no more (within a second or two). The calls it\nmade are kept.")
+func runSchedulesRemove(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -185,9 +138,9 @@ func runSchedulesRemove(ctx context.Context, args []string, stdout io.Writer) er
 	if len(pos) != 1 {
 		return fs.usageError("")
 	}
-	if _, err := newAPIClient().do(ctx, http.MethodDelete, "/v1/schedules/"+url.PathEscape(pos[0]), nil); err != nil {
+	if _, err := newAPIClient(fs.cfg).do(ctx, http.MethodDelete, "/v1/schedules/"+url.PathEscape(pos[0]), nil); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(map[string]string{"deleted": pos[0]})
-	return printJSON(stdout, b)
+	return printJSON(x.stdout, b)
 }

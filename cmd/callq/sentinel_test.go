@@ -39,7 +39,7 @@ func TestRedisSentinelURL(t *testing.T) {
 	var rdb redis.UniversalClient
 	require.Eventually(t, func() bool {
 		var err error
-		rdb, err = openRedis(ctx, "redis-sentinel://"+sentinelAddr+"/mymaster", 0)
+		rdb, err = openRedis(ctx, "redis-sentinel://"+sentinelAddr+"/mymaster", "", 0)
 		return err == nil
 	}, 10*time.Second, 100*time.Millisecond, "the sentinel never answered")
 	defer rdb.Close()

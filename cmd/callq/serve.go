@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,7 +24,7 @@ import (
 
 // stack is what the api, worker and dev commands run on.
 type stack struct {
-	cfg     serverConfig
+	cfg     *config
 	log     zerolog.Logger
 	rdb     redis.UniversalClient
 	catalog *tasks.Catalog
@@ -41,14 +40,19 @@ type stack struct {
 	prod    *producer.Producer // made by producer(), once
 }
 
-func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
+func newStack(cfg *config, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
 	s := &stack{cfg: cfg, log: log, rdb: rdb, metrics: prometheus.NewRegistry()}
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	if cfg.integrations == "" {
-		return nil, fmt.Errorf("no integration catalog: set CALLQ_INTEGRATIONS or --integrations (see deploy/integrations.example.yaml)")
+	switch {
+	case cfg.integrations != "":
+		s.catalog, err = tasks.LoadCatalog(cfg.integrations)
+	case cfg.catalogYAML != nil:
+		s.catalog, err = tasks.ParseCatalog(cfg.catalogYAML)
+	default:
+		err = fmt.Errorf("no integration catalog: set CALLQ_INTEGRATIONS or --integrations (see deploy/integrations.example.yaml)")
 	}
-	if s.catalog, err = tasks.LoadCatalog(cfg.integrations); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if cfg.secretKey == "" {
@@ -98,7 +102,7 @@ func (s *stack) producer() (*producer.Producer, error) {
 		Limits:              &tasks.Limits{MaxRequestBytes: s.cfg.maxRequestBytes, Queues: s.qnames},
 		WebhooksEnabled:     s.hooks != nil,
 		WebhookAllowPrivate: s.cfg.webhookPrivate,
-		QueueShards:         int(s.cfg.queueShards),
+		QueueShards:         s.cfg.queueShards,
 		PreviousQueueShards: s.cfg.previousShards,
 	})
 	if err != nil {
@@ -215,13 +219,13 @@ func (s *stack) worker() (*worker.Worker, error) {
 		Queues:           s.queues,
 		MaxResponseBytes: s.cfg.maxResponseBytes,
 
-		QueueShards:         int(s.cfg.queueShards),
+		QueueShards:         s.cfg.queueShards,
 		PreviousQueueShards: s.cfg.previousShards,
 
 		ShutdownTimeout: s.cfg.shutdownTimeout,
 		Logger:          &s.log,
 
-		ReconcileInterval: time.Duration(s.cfg.reconcile),
+		ReconcileInterval: s.cfg.reconcile,
 
 		WebhookSecrets:      s.hooks,
 		WebhookAllowPrivate: s.cfg.webhookPrivate,
@@ -257,21 +261,17 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log zerolog.
 
 // openStack parses a production command's flags, connects to Redis and
 // builds the stack; close releases what it opened.
-func openStack(ctx context.Context, name string, args []string, stderr io.Writer, poolSize func(serverConfig) int) (s *stack, closeStack func(), err error) {
-	var cfg serverConfig
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	cfg.flags(fs, "")
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if err := cfg.envError(); err != nil {
+func openStack(ctx context.Context, x *invocation, args []string, poolSize func(*config) int) (s *stack, closeStack func(), err error) {
+	fs := x.flags()
+	if err := fs.parseNoArgs(args); err != nil {
 		return nil, nil, err
 	}
-	log, err := cfg.logger(stderr)
+	cfg := fs.cfg
+	log, err := cfg.logger(x.stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	rdb, err := openRedis(ctx, cfg.redisURL, poolSize(cfg))
+	rdb, err := openRedis(ctx, cfg.redisURL, cfg.clusterAddrs, poolSize(cfg))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -282,8 +282,8 @@ func openStack(ctx context.Context, name string, args []string, stderr io.Writer
 	return s, func() { _ = s.records.Close(); _ = rdb.Close() }, nil
 }
 
-func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
-	s, closeStack, err := openStack(ctx, "api", args, stderr, func(serverConfig) int { return 0 })
+func runAPI(ctx context.Context, x *invocation, args []string) error {
+	s, closeStack, err := openStack(ctx, x, args, func(*config) int { return 0 })
 	if err != nil {
 		return err
 	}
@@ -299,8 +299,8 @@ func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
 	return serveAPI(ctx, ln, h, s.log)
 }
 
-func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	s, closeStack, err := openStack(ctx, "worker", args, stderr, func(c serverConfig) int { return worker.RedisPoolSize(c.concurrency) })
+func runWorker(ctx context.Context, x *invocation, args []string) error {
+	s, closeStack, err := openStack(ctx, x, args, func(c *config) int { return worker.RedisPoolSize(c.concurrency) })
 	if err != nil {
 		return err
 	}
@@ -325,10 +325,14 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer waitScheduler()
-	s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).
-		Int("queue_shards", int(s.cfg.queueShards)).Stringer("previous_queue_shards", &s.cfg.previousShards).
-		Stringer("reconcile_interval", &s.cfg.reconcile).
-		Stringer("scheduler", s.cfg.scheduler).Msg("worker starting")
+	ev := s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).
+		Int("queue_shards", s.cfg.queueShards).Ints("previous_queue_shards", s.cfg.previousShards)
+	if s.cfg.reconcile == worker.ReconcileOff {
+		ev = ev.Str("reconciler", "off")
+	} else {
+		ev = ev.Int64("reconcile_interval_ms", s.cfg.reconcile.Milliseconds())
+	}
+	ev.Str("scheduler", onOffString(s.cfg.scheduler)).Msg("worker starting")
 	err = w.Run(ctx)
 	s.log.Info().Msg("worker stopped")
 	return err

@@ -1,6 +1,11 @@
 package main
 
-import "runtime/debug"
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
 
 // version is stamped at build time: go build -ldflags "-X main.version=v1.2.3"
 // (deploy/Dockerfile does, from its VERSION build argument).
@@ -16,4 +21,32 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// runVersion is `callq version`: the version, and the commit and Go
+// version the build information holds.
+func runVersion(_ context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	if err := fs.parseNoArgs(args); err != nil {
+		return err
+	}
+	commit, built, modified, goVersion := "unknown", "unknown", false, runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.time":
+				built = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if modified {
+		commit += " (with uncommitted changes)"
+	}
+	_, err := fmt.Fprintf(x.stdout, "callq %s\ncommit: %s\ncommit time: %s\ngo: %s\n", versionString(), commit, built, goVersion)
+	return err
 }
