@@ -165,9 +165,10 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// validatePublicURL checks CALLQ_PUBLIC_URL and answers it without a
+// ParsePublicURL checks CALLQ_PUBLIC_URL (an absolute https URL, or http
+// on a loopback host, with no query or fragment) and answers it without a
 // trailing slash.
-func validatePublicURL(raw string) (string, error) {
+func ParsePublicURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("%q is not an absolute URL without userinfo, query or fragment", raw)

@@ -78,7 +78,7 @@ func (c *HandlerConfig) validate() error {
 		return errors.New("HandlerConfig.MaxWait must not be negative")
 	}
 	if c.PublicURL != "" {
-		if _, err := validatePublicURL(c.PublicURL); err != nil {
+		if _, err := ParsePublicURL(c.PublicURL); err != nil {
 			return fmt.Errorf("HandlerConfig.PublicURL: %w", err)
 		}
 	}

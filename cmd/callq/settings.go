@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
@@ -61,6 +62,8 @@ type config struct {
 	queueShards      int
 	previousShards   []int
 	devAPIKey        string
+	publicURL        string
+	connectOrigins   []string
 	apiURL           string
 	apiKey           string
 
@@ -105,7 +108,9 @@ var settings = []setting{
 	{env: "REDIS_URL", flag: "redis-url", def: "redis://127.0.0.1:6379/0", usage: "Redis: redis://, rediss:// or redis-sentinel://host:26379,host2:26379/master[/db]", flagIn: []string{"api", "worker", "keys create", "keys list", "keys revoke", "creds reseal"}, secret: true, value: func(c *config) value { return redisURLVal(&c.redisURL) }},
 	{env: "CALLQ_REDIS_CLUSTER_ADDRS", usage: "Redis Cluster nodes host:port, comma-separated (user and password from REDIS_URL)", envIn: []string{"api", "worker", "keys create", "keys list", "keys revoke", "creds reseal"}, secret: true, value: func(c *config) value { return clusterAddrsVal(&c.clusterAddrs) }},
 	{env: "CALLQ_INTEGRATIONS", flag: "integrations", usage: "the integration catalog file (required for api and worker)", flagIn: []string{"api", "worker", "dev", "integrations"}, defIn: map[string]string{"integrations": "deploy/integrations.example.yaml"}, value: func(c *config) value { return str(&c.integrations, "a file name", nil) }},
-	{env: "CALLQ_SECRET_KEY", usage: "seals credentials: base64 of 32 random bytes, or kid:key,kid:key (required for api and worker; generated in dev)", envIn: []string{"api", "worker", "dev", "creds reseal"}, secret: true, value: func(c *config) value { return str(&c.secretKey, "base64 of 32 bytes, or kid:key,kid:key", parseKeyring) }},
+	{env: "CALLQ_SECRET_KEY", usage: "seals credentials: base64 of 32 random bytes, or kid:key,kid:key (required for api and worker; generated in dev)", envIn: []string{"api", "worker", "dev", "creds reseal"}, secret: true, value: func(c *config) value {
+		return str(&c.secretKey, "base64 of 32 bytes, or kid:key,kid:key", parseKeyring)
+	}},
 	{env: "CALLQ_API_ADDR", flag: "addr", def: ":8080", usage: "where the API listens", flagIn: []string{"api", "dev"}, envIn: []string{"healthcheck"}, defIn: map[string]string{"dev": devAPIAddr}, value: func(c *config) value { return str(&c.apiAddr, "host:port, such as :8080", checkHostPort) }},
 	{env: "CALLQ_CONCURRENCY", flag: "concurrency", def: strconv.Itoa(worker.DefaultConcurrency), usage: "calls a worker runs at once", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt(&c.concurrency) }},
 	{env: "CALLQ_QUEUES", flag: "queues", def: worker.FormatQueues(worker.DefaultQueues()), usage: "queues and their priorities", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return str(&c.queues, "name=priority pairs, comma-separated", checkQueues) }},
@@ -119,12 +124,24 @@ var settings = []setting{
 	{env: "CALLQ_SCHEDULER", flag: "scheduler", def: "on", usage: "on: this process may be the fleet's scheduler, which fires the schedules; off: never", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return onOffVal(&c.scheduler) }},
 	{env: "CALLQ_LOG_LEVEL", flag: "log-level", def: "info", usage: "debug, info, warn or error", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return oneOf(&c.logLevel, "debug", "info", "warn", "error") }},
 	{env: "CALLQ_LOG_FORMAT", flag: "log-format", def: "json", usage: "json or console", flagIn: []string{"api", "worker", "dev"}, defIn: map[string]string{"dev": "console"}, value: func(c *config) value { return oneOf(&c.logFormat, "json", "console") }},
-	{env: "CALLQ_WEBHOOK_SECRET", usage: "the master whsec_... secret tenants' webhook secrets derive from; several, space-separated, while rotating (generated in dev)", envIn: []string{"api", "worker", "dev"}, secret: true, value: func(c *config) value { return str(&c.webhookSecret, "whsec_ and base64, space-separated", parseWebhookSecrets) }},
+	{env: "CALLQ_WEBHOOK_SECRET", usage: "the master whsec_... secret tenants' webhook secrets derive from; several, space-separated, while rotating (generated in dev)", envIn: []string{"api", "worker", "dev"}, secret: true, value: func(c *config) value {
+		return str(&c.webhookSecret, "whsec_ and base64, space-separated", parseWebhookSecrets)
+	}},
 	{env: "CALLQ_WEBHOOK_ALLOW_PRIVATE", flag: "webhook-allow-private", def: "false", usage: "let webhooks reach loopback, private and link-local addresses (always in dev)", flagIn: []string{"api", "worker"}, value: func(c *config) value { return boolVal(&c.webhookPrivate) }},
-	{env: "CALLQ_WEBHOOK_SCHEDULE", flag: "webhook-schedule", usage: "waits before webhook redeliveries, such as 5s,30s,2m (default about a day)", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return str(&c.webhookSchedule, "positive durations, comma-separated, such as 5s,30s,2m", checkSchedule) }},
+	{env: "CALLQ_WEBHOOK_SCHEDULE", flag: "webhook-schedule", usage: "waits before webhook redeliveries, such as 5s,30s,2m (default about a day)", flagIn: []string{"worker", "dev"}, value: func(c *config) value {
+		return str(&c.webhookSchedule, "positive durations, comma-separated, such as 5s,30s,2m", checkSchedule)
+	}},
 	{env: "CALLQ_METRICS_ADDR", flag: "metrics-addr", usage: "serve the worker's /metrics, /healthz and /readyz here, such as :9090 (default off)", flagIn: []string{"worker"}, envIn: []string{"healthcheck"}, value: func(c *config) value { return str(&c.metricsAddr, "host:port, such as :9090", checkHostPort) }},
 	{env: "CALLQ_ALLOW_SOURCE_REFS", flag: "allow-source-refs", def: "false", usage: "let admin keys store env: and file: credential values (only when every admin is the operator; always in dev)", flagIn: []string{"api"}, value: func(c *config) value { return boolVal(&c.sourceRefs) }},
-	{env: "CALLQ_SOURCE_DIRS", flag: "source-dirs", usage: "the only directories file: credential values may read, comma- or colon-separated (default any outside /proc, /sys and /dev)", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return str(&c.sourceDirs, "absolute directories, comma- or colon-separated", checkSourceDirs) }},
+	{env: "CALLQ_SOURCE_DIRS", flag: "source-dirs", usage: "the only directories file: credential values may read, comma- or colon-separated (default any outside /proc, /sys and /dev)", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value {
+		return str(&c.sourceDirs, "absolute directories, comma- or colon-separated", checkSourceDirs)
+	}},
+	{env: "CALLQ_PUBLIC_URL", flag: "public-url", usage: "the address browsers reach callq at, for connect sessions (https, or http on a loopback host); unset: the connect endpoints answer 503", flagIn: []string{"api", "dev"}, defIn: map[string]string{"dev": "http://" + devAPIAddr}, value: func(c *config) value {
+		return &parsed[string]{p: &c.publicURL, what: "an https:// URL (http:// on a loopback host)", format: func(s string) string { return s }, parse: producer.ParsePublicURL}
+	}},
+	{env: "CALLQ_CONNECT_ALLOWED_ORIGINS", flag: "connect-allowed-origins", usage: "the origins a connect session's redirect_uri may name, comma-separated (https, or http on a loopback host)", flagIn: []string{"api", "dev"}, value: func(c *config) value {
+		return &parsed[[]string]{p: &c.connectOrigins, what: "origins such as https://app.example, comma-separated", format: func(v []string) string { return strings.Join(v, ",") }, parse: producer.ParseConnectOrigins}
+	}},
 	{env: "CALLQ_DEV_API_KEY", usage: "callq dev's admin API key (default: generated)", envIn: []string{"dev"}, secret: true, value: func(c *config) value { return str(&c.devAPIKey, "an API key", nil) }},
 	{env: "CALLQ_URL", def: "http://127.0.0.1:8080", usage: "the API the CLI commands talk to", envIn: []string{"client"}, value: func(c *config) value { return str(&c.apiURL, "an http:// or https:// URL", checkAPIURL) }},
 	{env: "CALLQ_API_KEY", usage: "the API key the CLI commands send", envIn: []string{"client"}, secret: true, value: func(c *config) value { return str(&c.apiKey, "an API key", nil) }},
@@ -437,4 +454,3 @@ func checkAPIURL(s string) error {
 	}
 	return nil
 }
-
