@@ -9,6 +9,8 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -681,4 +683,73 @@ func TestConnectHostedForm(t *testing.T) {
 	res.Body.Close()
 	require.Equal(t, http.StatusNotFound, res.StatusCode)
 	require.NotContains(t, ce.logs.String(), "pw-never-echoed-1")
+}
+
+// readmeBlock is the README's text between <!-- name:begin --> and
+// <!-- name:end -->, without its code fence.
+func readmeBlock(t *testing.T, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- "+name+":begin -->\n")
+	require.True(t, ok, "README.md has no %s block", name)
+	block, _, ok := strings.Cut(after, "\n<!-- "+name+":end -->")
+	require.True(t, ok, "the %s block is not closed", name)
+	block = strings.TrimPrefix(strings.TrimPrefix(block, "```sh\n"), "```\n")
+	return strings.TrimSuffix(block, "\n```")
+}
+
+// The README's connect section: its session call runs as written, answers
+// what it shows, and the authorization request the browser is sent to has
+// the parameters its transcript shows.
+func TestReadmeConnectExamples(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	p := startProvider(t, time.Hour)
+	catalog := strings.Replace(connectCatalog(p), "client_id: "+providerClientID, "client_id: callq", 1)
+	e := setup(t, withCatalog(catalog), withPublicURL(), withWebhooks(), withHandler(func(c *producer.HandlerConfig) {
+		c.ConnectAllowedOrigins = []string{"https://app.example"}
+	}))
+	script := readmeBlock(t, "connect-api")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "ADMIN_KEY="+e.adminKey)
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	var ans map[string]any
+	require.NoError(t, json.Unmarshal(out, &ans), "%s", out)
+	shown := regexp.MustCompile(`# (\{.*\})`).FindStringSubmatch(script)
+	require.NotNil(t, shown)
+	var want map[string]any
+	require.NoError(t, json.Unmarshal([]byte(shown[1]), &want))
+	require.Len(t, ans, len(want))
+	for k := range want {
+		require.Contains(t, ans, k)
+	}
+	require.True(t, strings.HasPrefix(ans["session"].(string), "cs_"))
+
+	status, loc, _ := step(t, followNone(), ans["url"].(string))
+	require.Equal(t, http.StatusFound, status)
+	got, err := url.Parse(loc)
+	require.NoError(t, err)
+	transcript := readmeBlock(t, "connect-browser")
+	_, rest, _ := strings.Cut(transcript, "302  Location: ")
+	shownURL, _, _ := strings.Cut(rest, "\n     ...")
+	shownURL = strings.Join(strings.Fields(shownURL), "")
+	su, err := url.Parse(shownURL)
+	require.NoError(t, err)
+	for k := range got.Query() {
+		require.Contains(t, su.Query(), k)
+	}
+	for k, v := range su.Query() {
+		require.Contains(t, got.Query(), k)
+		if !strings.HasPrefix(v[0], "<") && k != "redirect_uri" {
+			require.Equal(t, v, got.Query()[k], k)
+		}
+	}
+	require.Equal(t, e.url+"/connect/callback", got.Query().Get("redirect_uri"))
+	require.Contains(t, transcript, "302  Location: https://app.example/connected?credential=cust-42&status=connected")
 }
