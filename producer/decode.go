@@ -108,6 +108,16 @@ func decodeCall(raw json.RawMessage) (*tasks.Call, *APIError) {
 			}
 		}
 	}
+	// encoding/json reads a null header value as "": refuse it, as the
+	// OpenAPI document does (a header is sent with the value given).
+	var headers map[string]json.RawMessage
+	if v, ok := fields["headers"]; ok && json.Unmarshal(v, &headers) == nil {
+		for k, hv := range headers {
+			if string(bytes.TrimSpace(hv)) == "null" {
+				return nil, bad("headers."+k, "must be a string, not null")
+			}
+		}
+	}
 	var call tasks.Call
 	if err := json.Unmarshal(raw, &call); err != nil {
 		// Find the field at fault by decoding each alone.

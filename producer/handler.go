@@ -91,9 +91,10 @@ func (c *HandlerConfig) validate() error {
 }
 
 type handler struct {
-	cfg HandlerConfig
-	mux *http.ServeMux
-	log zerolog.Logger
+	cfg    HandlerConfig
+	mux    *http.ServeMux
+	log    zerolog.Logger
+	routes []Route // as registered, for Routes
 }
 
 // NewHandler returns the HTTP API.
@@ -128,6 +129,8 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	}
 	h := &handler{cfg: c, mux: http.NewServeMux(), log: c.Logger.With().Str("component", "api").Logger()}
 	h.route("/healthz", map[string]http.HandlerFunc{"GET": h.healthz})
+	h.route("/openapi.json", map[string]http.HandlerFunc{"GET": h.openapiJSON})
+	h.route("/docs", map[string]http.HandlerFunc{"GET": h.docs})
 	h.route("/readyz", map[string]http.HandlerFunc{"GET": h.readyz})
 	h.route("/v1/calls", map[string]http.HandlerFunc{
 		"POST": h.authed(auth.RoleProducer, h.enqueue),
@@ -203,6 +206,9 @@ func (h *handler) route(pattern string, byMethod map[string]http.HandlerFunc) {
 		allowed = append(allowed, m)
 	}
 	slices.Sort(allowed)
+	for _, m := range allowed {
+		h.routes = append(h.routes, Route{Method: m, Pattern: pattern})
+	}
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if fn, ok := byMethod[r.Method]; ok {
 			fn(w, r)

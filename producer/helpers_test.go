@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/internal/redistest"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
@@ -208,7 +209,7 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	}
 	h, err := producer.NewHandler(&hc)
 	require.NoError(tb, err)
-	ts.Config.Handler = h
+	ts.Config.Handler = openapitest.Handler(tb, h)
 	ts.Start()
 	tb.Cleanup(ts.Close)
 

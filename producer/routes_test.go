@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/internal/openapitest"
 	"github.com/callq/callq/producer"
 )
 
@@ -121,7 +122,7 @@ func TestHandlerMaxWait(t *testing.T) {
 	e := setup(t)
 	h, err := producer.NewHandler(&producer.HandlerConfig{Producer: e.prod, Credentials: e.creds, Keys: e.keys, MaxWait: 500 * time.Millisecond})
 	require.NoError(t, err)
-	ts := httptest.NewServer(h)
+	ts := httptest.NewServer(openapitest.Handler(t, h))
 	t.Cleanup(ts.Close)
 	e2 := *e
 	e2.url = ts.URL

@@ -57,16 +57,21 @@ func (q *Query) UnmarshalJSON(b []byte) error {
 	}
 	out := make(Query, len(raw))
 	for k, v := range raw {
-		var s string
-		if err := json.Unmarshal(v, &s); err == nil {
-			out[k] = []string{s}
+		// Pointers, so that a null is refused rather than read as "", as
+		// encoding/json would: the OpenAPI document says strings.
+		var s *string
+		if err := json.Unmarshal(v, &s); err == nil && s != nil {
+			out[k] = []string{*s}
 			continue
 		}
-		var list []string
-		if err := json.Unmarshal(v, &list); err != nil {
+		var list []*string
+		if err := json.Unmarshal(v, &list); err != nil || list == nil || slices.Contains(list, nil) {
 			return fmt.Errorf("parameter %q must be a string or an array of strings", k)
 		}
-		out[k] = list
+		out[k] = make([]string, len(list))
+		for i, p := range list {
+			out[k][i] = *p
+		}
 	}
 	*q = out
 	return nil

@@ -11,7 +11,8 @@ import (
 // The server binary links no test code: `callq bench` starts its
 // redis-server through internal/redisproc, not internal/redistest (which
 // imports testing), and nothing else pulls a test helper in. Nor does it
-// link what only deploy/'s tests use: kustomize and the Kubernetes API types.
+// link what only deploy/'s tests use: kustomize and the Kubernetes API types,
+// nor what only the OpenAPI validation of the tests uses: kin-openapi.
 func TestBinaryLinksNoTestCode(t *testing.T) {
 	t.Parallel()
 	out, err := exec.Command("go", "list", "-deps", "./").CombinedOutput()
@@ -24,6 +25,8 @@ func TestBinaryLinksNoTestCode(t *testing.T) {
 		case p == "testing", strings.HasPrefix(p, "testing/"),
 			p == "net/http/httptest",
 			p == "github.com/callq/callq/internal/redistest",
+			p == "github.com/callq/callq/internal/openapitest",
+			strings.HasPrefix(p, "github.com/getkin/kin-openapi"),
 			strings.HasPrefix(p, "github.com/stretchr/testify"),
 			strings.HasPrefix(p, "k8s.io/"), strings.HasPrefix(p, "sigs.k8s.io/"):
 			testOnly = append(testOnly, p)

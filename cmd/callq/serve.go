@@ -167,11 +167,30 @@ func (s *stack) apiHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.metricsHandler())
+	return newAPIMux(s.metricsHandler(), ui, api).ServeMux, nil
+}
+
+// apiMux is the API server's mux: the API, and next to it the metrics and
+// the dashboard. It keeps the patterns it registers, which
+// cmd/callq/openapi_test.go checks against the OpenAPI document: a route
+// added here without its operation in producer/openapi.yaml fails there.
+type apiMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func newAPIMux(metrics, ui, api http.Handler) *apiMux {
+	mux := &apiMux{ServeMux: http.NewServeMux()}
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/ui/", ui)
-	mux.Handle("/", api)
-	return mux, nil
+	mux.Handle("/", api) // producer.Routes lists the API's own routes
+	return mux
+}
+
+// Handle registers pattern, and keeps it.
+func (m *apiMux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
 }
 
 func (s *stack) metricsHandler() http.Handler {
