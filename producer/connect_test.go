@@ -14,157 +14,25 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	oauthv4 "github.com/go-oauth2/oauth2/v4"
-	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
-	"github.com/go-oauth2/oauth2/v4/manage"
-	"github.com/go-oauth2/oauth2/v4/models"
-	oauthserver "github.com/go-oauth2/oauth2/v4/server"
-	oauthstore "github.com/go-oauth2/oauth2/v4/store"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/oauthtest"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
 
-// provider is a real OAuth2 authorization server (go-oauth2/oauth2), in
-// process, enforcing PKCE with S256, with an upstream API that accepts
-// only the access tokens it issued. Its user approves every request unless
-// deny is set.
-type provider struct {
-	url      string
-	api      string
-	clients  *oauthstore.ClientStore
-	deny     atomic.Bool
-	refreshs atomic.Int32
-	codes    atomic.Int32
-
-	mu        sync.Mutex
-	redirects []string // the authorize endpoint's Location headers: codes
-	tokens    []string // the token endpoint's answers: tokens
-}
-
-const (
-	providerClientID     = "callq-client"
-	providerClientSecret = "client-s3cret-0123456789"
-)
-
-func startProvider(t *testing.T, accessTTL time.Duration) *provider {
-	t.Helper()
-	p := &provider{clients: oauthstore.NewClientStore()}
-	m := manage.NewDefaultManager()
-	m.MustTokenStorage(oauthstore.NewMemoryTokenStore())
-	m.MapClientStorage(p.clients)
-	m.SetAuthorizeCodeTokenCfg(&manage.Config{AccessTokenExp: accessTTL, RefreshTokenExp: 24 * time.Hour, IsGenerateRefresh: true})
-	m.SetRefreshTokenCfg(&manage.RefreshingConfig{AccessTokenExp: time.Hour, IsGenerateRefresh: true, IsRemoveAccess: true, IsRemoveRefreshing: true})
-	srv := oauthserver.NewDefaultServer(m)
-	srv.Config.ForcePKCE = true
-	srv.Config.AllowedCodeChallengeMethods = []oauthv4.CodeChallengeMethod{oauthv4.CodeChallengeS256}
-	srv.SetUserAuthorizationHandler(func(http.ResponseWriter, *http.Request) (string, error) {
-		if p.deny.Load() {
-			return "", oautherrors.ErrAccessDenied
-		}
-		return "user-1", nil
-	})
-	mux := http.NewServeMux()
-	mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
-		rec := httptest.NewRecorder()
-		if err := srv.HandleAuthorizeRequest(rec, r); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.mu.Lock()
-		p.redirects = append(p.redirects, rec.Header().Get("Location"))
-		p.mu.Unlock()
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
-	})
-	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		switch r.PostForm.Get("grant_type") {
-		case "refresh_token":
-			p.refreshs.Add(1)
-		case "authorization_code":
-			p.codes.Add(1)
-		}
-		rec := httptest.NewRecorder()
-		_ = srv.HandleTokenRequest(rec, r)
-		p.mu.Lock()
-		p.tokens = append(p.tokens, rec.Body.String())
-		p.mu.Unlock()
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
-	})
-	ts := httptest.NewServer(mux)
-	t.Cleanup(ts.Close)
-	p.url = ts.URL
-
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ti, err := srv.ValidationBearerToken(r)
-		if err != nil {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = fmt.Fprintf(w, `{"user":%q}`, ti.GetUserID())
-	}))
-	t.Cleanup(api.Close)
-	p.api = api.URL
-	return p
-}
-
-// register makes callq at publicURL a client of the provider.
-func (p *provider) register(t *testing.T, publicURL string) {
-	t.Helper()
-	require.NoError(t, p.clients.Set(providerClientID, &models.Client{ID: providerClientID, Secret: providerClientSecret, Domain: publicURL}))
-}
-
-// secrets are every code and token the provider gave out.
-func (p *provider) secrets(t *testing.T) []string {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for _, loc := range p.redirects {
-		u, err := url.Parse(loc)
-		require.NoError(t, err)
-		if c := u.Query().Get("code"); c != "" {
-			out = append(out, c)
-		}
-	}
-	for _, body := range p.tokens {
-		var tok map[string]any
-		if json.Unmarshal([]byte(body), &tok) == nil {
-			for _, k := range []string{"access_token", "refresh_token"} {
-				if s, _ := tok[k].(string); s != "" {
-					out = append(out, s)
-				}
-			}
-		}
-	}
-	return out
-}
-
-func connectCatalog(p *provider) string {
+func connectCatalog(p *oauthtest.Provider) string {
 	return fmt.Sprintf(`
 integrations:
   crm:
     base_url: %s
-    auth: {type: oauth2, authorize_url: %s/authorize, token_url: %s/token, client_id: %s,
-           client_secret: %s, scopes: [read], auth_style: header,
-           authorize_params: {access_type: offline}}
+    auth: %s
   billing:
     base_url: https://billing.example
     auth: {type: bearer}
@@ -177,7 +45,7 @@ integrations:
   plain:
     base_url: https://plain.example
     auth: {type: none}
-`, p.api, p.url, p.url, providerClientID, providerClientSecret)
+`, p.API, p.Auth())
 }
 
 // app is the tenant's own web application: where the browser ends.
@@ -244,7 +112,7 @@ func (rc *receiver) next(t *testing.T, secret string) (string, producer.ConnectE
 
 type connectEnv struct {
 	*env
-	p       *provider
+	p       *oauthtest.Provider
 	app     *app
 	hooks   *receiver
 	logs    *lockedBuffer
@@ -254,7 +122,7 @@ type connectEnv struct {
 
 func setupConnect(t *testing.T, accessTTL time.Duration) *connectEnv {
 	t.Helper()
-	p := startProvider(t, accessTTL)
+	p := oauthtest.Start(t, accessTTL)
 	a := startApp(t)
 	logs := &lockedBuffer{}
 	log := zerolog.New(logs)
@@ -271,7 +139,7 @@ func setupConnect(t *testing.T, accessTTL time.Duration) *connectEnv {
 		withWorker(func(c *worker.Config) {
 			c.WebhookSecrets, c.WebhookAllowPrivate, c.Logger = master, true, &log
 		}))
-	p.register(t, e.url)
+	p.Register(t, e.url)
 	jar, err := cookiejar.New(nil)
 	require.NoError(t, err)
 	return &connectEnv{env: e, p: p, app: a, hooks: startReceiver(t), logs: logs,
@@ -323,10 +191,8 @@ func TestConnectOAuth2Dance(t *testing.T) {
 
 	// The authorization request callq made: S256 PKCE, the state, the
 	// callback, the scopes and the integration's extra parameters.
-	ce.p.mu.Lock()
-	require.Len(t, ce.p.redirects, 1)
-	ce.p.mu.Unlock()
-	require.Equal(t, int32(1), ce.p.codes.Load())
+	require.Equal(t, 1, ce.p.Authorizations())
+	require.Equal(t, int32(1), ce.p.Codes.Load())
 
 	cred, err := ce.creds.Get(context.Background(), "acme", "cust-42")
 	require.NoError(t, err)
@@ -352,11 +218,11 @@ func TestConnectOAuth2Dance(t *testing.T) {
 	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v", rec.Error)
 	require.Equal(t, 200, rec.Response.Status)
 	require.JSONEq(t, `{"user":"user-1"}`, string(rec.Response.Body))
-	require.Equal(t, int32(1), ce.p.refreshs.Load())
+	require.Equal(t, int32(1), ce.p.Refreshes.Load())
 
 	// Secrets: the codes, every token, the client secret and the session's
 	// token are in no log line and no Redis value.
-	secrets := append(ce.p.secrets(t), providerClientSecret, strings.TrimPrefix(u, ce.url+"/connect/"))
+	secrets := append(ce.p.Secrets(t), oauthtest.ClientSecret, strings.TrimPrefix(u, ce.url+"/connect/"))
 	require.GreaterOrEqual(t, len(secrets), 6) // a code, two pairs of tokens, and ours
 	logs := ce.logs.String()
 	require.Contains(t, logs, `"credential":"cust-42"`)
@@ -400,7 +266,7 @@ func (ce *connectEnv) toCallback(t *testing.T, connectURL string) (string, url.V
 	require.Equal(t, http.StatusFound, status, body)
 	authz, err := url.Parse(loc)
 	require.NoError(t, err)
-	require.Equal(t, ce.p.url+"/authorize", authz.Scheme+"://"+authz.Host+authz.Path)
+	require.Equal(t, ce.p.URL+"/authorize", authz.Scheme+"://"+authz.Host+authz.Path)
 	status, back, body := step(t, c, loc)
 	require.Equal(t, http.StatusFound, status, body)
 	require.True(t, strings.HasPrefix(back, ce.url+"/connect/callback?"), back)
@@ -416,7 +282,7 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	back, q := ce.toCallback(t, u)
 
 	require.Equal(t, "code", q.Get("response_type"))
-	require.Equal(t, providerClientID, q.Get("client_id"))
+	require.Equal(t, oauthtest.ClientID, q.Get("client_id"))
 	require.Equal(t, ce.url+"/connect/callback", q.Get("redirect_uri"))
 	require.Equal(t, "read", q.Get("scope"))
 	require.Equal(t, "S256", q.Get("code_challenge_method"))
@@ -442,7 +308,7 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	again, err := ce.creds.Get(context.Background(), "acme", "cust-42")
 	require.NoError(t, err)
 	require.Equal(t, first.UpdatedAt, again.UpdatedAt)
-	require.Equal(t, int32(1), ce.p.codes.Load())
+	require.Equal(t, int32(1), ce.p.Codes.Load())
 
 	// A state callq never made.
 	status, _, _ = step(t, followNone(), ce.url+"/connect/callback?code=x&state="+strings.Repeat("A", 43))
@@ -454,7 +320,7 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 func TestConnectRefusedConsent(t *testing.T) {
 	t.Parallel()
 	ce := setupConnect(t, time.Hour)
-	ce.p.deny.Store(true)
+	ce.p.Deny.Store(true)
 	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
 		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
 	res, err := ce.browser.Get(u)
@@ -463,7 +329,7 @@ func TestConnectRefusedConsent(t *testing.T) {
 	require.Equal(t, url.Values{"credential": {"cust-42"}, "status": {"error"}, "error": {"access_denied"}}, ce.app.lastHit(t))
 	_, err = ce.creds.Get(context.Background(), "acme", "cust-42")
 	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
-	require.Equal(t, int32(0), ce.p.codes.Load())
+	require.Equal(t, int32(0), ce.p.Codes.Load())
 	typ, ev := ce.hooks.next(t, ce.secret)
 	require.Equal(t, producer.EventCredentialFailed, typ)
 	require.Equal(t, "access_denied", ev.Error)
@@ -593,7 +459,7 @@ func TestConnectExpiredSession(t *testing.T) {
 // Without CALLQ_PUBLIC_URL the connect endpoints answer 503 saying so.
 func TestConnectNotConfigured(t *testing.T) {
 	t.Parallel()
-	p := startProvider(t, time.Hour)
+	p := oauthtest.Start(t, time.Hour)
 	e := setup(t, withCatalog(connectCatalog(p)))
 	r := e.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: e.adminKey,
 		Body: map[string]any{"integration": "crm", "credential": "c"}})
@@ -707,8 +573,8 @@ func TestReadmeConnectExamples(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	p := startProvider(t, time.Hour)
-	catalog := strings.Replace(connectCatalog(p), "client_id: "+providerClientID, "client_id: callq", 1)
+	p := oauthtest.Start(t, time.Hour)
+	catalog := strings.Replace(connectCatalog(p), "client_id: "+oauthtest.ClientID, "client_id: callq", 1)
 	e := setup(t, withCatalog(catalog), withPublicURL(), withWebhooks(), withHandler(func(c *producer.HandlerConfig) {
 		c.ConnectAllowedOrigins = []string{"https://app.example"}
 	}))
