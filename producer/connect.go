@@ -403,21 +403,42 @@ func (h *handler) sessionError(w http.ResponseWriter, r *http.Request, err error
 	h.connectMessage(w, http.StatusServiceUnavailable, "Try again", "callq cannot reach its store; try again in a moment.")
 }
 
-// connectStart is GET /connect/{token}: the redirect to the provider, or
-// the form.
-func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
+// connectConfigured answers the browser a 503 page when CALLQ_PUBLIC_URL
+// is not set.
+func (h *handler) connectConfigured(w http.ResponseWriter) bool {
 	if h.cfg.PublicURL == "" {
 		h.connectMessage(w, http.StatusServiceUnavailable, "Connect is not configured", ErrConnectNotConfigured.Error())
-		return
+		return false
+	}
+	return true
+}
+
+// linkSession is what the link's pages begin with: the session of the
+// token in the path, still usable (not used up here), or the page saying
+// why not.
+func (h *handler) linkSession(w http.ResponseWriter, r *http.Request) (*connectSession, string, bool) {
+	if !h.connectConfigured(w) {
+		return nil, "", false
 	}
 	token := r.PathValue("token")
 	sess, err := h.loadSession(r.Context(), token, false)
 	if err != nil {
 		h.sessionError(w, r, err)
+		return nil, "", false
+	}
+	return sess, token, true
+}
+
+// connectStart is GET /connect/{token}: the redirect to the provider, or
+// the form.
+func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
+	sess, token, ok := h.linkSession(w, r)
+	if !ok {
 		return
 	}
 	in, ok := h.cfg.Producer.catalog().Lookup(sess.Integration)
 	method := auth.ConnectMethod("")
+	var err error
 	if ok {
 		method, err = in.Auth.ConnectMethod()
 	}
@@ -488,14 +509,8 @@ func fieldLabel(name string) string {
 // connectSubmit is POST /connect/{token}: the hosted form's values, stored
 // sealed. They are never echoed, logged or redirected.
 func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.PublicURL == "" {
-		h.connectMessage(w, http.StatusServiceUnavailable, "Connect is not configured", ErrConnectNotConfigured.Error())
-		return
-	}
-	token := r.PathValue("token")
-	sess, err := h.loadSession(r.Context(), token, false)
-	if err != nil {
-		h.sessionError(w, r, err)
+	sess, token, ok := h.linkSession(w, r)
+	if !ok {
 		return
 	}
 	in, ok := h.cfg.Producer.catalog().Lookup(sess.Integration)
@@ -532,7 +547,8 @@ func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	// Use the session up only now: a form sent back for a missing field
 	// can be sent again.
-	if sess, err = h.loadSession(r.Context(), token, true); err != nil {
+	sess, err := h.loadSession(r.Context(), token, true)
+	if err != nil {
 		h.sessionError(w, r, err)
 		return
 	}
@@ -557,8 +573,7 @@ var oauthErrorCode = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 // connectCallback is GET /connect/callback: the provider sends the browser
 // back with a code (or an error) and the state.
 func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.PublicURL == "" {
-		h.connectMessage(w, http.StatusServiceUnavailable, "Connect is not configured", ErrConnectNotConfigured.Error())
+	if !h.connectConfigured(w) {
 		return
 	}
 	q := r.URL.Query()
@@ -612,7 +627,11 @@ func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil {
 			// Never the error's text nor the body: they may echo the code.
-			ev = ev.Int("status", re.Response.StatusCode).Str("error_code", re.ErrorCode)
+			code := re.ErrorCode
+			if !oauthErrorCode.MatchString(code) {
+				code = "unreadable"
+			}
+			ev = ev.Int("status", re.Response.StatusCode).Str("error_code", code)
 		}
 		ev.Msg("connect: the token exchange failed; nothing stored")
 		h.finishConnect(w, r, sess, "exchange_failed", http.StatusFound)

@@ -5,5 +5,8 @@
 // GetSchedule, ListSchedules, DeleteSchedule) of one tenant, and
 // NewHandler serves the HTTP API over it, in the tenant of each request's
 // API key. A Scheduler fires every tenant's schedules through the same
-// enqueue path, one Scheduler of the fleet at a time.
+// enqueue path, one Scheduler of the fleet at a time. The handler also
+// serves connect sessions (connect.go): an admin opens one, and an end
+// user's browser connects their own account through it, by the OAuth2
+// authorization code flow with PKCE or a hosted form.
 package producer

@@ -1,7 +1,3 @@
-// Package oauthtest runs a real OAuth2 authorization server for tests:
-// github.com/go-oauth2/oauth2 (v4), in process, enforcing PKCE with S256,
-// with an API that accepts only the access tokens it issued. Only tests
-// import it.
 package oauthtest
 
 import (
