@@ -205,6 +205,25 @@ func TestConnectOAuth2Dance(t *testing.T) {
 		require.Equal(t, auth.KindLiteral, v.Kind)
 	}
 
+	// The README's GET of the credential, as written.
+	if _, err := exec.LookPath("curl"); err == nil {
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", readmeBlock(t, "connect-credential"))
+		cmd.Env = append(os.Environ(), "CALLQ_URL="+ce.url, "ADMIN_KEY="+ce.adminKey)
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		var view struct {
+			Ref       string           `json:"ref"`
+			Fields    []string         `json:"fields"`
+			Connected *auth.Connection `json:"connected"`
+		}
+		require.NoError(t, json.Unmarshal(out, &view), "%s", out)
+		require.Equal(t, "cust-42", view.Ref)
+		require.Equal(t, []string{"access_token", "expiry", "refresh_token"}, view.Fields)
+		require.Equal(t, cred.Connected.Session, view.Connected.Session)
+		require.Equal(t, auth.ConnectOAuth2, view.Connected.Method)
+		require.True(t, strings.HasPrefix(view.Connected.Session, "cs_"))
+	}
+
 	typ, ev := ce.hooks.next(t, ce.secret)
 	require.Equal(t, producer.EventCredentialConnected, typ)
 	require.Equal(t, producer.ConnectEvent{Session: cred.Connected.Session, Tenant: "acme", Integration: "crm", Credential: "cust-42", Status: "connected"}, ev)
