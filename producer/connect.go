@@ -447,7 +447,14 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if method == auth.ConnectForm {
-		h.connectPage(w, http.StatusOK, sess.RedirectURI, formView(in, token, ""))
+		h.connectPage(w, http.StatusOK, sess.RedirectURI, h.formView(in, token, ""))
+		return
+	}
+	if r.Method == http.MethodHead {
+		// A link checker's HEAD must not use the session up.
+		connectHeaders(w, "")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	conf, err := in.Auth.AuthCodeConfig(h.cfg.PublicURL+connectCallbackPath, h.cfg.Credentials.SourceDirs())
@@ -475,9 +482,10 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, conf.AuthCodeURL(state, opts...), http.StatusFound)
 }
 
-// formView is the hosted form of integration in for the session token.
-func formView(in *tasks.Integration, token, errMsg string) *connectView {
-	v := &connectView{Title: "Connect " + in.Name, Form: true, Integration: in.Name, Action: "/connect/" + token, Error: errMsg}
+// formView is the hosted form of integration in for the session token. It
+// posts to the link itself, under CALLQ_PUBLIC_URL.
+func (h *handler) formView(in *tasks.Integration, token, errMsg string) *connectView {
+	v := &connectView{Title: "Connect " + in.Name, Form: true, Integration: in.Name, Action: h.cfg.PublicURL + "/connect/" + token, Error: errMsg}
 	required := in.Auth.RequiredFields()
 	for _, name := range in.Auth.ConnectFields() {
 		f := connectField{Name: name, Label: fieldLabel(name), Type: "password"}
@@ -520,7 +528,7 @@ func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxConnectForm)
 	if err := r.ParseForm(); err != nil {
-		h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, formView(in, token, "The form could not be read; fill it in again."))
+		h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, "The form could not be read; fill it in again."))
 		return
 	}
 	fields := map[string]string{}
@@ -529,19 +537,24 @@ func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
 			fields[name] = v
 		}
 	}
-	for _, f := range formView(in, token, "").Fields {
+	for _, f := range h.formView(in, token, "").Fields {
 		if f.Required && fields[f.Name] == "" {
-			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, formView(in, token, f.Label+" is required."))
+			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, f.Label+" is required."))
 			return
 		}
 	}
 	if len(fields) == 0 {
-		h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, formView(in, token, "Fill in at least one field."))
+		h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, "Fill in at least one field."))
 		return
 	}
-	for name, v := range fields {
+	for _, name := range in.Auth.ConnectFields() {
+		v := fields[name]
 		if strings.ContainsFunc(v, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
-			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, formView(in, token, fieldLabel(name)+" holds a character that cannot be sent (a line break or other control character)."))
+			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, fieldLabel(name)+" holds a character that cannot be sent (a line break or other control character)."))
+			return
+		}
+		if len(v) > auth.MaxFieldValueBytes {
+			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, fmt.Sprintf("%s is longer than %d bytes.", fieldLabel(name), auth.MaxFieldValueBytes)))
 			return
 		}
 	}

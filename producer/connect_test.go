@@ -298,6 +298,11 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	t.Parallel()
 	ce := setupConnect(t, time.Hour)
 	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	// A link checker's HEAD does not use the link up.
+	res, err := followNone().Head(u)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
 	back, q := ce.toCallback(t, u)
 
 	require.Equal(t, "code", q.Get("response_type"))
@@ -541,6 +546,15 @@ func TestConnectHostedForm(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, res.StatusCode)
 	require.Contains(t, string(b), "Username is required.")
 	require.NotContains(t, string(b), "pw-never-echoed-1")
+
+	// Too long a value: the form again.
+	res, err = followNone().PostForm(u, url.Values{"username": {"u"}, "password": {strings.Repeat("p", auth.MaxFieldValueBytes+1)}})
+	require.NoError(t, err)
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusBadRequest, res.StatusCode)
+	require.Contains(t, string(b), "Password is longer than")
+	require.Contains(t, string(b), `action="`+u+`"`)
 
 	// The link still works: the values, one of them looking like a
 	// reference to the workers' environment, are stored as literals.
