@@ -33,6 +33,19 @@ type Credential struct {
 	Integration string           `json:"integration"`
 	Fields      map[string]Value `json:"fields"`
 	UpdatedAt   time.Time        `json:"updated_at"`
+	// Connected says how an end user connected the credential, when one
+	// did (a connect session); nil when it was put through the API.
+	Connected *Connection `json:"connected,omitempty"`
+}
+
+// Connection is how and when an end user connected a credential.
+type Connection struct {
+	// Method is ConnectOAuth2 or ConnectForm.
+	Method ConnectMethod `json:"method"`
+	// At is when the end user finished connecting it.
+	At time.Time `json:"at"`
+	// Session is the connect session's id (not its token).
+	Session string `json:"session,omitempty"`
 }
 
 // FieldNames returns the names of the credential's fields, sorted.

@@ -143,14 +143,11 @@ func (o *OAuth) refreshLocked(ctx context.Context, c *oauthCall, base, stale str
 		return nil, te
 	}
 
-	// x/oauth2 keeps the old refresh token when the provider sends none.
-	fields := map[string]string{
-		FieldAccessToken:  tok.AccessToken,
-		FieldRefreshToken: tok.RefreshToken,
-		FieldExpiry:       "",
-	}
-	if !tok.Expiry.IsZero() {
-		fields[FieldExpiry] = tok.Expiry.UTC().Format(time.RFC3339)
+	// x/oauth2 keeps the old refresh token when the provider sends none. A
+	// new token without an expiry drops the old one ("" removes a field).
+	fields := TokenFields(tok)
+	if _, ok := fields[FieldExpiry]; !ok {
+		fields[FieldExpiry] = ""
 	}
 	if err := o.writeBack(ctx, c, fields, st.version); err != nil {
 		return nil, err

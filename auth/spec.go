@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -67,6 +68,15 @@ type Spec struct {
 	// TokenURL is, for type oauth2, the provider's token endpoint: an
 	// absolute http or https URL.
 	TokenURL string `yaml:"token_url,omitempty" json:"token_url,omitempty"`
+	// AuthorizeURL is, for type oauth2, the provider's authorization
+	// endpoint: an absolute http or https URL. With it, end users can
+	// connect their own accounts through the authorization code flow
+	// (package producer's connect endpoints); without it, tokens are put.
+	AuthorizeURL string `yaml:"authorize_url,omitempty" json:"authorize_url,omitempty"`
+	// AuthorizeParams are, for type oauth2, extra query parameters of the
+	// authorization request (access_type: offline, prompt: consent...). They
+	// may not set those the flow sets itself (ReservedAuthorizeParams).
+	AuthorizeParams map[string]string `yaml:"authorize_params,omitempty" json:"authorize_params,omitempty"`
 	// ClientID is, for type oauth2, the OAuth2 client id. A credential field
 	// client_id overrides it.
 	ClientID string `yaml:"client_id,omitempty" json:"client_id,omitempty"`
@@ -152,6 +162,8 @@ func (s *Spec) Validate() error {
 			set bool
 		}{
 			{"token_url", s.TokenURL != ""},
+			{"authorize_url", s.AuthorizeURL != ""},
+			{"authorize_params", len(s.AuthorizeParams) > 0},
 			{"client_id", s.ClientID != ""},
 			{"client_secret", s.ClientSecret != ""},
 			{"scopes", len(s.Scopes) > 0},
@@ -231,6 +243,29 @@ func (s *Spec) validateOAuth2() error {
 		}
 	} else if hasControl(s.ClientSecret) {
 		return fieldErrorf("auth.client_secret", "client_secret contains a control character")
+	}
+	if s.AuthorizeURL != "" {
+		u, ok := httpurl.Parse(s.AuthorizeURL)
+		if !ok {
+			return fieldErrorf("auth.authorize_url", "authorize_url must be an absolute http or https URL, got %q", s.AuthorizeURL)
+		}
+		if u.User != nil || u.Fragment != "" {
+			return fieldErrorf("auth.authorize_url", "authorize_url must not hold userinfo or a fragment")
+		}
+	}
+	if s.AuthorizeURL != "" && s.grant() != GrantRefreshToken {
+		return fieldErrorf("auth.authorize_url", "authorize_url applies only to grant refresh_token: the tokens it gets are kept fresh with their refresh token")
+	}
+	if len(s.AuthorizeParams) > 0 && s.AuthorizeURL == "" {
+		return fieldErrorf("auth.authorize_params", "authorize_params needs authorize_url")
+	}
+	for _, name := range sortedKeys(s.AuthorizeParams) {
+		if name == "" || hasControl(name) || hasControl(s.AuthorizeParams[name]) {
+			return fieldErrorf("auth.authorize_params."+name, "parameter names and values must be non-empty and hold no control character")
+		}
+		if slices.Contains(ReservedAuthorizeParams, name) {
+			return fieldErrorf("auth.authorize_params."+name, "%s is set by callq's authorization request itself", name)
+		}
 	}
 	for i, scope := range s.Scopes {
 		if scope == "" || strings.ContainsFunc(scope, func(r rune) bool { return r <= ' ' || r == 0x7f }) {

@@ -120,6 +120,20 @@ func (s *Store) SourceDirs() SourceDirs { return s.dirs }
 // sealed; "env:NAME" and "file:/path" are stored as references. Invalid input
 // is reported as a *FieldError.
 func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields map[string]string) (*Credential, error) {
+	return s.put(ctx, tenant, ref, integration, fields, nil)
+}
+
+// PutConnected is Put for a credential an end user connected: every value
+// is a literal and is sealed (an end user's "env:HOME" is a password, not a
+// reference to the workers' environment), and the credential records conn.
+func (s *Store) PutConnected(ctx context.Context, tenant, ref, integration string, fields map[string]string, conn *Connection) (*Credential, error) {
+	if conn == nil {
+		return nil, errors.New("PutConnected needs the Connection")
+	}
+	return s.put(ctx, tenant, ref, integration, fields, conn)
+}
+
+func (s *Store) put(ctx context.Context, tenant, ref, integration string, fields map[string]string, conn *Connection) (*Credential, error) {
 	if err := validateTenantRef(tenant, ref); err != nil {
 		return nil, err
 	}
@@ -148,6 +162,7 @@ func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields
 		Integration: integration,
 		Fields:      make(map[string]Value, len(fields)),
 		UpdatedAt:   s.now().UTC(),
+		Connected:   conn,
 	}
 	for _, name := range names {
 		if !fieldNamePattern.MatchString(name) {
@@ -157,7 +172,13 @@ func (s *Store) Put(ctx context.Context, tenant, ref, integration string, fields
 		if len(raw) > MaxFieldValueBytes {
 			return nil, fieldErrorf("fields."+name, "value is %d bytes, at most %d are allowed", len(raw), MaxFieldValueBytes)
 		}
-		v, err := ParseValue(s.keyring, raw, fieldAAD(tenant, ref, name))
+		var v Value
+		var err error
+		if conn != nil {
+			v, err = sealLiteral(s.keyring, raw, fieldAAD(tenant, ref, name))
+		} else {
+			v, err = ParseValue(s.keyring, raw, fieldAAD(tenant, ref, name))
+		}
 		if err == nil && v.Kind == KindFile {
 			err = s.dirs.checkPath(v.Ref)
 		}

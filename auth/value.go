@@ -73,15 +73,21 @@ func ParseValue(k *Keyring, raw string, aad []byte) (Value, error) {
 		return Value{Kind: KindFile, Ref: path}, nil
 
 	default:
-		if raw == "" {
-			return Value{}, errors.New("value is empty")
-		}
-		sealed, err := k.Seal([]byte(raw), aad)
-		if err != nil {
-			return Value{}, fmt.Errorf("sealing the value failed: %w", err)
-		}
-		return Value{Kind: KindLiteral, Sealed: sealed}, nil
+		return sealLiteral(k, raw, aad)
 	}
+}
+
+// sealLiteral is raw as a literal Value, sealed under k with aad, whatever
+// it begins with.
+func sealLiteral(k *Keyring, raw string, aad []byte) (Value, error) {
+	if raw == "" {
+		return Value{}, errors.New("value is empty")
+	}
+	sealed, err := k.Seal([]byte(raw), aad)
+	if err != nil {
+		return Value{}, fmt.Errorf("sealing the value failed: %w", err)
+	}
+	return Value{Kind: KindLiteral, Sealed: sealed}, nil
 }
 
 // Resolve returns the secret the value stands for. Env vars and files are

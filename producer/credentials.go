@@ -17,10 +17,12 @@ type credentialView struct {
 	Integration string    `json:"integration"`
 	Fields      []string  `json:"fields"`
 	UpdatedAt   time.Time `json:"updated_at"`
+	// Connected says how an end user connected it (connect sessions).
+	Connected *auth.Connection `json:"connected,omitempty"`
 }
 
 func viewCredential(c *auth.Credential) credentialView {
-	return credentialView{Ref: c.Ref, Integration: c.Integration, Fields: c.FieldNames(), UpdatedAt: c.UpdatedAt}
+	return credentialView{Ref: c.Ref, Integration: c.Integration, Fields: c.FieldNames(), UpdatedAt: c.UpdatedAt, Connected: c.Connected}
 }
 
 func (h *handler) putCredential(w http.ResponseWriter, r *http.Request) {

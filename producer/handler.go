@@ -44,6 +44,19 @@ type HandlerConfig struct {
 	// answers a tenant's admin the secret derived from them for its tenant.
 	// Default: none (the endpoint answers 404).
 	WebhookSecrets *auth.WebhookSecrets
+	// PublicURL is the address browsers reach callq at (CALLQ_PUBLIC_URL):
+	// connect sessions' URLs and the OAuth2 callback are under it. https,
+	// or http on a loopback host. Default none: the connect endpoints
+	// answer 503 saying so.
+	PublicURL string
+	// ConnectAllowedOrigins are the origins a connect session's
+	// redirect_uri may name (CALLQ_CONNECT_ALLOWED_ORIGINS, read with
+	// ParseConnectOrigins). Default none: a session may name no
+	// redirect_uri, and the browser ends on callq's own page.
+	ConnectAllowedOrigins []string
+	// ConnectHTTPClient makes the OAuth2 code exchanges. Default: a 10s
+	// timeout (DefaultConnectTimeout), no redirects followed.
+	ConnectHTTPClient *http.Client
 }
 
 // Defaults for HandlerConfig.
@@ -63,6 +76,16 @@ func (c *HandlerConfig) validate() error {
 		return errors.New("HandlerConfig.Keys is required")
 	case c.MaxWait < 0:
 		return errors.New("HandlerConfig.MaxWait must not be negative")
+	}
+	if c.PublicURL != "" {
+		if _, err := ParsePublicURL(c.PublicURL); err != nil {
+			return fmt.Errorf("HandlerConfig.PublicURL: %w", err)
+		}
+	}
+	for _, o := range c.ConnectAllowedOrigins {
+		if got, err := ParseConnectOrigins(o); err != nil || len(got) != 1 || got[0] != o {
+			return fmt.Errorf("HandlerConfig.ConnectAllowedOrigins: %q is not an origin as ParseConnectOrigins answers it", o)
+		}
 	}
 	return nil
 }
@@ -96,6 +119,14 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 	}
 	if c.Ready == nil {
 		c.Ready = func(context.Context) error { return nil }
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.ConnectHTTPClient == nil {
+		c.ConnectHTTPClient = &http.Client{
+			Timeout: DefaultConnectTimeout,
+			// A redirect would resend the client secret and the code.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	if c.Logger == nil {
 		nop := zerolog.Nop()
@@ -146,6 +177,11 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 		"PUT":    h.authed(auth.RoleAdmin, h.putCredential),
 		"DELETE": h.authed(auth.RoleAdmin, h.deleteCredential),
 	})
+	// Connect: the session call (admin), and the browser's pages, which
+	// carry no API key: the session token in the path is their authority.
+	h.route("/v1/connect/sessions", map[string]http.HandlerFunc{"POST": h.authed(auth.RoleAdmin, h.createConnectSession)})
+	h.route("/connect/callback", map[string]http.HandlerFunc{"GET": h.connectCallback})
+	h.route("/connect/{token}", map[string]http.HandlerFunc{"GET": h.connectStart, "POST": h.connectSubmit})
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: "no such endpoint: " + r.URL.Path})
 	})

@@ -74,6 +74,37 @@ type setupConfig struct {
 	sourceDirs   auth.SourceDirs
 	upstream     bool
 	catalog      string
+	publicURL    bool
+	worker       func(*worker.Config)
+	private      bool
+}
+
+// withPrivateWebhooks accepts calls and sessions with a webhook to a
+// loopback receiver (CALLQ_WEBHOOK_ALLOW_PRIVATE).
+func withPrivateWebhooks() setupOption {
+	return func(c *setupConfig) { c.webhooks, c.private = true, true }
+}
+
+// withPublicURL sets HandlerConfig.PublicURL to the test server's own
+// address, as CALLQ_PUBLIC_URL would.
+func withPublicURL() setupOption {
+	return func(c *setupConfig) { c.publicURL = true }
+}
+
+// withHandler changes the HandlerConfig (before PublicURL is set).
+func withHandler(fn func(*producer.HandlerConfig)) setupOption {
+	return func(c *setupConfig) { fn(&c.handler) }
+}
+
+// withWorker runs a worker over the catalog as it is, configured further
+// by fn (which may be nil).
+func withWorker(fn func(*worker.Config)) setupOption {
+	return func(c *setupConfig) {
+		if fn == nil {
+			fn = func(*worker.Config) {}
+		}
+		c.worker = fn
+	}
 }
 
 // withUpstream points the catalog's httpbin at a go-httpbin of the test's
@@ -155,22 +186,31 @@ func setup(tb testing.TB, opts ...setupOption) *env {
 	keys := auth.NewKeyStore(rdb)
 
 	prod, err := producer.New(rdb, &producer.Config{Catalog: cat, Records: records, Limits: sc.limits,
-		WebhooksEnabled: sc.webhooks, MaxSchedules: sc.maxSchedules})
+		WebhooksEnabled: sc.webhooks, WebhookAllowPrivate: sc.private, MaxSchedules: sc.maxSchedules})
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = prod.Close() })
 
-	if sc.upstream {
-		w, err := worker.New(rdb, &worker.Config{Catalog: cat, Records: records, Credentials: creds, Keyring: ring, Concurrency: 4})
+	if sc.upstream || sc.worker != nil {
+		wc := &worker.Config{Catalog: cat, Records: records, Credentials: creds, Keyring: ring, Concurrency: 4}
+		if sc.worker != nil {
+			sc.worker(wc)
+		}
+		w, err := worker.New(rdb, wc)
 		require.NoError(tb, err)
 		require.NoError(tb, w.Start())
 		tb.Cleanup(w.Shutdown)
 	}
 
+	ts := httptest.NewUnstartedServer(nil)
 	hc := sc.handler
 	hc.Producer, hc.Credentials, hc.Keys = prod, creds, keys
+	if sc.publicURL {
+		hc.PublicURL = "http://" + ts.Listener.Addr().String()
+	}
 	h, err := producer.NewHandler(&hc)
 	require.NoError(tb, err)
-	ts := httptest.NewServer(openapitest.Handler(tb, h))
+	ts.Config.Handler = openapitest.Handler(tb, h)
+	ts.Start()
 	tb.Cleanup(ts.Close)
 
 	inspector := asynq.NewInspectorFromRedisClient(rdb)

@@ -280,7 +280,7 @@ func LoadCatalog(path string) (*Catalog, error) {
 var catalogKeys = map[string][]string{
 	"":                {"integrations"},
 	"integration":     {"base_url", "auth", "headers", "timeout", "max_timeout", "retry", "rate_limit", "concurrency", "circuit_breaker", "default_credential", "tls"},
-	"auth":            {"type", "in", "name", "headers", "token_url", "client_id", "client_secret", "scopes", "grant", "auth_style"},
+	"auth":            {"type", "in", "name", "headers", "token_url", "authorize_url", "authorize_params", "client_id", "client_secret", "scopes", "grant", "auth_style"},
 	"retry":           {"max_attempts", "initial_interval", "max_interval", "multiplier", "max_elapsed"},
 	"tls":             {"ca_file", "insecure_skip_verify"},
 	"rate_limit":      {"requests", "per", "burst"},

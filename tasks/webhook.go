@@ -43,6 +43,38 @@ type WebhookPayload struct {
 	EventID       string          `json:"event_id"`
 	URL           string          `json:"url"`
 	Body          json.RawMessage `json:"body"`
+	// NoRecord is set for an event that is not a call's (a connect
+	// session's): its deliveries write no record's webhook block.
+	NoRecord bool `json:"no_record,omitempty"`
+}
+
+// NewEventWebhookTask builds the delivery task of an event that is not a
+// call's completion: a connect session's credential.connected or
+// credential.failed. subject names what the event is about (a session id);
+// the webhook-id and the task ID derive from it and eventType, so queueing
+// the same event twice queues one delivery. It answers the task and its ID.
+func NewEventWebhookTask(tenant, subject, url, eventType string, at time.Time, data any) (*asynq.Task, string, error) {
+	d, err := json.Marshal(data)
+	if err != nil {
+		return nil, "", err
+	}
+	body, err := json.Marshal(struct {
+		Type      string          `json:"type"`
+		Timestamp time.Time       `json:"timestamp"`
+		Data      json.RawMessage `json:"data"`
+	}{eventType, at.UTC(), d})
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256([]byte(tenant + "\x00" + subject + "\x00" + eventType))
+	eventID := "msg_" + hex.EncodeToString(sum[:12])
+	p, err := json.Marshal(WebhookPayload{Tenant: tenant, CorrelationID: subject, EventID: eventID, URL: url, Body: body, NoRecord: true})
+	if err != nil {
+		return nil, "", err
+	}
+	id := "webhook-event:" + eventID
+	return asynq.NewTask(TypeWebhook, p, asynq.TaskID(id), asynq.Queue(WebhookQueue),
+		asynq.MaxRetry(webhookMaxRetry), asynq.Timeout(time.Minute)), id, nil
 }
 
 // WebhookEventID is the webhook-id of a call's completion event: the same

@@ -107,6 +107,9 @@ func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
 		Str("webhook_id", p.EventID).Int("attempt", attempt).Logger()
 	state := &tasks.WebhookState{URL: p.URL, Status: tasks.WebhookPending, Attempts: attempt}
 	save := func() {
+		if p.NoRecord {
+			return // an event of no call: its deliveries are in the logs only
+		}
 		if err := w.cfg.Records.SetWebhook(context.WithoutCancel(ctx), p.Tenant, p.CorrelationID, state); err != nil && !errors.Is(err, tasks.ErrNotFound) {
 			log.Error().Err(err).Msg("could not record the webhook's delivery state")
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/mccutchen/go-httpbin/v2/httpbin"
 	"github.com/stretchr/testify/require"
 
+	"github.com/callq/callq/internal/oauthtest"
 	"github.com/callq/callq/tasks"
 )
 
@@ -71,6 +72,16 @@ type e2eFixtures struct {
 		Field string `json:"field"`
 		Value string `json:"value"`
 	} `json:"credential"`
+	// Connect: two sessions' links (tenant gamma's) and the app the
+	// browser ends at.
+	Connect struct {
+		OAuth     string `json:"oauth"`
+		OAuthRef  string `json:"oauthRef"`
+		Form      string `json:"form"`
+		FormRef   string `json:"formRef"`
+		FormValue string `json:"formValue"`
+		App       string `json:"app"`
+	} `json:"connect"`
 }
 
 // browserPrereqs returns node, chromium and the e2e directory, or skips the
@@ -186,6 +197,12 @@ func TestBrowserDashboard(t *testing.T) {
 	setupStart := time.Now()
 
 	hostile := newHostileUpstream(t)
+	provider := oauthtest.Start(t, time.Hour)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!doctype html><title>app</title><p>back in the app</p>\n")
+	}))
+	t.Cleanup(app.Close)
 	bearerBin := httptest.NewServer(httpbin.New()) // for the integration with a credential
 	t.Cleanup(bearerBin.Close)
 	receiver := newWebhookReceiver(t)
@@ -198,7 +215,10 @@ func TestBrowserDashboard(t *testing.T) {
     auth: {type: bearer}
     rate_limit: {requests: 100, per: 1m}
     retry: {max_attempts: 1}
-`, hostile.URL, bearerBin.URL),
+  crm:
+    base_url: %s
+    auth: %s
+`, hostile.URL, bearerBin.URL, provider.API, provider.Auth()),
 		"CALLQ_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "CALLQ_WEBHOOK_ALLOW_PRIVATE=true")
 	d.startWorker()
 	const tenant, other = "acme", "beta" // createAdminKey's tenant, and another
@@ -217,6 +237,8 @@ func TestBrowserDashboard(t *testing.T) {
 		Payloads:     hostilePayloads,
 	}
 	fx.Refresh.Integration, fx.Refresh.Path = "bin", "/get"
+	fx.Connect.OAuth, fx.Connect.OAuthRef, fx.Connect.Form, fx.Connect.FormRef, fx.Connect.FormValue, fx.Connect.App =
+		connectSessions(t, d, provider, app.URL)
 	fx.Credential.Ref, fx.Credential.Field, fx.Credential.Value = "billing-main", "token", "s3cr3t-e2e-bearer-7c1d"
 	require.Equal(t, http.StatusOK, d.do(http.MethodPut, "/v1/credentials/"+fx.Credential.Ref, map[string]any{
 		"integration": "secured", "fields": map[string]string{fx.Credential.Field: fx.Credential.Value},
@@ -294,6 +316,52 @@ func TestBrowserDashboard(t *testing.T) {
 	require.Eventually(t, func() bool { return receiver.deliveries(fx.Webhook) >= 2 }, 15*time.Second, 10*time.Millisecond,
 		"the webhook of %s was not delivered again", fx.Webhook)
 	requireNoErrorLogs(t, d.api)
+
+	// The connect walk stored both credentials, in tenant gamma, and no
+	// log line holds the form's value.
+	var creds struct {
+		Credentials []struct {
+			Ref       string `json:"ref"`
+			Connected *struct {
+				Method string `json:"method"`
+			} `json:"connected"`
+		} `json:"credentials"`
+	}
+	gamma := d.createKey("gamma", "admin")
+	require.Equal(t, http.StatusOK, d.doAs(gamma, http.MethodGet, "/v1/credentials", nil, &creds))
+	require.Len(t, creds.Credentials, 2)
+	for i, want := range [][2]string{{fx.Connect.FormRef, "form"}, {fx.Connect.OAuthRef, "oauth2"}} {
+		require.Equal(t, want[0], creds.Credentials[i].Ref)
+		require.NotNil(t, creds.Credentials[i].Connected)
+		require.Equal(t, want[1], creds.Credentials[i].Connected.Method)
+	}
+	require.NotContains(t, d.procs.tails(100000), fx.Connect.FormValue)
+}
+
+// connectSessions starts a second `callq api` of the deployment, with
+// CALLQ_PUBLIC_URL its own address and the app's origin allowed, makes
+// provider its OAuth2 provider, and opens two sessions of tenant gamma on
+// it: one of the oauth2 integration crm, one of the bearer integration
+// secured (whose form is filled with formValue).
+func connectSessions(t *testing.T, d *deployment, provider *oauthtest.Provider, appURL string) (oauth, oauthRef, form, formRef, formValue, app string) {
+	t.Helper()
+	var apiURL string
+	d.procs.startListening(func() (*child, []string) {
+		addr := freeAddr(t)
+		apiURL = "http://" + addr
+		c := d.procs.start("api-connect", "", append(slices.Clone(d.env), "CALLQ_API_ADDR="+addr,
+			"CALLQ_PUBLIC_URL="+apiURL, "CALLQ_CONNECT_ALLOWED_ORIGINS="+appURL), "api")
+		return c, []string{apiURL + "/readyz"}
+	})
+	provider.Register(t, apiURL)
+	key := d.createKey("gamma", "admin")
+	open := func(integration, ref string) string {
+		var ans struct{ URL string }
+		require.Equal(t, http.StatusCreated, d.doAt(apiURL, key, http.MethodPost, "/v1/connect/sessions", map[string]any{
+			"integration": integration, "credential": ref, "redirect_uri": appURL + "/connected"}, &ans))
+		return ans.URL
+	}
+	return open("crm", "gamma-crm"), "gamma-crm", open("secured", "gamma-billing"), "gamma-billing", "tok-e2e-4f1c9a", appURL
 }
 
 // runNodeTests runs `node --test` on files in dir, logging its output line

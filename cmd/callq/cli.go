@@ -389,6 +389,45 @@ func runCredsPut(ctx context.Context, x *invocation, args []string) error {
 	return printJSON(x.stdout, out)
 }
 
+// runConnect is `callq connect`: a connect session's URL, for an
+// operator connecting an account of their own.
+func runConnect(ctx context.Context, x *invocation, args []string) error {
+	fs := x.flags()
+	integration := fs.String("integration", "", "integration name")
+	redirect := fs.String("redirect", "", "where the browser goes after (an allowed origin)")
+	expires := fs.Duration("expires-in", 0, "how long the link works (default 10m, at most 1h)")
+	pos, err := fs.parseArgs(args, 1)
+	if err != nil {
+		return err
+	}
+	if *integration == "" {
+		return fs.usageError("--integration is required")
+	}
+	body := map[string]any{"integration": *integration, "credential": pos[0]}
+	if *redirect != "" {
+		body["redirect_uri"] = *redirect
+	}
+	if *expires != 0 {
+		body["expires_in"] = expires.String()
+	}
+	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodPost, "/v1/connect/sessions", body)
+	if err != nil {
+		return err
+	}
+	var ans struct {
+		URL       string `json:"url"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	if err := json.Unmarshal(out, &ans); err != nil || ans.URL == "" {
+		return fmt.Errorf("the API's answer holds no url: %s", out)
+	}
+	_, err = fmt.Fprintf(x.stdout, "%s\n", ans.URL)
+	if err == nil {
+		_, err = fmt.Fprintf(x.stderr, "callq: open it in a browser to connect %s; it works once, until %s\n", pos[0], ans.ExpiresAt)
+	}
+	return err
+}
+
 func runCredsList(ctx context.Context, x *invocation, args []string) error {
 	fs := x.flags()
 	if err := fs.parseNoArgs(args); err != nil {

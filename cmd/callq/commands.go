@@ -279,6 +279,15 @@ var root = &command{subs: []*command{
 				"key rotation. It talks to Redis directly, not to the API.",
 			run: runReseal},
 	}},
+	{name: "connect", settings: "client", summary: "print a link that connects an account (OAuth2 or a form)",
+		synopsis: "callq connect REF --integration NAME [--redirect URL] [--expires-in 10m]",
+		about: "Opens a connect session for the credential REF of an integration (POST\n" +
+			"/v1/connect/sessions; admin) and prints its URL: open it in a browser to\n" +
+			"connect the account, through the provider's consent (oauth2) or a form of the\n" +
+			"auth type's fields. The link works once, until it expires. --redirect is where\n" +
+			"the browser goes after, an origin in CALLQ_CONNECT_ALLOWED_ORIGINS; without it,\n" +
+			"callq's own page says how it went.",
+		run: runConnect},
 	{name: "keys", summary: "API keys (Redis directly: how access is bootstrapped)", subs: []*command{
 		{name: "create", summary: "create an API key; its secret is shown once",
 			synopsis: "callq keys create --tenant T [--role producer|admin] [--redis-url URL]",

@@ -26,6 +26,8 @@ func TestBinaryLinksNoTestCode(t *testing.T) {
 			p == "net/http/httptest",
 			p == "github.com/callq/callq/internal/redistest",
 			p == "github.com/callq/callq/internal/openapitest",
+			p == "github.com/callq/callq/internal/oauthtest",
+			strings.HasPrefix(p, "github.com/go-oauth2/"),
 			strings.HasPrefix(p, "github.com/getkin/kin-openapi"),
 			strings.HasPrefix(p, "github.com/stretchr/testify"),
 			strings.HasPrefix(p, "k8s.io/"), strings.HasPrefix(p, "sigs.k8s.io/"):

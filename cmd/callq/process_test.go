@@ -580,13 +580,19 @@ func (d *deployment) do(method, path string, body any, out any) int {
 // doAs is do with another API key.
 func (d *deployment) doAs(key, method, path string, body any, out any) int {
 	d.t.Helper()
+	return d.doAt(d.apiURL, key, method, path, body, out)
+}
+
+// doAt is doAs against the API at base (another API process).
+func (d *deployment) doAt(base, key, method, path string, body any, out any) int {
+	d.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		require.NoError(d.t, err)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, d.apiURL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	require.NoError(d.t, err)
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")

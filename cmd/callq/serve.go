@@ -148,8 +148,10 @@ func (s *stack) apiHandler() (http.Handler, error) {
 		Ready:       func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		Logger:      &s.log,
 
-		AllowSourceRefs: s.cfg.sourceRefs,
-		WebhookSecrets:  s.hooks,
+		AllowSourceRefs:       s.cfg.sourceRefs,
+		WebhookSecrets:        s.hooks,
+		PublicURL:             s.cfg.publicURL,
+		ConnectAllowedOrigins: s.cfg.connectOrigins,
 	})
 	if err != nil {
 		return nil, err

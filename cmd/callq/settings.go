@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
 )
@@ -64,6 +65,8 @@ type config struct {
 	queueShards      int
 	previousShards   []int
 	devAPIKey        string
+	publicURL        string
+	connectOrigins   []string
 	apiURL           string
 	apiKey           string
 
@@ -138,6 +141,12 @@ var settings = []setting{
 	{env: "CALLQ_ALLOW_SOURCE_REFS", flag: "allow-source-refs", def: "false", usage: "let admin keys store env: and file: credential values (only when every admin is the operator; always in dev)", flagIn: []string{"api"}, value: func(c *config) value { return boolVal(&c.sourceRefs) }},
 	{env: "CALLQ_SOURCE_DIRS", flag: "source-dirs", usage: "the only directories file: credential values may read, comma- or colon-separated (default any outside /proc, /sys and /dev)", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value {
 		return str(&c.sourceDirs, "absolute directories, comma- or colon-separated", checkSourceDirs)
+	}},
+	{env: "CALLQ_PUBLIC_URL", flag: "public-url", usage: "the address browsers reach callq at, for connect sessions (https, or http on a loopback host); unset: the connect endpoints answer 503", flagIn: []string{"api", "dev"}, defIn: map[string]string{"dev": "http://" + devAPIAddr}, value: func(c *config) value {
+		return &parsed[string]{p: &c.publicURL, what: "an https:// URL (http:// on a loopback host)", format: func(s string) string { return s }, parse: producer.ParsePublicURL}
+	}},
+	{env: "CALLQ_CONNECT_ALLOWED_ORIGINS", flag: "connect-allowed-origins", usage: "the origins a connect session's redirect_uri may name, comma-separated (https, or http on a loopback host)", flagIn: []string{"api", "dev"}, value: func(c *config) value {
+		return &parsed[[]string]{p: &c.connectOrigins, what: "origins such as https://app.example, comma-separated", format: func(v []string) string { return strings.Join(v, ",") }, parse: producer.ParseConnectOrigins}
 	}},
 	{env: "CALLQ_DEV_API_KEY", usage: "callq dev's admin API key (default: generated)", envIn: []string{"dev"}, secret: true, value: func(c *config) value { return str(&c.devAPIKey, "an API key", nil) }},
 	{env: "CALLQ_URL", def: "http://127.0.0.1:8080", usage: "the API the CLI commands talk to", envIn: []string{"client"}, value: func(c *config) value { return str(&c.apiURL, "an http:// or https:// URL", checkAPIURL) }},

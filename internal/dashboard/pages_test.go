@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
 
+	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
@@ -291,6 +292,10 @@ func TestCredentialsAndIntegrations(t *testing.T) {
 	e := setup(t)
 	_, err := e.creds.Put(t.Context(), "acme", "bearer-main", "bearer", map[string]string{"token": "s3cr3t-value-123"})
 	require.NoError(t, err)
+	at := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	_, err = e.creds.PutConnected(t.Context(), "acme", "bearer-user", "bearer", map[string]string{"token": "s3cr3t-value-456"},
+		&auth.Connection{Method: auth.ConnectForm, At: at, Session: "cs_1"})
+	require.NoError(t, err)
 
 	producerB := e.browser(t)
 	producerB.signIn(e.acmeProducer)
@@ -307,9 +312,12 @@ func TestCredentialsAndIntegrations(t *testing.T) {
 	p = admin.get("/ui/credentials")
 	require.Equal(t, http.StatusOK, p.Status)
 	rows := p.table("Credentials")
-	require.Len(t, rows, 1)
-	require.Equal(t, []string{"bearer-main", "bearer", "token"}, rows[0][:3])
+	require.Len(t, rows, 2)
+	require.Equal(t, []string{"bearer-main", "bearer", "token", "put through the API"}, rows[0][:4])
+	require.Equal(t, []string{"bearer-user", "bearer", "token"}, rows[1][:3])
+	require.True(t, strings.HasPrefix(rows[1][3], "hosted form, 2026-11-26"), rows[1][3])
 	require.NotContains(t, p.Body, "s3cr3t-value-123")
+	require.NotContains(t, p.Body, "s3cr3t-value-456")
 
 	otherAdmin := e.browser(t)
 	otherAdmin.signIn(e.otherAdmin)

@@ -180,7 +180,10 @@ func (d *document) check(r *http.Request, body []byte, status int, header http.H
 	vr.Body = io.NopCloser(bytes.NewReader(body))
 	// The API reads a body as JSON whatever its Content-Type (the
 	// document says so): validate it as the API reads it.
-	if len(body) > 0 && !strings.HasPrefix(vr.Header.Get("Content-Type"), "application/json") {
+	// The hosted connect form (/connect/{token}) is the one body read as
+	// a form.
+	if len(body) > 0 && !strings.HasPrefix(vr.Header.Get("Content-Type"), "application/json") &&
+		!strings.HasPrefix(r.URL.Path, "/connect/") {
 		vr.Header.Set("Content-Type", "application/json")
 	}
 	// Route by the path as sent, so that an encoded slash stays inside its

@@ -45,6 +45,8 @@
 //	callq:apikey:<sha256 hex>                  string: an API key's JSON, under the hash of its secret (auth.KeyStore)
 //	callq:apikeys                              hash: API key id → sha256 hex, for List and Revoke
 //	callq:uisession:<sha256 hex>               string: a dashboard session's JSON, under the hash of its token; expires when idle (internal/dashboard)
+//	callq:connect:session:<sha256 hex>         string: a connect session's JSON, under the hash of its token; expires with it (producer)
+//	callq:connect:state:<sha256 hex>           string: an authorization request's session and PKCE verifier, under the hash of its state (producer)
 //	rate:callq:<tenant>|<integration>|<cred>   redis_rate's GCRA state of one rate limit ("-" for no credential)
 //
 // An OAuth2 token's name is "cred:<ref>" (grant refresh_token: the lock and

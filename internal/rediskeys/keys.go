@@ -147,6 +147,18 @@ func APIKey(hash string) string {
 // APIKeys is the hash of API key ids to the hashes APIKey takes.
 const APIKeys = Prefix + ":apikeys"
 
+// ConnectSession is the key of the connect session whose token has the
+// SHA-256 hex hash (package producer); it expires with the session.
+func ConnectSession(hash string) string {
+	return Prefix + ":connect:session:" + hash
+}
+
+// ConnectState is the key of an OAuth2 authorization request in flight,
+// under the SHA-256 hex hash of its state parameter (package producer).
+func ConnectState(hash string) string {
+	return Prefix + ":connect:state:" + hash
+}
+
 // UISession is the key of the dashboard session whose token has the
 // SHA-256 hex hash: a string holding the session's JSON, which expires when
 // the session has been idle (internal/dashboard).

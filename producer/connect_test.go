@@ -1,0 +1,654 @@
+package producer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/oauthtest"
+	"github.com/callq/callq/producer"
+	"github.com/callq/callq/tasks"
+	"github.com/callq/callq/worker"
+)
+
+func connectCatalog(p *oauthtest.Provider) string {
+	return fmt.Sprintf(`
+integrations:
+  crm:
+    base_url: %s
+    auth: %s
+  billing:
+    base_url: https://billing.example
+    auth: {type: bearer}
+  stripe:
+    base_url: https://stripe.example
+    auth: {type: basic}
+  datadog:
+    base_url: https://datadog.example
+    auth: {type: headers, headers: {DD-API-KEY: "{{api_key}}", DD-APPLICATION-KEY: "{{app_key}}"}}
+  plain:
+    base_url: https://plain.example
+    auth: {type: none}
+`, p.API, p.Auth())
+}
+
+// app is the tenant's own web application: where the browser ends.
+type app struct {
+	url  string
+	mu   sync.Mutex
+	hits []url.Values
+}
+
+func startApp(t *testing.T) *app {
+	t.Helper()
+	a := &app{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		a.hits = append(a.hits, r.URL.Query())
+		a.mu.Unlock()
+		_, _ = io.WriteString(w, "back in the app")
+	}))
+	t.Cleanup(ts.Close)
+	a.url = ts.URL
+	return a
+}
+
+// receiver is a webhook receiver on a real listener.
+type receiver struct {
+	url    string
+	events chan *http.Request
+	bodies chan []byte
+}
+
+func startReceiver(t *testing.T) *receiver {
+	t.Helper()
+	rc := &receiver{events: make(chan *http.Request, 8), bodies: make(chan []byte, 8)}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		rc.events <- r
+		rc.bodies <- b
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(ts.Close)
+	rc.url = ts.URL + "/hooks"
+	return rc
+}
+
+// next waits for the next delivery and checks its signature with the
+// tenant's secret.
+func (rc *receiver) next(t *testing.T, secret string) (string, producer.ConnectEvent) {
+	t.Helper()
+	select {
+	case r := <-rc.events:
+		b := <-rc.bodies
+		require.NoError(t, producer.VerifyWebhook(secret, r.Header, b))
+		var ev struct {
+			Type string                `json:"type"`
+			Data producer.ConnectEvent `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(b, &ev))
+		return ev.Type, ev.Data
+	case <-time.After(15 * time.Second):
+		t.Fatal("no webhook delivery within 15s")
+		return "", producer.ConnectEvent{}
+	}
+}
+
+type connectEnv struct {
+	*env
+	p       *oauthtest.Provider
+	app     *app
+	hooks   *receiver
+	logs    *lockedBuffer
+	secret  string // tenant acme's webhook secret
+	browser *http.Client
+}
+
+func setupConnect(t *testing.T, accessTTL time.Duration) *connectEnv {
+	t.Helper()
+	p := oauthtest.Start(t, accessTTL)
+	a := startApp(t)
+	logs := &lockedBuffer{}
+	log := zerolog.New(logs)
+	master, err := auth.ParseWebhookSecrets("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	require.NoError(t, err)
+	origins, err := producer.ParseConnectOrigins(a.url)
+	require.NoError(t, err)
+	e := setup(t, withCatalog(connectCatalog(p)), withPublicURL(), withPrivateWebhooks(),
+		withHandler(func(c *producer.HandlerConfig) {
+			c.ConnectAllowedOrigins = origins
+			c.Logger = &log
+			c.WebhookSecrets = master
+		}),
+		withWorker(func(c *worker.Config) {
+			c.WebhookSecrets, c.WebhookAllowPrivate, c.Logger = master, true, &log
+		}))
+	p.Register(t, e.url)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	return &connectEnv{env: e, p: p, app: a, hooks: startReceiver(t), logs: logs,
+		secret: master.ForTenant("acme").Secrets()[0], browser: &http.Client{Jar: jar, Timeout: 15 * time.Second}}
+}
+
+// session opens a connect session as key and answers its token and URL.
+func (ce *connectEnv) session(t *testing.T, key string, body map[string]any) (string, string) {
+	t.Helper()
+	r := ce.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: key, Body: body})
+	require.Equal(t, http.StatusCreated, r.Status, "body: %s", r.Body)
+	m := r.JSON(t)
+	token, _ := m["token"].(string)
+	u, _ := m["url"].(string)
+	require.Equal(t, ce.url+"/connect/"+token, u)
+	require.NotEmpty(t, m["session"])
+	return token, u
+}
+
+// lastHit is the query the app's last request carried.
+func (a *app) lastHit(t *testing.T) url.Values {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	require.NotEmpty(t, a.hits, "the browser never came back to the app")
+	return a.hits[len(a.hits)-1]
+}
+
+// The whole dance through real HTTP redirects: callq sends the browser to
+// the provider with PKCE and a state, the provider sends it back with a
+// code, callq exchanges it and sends the browser to the app. The tokens
+// are stored sealed as the credential, the tenant's webhook hears of it,
+// and a call through the worker then uses the credential, refreshing its
+// short-lived access token first. No code or token reaches the logs, the
+// app or Redis in clear.
+func TestConnectOAuth2Dance(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, 20*time.Second) // within the 30s margin: the first call refreshes
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
+		"redirect_uri": ce.app.url + "/connected?from=settings", "webhook": map[string]any{"url": ce.hooks.url}})
+
+	res, err := ce.browser.Get(u)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
+	require.Equal(t, "back in the app", string(body))
+	require.Equal(t, url.Values{"from": {"settings"}, "credential": {"cust-42"}, "status": {"connected"}}, ce.app.lastHit(t))
+
+	// The authorization request callq made: S256 PKCE, the state, the
+	// callback, the scopes and the integration's extra parameters.
+	require.Equal(t, 1, ce.p.Authorizations())
+	require.Equal(t, int32(1), ce.p.Codes.Load())
+
+	cred, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.NoError(t, err)
+	require.Equal(t, "crm", cred.Integration)
+	require.Equal(t, []string{"access_token", "expiry", "refresh_token"}, cred.FieldNames())
+	require.NotNil(t, cred.Connected)
+	require.Equal(t, auth.ConnectOAuth2, cred.Connected.Method)
+	require.WithinDuration(t, time.Now(), cred.Connected.At, time.Minute)
+	for _, v := range cred.Fields {
+		require.Equal(t, auth.KindLiteral, v.Kind)
+	}
+
+	// The README's GET of the credential, as written.
+	if _, err := exec.LookPath("curl"); err == nil {
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", readmeBlock(t, "connect-credential"))
+		cmd.Env = append(os.Environ(), "CALLQ_URL="+ce.url, "ADMIN_KEY="+ce.adminKey)
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		var view struct {
+			Ref       string           `json:"ref"`
+			Fields    []string         `json:"fields"`
+			Connected *auth.Connection `json:"connected"`
+		}
+		require.NoError(t, json.Unmarshal(out, &view), "%s", out)
+		require.Equal(t, "cust-42", view.Ref)
+		require.Equal(t, []string{"access_token", "expiry", "refresh_token"}, view.Fields)
+		require.Equal(t, cred.Connected.Session, view.Connected.Session)
+		require.Equal(t, auth.ConnectOAuth2, view.Connected.Method)
+		require.True(t, strings.HasPrefix(view.Connected.Session, "cs_"))
+	}
+
+	typ, ev := ce.hooks.next(t, ce.secret)
+	require.Equal(t, producer.EventCredentialConnected, typ)
+	require.Equal(t, producer.ConnectEvent{Session: cred.Connected.Session, Tenant: "acme", Integration: "crm", Credential: "cust-42", Status: "connected"}, ev)
+
+	// A real call with the connected credential: the worker refreshes the
+	// token (it expires within the margin) and the provider's API accepts it.
+	enq := ce.post(t, map[string]any{"integration": "crm", "method": "GET", "path": "/me", "credential": "cust-42"})
+	require.Equal(t, http.StatusAccepted, enq.Status, "%s", enq.Body)
+	id, _ := enq.JSON(t)["correlation_id"].(string)
+	rec := ce.get(t, id+"?wait=20s").Record(t)
+	require.Equal(t, tasks.StatusSucceeded, rec.Status, "%+v", rec.Error)
+	require.Equal(t, 200, rec.Response.Status)
+	require.JSONEq(t, `{"user":"user-1"}`, string(rec.Response.Body))
+	require.Equal(t, int32(1), ce.p.Refreshes.Load())
+
+	// Secrets: the codes, every token, the client secret and the session's
+	// token are in no log line and no Redis value.
+	secrets := append(ce.p.Secrets(t), oauthtest.ClientSecret, strings.TrimPrefix(u, ce.url+"/connect/"))
+	require.GreaterOrEqual(t, len(secrets), 6) // a code, two pairs of tokens, and ours
+	logs := ce.logs.String()
+	require.Contains(t, logs, `"credential":"cust-42"`)
+	for _, s := range secrets {
+		require.NotContains(t, logs, s)
+	}
+	keys, err := ce.rdb.Keys(context.Background(), "callq:*").Result()
+	require.NoError(t, err)
+	for _, k := range keys {
+		v, err := ce.rdb.Dump(context.Background(), k).Result()
+		require.NoError(t, err)
+		for _, s := range secrets {
+			require.NotContains(t, v, s, "key %s", k)
+		}
+	}
+}
+
+// followNone is a browser that stops at each redirect, so a test can look
+// at it and take it itself.
+func followNone() *http.Client {
+	return &http.Client{Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// step GETs u and answers the status and the Location.
+func step(t *testing.T, c *http.Client, u string) (int, string, string) {
+	t.Helper()
+	res, err := c.Get(u)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header.Get("Location"), string(b)
+}
+
+// toCallback walks a session's dance up to the provider's redirect back to
+// callq, and answers that URL (holding the code and the state) and the
+// authorization request.
+func (ce *connectEnv) toCallback(t *testing.T, connectURL string) (string, url.Values) {
+	t.Helper()
+	c := followNone()
+	status, loc, body := step(t, c, connectURL)
+	require.Equal(t, http.StatusFound, status, body)
+	authz, err := url.Parse(loc)
+	require.NoError(t, err)
+	require.Equal(t, ce.p.URL+"/authorize", authz.Scheme+"://"+authz.Host+authz.Path)
+	status, back, body := step(t, c, loc)
+	require.Equal(t, http.StatusFound, status, body)
+	require.True(t, strings.HasPrefix(back, ce.url+"/connect/callback?"), back)
+	return back, authz.Query()
+}
+
+// The authorization request, a state that works once, and a session token
+// that works once.
+func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	// A link checker's HEAD does not use the link up.
+	res, err := followNone().Head(u)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	back, q := ce.toCallback(t, u)
+
+	require.Equal(t, "code", q.Get("response_type"))
+	require.Equal(t, oauthtest.ClientID, q.Get("client_id"))
+	require.Equal(t, ce.url+"/connect/callback", q.Get("redirect_uri"))
+	require.Equal(t, "read", q.Get("scope"))
+	require.Equal(t, "S256", q.Get("code_challenge_method"))
+	require.Len(t, q.Get("code_challenge"), 43)
+	require.Len(t, q.Get("state"), 43)
+	require.Equal(t, "offline", q.Get("access_type"))
+
+	// The session's link is used up by the redirect to the provider.
+	status, _, body := step(t, followNone(), u)
+	require.Equal(t, http.StatusNotFound, status)
+	require.Contains(t, body, "already been used")
+
+	status, loc, _ := step(t, followNone(), back)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&status=connected", loc)
+	first, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.NoError(t, err)
+
+	// The same callback again: the state is gone; nothing is stored again.
+	status, _, body = step(t, followNone(), back)
+	require.Equal(t, http.StatusBadRequest, status)
+	require.Contains(t, body, "already been used")
+	again, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.NoError(t, err)
+	require.Equal(t, first.UpdatedAt, again.UpdatedAt)
+	require.Equal(t, int32(1), ce.p.Codes.Load())
+
+	// A state callq never made.
+	status, _, _ = step(t, followNone(), ce.url+"/connect/callback?code=x&state="+strings.Repeat("A", 43))
+	require.Equal(t, http.StatusBadRequest, status)
+}
+
+// The user refuses consent: the app hears status=error&error=access_denied,
+// the webhook credential.failed, and nothing is stored.
+func TestConnectRefusedConsent(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	ce.p.Deny.Store(true)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
+		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
+	res, err := ce.browser.Get(u)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, url.Values{"credential": {"cust-42"}, "status": {"error"}, "error": {"access_denied"}}, ce.app.lastHit(t))
+	_, err = ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+	require.Equal(t, int32(0), ce.p.Codes.Load())
+	typ, ev := ce.hooks.next(t, ce.secret)
+	require.Equal(t, producer.EventCredentialFailed, typ)
+	require.Equal(t, "access_denied", ev.Error)
+	require.Equal(t, "error", ev.Status)
+}
+
+// A code obtained for another tenant's session, brought back with acme's
+// state, does not exchange (its PKCE challenge is the other session's):
+// nothing is stored in either tenant. And the other tenant's own session
+// of the same ref stores in its tenant only.
+func TestConnectAnotherTenantsCode(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, mine := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	_, theirs := ce.session(t, ce.otherAdminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	myBack, _ := ce.toCallback(t, mine)
+	theirBack, _ := ce.toCallback(t, theirs)
+	mu, err := url.Parse(myBack)
+	require.NoError(t, err)
+	tu, err := url.Parse(theirBack)
+	require.NoError(t, err)
+
+	forged := ce.url + "/connect/callback?" + url.Values{"state": {mu.Query().Get("state")}, "code": {tu.Query().Get("code")}}.Encode()
+	status, loc, _ := step(t, followNone(), forged)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&error=exchange_failed&status=error", loc)
+	for _, tenant := range []string{"acme", "other"} {
+		_, err = ce.creds.Get(context.Background(), tenant, "cust-42")
+		require.ErrorIs(t, err, auth.ErrCredentialNotFound, tenant)
+	}
+	require.NotContains(t, ce.logs.String(), tu.Query().Get("code"))
+
+	// A session of theirs, walked to the end, stores in their tenant only.
+	_, theirs = ce.session(t, ce.otherAdminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	res, err := ce.browser.Get(theirs)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, "connected", ce.app.lastHit(t).Get("status"))
+	_, err = ce.creds.Get(context.Background(), "other", "cust-42")
+	require.NoError(t, err)
+	_, err = ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+}
+
+// Who may open a session, and what it may name.
+func TestConnectSessionRequests(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	ok := map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"}
+	with := func(k string, v any) map[string]any {
+		m := map[string]any{}
+		for k, v := range ok {
+			m[k] = v
+		}
+		m[k] = v
+		return m
+	}
+	post := func(key string, body any) *resp {
+		return ce.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: key, Body: body})
+	}
+	requireError(t, post(ce.producerKey, ok), http.StatusForbidden, producer.CodeForbidden, "")
+	requireError(t, post("", ok), http.StatusUnauthorized, producer.CodeUnauthorized, "")
+
+	for _, c := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{with("integration", "nope"), "integration"},
+		{with("integration", "plain"), "integration"},
+		{with("credential", "bad ref"), "credential"},
+		{with("expires_in", "2h"), "expires_in"},
+		{with("expires_in", "0s"), "expires_in"},
+		{with("redirect_uri", "https://evil.example/done"), "redirect_uri"},
+		{with("redirect_uri", "javascript:alert(1)"), "redirect_uri"},
+		{with("redirect_uri", "//evil.example/done"), "redirect_uri"},
+		{with("redirect_uri", strings.Replace(ce.app.url, "127.0.0.1", "127.0.0.1.evil.example", 1)), "redirect_uri"},
+		{with("redirect_uri", ce.app.url+"/done#x"), "redirect_uri"},
+		{with("webhook", map[string]any{"url": "ftp://x"}), "webhook.url"},
+	} {
+		requireError(t, post(ce.adminKey, c.body), http.StatusBadRequest, producer.CodeInvalidField, c.field)
+	}
+	r := post(ce.adminKey, `{"integration": "crm", "credential": "c", "extra": 1}`)
+	requireError(t, r, http.StatusBadRequest, producer.CodeInvalidJSON, "")
+
+	// Without a redirect_uri, the browser ends on callq's own page.
+	token, u := ce.session(t, ce.adminKey, map[string]any{"integration": "billing", "credential": "own", "expires_in": "1h"})
+	require.Len(t, token, 43)
+	res, err := ce.browser.PostForm(u, url.Values{"token": {"tok-own-0123"}})
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.Contains(t, string(b), "is connected")
+	require.NotContains(t, string(b), "tok-own-0123")
+}
+
+func TestParseConnectOrigins(t *testing.T) {
+	t.Parallel()
+	got, err := producer.ParseConnectOrigins(" https://App.Example , https://app.example:443,http://localhost:3000,http://[::1]:8080 ")
+	require.NoError(t, err)
+	require.Equal(t, []string{"https://app.example", "https://app.example", "http://localhost:3000", "http://[::1]:8080"}, got)
+	for _, bad := range []string{"http://app.example", "https://app.example/path", "app.example", "ftp://app.example", "https://u@app.example", "https://app.example?x=1"} {
+		_, err := producer.ParseConnectOrigins(bad)
+		require.Error(t, err, bad)
+	}
+	_, err = producer.NewHandler(&producer.HandlerConfig{PublicURL: "http://callq.example"})
+	require.Error(t, err)
+}
+
+// A session's link stops working when it expires.
+func TestConnectExpiredSession(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "billing", "credential": "c1", "expires_in": "1s", "redirect_uri": ce.app.url + "/done"})
+	require.Eventually(t, func() bool {
+		status, _, _ := step(t, followNone(), u)
+		return status == http.StatusNotFound
+	}, 10*time.Second, 50*time.Millisecond)
+	res, err := followNone().PostForm(u, url.Values{"token": {"tok-late-0123"}})
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
+	_, err = ce.creds.Get(context.Background(), "acme", "c1")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+}
+
+// Without CALLQ_PUBLIC_URL the connect endpoints answer 503 saying so.
+func TestConnectNotConfigured(t *testing.T) {
+	t.Parallel()
+	p := oauthtest.Start(t, time.Hour)
+	e := setup(t, withCatalog(connectCatalog(p)))
+	r := e.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: e.adminKey,
+		Body: map[string]any{"integration": "crm", "credential": "c"}})
+	requireError(t, r, http.StatusServiceUnavailable, producer.CodeUnavailable, "")
+	require.Contains(t, string(r.Body), "CALLQ_PUBLIC_URL")
+	status, _, body := step(t, followNone(), e.url+"/connect/"+strings.Repeat("a", 43))
+	require.Equal(t, http.StatusServiceUnavailable, status)
+	require.Contains(t, body, "CALLQ_PUBLIC_URL")
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var externalAsset = regexp.MustCompile(`(?i)(src|href)\s*=`)
+
+// The hosted form: one labelled input per field the auth type uses,
+// nothing loaded from anywhere, a strict CSP; values stored sealed, as
+// literals, never echoed, logged or redirected.
+func TestConnectHostedForm(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	for _, c := range []struct {
+		integration string
+		fields      []string
+	}{
+		{"billing", []string{"token"}},
+		{"stripe", []string{"username", "password"}},
+		{"datadog", []string{"api_key", "app_key"}},
+	} {
+		_, u := ce.session(t, ce.adminKey, map[string]any{"integration": c.integration, "credential": "f-" + c.integration, "redirect_uri": ce.app.url + "/done"})
+		status, _, body := step(t, followNone(), u)
+		require.Equal(t, http.StatusOK, status)
+		for _, f := range c.fields {
+			require.Regexp(t, `<label for="field-`+f+`">`, body)
+			require.Regexp(t, `<input id="field-`+f+`" name="`+f+`"`, body)
+		}
+		require.Equal(t, len(c.fields), strings.Count(body, "<input"))
+		require.NotRegexp(t, externalAsset, body)
+		require.NotContains(t, body, "<script")
+		require.NotContains(t, body, "style")
+	}
+
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "stripe", "credential": "cust-7",
+		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
+	res, err := followNone().Get(u)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' "+ce.app.url, res.Header.Get("Content-Security-Policy"))
+	require.Equal(t, "no-referrer", res.Header.Get("Referrer-Policy"))
+	require.Equal(t, "no-store", res.Header.Get("Cache-Control"))
+
+	// A missing required field: the form again, without the values sent.
+	res, err = followNone().PostForm(u, url.Values{"password": {"pw-never-echoed-1"}})
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusBadRequest, res.StatusCode)
+	require.Contains(t, string(b), "Username is required.")
+	require.NotContains(t, string(b), "pw-never-echoed-1")
+
+	// Too long a value: the form again.
+	res, err = followNone().PostForm(u, url.Values{"username": {"u"}, "password": {strings.Repeat("p", auth.MaxFieldValueBytes+1)}})
+	require.NoError(t, err)
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusBadRequest, res.StatusCode)
+	require.Contains(t, string(b), "Password is longer than")
+	require.Contains(t, string(b), `action="`+u+`"`)
+
+	// The link still works: the values, one of them looking like a
+	// reference to the workers' environment, are stored as literals.
+	res, err = followNone().PostForm(u, url.Values{"username": {"env:HOME"}, "password": {"pw-never-echoed-1"}, "other": {"ignored"}})
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusSeeOther, res.StatusCode)
+	require.Equal(t, ce.app.url+"/done?credential=cust-7&status=connected", res.Header.Get("Location"))
+	cred, err := ce.creds.Get(context.Background(), "acme", "cust-7")
+	require.NoError(t, err)
+	require.Equal(t, []string{"password", "username"}, cred.FieldNames())
+	require.Equal(t, auth.ConnectForm, cred.Connected.Method)
+	sec, err := cred.Resolve(ce.ring, nil)
+	require.NoError(t, err)
+	require.Equal(t, "env:HOME", sec["username"])
+	require.Equal(t, "pw-never-echoed-1", sec["password"])
+
+	typ, ev := ce.hooks.next(t, ce.secret)
+	require.Equal(t, producer.EventCredentialConnected, typ)
+	require.Equal(t, "cust-7", ev.Credential)
+
+	// Used up.
+	res, err = followNone().PostForm(u, url.Values{"username": {"u2"}})
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
+	require.NotContains(t, ce.logs.String(), "pw-never-echoed-1")
+}
+
+// readmeBlock is the README's text between <!-- name:begin --> and
+// <!-- name:end -->, without its code fence.
+func readmeBlock(t *testing.T, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, after, ok := strings.Cut(string(readme), "<!-- "+name+":begin -->\n")
+	require.True(t, ok, "README.md has no %s block", name)
+	block, _, ok := strings.Cut(after, "\n<!-- "+name+":end -->")
+	require.True(t, ok, "the %s block is not closed", name)
+	block = strings.TrimPrefix(strings.TrimPrefix(block, "```sh\n"), "```\n")
+	return strings.TrimSuffix(block, "\n```")
+}
+
+// The README's connect section: its session call runs as written, answers
+// what it shows, and the authorization request the browser is sent to has
+// the parameters its transcript shows.
+func TestReadmeConnectExamples(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	p := oauthtest.Start(t, time.Hour)
+	catalog := strings.Replace(connectCatalog(p), "client_id: "+oauthtest.ClientID, "client_id: callq", 1)
+	e := setup(t, withCatalog(catalog), withPublicURL(), withWebhooks(), withHandler(func(c *producer.HandlerConfig) {
+		c.ConnectAllowedOrigins = []string{"https://app.example"}
+	}))
+	script := readmeBlock(t, "connect-api")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "ADMIN_KEY="+e.adminKey)
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	var ans map[string]any
+	require.NoError(t, json.Unmarshal(out, &ans), "%s", out)
+	shown := regexp.MustCompile(`# (\{.*\})`).FindStringSubmatch(script)
+	require.NotNil(t, shown)
+	var want map[string]any
+	require.NoError(t, json.Unmarshal([]byte(shown[1]), &want))
+	require.Len(t, ans, len(want))
+	for k := range want {
+		require.Contains(t, ans, k)
+	}
+	require.True(t, strings.HasPrefix(ans["session"].(string), "cs_"))
+
+	status, loc, _ := step(t, followNone(), ans["url"].(string))
+	require.Equal(t, http.StatusFound, status)
+	got, err := url.Parse(loc)
+	require.NoError(t, err)
+	transcript := readmeBlock(t, "connect-browser")
+	_, rest, _ := strings.Cut(transcript, "302  Location: ")
+	shownURL, _, _ := strings.Cut(rest, "\n     ...")
+	shownURL = strings.Join(strings.Fields(shownURL), "")
+	su, err := url.Parse(shownURL)
+	require.NoError(t, err)
+	for k := range got.Query() {
+		require.Contains(t, su.Query(), k)
+	}
+	for k, v := range su.Query() {
+		require.Contains(t, got.Query(), k)
+		if !strings.HasPrefix(v[0], "<") && k != "redirect_uri" {
+			require.Equal(t, v, got.Query()[k], k)
+		}
+	}
+	require.Equal(t, e.url+"/connect/callback", got.Query().Get("redirect_uri"))
+	require.Contains(t, transcript, "302  Location: https://app.example/connected?credential=cust-42&status=connected")
+}
