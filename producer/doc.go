@@ -10,7 +10,6 @@
 // user's browser connects their own account through it, by the OAuth2
 // authorization code flow with PKCE or a hosted form.
 //
-//
 // openapi.yaml describes the HTTP API (OpenAPI 3.1). It is embedded, parsed
 // once, and served by the API at GET /openapi.json and, as a page rendered
 // on the server, at GET /docs. The tests validate every exchange with the
