@@ -119,6 +119,7 @@ var (
 		"CALLQ_SCHEDULER": "yes", "CALLQ_LOG_LEVEL": "loud", "CALLQ_LOG_FORMAT": "xml", "CALLQ_WEBHOOK_SECRET": "nope",
 		"CALLQ_WEBHOOK_ALLOW_PRIVATE": "yes", "CALLQ_WEBHOOK_SCHEDULE": "5s,soon", "CALLQ_METRICS_ADDR": "9090",
 		"CALLQ_ALLOW_SOURCE_REFS": "on", "CALLQ_SOURCE_DIRS": "relative/dir", "CALLQ_URL": "127.0.0.1:8080",
+		"CALLQ_PUBLIC_URL": "http://callq.example", "CALLQ_CONNECT_ALLOWED_ORIGINS": "http://app.example",
 	}
 	freeText = []string{"CALLQ_INTEGRATIONS", "CALLQ_DEV_API_KEY", "CALLQ_API_KEY"}
 )
