@@ -43,6 +43,9 @@ type WebhookPayload struct {
 	EventID       string          `json:"event_id"`
 	URL           string          `json:"url"`
 	Body          json.RawMessage `json:"body"`
+	// Trace is the call's trace context (Record.Trace): a delivery's span
+	// is its child.
+	Trace *TraceContext `json:"trace,omitempty"`
 }
 
 // WebhookEventID is the webhook-id of a call's completion event: the same
@@ -82,7 +85,7 @@ func NewWebhookTask(rec *Record, redelivery bool) (*asynq.Task, error) {
 		return nil, err
 	}
 	p, err := json.Marshal(WebhookPayload{Tenant: rec.Tenant, CorrelationID: rec.CorrelationID,
-		EventID: WebhookEventID(rec), URL: rec.Webhook.URL, Body: body})
+		EventID: WebhookEventID(rec), URL: rec.Webhook.URL, Body: body, Trace: rec.Trace})
 	if err != nil {
 		return nil, err
 	}

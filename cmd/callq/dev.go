@@ -59,6 +59,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer s.records.Close()
+	defer s.shutdownTracing()
 	apiKey := os.Getenv("CALLQ_DEV_API_KEY")
 	if apiKey != "" {
 		if _, err := s.keys.CreateWithSecret(ctx, devTenant, auth.RoleAdmin, apiKey); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/dashboard"
+	"github.com/callq/callq/internal/telemetry"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -38,6 +39,7 @@ type stack struct {
 	hooks   *auth.WebhookSecrets
 	sched   []time.Duration
 	metrics *prometheus.Registry
+	tracing *telemetry.Tracing // OTLP export when OTEL_EXPORTER_OTLP_* say so
 	prod    *producer.Producer // made by producer(), once
 }
 
@@ -82,7 +84,19 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 	if s.sched, err = parseSchedule(cfg.webhookSchedule); err != nil {
 		return nil, err
 	}
+	if s.tracing, err = telemetry.Setup(context.Background(), nil); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// shutdownTracing exports the spans left, within a few seconds.
+func (s *stack) shutdownTracing() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.tracing.Shutdown(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("could not export the last spans")
+	}
 }
 
 // producer is the producer the API works through and the scheduler fires
@@ -137,6 +151,17 @@ func (s *stack) apiHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := producer.NewMetrics(s.metrics)
+	if err != nil {
+		return nil, err
+	}
+	queues, err := telemetry.NewQueueCollector(s.rdb, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.metrics.Register(queues); err != nil {
+		return nil, err
+	}
 	api, err := producer.NewHandler(&producer.HandlerConfig{
 		Producer:    prod,
 		Credentials: s.creds,
@@ -146,6 +171,8 @@ func (s *stack) apiHandler() (http.Handler, error) {
 
 		AllowSourceRefs: s.cfg.sourceRefs,
 		WebhookSecrets:  s.hooks,
+		Metrics:         m,
+		TracerProvider:  s.tracing.Provider(),
 	})
 	if err != nil {
 		return nil, err
@@ -207,6 +234,7 @@ func (s *stack) worker() (*worker.Worker, error) {
 	}
 	return worker.New(s.rdb, &worker.Config{
 		Metrics:          m,
+		TracerProvider:   s.tracing.Provider(),
 		Catalog:          s.catalog,
 		Records:          s.records,
 		Credentials:      s.creds,
@@ -279,7 +307,7 @@ func openStack(ctx context.Context, name string, args []string, stderr io.Writer
 		_ = rdb.Close()
 		return nil, nil, err
 	}
-	return s, func() { _ = s.records.Close(); _ = rdb.Close() }, nil
+	return s, func() { s.shutdownTracing(); _ = s.records.Close(); _ = rdb.Close() }, nil
 }
 
 func runAPI(ctx context.Context, args []string, stderr io.Writer) error {
