@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -70,9 +72,14 @@ func TestAPIServerSpan(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
 	require.Equal(t, http.StatusOK, e.get(t, "served-1").Status)
 
-	got := spans.GetSpans()
+	// A server span ends once its handler has answered: wait for both.
+	var got tracetest.SpanStubs
+	require.Eventually(t, func() bool { got = spans.GetSpans(); return len(got) >= 2 }, 10*time.Second, 5*time.Millisecond)
 	require.Len(t, got, 2)
 	post, get := got[0], got[1]
+	if post.Name != "POST /v1/calls" {
+		post, get = get, post
+	}
 	require.Equal(t, "POST /v1/calls", post.Name)
 	require.Equal(t, trace.SpanKindServer, post.SpanKind)
 	require.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", post.SpanContext.TraceID().String())
@@ -118,7 +125,9 @@ func TestAPIMetrics(t *testing.T) {
 	e.do(t, req{Method: http.MethodGet, Path: "/v1/nothing/here", Key: e.producerKey})
 	e.do(t, req{Method: "BREW", Path: "/v1/calls", Key: e.producerKey})
 
-	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+	// A request is counted once its handler has answered: the last may
+	// be counted a moment after its client has the answer.
+	requireMetrics(t, reg, `
 # HELP callq_calls_enqueued_total Calls the API queued (new ones; an idempotent repeat is not counted), by integration.
 # TYPE callq_calls_enqueued_total counter
 callq_calls_enqueued_total{integration="bearer"} 1
@@ -132,7 +141,7 @@ callq_http_requests_total{code="400",method="POST",route="/v1/calls"} 1
 callq_http_requests_total{code="404",method="GET",route="/v1/calls/{id}"} 1
 callq_http_requests_total{code="404",method="GET",route="unmatched"} 1
 callq_http_requests_total{code="405",method="other",route="/v1/calls"} 1
-`), "callq_http_requests_total", "callq_calls_enqueued_total"))
+`, "callq_http_requests_total", "callq_calls_enqueued_total")
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	require.Empty(t, problems)
@@ -151,9 +160,21 @@ func TestUnavailableCounted(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
 	r = e.get(t, "some-call")
 	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
-	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+	requireMetrics(t, reg, `
 # HELP callq_http_unavailable_total HTTP API requests answered 503 because Redis could not be reached.
 # TYPE callq_http_unavailable_total counter
 callq_http_unavailable_total 2
-`), "callq_http_unavailable_total"))
+`, "callq_http_unavailable_total")
+}
+
+// requireMetrics waits for reg's metrics of those names to be want.
+func requireMetrics(t *testing.T, reg *prometheus.Registry, want string, names ...string) {
+	t.Helper()
+	var err error
+	// assert, not require: on a timeout the comparison's diff is the news.
+	assert.Eventually(t, func() bool {
+		err = testutil.GatherAndCompare(reg, strings.NewReader(want), names...)
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, err)
 }

@@ -107,14 +107,22 @@ func echoedHeaders(t *testing.T, rec *tasks.Record) map[string][]string {
 	return v.Headers
 }
 
-// spansNamed are the exported spans of that name, in the order they ended.
-func (e *traceEnv) spansNamed(name string) tracetest.SpanStubs {
+// spansNamed waits for n exported spans of that name and returns them, in
+// the order they ended: a run's span ends after it wrote the record the
+// test waited for.
+func (e *traceEnv) spansNamed(t *testing.T, name string, n int) tracetest.SpanStubs {
+	t.Helper()
 	var out tracetest.SpanStubs
-	for _, s := range e.spans.GetSpans() {
-		if s.Name == name {
-			out = append(out, s)
+	require.Eventually(t, func() bool {
+		out = nil
+		for _, s := range e.spans.GetSpans() {
+			if s.Name == name {
+				out = append(out, s)
+			}
 		}
-	}
+		return len(out) >= n
+	}, 10*time.Second, 5*time.Millisecond, "%d %s spans ended", n, name)
+	require.Len(t, out, n)
 	return out
 }
 
@@ -149,8 +157,7 @@ func TestTraceFollowsTheCall(t *testing.T) {
 	require.NotNil(t, rec.Trace, "the record keeps the trace context")
 	require.Equal(t, traceparent(psc), rec.Trace.Parent)
 
-	attempts := e.spansNamed("callq.attempt")
-	require.Len(t, attempts, 1)
+	attempts := e.spansNamed(t, "callq.attempt", 1)
 	a := attempts[0]
 	require.Equal(t, psc.TraceID(), a.SpanContext.TraceID(), "one trace across the async hop")
 	require.Equal(t, psc.SpanID(), a.Parent.SpanID(), "the attempt is the enqueueing span's child")
@@ -167,8 +174,7 @@ func TestTraceFollowsTheCall(t *testing.T) {
 	// go-httpbin answered the headers it received: the attempt's span.
 	require.Equal(t, []string{traceparent(a.SpanContext)}, echoedHeaders(t, rec)["Traceparent"])
 
-	deliveries := e.spansNamed("callq.webhook")
-	require.Len(t, deliveries, 1)
+	deliveries := e.spansNamed(t, "callq.webhook", 1)
 	d := deliveries[0]
 	require.Equal(t, psc.TraceID(), d.SpanContext.TraceID())
 	require.Equal(t, psc.SpanID(), d.Parent.SpanID(), "the delivery is the call's child too")
@@ -195,8 +201,7 @@ func TestTraceSpanPerAttempt(t *testing.T) {
 	rec := e.call(t, ctx, &tasks.Call{Integration: "bin", Method: "GET", Path: "/status/503", Credential: "tok"})
 	parent.End()
 	require.Equal(t, tasks.StatusFailed, rec.Status)
-	attempts := e.spansNamed("callq.attempt")
-	require.Len(t, attempts, 2)
+	attempts := e.spansNamed(t, "callq.attempt", 2)
 	for i, a := range attempts {
 		got := attrs(a)
 		require.Equal(t, parent.SpanContext().SpanID(), a.Parent.SpanID())

@@ -149,19 +149,30 @@ func TestTracingExportedOverOTLP(t *testing.T) {
 	}
 
 	// The API's /metrics, with its callq_* series, passes promtool's lint.
-	mresp, err := http.Get(d.apiURL + "/metrics")
-	require.NoError(t, err)
-	metrics, err := io.ReadAll(mresp.Body)
-	mresp.Body.Close()
-	require.NoError(t, err)
-	for _, want := range []string{
+	wants := []string{
 		`callq_http_requests_total{code="202",method="POST",route="/v1/calls"} 1`,
 		`callq_calls_enqueued_total{integration="bin"} 1`,
 		`callq_queue_stats_up 1`,
 		`callq_queue_tasks{queue="default",state="pending"} 0`,
-	} {
-		require.Contains(t, string(metrics), want)
 	}
+	var metrics []byte
+	// A request is counted once its handler has answered.
+	require.Eventually(t, func() bool {
+		mresp, err := http.Get(d.apiURL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer mresp.Body.Close()
+		if metrics, err = io.ReadAll(mresp.Body); err != nil {
+			return false
+		}
+		for _, want := range wants {
+			if !bytes.Contains(metrics, []byte(want)) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "the API's /metrics lacks one of %q:\n%s", wants, &metrics)
 	checkMetrics(t, metrics)
 }
 
