@@ -87,6 +87,9 @@ func newStack(cfg serverConfig, rdb redis.UniversalClient, log zerolog.Logger) (
 	if s.tracing, err = telemetry.Setup(context.Background(), nil); err != nil {
 		return nil, err
 	}
+	if s.tracing.Provider() != nil {
+		log.Info().Msg("tracing: exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_*)")
+	}
 	return s, nil
 }
 

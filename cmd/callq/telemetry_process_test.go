@@ -104,7 +104,7 @@ func TestTracingExportedOverOTLP(t *testing.T) {
 	t.Parallel()
 	recv := newOTLPReceiver(t)
 	d := deploy(t, 0, "OTEL_EXPORTER_OTLP_ENDPOINT="+recv.URL, "OTEL_BSP_SCHEDULE_DELAY=50")
-	d.startWorker()
+	worker := d.startWorker()
 
 	const traceID = "0af7651916cd43dd8448eb211c80319c"
 	const querySecret = "q-s3cr3t-7c1d0e"
@@ -142,6 +142,10 @@ func TestTracingExportedOverOTLP(t *testing.T) {
 	var echoed struct{ Headers map[string][]string }
 	require.NoError(t, json.Unmarshal(rec.Response.Body, &echoed))
 	require.Equal(t, []string{"00-" + traceID + "-" + hex.EncodeToString(attempt.SpanId) + "-01"}, echoed.Headers["Traceparent"])
+
+	for _, c := range []*child{d.api, worker} {
+		require.Contains(t, c.logs(), "tracing: exporting spans over OTLP/HTTP", c.name)
+	}
 
 	raw := string(recv.bytes())
 	for _, secret := range []string{d.apiKey, querySecret, "token=", envOf(d.env, "CALLQ_SECRET_KEY")} {
