@@ -30,7 +30,8 @@ const (
 )
 
 // traceEnv is a worker with its own redis-server, a go-httpbin upstream
-// (integration "bin", bearer auth, credential "tok") and loopback webhooks;
+// (integration "bin", bearer auth, credential "tok"; "limited", one
+// request an hour) and loopback webhooks;
 // tracer is nil for a worker without a TracerProvider.
 type traceEnv struct {
 	client  *producer.Client
@@ -46,7 +47,8 @@ func setupTrace(t *testing.T, traced bool) *traceEnv {
 	up := httptest.NewServer(httpbin.New())
 	t.Cleanup(up.Close)
 	cat, err := tasks.ParseCatalog([]byte("integrations:\n  bin:\n    base_url: " + up.URL +
-		"\n    auth: {type: bearer}\n    retry: {max_attempts: 2, initial_interval: 10ms, max_interval: 20ms}\n"))
+		"\n    auth: {type: bearer}\n    retry: {max_attempts: 2, initial_interval: 10ms, max_interval: 20ms}\n" +
+		"  limited:\n    base_url: " + up.URL + "\n    rate_limit: {requests: 1, per: 1h}\n"))
 	require.NoError(t, err)
 	key, _ := auth.GenerateKey()
 	ring, err := auth.ParseKeyring(key)
@@ -265,4 +267,33 @@ func TestUntracedPayloadHasNoTraceField(t *testing.T) {
 	p, err := tasks.DecodePayload(task.Payload())
 	require.NoError(t, err)
 	require.Equal(t, rec.Trace, p.Trace)
+}
+
+// TestTraceHeldRun: a run that waits for a rate limit without an attempt
+// has its span too, saying it was held and why.
+func TestTraceHeldRun(t *testing.T) {
+	t.Parallel()
+	e := setupTrace(t, true)
+	ctx, parent := e.tracer.Tracer("test").Start(context.Background(), "enqueue")
+	defer parent.End()
+	for i := range 2 {
+		_, err := e.client.Enqueue(ctx, &tasks.Call{Integration: "limited", Method: "GET", Path: "/get",
+			CorrelationID: fmt.Sprintf("held-%d-%s", i, uid())})
+		require.NoError(t, err)
+	}
+	var held tracetest.SpanStub
+	require.Eventually(t, func() bool {
+		for _, s := range e.spans.GetSpans() {
+			if attrs(s)["callq.outcome"] == "held" {
+				held = s
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 5*time.Millisecond, "no held run's span")
+	got := attrs(held)
+	require.Equal(t, "retrying", got["callq.status"])
+	require.Contains(t, got["callq.note"], "rate limit")
+	require.NotContains(t, got, "callq.attempt", "no attempt was made")
+	require.Equal(t, parent.SpanContext().SpanID(), held.Parent.SpanID())
 }
