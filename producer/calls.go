@@ -67,6 +67,7 @@ func (h *handler) enqueueOne(ctx context.Context, c *Client, call *tasks.Call) (
 	case res.Duplicate:
 		return http.StatusOK, res.Record, nil
 	}
+	h.cfg.Metrics.enqueuedCall(res.Record.Integration)
 	return http.StatusAccepted, enqueueAnswer{CorrelationID: res.Record.CorrelationID, Status: res.Record.Status,
 		URL: "/v1/calls/" + res.Record.CorrelationID}, nil
 }

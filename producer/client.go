@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/callq/callq/internal/telemetry"
 	"github.com/callq/callq/tasks"
 )
 
@@ -145,7 +146,9 @@ type Enqueued struct {
 // with the same payload again returns the existing record with Duplicate
 // set; with another payload it fails with a *ConflictError holding the
 // existing record. Invalid calls fail with a *tasks.FieldError. call is not
-// modified.
+// modified. The trace context of ctx's span, if it has one, is kept with
+// the call (Record.Trace): the worker's spans of its attempts are its
+// children.
 func (c *Client) Enqueue(ctx context.Context, call *tasks.Call, opts ...Option) (*Enqueued, error) {
 	cp := *call
 	for _, o := range opts {
@@ -164,6 +167,9 @@ type origin struct {
 	// queue is a queue accepted already, whatever this process's
 	// Limits.Queues: the API's when it stored the schedule firing the call.
 	queue string
+	// trace is the trace context of the call replayed, kept by its replay
+	// unless the replay is made under a trace of its own.
+	trace *tasks.TraceContext
 }
 
 // enqueue is Enqueue of cp, which it may modify, made from o.
@@ -190,7 +196,10 @@ func (c *Client) enqueue(ctx context.Context, cp *tasks.Call, o origin) (*Enqueu
 		}
 	}
 	rec := tasks.NewRecord(c.tenant, cp, in, time.Now())
-	rec.ReplayOf, rec.Schedule = o.replayOf, o.schedule
+	rec.ReplayOf, rec.Schedule, rec.Trace = o.replayOf, o.schedule, o.trace
+	if tc := telemetry.FromContext(ctx); tc != nil {
+		rec.Trace = tc
+	}
 	task, err := tasks.NewCallTask(rec, cp, in)
 	if err != nil {
 		return nil, err

@@ -10,8 +10,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/internal/telemetry"
 )
 
 // HandlerConfig configures the HTTP API.
@@ -57,6 +61,14 @@ type HandlerConfig struct {
 	// ConnectHTTPClient makes the OAuth2 code exchanges. Default: a 10s
 	// timeout (DefaultConnectTimeout), no redirects followed.
 	ConnectHTTPClient *http.Client
+	// Metrics counts requests, enqueued calls and 503s (NewMetrics).
+	// Default: none.
+	Metrics *Metrics
+	// TracerProvider makes a server span of each request, the child of the
+	// request's traceparent if it has one; a call enqueued under it keeps
+	// the span's trace context. Default nil: no spans, and a call keeps the
+	// request's traceparent and tracestate as they came.
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults for HandlerConfig.
@@ -94,7 +106,8 @@ type handler struct {
 	cfg    HandlerConfig
 	mux    *http.ServeMux
 	log    zerolog.Logger
-	routes []Route // as registered, for Routes
+	routes []Route      // as registered, for Routes
+	tracer trace.Tracer // nil: no spans
 }
 
 // NewHandler returns the HTTP API.
@@ -133,6 +146,9 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 		c.Logger = &nop
 	}
 	h := &handler{cfg: c, mux: http.NewServeMux(), log: c.Logger.With().Str("component", "api").Logger()}
+	if c.TracerProvider != nil {
+		h.tracer = c.TracerProvider.Tracer("github.com/callq/callq/producer")
+	}
 	h.route("/healthz", map[string]http.HandlerFunc{"GET": h.healthz})
 	h.route("/openapi.json", map[string]http.HandlerFunc{"GET": h.openapiJSON})
 	h.route("/docs", map[string]http.HandlerFunc{"GET": h.docs})
@@ -189,6 +205,75 @@ func NewHandler(cfg *HandlerConfig) (http.Handler, error) {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Metrics == nil && h.tracer == nil {
+		h.serve(w, telemetryRequest(r))
+		return
+	}
+	rw := &statusWriter{ResponseWriter: w}
+	var span trace.Span
+	if h.tracer != nil {
+		var ctx context.Context
+		ctx, span = h.tracer.Start(telemetry.Extract(r.Context(), r.Header), r.Method,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		r = r.WithContext(ctx)
+	} else {
+		r = telemetryRequest(r)
+	}
+	h.serve(rw, r)
+	code := rw.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	// The mux sets the pattern it matched on r: the route, of bounded
+	// cardinality, where the raw path is not.
+	route := r.Pattern
+	if route == "" || route == "/" {
+		route = "unmatched"
+	}
+	h.cfg.Metrics.request(route, r.Method, code)
+	if span != nil {
+		span.SetName(r.Method + " " + route)
+		span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", code))
+		if code >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(code))
+		}
+		span.End()
+	}
+}
+
+// telemetryRequest is r with its traceparent as its context's remote
+// parent, for a call enqueued under it to keep; r itself when it has none.
+func telemetryRequest(r *http.Request) *http.Request {
+	if ctx := telemetry.Extract(r.Context(), r.Header); ctx != r.Context() {
+		return r.WithContext(ctx)
+	}
+	return r
+}
+
+// statusWriter remembers the status code a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		// A panic is a defect; answer like one instead of dropping the
 		// connection, and log it.

@@ -81,7 +81,7 @@ func (c *Client) replay(ctx context.Context, id, newID string, again, explicit b
 	call := payload.Call
 	call.CorrelationID = claim.ID
 	call.Delay = 0
-	res, err := c.enqueue(ctx, &call, origin{replayOf: id})
+	res, err := c.enqueue(ctx, &call, origin{replayOf: id, trace: payload.Trace})
 	var conflict *ConflictError
 	if errors.As(err, &conflict) {
 		// Another call holds the ID: give the claim up, or every later

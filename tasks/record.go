@@ -97,6 +97,10 @@ type Record struct {
 	ReplayedBy string `json:"replayed_by,omitempty"`
 	// Schedule is the schedule whose firing made this call, if one did.
 	Schedule string `json:"schedule,omitempty"`
+	// Trace is the W3C trace context the call was enqueued under, if it
+	// came with one: its trace ID is the one to look the call up by in a
+	// tracing backend.
+	Trace *TraceContext `json:"trace,omitempty"`
 }
 
 // Summary is rec as a list shows it: without history, and with the

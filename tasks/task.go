@@ -26,6 +26,22 @@ type Payload struct {
 	ReplayOf string `json:"replay_of,omitempty"`
 	// Schedule is the schedule whose firing made the call (Record.Schedule).
 	Schedule string `json:"schedule,omitempty"`
+	// Trace is the W3C trace context the call was enqueued under
+	// (Record.Trace): every attempt's span is its child, and a replay made
+	// from this stored payload keeps it. Absent when there was none.
+	Trace *TraceContext `json:"trace,omitempty"`
+}
+
+// TraceContext is a W3C trace context (https://www.w3.org/TR/trace-context/)
+// as the headers carry it, kept with a call so that the worker's spans,
+// made after the asynchronous hop, join the trace of the request that
+// enqueued it. internal/telemetry reads and writes it.
+type TraceContext struct {
+	// Parent is the traceparent header: version, trace ID, parent span ID
+	// and flags ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").
+	Parent string `json:"traceparent"`
+	// State is the tracestate header, vendor data passed on as received.
+	State string `json:"tracestate,omitempty"`
 }
 
 // TaskID is the asynq task ID of a call: unique per tenant and correlation
@@ -33,13 +49,13 @@ type Payload struct {
 func TaskID(tenant, correlationID string) string { return tenant + ":" + correlationID }
 
 // NewCallTask builds the asynq task of a normalized call, whose record is
-// rec (its tenant, created_at, replay_of and schedule travel with the
+// rec (its tenant, created_at, replay_of, schedule and trace travel with the
 // call). asynq keeps timeouts in whole seconds, so the task's deadline is
 // set well above the call's own, which the worker enforces with its own
 // context.
 func NewCallTask(rec *Record, c *Call, in *Integration) (*asynq.Task, error) {
 	b, err := json.Marshal(Payload{Tenant: rec.Tenant, Call: *c, CreatedAt: rec.CreatedAt.UTC(), ReplayOf: rec.ReplayOf,
-		Schedule: rec.Schedule})
+		Schedule: rec.Schedule, Trace: rec.Trace})
 	if err != nil {
 		return nil, fmt.Errorf("encode call: %w", err)
 	}

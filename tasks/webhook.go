@@ -46,6 +46,9 @@ type WebhookPayload struct {
 	// NoRecord is set for an event that is not a call's (a connect
 	// session's): its deliveries write no record's webhook block.
 	NoRecord bool `json:"no_record,omitempty"`
+	// Trace is the call's trace context (Record.Trace): a delivery's span
+	// is its child.
+	Trace *TraceContext `json:"trace,omitempty"`
 }
 
 // NewEventWebhookTask builds the delivery task of an event that is not a
@@ -114,7 +117,7 @@ func NewWebhookTask(rec *Record, redelivery bool) (*asynq.Task, error) {
 		return nil, err
 	}
 	p, err := json.Marshal(WebhookPayload{Tenant: rec.Tenant, CorrelationID: rec.CorrelationID,
-		EventID: WebhookEventID(rec), URL: rec.Webhook.URL, Body: body})
+		EventID: WebhookEventID(rec), URL: rec.Webhook.URL, Body: body, Trace: rec.Trace})
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/callq/callq/tasks"
 )
@@ -28,6 +29,11 @@ func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		w.log.Error().Err(err).Msg("dropping a call task whose payload cannot be read")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if w.traced(p.Trace) {
+		var span trace.Span
+		ctx, span = w.startAttempt(ctx, p)
+		defer span.End()
 	}
 	r, err := w.begin(ctx, p)
 	if r.rec == nil {
@@ -100,7 +106,7 @@ func (w *Worker) begin(ctx context.Context, p *tasks.Payload) (run, error) {
 		// Create gave it, so a cancel meanwhile is never overwritten.
 		r.firstRun = true
 		r.rec, r.version = tasks.NewRecord(r.tenant, call, r.in, p.CreatedAt), tasks.CreatedVersion
-		r.rec.ReplayOf, r.rec.Schedule = p.ReplayOf, p.Schedule
+		r.rec.ReplayOf, r.rec.Schedule, r.rec.Trace = p.ReplayOf, p.Schedule, p.Trace
 	} else if err := w.resume(ctx, &r); r.rec == nil {
 		return r, err
 	}
@@ -209,6 +215,7 @@ const gateErrorWait = time.Second
 // puts its task back.
 func (w *Worker) hold(ctx context.Context, r *run, h *heldBack) error {
 	r.log.Info().Int64("retry_in_ms", h.delay.Milliseconds()).Str("reason", h.note).Msg("call held back without spending an attempt")
+	traceHold(ctx, h)
 	next := time.Now().Add(h.delay).UTC()
 	r.rec.Status, r.rec.NextAttemptAt, r.rec.Note = tasks.StatusRetrying, &next, h.note
 	if len(r.rec.History) == 0 {
@@ -288,6 +295,7 @@ func (w *Worker) interruption(ctx context.Context, out *outcome) string {
 // retrying one goes back to asynq in a retryError with the verdict's wait.
 // d.attempt is 0 when the call was refused without an attempt.
 func (w *Worker) report(ctx context.Context, r *run, d decision, v verdict) error {
+	traceAttempt(ctx, d, v)
 	var mine *tasks.Attempt
 	if d.attempt > 0 {
 		entry := r.record(d)

@@ -17,6 +17,7 @@ import (
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
 	"github.com/callq/callq/internal/rediskeys"
+	"github.com/callq/callq/internal/telemetry"
 	"github.com/callq/callq/tasks"
 )
 
@@ -320,6 +321,9 @@ func (w *Worker) buildRequest(ctx context.Context, call *tasks.Call, in *tasks.I
 	if contentType != "" && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	// The attempt's span, or the trace context the call came with: after
+	// the call's headers, which may not pass another one off as it.
+	telemetry.Inject(ctx, req.Header)
 	// The encodings readResponse decodes, and no other: the body must be
 	// readable to be redacted.
 	req.Header.Set("Accept-Encoding", acceptEncoding)

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/callq/callq/internal/httpurl"
+	"github.com/callq/callq/internal/telemetry"
 	"github.com/callq/callq/tasks"
 )
 
@@ -125,8 +127,14 @@ func (w *Worker) ProcessWebhook(ctx context.Context, t *asynq.Task) error {
 		return fail("no webhook secret is configured (CALLQ_WEBHOOK_SECRET); webhooks cannot be signed")
 	}
 
+	if w.traced(p.Trace) {
+		var span trace.Span
+		ctx, span = w.startDelivery(ctx, p, attempt)
+		defer span.End()
+	}
 	start := time.Now()
 	status, retryAfter, derr := w.deliver(ctx, p)
+	traceDelivery(ctx, status, derr)
 	ev := log.Info().Int("status", status).Int64("duration_ms", time.Since(start).Milliseconds())
 	state.LastStatus = status
 	var ae *addrError
@@ -178,6 +186,7 @@ func (w *Worker) deliver(ctx context.Context, p *tasks.WebhookPayload) (int, tim
 	req.Header.Set("webhook-id", p.EventID)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
 	req.Header.Set("webhook-signature", w.cfg.WebhookSecrets.ForTenant(p.Tenant).Sign(p.EventID, ts, p.Body))
+	telemetry.Inject(ctx, req.Header)
 	resp, err := w.hooks.Do(req)
 	if err != nil {
 		var ae *addrError

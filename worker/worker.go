@@ -19,6 +19,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/flow"
@@ -119,6 +121,13 @@ type Config struct {
 
 	// Metrics receives the worker's Prometheus metrics. Default: none.
 	Metrics *Metrics
+
+	// TracerProvider makes a span of each attempt at a call and of each
+	// webhook delivery, the child of the trace context the call was
+	// enqueued under (tasks.TraceContext), and its traceparent goes with
+	// the upstream request and the delivery. Default nil: no spans; a call
+	// that came with a trace context still passes it on as it came.
+	TracerProvider trace.TracerProvider
 
 	// ReconcileInterval is how often the worker runs the reconciler
 	// (Reconciler: it fails calls whose asynq task is gone, with error kind
@@ -286,6 +295,11 @@ type Worker struct {
 	watchCircuits bool
 	stopWatch     context.CancelFunc
 	watchDone     chan struct{}
+	// tracer makes the spans of attempts and deliveries: a no-op one
+	// when TracerProvider is nil (tracing), which passes on the trace
+	// context a call came with and records nothing.
+	tracer  trace.Tracer
+	tracing bool
 	// gates are each integration's gates (gatesFor), built once: most
 	// integrations have none.
 	gates map[string][]gate
@@ -334,6 +348,10 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{},
 		gates: map[string][]gate{}, shards: shards}
+	w.tracer, w.tracing = noop.NewTracerProvider().Tracer(""), c.TracerProvider != nil
+	if w.tracing {
+		w.tracer = c.TracerProvider.Tracer("github.com/callq/callq/worker")
+	}
 	w.drain, w.stopHandlers = context.WithCancelCause(context.Background())
 	slots, err := flow.NewSlots(rdb, &flow.SlotsConfig{Lease: c.SlotLease, Holder: c.Name})
 	if err != nil {

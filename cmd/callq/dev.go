@@ -73,6 +73,7 @@ func runDev(ctx context.Context, x *invocation, args []string) error {
 		return err
 	}
 	defer s.records.Close()
+	defer s.shutdownTracing()
 	apiKey := cfg.devAPIKey
 	if apiKey != "" {
 		if _, err := s.keys.CreateWithSecret(ctx, devTenant, auth.RoleAdmin, apiKey); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/callq/callq/auth"
 	"github.com/callq/callq/internal/dashboard"
+	"github.com/callq/callq/internal/telemetry"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -37,6 +38,7 @@ type stack struct {
 	hooks   *auth.WebhookSecrets
 	sched   []time.Duration
 	metrics *prometheus.Registry
+	tracing *telemetry.Tracing // OTLP export when OTEL_EXPORTER_OTLP_* say so
 	prod    *producer.Producer // made by producer(), once
 }
 
@@ -86,7 +88,22 @@ func newStack(cfg *config, rdb redis.UniversalClient, log zerolog.Logger) (*stac
 	if s.sched, err = parseSchedule(cfg.webhookSchedule); err != nil {
 		return nil, err
 	}
+	if s.tracing, err = telemetry.Setup(context.Background(), nil); err != nil {
+		return nil, err
+	}
+	if s.tracing.Provider() != nil {
+		log.Info().Msg("tracing: exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_*)")
+	}
 	return s, nil
+}
+
+// shutdownTracing exports the spans left, within a few seconds.
+func (s *stack) shutdownTracing() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.tracing.Shutdown(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("could not export the last spans")
+	}
 }
 
 // producer is the producer the API works through and the scheduler fires
@@ -141,6 +158,17 @@ func (s *stack) apiHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := producer.NewMetrics(s.metrics)
+	if err != nil {
+		return nil, err
+	}
+	queues, err := telemetry.NewQueueCollector(s.rdb, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.metrics.Register(queues); err != nil {
+		return nil, err
+	}
 	api, err := producer.NewHandler(&producer.HandlerConfig{
 		Producer:    prod,
 		Credentials: s.creds,
@@ -152,6 +180,8 @@ func (s *stack) apiHandler() (http.Handler, error) {
 		WebhookSecrets:        s.hooks,
 		PublicURL:             s.cfg.publicURL,
 		ConnectAllowedOrigins: s.cfg.connectOrigins,
+		Metrics:               m,
+		TracerProvider:        s.tracing.Provider(),
 	})
 	if err != nil {
 		return nil, err
@@ -232,6 +262,7 @@ func (s *stack) worker() (*worker.Worker, error) {
 	}
 	return worker.New(s.rdb, &worker.Config{
 		Metrics:          m,
+		TracerProvider:   s.tracing.Provider(),
 		Catalog:          s.catalog,
 		Records:          s.records,
 		Credentials:      s.creds,
@@ -302,7 +333,7 @@ func openStack(ctx context.Context, x *invocation, args []string, poolSize func(
 		_ = rdb.Close()
 		return nil, nil, err
 	}
-	return s, func() { _ = s.records.Close(); _ = rdb.Close() }, nil
+	return s, func() { s.shutdownTracing(); _ = s.records.Close(); _ = rdb.Close() }, nil
 }
 
 func runAPI(ctx context.Context, x *invocation, args []string) error {

@@ -1,0 +1,134 @@
+package telemetry_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/callq/callq/internal/redistest"
+	"github.com/callq/callq/internal/telemetry"
+	"github.com/callq/callq/tasks"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// Tracing is on only when an OTLP endpoint is named, and not turned off.
+func TestSetup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		on   bool
+	}{
+		{"nothing set", nil, false},
+		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, true},
+		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, true},
+		{"sdk disabled", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}, false},
+		{"exporter none", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "none"}, false},
+		{"http/protobuf", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, true},
+	} {
+		tr, err := telemetry.Setup(ctx, &telemetry.Config{Getenv: env(tc.vars)})
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.on, tr.Provider() != nil, tc.name)
+		require.NoError(t, tr.Shutdown(ctx), tc.name)
+	}
+	_, err := telemetry.Setup(ctx, &telemetry.Config{Getenv: env(map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})})
+	require.ErrorIs(t, err, telemetry.ErrProtocol)
+	require.ErrorContains(t, err, "OTEL_EXPORTER_OTLP_PROTOCOL")
+}
+
+// The trace context goes from a context to a call and back, and into
+// headers, only when there is one.
+// (Not parallel: AllocsPerRun.)
+func TestPropagation(t *testing.T) {
+	ctx := context.Background()
+	require.Nil(t, telemetry.FromContext(ctx))
+	h := http.Header{}
+	telemetry.Inject(ctx, h)
+	require.Empty(t, h)
+	require.Equal(t, ctx, telemetry.Extract(ctx, h), "no traceparent: the context as it was")
+	require.Equal(t, ctx, telemetry.WithParent(ctx, nil))
+
+	h.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	h.Set("tracestate", "rojo=00f067aa0ba902b7")
+	tc := telemetry.FromContext(telemetry.Extract(ctx, h))
+	require.Equal(t, &tasks.TraceContext{Parent: h.Get("traceparent"), State: "rojo=00f067aa0ba902b7"}, tc)
+	out := http.Header{}
+	telemetry.Inject(telemetry.WithParent(ctx, tc), out)
+	require.Equal(t, h, out)
+	require.True(t, trace.SpanContextFromContext(telemetry.WithParent(ctx, tc)).IsRemote())
+
+	h.Set("traceparent", "not-a-traceparent")
+	require.Nil(t, telemetry.FromContext(telemetry.Extract(ctx, h)), "an invalid one is ignored")
+	// The cost of an untraced call: nothing.
+	untraced := http.Header{"Content-Type": {"application/json"}}
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		telemetry.Inject(ctx, out)
+		_ = telemetry.FromContext(ctx)
+		_ = telemetry.Extract(ctx, untraced)
+	}))
+}
+
+// The collector reports each asynq queue's depths by state as gauges that
+// pass Prometheus' lint, and callq_queue_stats_up 0, not a failed scrape,
+// when Redis is gone.
+func TestQueueCollector(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	q := asynq.NewClientFromRedisClient(rdb)
+	for i := range 3 {
+		_, err := q.Enqueue(asynq.NewTask("t", nil), asynq.Queue("default"), asynq.TaskID(string(rune('a'+i))))
+		require.NoError(t, err)
+	}
+	_, err := q.Enqueue(asynq.NewTask("t", nil), asynq.Queue("low"), asynq.ProcessIn(time.Hour))
+	require.NoError(t, err)
+
+	_, err = telemetry.NewQueueCollector(rdb, &telemetry.QueueCollectorConfig{Timeout: -1})
+	require.ErrorContains(t, err, "QueueCollectorConfig.Timeout must not be negative")
+	c, err := telemetry.NewQueueCollector(rdb, &telemetry.QueueCollectorConfig{Timeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(c))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP callq_queue_stats_up Whether the last scrape could read the asynq queues' depths (1) or not (0: Redis unreachable or slower than the timeout).
+# TYPE callq_queue_stats_up gauge
+callq_queue_stats_up 1
+# HELP callq_queue_tasks Tasks in an asynq queue, by queue and state (pending, active, scheduled, retry, archived), read from asynq when scraped.
+# TYPE callq_queue_tasks gauge
+callq_queue_tasks{queue="default",state="active"} 0
+callq_queue_tasks{queue="default",state="archived"} 0
+callq_queue_tasks{queue="default",state="pending"} 3
+callq_queue_tasks{queue="default",state="retry"} 0
+callq_queue_tasks{queue="default",state="scheduled"} 0
+callq_queue_tasks{queue="low",state="active"} 0
+callq_queue_tasks{queue="low",state="archived"} 0
+callq_queue_tasks{queue="low",state="pending"} 0
+callq_queue_tasks{queue="low",state="retry"} 0
+callq_queue_tasks{queue="low",state="scheduled"} 1
+`)))
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+
+	srv.Kill(t)
+	start := time.Now()
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP callq_queue_stats_up Whether the last scrape could read the asynq queues' depths (1) or not (0: Redis unreachable or slower than the timeout).
+# TYPE callq_queue_stats_up gauge
+callq_queue_stats_up 0
+`)))
+	require.Less(t, time.Since(start), 5*time.Second, "the scrape waits the timeout at most")
+}
