@@ -228,7 +228,9 @@ func (c *Cache) Live() bool {
 // between reads the new value), outside the change's transaction: on a
 // Cluster, a keyless PUBLISH in a MULTI is not sent with the key's. If it
 // fails, the change stands and the caches drop the old value within their
-// TTL: the change is not reported as failed for that.
+// TTL: the change is not reported as failed for that. The change stands
+// even if ctx ended with its write (an API caller that hung up), so the
+// message is sent whatever ctx says (go-redis's own timeouts bound it).
 func (s *Store) changed(ctx context.Context, tenant, ref string) {
-	_ = s.rdb.Publish(ctx, rediskeys.CredentialChannel, rediskeys.Credential(tenant, ref)).Err()
+	_ = s.rdb.Publish(context.WithoutCancel(ctx), rediskeys.CredentialChannel, rediskeys.Credential(tenant, ref)).Err()
 }

@@ -280,3 +280,56 @@ func TestCacheOpenKeepsLiteralsOnly(t *testing.T) {
 	require.Equal(t, "from-file-2", s5["token"], "a file: value is read on every call")
 	require.Equal(t, "[REDACTED]", r5.String("from-file-2"))
 }
+
+// cancelAfterWrite is a go-redis hook that cancels the context of a change
+// once its transaction has been written: a client that went away (an API
+// request whose caller hung up, a reseal interrupted) right after the write.
+type cancelAfterWrite struct{ cancel context.CancelFunc }
+
+func (h cancelAfterWrite) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h cancelAfterWrite) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h cancelAfterWrite) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.cancel()
+		return err
+	}
+}
+
+// A change whose context ends once it is written (its caller hung up) is
+// still announced: it stands, so the caches must drop what they kept.
+func TestCacheHearsAChangeWhoseCallerLeft(t *testing.T) {
+	t.Parallel()
+	e := newCacheEnv(t, time.Hour)
+	e.put("v1")
+	e.primed("v1")
+	for _, tc := range []struct {
+		name string
+		fn   func(ctx context.Context, s *Store) error
+	}{
+		{"Put", func(ctx context.Context, s *Store) error {
+			_, err := s.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v2"})
+			return err
+		}},
+		{"PutConnected", func(ctx context.Context, s *Store) error {
+			_, err := s.PutConnected(ctx, "acme", "gh", "github", map[string]string{"token": "v3"},
+				&Connection{Method: ConnectForm, At: time.Now()})
+			return err
+		}},
+		{"UpdateFields", func(ctx context.Context, s *Store) error {
+			_, err := s.UpdateFields(ctx, "acme", "gh", map[string]string{"token": "v4"})
+			return err
+		}},
+		{"Delete", func(ctx context.Context, s *Store) error { return s.Delete(ctx, "acme", "gh") }},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		rdb := e.srv.Client(t)
+		rdb.AddHook(cancelAfterWrite{cancel})
+		s, err := NewStore(rdb, &StoreConfig{Keyring: e.ring})
+		require.NoError(t, err)
+		e.change(func() { require.NoError(t, tc.fn(ctx, s), tc.name) })
+		if tc.name != "Delete" {
+			e.primed(e.token(e.caches[0]))
+		}
+	}
+}
