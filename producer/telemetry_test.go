@@ -148,15 +148,28 @@ callq_http_requests_total{code="405",method="other",route="/v1/calls"} 1
 }
 
 // TestUnavailableCounted: with its redis-server stopped the API answers
-// 503, and each is counted.
+// 503, and each is counted. A 503 for another reason (connect without
+// CALLQ_PUBLIC_URL, which anyone can ask for) is not an outage of Redis
+// and is not counted as one.
 func TestUnavailableCounted(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m, err := producer.NewMetrics(reg)
 	require.NoError(t, err)
 	e := setup(t, withMetrics(m))
+	r := e.do(t, req{Method: http.MethodGet, Path: "/connect/" + strings.Repeat("a", 43)})
+	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
+	r = e.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: e.adminKey,
+		Body: map[string]any{"integration": "github", "credential": "c"}})
+	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
+	requireMetrics(t, reg, `
+# HELP callq_http_requests_total HTTP API requests answered, by route pattern (unmatched for a path no route serves), method and status code.
+# TYPE callq_http_requests_total counter
+callq_http_requests_total{code="503",method="GET",route="/connect/{token}"} 1
+callq_http_requests_total{code="503",method="POST",route="/v1/connect/sessions"} 1
+`, "callq_http_requests_total")
 	e.srv.Kill(t)
-	r := e.post(t, call(nil))
+	r = e.post(t, call(nil))
 	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
 	r = e.get(t, "some-call")
 	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
