@@ -70,6 +70,12 @@ func TestPropagation(t *testing.T) {
 	require.Equal(t, h, out)
 	require.True(t, trace.SpanContextFromContext(telemetry.WithParent(ctx, tc)).IsRemote())
 
+	// A tracestate the request held already (a call's own header) does
+	// not ride along with a traceparent that has none.
+	out = http.Header{"Tracestate": {"other=vendor"}, "Traceparent": {"00-11111111111111111111111111111111-2222222222222222-01"}}
+	telemetry.Inject(telemetry.WithParent(ctx, &tasks.TraceContext{Parent: tc.Parent}), out)
+	require.Equal(t, http.Header{"Traceparent": {tc.Parent}}, out)
+
 	h.Set("traceparent", "not-a-traceparent")
 	require.Nil(t, telemetry.FromContext(telemetry.Extract(ctx, h)), "an invalid one is ignored")
 	// The cost of an untraced call: nothing.

@@ -144,11 +144,13 @@ func Extract(ctx context.Context, h http.Header) context.Context {
 }
 
 // Inject sets the traceparent and tracestate headers of an outgoing
-// request to ctx's span; it does nothing (and allocates nothing) when ctx
-// has none.
+// request to ctx's span, replacing any h held (a tracestate of another
+// trace must not ride along with this one's traceparent when this one has
+// none); it does nothing (and allocates nothing) when ctx has no span.
 func Inject(ctx context.Context, h http.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
+	h.Del("Tracestate")
 	propagator.Inject(ctx, propagation.HeaderCarrier(h))
 }
