@@ -59,6 +59,10 @@ type Cache struct {
 	entries map[string]cached // by the credential's Redis key
 	gen     uint64            // counts invalidations: a read keeps its result only if none came during it
 	live    bool              // Watch is subscribed
+	// sweepAt is when the earliest of the entries kept at the last sweep
+	// expires: while the cache is full, a sweep before then frees nothing,
+	// so a read that finds it full does not go over every entry in vain.
+	sweepAt time.Time
 }
 
 type cached struct {
@@ -125,11 +129,19 @@ func (c *Cache) keep(key string, cred *Credential, gen uint64, now time.Time) {
 		return
 	}
 	if _, ok := c.entries[key]; !ok && len(c.entries) >= maxCached {
+		if now.Before(c.sweepAt) {
+			return
+		}
+		var next time.Time
 		for k, e := range c.entries {
-			if !now.Before(e.expires) {
+			switch {
+			case !now.Before(e.expires):
 				delete(c.entries, k)
+			case next.IsZero() || e.expires.Before(next):
+				next = e.expires
 			}
 		}
+		c.sweepAt = next
 		if len(c.entries) >= maxCached {
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -332,4 +333,42 @@ func TestCacheHearsAChangeWhoseCallerLeft(t *testing.T) {
 			e.primed(e.token(e.caches[0]))
 		}
 	}
+}
+
+// A full cache keeps no more, and a read that finds it full goes over its
+// entries (to sweep the expired ones) only once one can have expired: with
+// more credentials in use than it holds, every read missing it would
+// otherwise go over all of them under the lock.
+func TestCacheFullSweepsOnlyWhenSomethingExpired(t *testing.T) {
+	t.Parallel()
+	_, rdb := testRedis(t)
+	store, err := NewStore(rdb, &StoreConfig{Keyring: testKeyring(t, "k1")})
+	require.NoError(t, err)
+	c, err := NewCache(store, &CacheConfig{TTL: time.Minute})
+	require.NoError(t, err)
+	c.forgetAll(true)
+	cred := &Credential{Tenant: "acme", Ref: "gh"}
+	start := time.Now()
+	for i := range maxCached {
+		c.keep(rediskeys.Credential("acme", "c"+strconv.Itoa(i)), cred, c.gen, start.Add(time.Duration(i)*time.Microsecond))
+	}
+	require.Equal(t, maxCached, c.Len())
+
+	c.keep(rediskeys.Credential("acme", "new"), cred, c.gen, start.Add(time.Second))
+	require.Equal(t, maxCached, c.Len(), "full, nothing expired: not kept")
+	require.Equal(t, start.Add(time.Minute), c.sweepAt, "no sweep until the first entry expires")
+	// c1 made expired behind the cache's back: a sweep would free it,
+	// but none is made before sweepAt.
+	c.mu.Lock()
+	c.entries[rediskeys.Credential("acme", "c1")] = cached{cred: cred, expires: start}
+	c.mu.Unlock()
+	c.keep(rediskeys.Credential("acme", "new"), cred, c.gen, start.Add(2*time.Second))
+	require.Equal(t, maxCached, c.Len(), "not swept before sweepAt")
+
+	c.keep(rediskeys.Credential("acme", "new"), cred, c.gen, start.Add(time.Minute+time.Microsecond))
+	require.Equal(t, maxCached-1, c.Len(), "c0 and c1 swept, new kept")
+	c.mu.Lock()
+	_, ok := c.entries[rediskeys.Credential("acme", "new")]
+	c.mu.Unlock()
+	require.True(t, ok)
 }
