@@ -211,10 +211,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rw := &statusWriter{ResponseWriter: w}
 	var span trace.Span
+	method := knownMethod(r.Method) // a client may send any token: the span's name is bounded too
+	if method == "other" {
+		method = "_OTHER" // as OpenTelemetry's HTTP conventions name it
+	}
 	if h.tracer != nil {
 		var ctx context.Context
-		ctx, span = h.tracer.Start(telemetry.Extract(r.Context(), r.Header), r.Method,
-			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		ctx, span = h.tracer.Start(telemetry.Extract(r.Context(), r.Header), method,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("http.request.method", method)))
 		r = r.WithContext(ctx)
 	} else {
 		r = telemetryRequest(r)
@@ -232,7 +236,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.cfg.Metrics.request(route, r.Method, code, rw.storeDown)
 	if span != nil {
-		span.SetName(r.Method + " " + route)
+		span.SetName(method + " " + route)
 		span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", code))
 		if code >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(code))

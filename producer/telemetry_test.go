@@ -103,6 +103,25 @@ func TestAPIServerSpan(t *testing.T) {
 	}
 }
 
+// TestAPIServerSpanMethodBounded: a method outside the standard set names
+// the server span as _OTHER, as OpenTelemetry's HTTP conventions say: a
+// client may send any token, and span names must stay few.
+func TestAPIServerSpanMethodBounded(t *testing.T) {
+	t.Parallel()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	e := setup(t, withTracerProvider(tp))
+	r := e.do(t, req{Method: "BREW-4f1c9a", Path: "/v1/calls", Key: e.producerKey})
+	require.Equal(t, http.StatusMethodNotAllowed, r.Status)
+	var got tracetest.SpanStubs
+	require.Eventually(t, func() bool { got = spans.GetSpans(); return len(got) >= 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, "_OTHER /v1/calls", got[0].Name)
+	for _, kv := range got[0].Attributes {
+		require.NotContains(t, kv.Value.Emit(), "BREW")
+	}
+}
+
 // TestAPIMetrics: requests are counted by route pattern, method and code,
 // a path no route serves as "unmatched"; calls the API queues by
 // integration, an idempotent repeat not counted; and what is registered
