@@ -38,8 +38,8 @@ func (c *CacheConfig) validate() error {
 // them on each use, and reads env: and file: values again). It saves a
 // Redis read per attempt.
 //
-// Every change a Store makes to a credential (Put, Delete, UpdateFields, an
-// OAuth2 refresh, Reseal) is published on rediskeys.CredentialChannel after
+// Every change a Store makes to a credential (Put, PutConnected, Delete,
+// UpdateFields, an OAuth2 refresh, Reseal) is published on rediskeys.CredentialChannel after
 // it is written; Watch listens for those and drops the credential, so the
 // change reaches the next call of every worker as soon as the message does.
 // A message missed while the subscription is down cannot be told from none,
