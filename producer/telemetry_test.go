@@ -58,15 +58,22 @@ func TestTraceparentKeptWithTheCall(t *testing.T) {
 	require.NotContains(t, string(body), `"trace"`)
 }
 
+// tracedSetup is setup with a TracerProvider whose spans are kept in
+// memory, as they end.
+func tracedSetup(t *testing.T) (*env, *tracetest.InMemoryExporter) {
+	t.Helper()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return setup(t, withTracerProvider(tp)), spans
+}
+
 // TestAPIServerSpan: with a TracerProvider each request has a server span,
 // the child of its traceparent, named by its route; a call enqueued in it
 // keeps the server span's context, so the worker's spans are its children.
 func TestAPIServerSpan(t *testing.T) {
 	t.Parallel()
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	e := setup(t, withTracerProvider(tp))
+	e, spans := tracedSetup(t)
 	r := e.post(t, call(map[string]any{"correlation_id": "served-1", "query": map[string]any{"token": "q-s3cr3t"}}),
 		"traceparent", incomingParent)
 	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
@@ -108,10 +115,7 @@ func TestAPIServerSpan(t *testing.T) {
 // client may send any token, and span names must stay few.
 func TestAPIServerSpanMethodBounded(t *testing.T) {
 	t.Parallel()
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	e := setup(t, withTracerProvider(tp))
+	e, spans := tracedSetup(t)
 	r := e.do(t, req{Method: "BREW-4f1c9a", Path: "/v1/calls", Key: e.producerKey})
 	require.Equal(t, http.StatusMethodNotAllowed, r.Status)
 	var got tracetest.SpanStubs
