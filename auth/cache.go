@@ -38,8 +38,8 @@ func (c *CacheConfig) validate() error {
 // them on each use, and reads env: and file: values again). It saves a
 // Redis read per attempt.
 //
-// Every change a Store makes to a credential (Put, Delete, UpdateFields, an
-// OAuth2 refresh, Reseal) is published on rediskeys.CredentialChannel after
+// Every change a Store makes to a credential (Put, PutConnected, Delete,
+// UpdateFields, an OAuth2 refresh, Reseal) is published on rediskeys.CredentialChannel after
 // it is written; Watch listens for those and drops the credential, so the
 // change reaches the next call of every worker as soon as the message does.
 // A message missed while the subscription is down cannot be told from none,
@@ -59,6 +59,10 @@ type Cache struct {
 	entries map[string]cached // by the credential's Redis key
 	gen     uint64            // counts invalidations: a read keeps its result only if none came during it
 	live    bool              // Watch is subscribed
+	// sweepAt is when the earliest of the entries kept at the last sweep
+	// expires: while the cache is full, a sweep before then frees nothing,
+	// so a read that finds it full does not go over every entry in vain.
+	sweepAt time.Time
 }
 
 type cached struct {
@@ -125,11 +129,19 @@ func (c *Cache) keep(key string, cred *Credential, gen uint64, now time.Time) {
 		return
 	}
 	if _, ok := c.entries[key]; !ok && len(c.entries) >= maxCached {
+		if now.Before(c.sweepAt) {
+			return
+		}
+		var next time.Time
 		for k, e := range c.entries {
-			if !now.Before(e.expires) {
+			switch {
+			case !now.Before(e.expires):
 				delete(c.entries, k)
+			case next.IsZero() || e.expires.Before(next):
+				next = e.expires
 			}
 		}
+		c.sweepAt = next
 		if len(c.entries) >= maxCached {
 			return
 		}
@@ -228,7 +240,9 @@ func (c *Cache) Live() bool {
 // between reads the new value), outside the change's transaction: on a
 // Cluster, a keyless PUBLISH in a MULTI is not sent with the key's. If it
 // fails, the change stands and the caches drop the old value within their
-// TTL: the change is not reported as failed for that.
+// TTL: the change is not reported as failed for that. The change stands
+// even if ctx ended with its write (an API caller that hung up), so the
+// message is sent whatever ctx says (go-redis's own timeouts bound it).
 func (s *Store) changed(ctx context.Context, tenant, ref string) {
-	_ = s.rdb.Publish(ctx, rediskeys.CredentialChannel, rediskeys.Credential(tenant, ref)).Err()
+	_ = s.rdb.Publish(context.WithoutCancel(ctx), rediskeys.CredentialChannel, rediskeys.Credential(tenant, ref)).Err()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -279,4 +280,95 @@ func TestCacheOpenKeepsLiteralsOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "from-file-2", s5["token"], "a file: value is read on every call")
 	require.Equal(t, "[REDACTED]", r5.String("from-file-2"))
+}
+
+// cancelAfterWrite is a go-redis hook that cancels the context of a change
+// once its transaction has been written: a client that went away (an API
+// request whose caller hung up, a reseal interrupted) right after the write.
+type cancelAfterWrite struct{ cancel context.CancelFunc }
+
+func (h cancelAfterWrite) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h cancelAfterWrite) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h cancelAfterWrite) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.cancel()
+		return err
+	}
+}
+
+// A change whose context ends once it is written (its caller hung up) is
+// still announced: it stands, so the caches must drop what they kept.
+func TestCacheHearsAChangeWhoseCallerLeft(t *testing.T) {
+	t.Parallel()
+	e := newCacheEnv(t, time.Hour)
+	e.put("v1")
+	e.primed("v1")
+	for _, tc := range []struct {
+		name string
+		fn   func(ctx context.Context, s *Store) error
+	}{
+		{"Put", func(ctx context.Context, s *Store) error {
+			_, err := s.Put(ctx, "acme", "gh", "github", map[string]string{"token": "v2"})
+			return err
+		}},
+		{"PutConnected", func(ctx context.Context, s *Store) error {
+			_, err := s.PutConnected(ctx, "acme", "gh", "github", map[string]string{"token": "v3"},
+				&Connection{Method: ConnectForm, At: time.Now()})
+			return err
+		}},
+		{"UpdateFields", func(ctx context.Context, s *Store) error {
+			_, err := s.UpdateFields(ctx, "acme", "gh", map[string]string{"token": "v4"})
+			return err
+		}},
+		{"Delete", func(ctx context.Context, s *Store) error { return s.Delete(ctx, "acme", "gh") }},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		rdb := e.srv.Client(t)
+		rdb.AddHook(cancelAfterWrite{cancel})
+		s, err := NewStore(rdb, &StoreConfig{Keyring: e.ring})
+		require.NoError(t, err)
+		e.change(func() { require.NoError(t, tc.fn(ctx, s), tc.name) })
+		if tc.name != "Delete" {
+			e.primed(e.token(e.caches[0]))
+		}
+	}
+}
+
+// A full cache keeps no more, and a read that finds it full goes over its
+// entries (to sweep the expired ones) only once one can have expired: with
+// more credentials in use than it holds, every read missing it would
+// otherwise go over all of them under the lock.
+func TestCacheFullSweepsOnlyWhenSomethingExpired(t *testing.T) {
+	t.Parallel()
+	_, rdb := testRedis(t)
+	store, err := NewStore(rdb, &StoreConfig{Keyring: testKeyring(t, "k1")})
+	require.NoError(t, err)
+	c, err := NewCache(store, &CacheConfig{TTL: time.Minute})
+	require.NoError(t, err)
+	c.forgetAll(true)
+	cred := &Credential{Tenant: "acme", Ref: "gh"}
+	start := time.Now()
+	for i := range maxCached {
+		c.keep(rediskeys.Credential("acme", "c"+strconv.Itoa(i)), cred, c.gen, start.Add(time.Duration(i)*time.Microsecond))
+	}
+	require.Equal(t, maxCached, c.Len())
+
+	c.keep(rediskeys.Credential("acme", "new"), cred, c.gen, start.Add(time.Second))
+	require.Equal(t, maxCached, c.Len(), "full, nothing expired: not kept")
+	require.Equal(t, start.Add(time.Minute), c.sweepAt, "no sweep until the first entry expires")
+	// c1 made expired behind the cache's back: a sweep would free it,
+	// but none is made before sweepAt.
+	c.mu.Lock()
+	c.entries[rediskeys.Credential("acme", "c1")] = cached{cred: cred, expires: start}
+	c.mu.Unlock()
+	c.keep(rediskeys.Credential("acme", "new"), cred, c.gen, start.Add(2*time.Second))
+	require.Equal(t, maxCached, c.Len(), "not swept before sweepAt")
+
+	c.keep(rediskeys.Credential("acme", "new"), cred, c.gen, start.Add(time.Minute+time.Microsecond))
+	require.Equal(t, maxCached-1, c.Len(), "c0 and c1 swept, new kept")
+	c.mu.Lock()
+	_, ok := c.entries[rediskeys.Credential("acme", "new")]
+	c.mu.Unlock()
+	require.True(t, ok)
 }

@@ -41,6 +41,7 @@ func (h *handler) enqueue(w http.ResponseWriter, r *http.Request) {
 	if aerr != nil {
 		if aerr.Status >= 500 {
 			h.log.Error().Str("message", aerr.Message).Msg("enqueue failed")
+			storeDown(w)
 		}
 		writeError(w, aerr)
 		return

@@ -178,6 +178,7 @@ func (h *handler) replayCalls(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, res)
 	case res != nil && res.Replayed > 0 && !req.DryRun && r.Context().Err() == nil:
 		h.log.Error().Err(err).Int("replayed", res.Replayed).Msg("bulk replay interrupted")
+		storeDown(w)
 		writeError(w, &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			Message: fmt.Sprintf("the replay stopped after %d calls; repeat the request to go on (calls replayed already are skipped, unless again)", res.Replayed)})
 	default:

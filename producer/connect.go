@@ -400,6 +400,7 @@ func (h *handler) sessionError(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	h.log.Error().Err(err).Str("path", "/connect").Msg("connect request failed")
+	storeDown(w)
 	h.connectMessage(w, http.StatusServiceUnavailable, "Try again", "callq cannot reach its store; try again in a moment.")
 }
 

@@ -211,10 +211,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rw := &statusWriter{ResponseWriter: w}
 	var span trace.Span
+	method := knownMethod(r.Method) // a client may send any token: the span's name is bounded too
+	if method == "other" {
+		method = "_OTHER" // as OpenTelemetry's HTTP conventions name it
+	}
 	if h.tracer != nil {
 		var ctx context.Context
-		ctx, span = h.tracer.Start(telemetry.Extract(r.Context(), r.Header), r.Method,
-			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		ctx, span = h.tracer.Start(telemetry.Extract(r.Context(), r.Header), method,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("http.request.method", method)))
 		r = r.WithContext(ctx)
 	} else {
 		r = telemetryRequest(r)
@@ -230,9 +234,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route == "" || route == "/" {
 		route = "unmatched"
 	}
-	h.cfg.Metrics.request(route, r.Method, code)
+	h.cfg.Metrics.request(route, r.Method, code, rw.storeDown)
 	if span != nil {
-		span.SetName(r.Method + " " + route)
+		span.SetName(method + " " + route)
 		span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", code))
 		if code >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(code))
@@ -250,10 +254,21 @@ func telemetryRequest(r *http.Request) *http.Request {
 	return r
 }
 
-// statusWriter remembers the status code a handler answered.
+// statusWriter remembers the status code a handler answered, and whether
+// it answered so because Redis could not be reached (storeDown).
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code      int
+	storeDown bool
+}
+
+// storeDown notes that w's answer is a 503 because Redis could not be
+// reached, for callq_http_unavailable_total: a 503 for another reason
+// (connect not configured) is not an outage of the store.
+func storeDown(w http.ResponseWriter) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.storeDown = true
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -360,6 +375,7 @@ func (h *handler) client(r *http.Request) *Client {
 
 func (h *handler) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	h.log.Error().Err(err).Str("path", r.URL.Path).Msg("request failed")
+	storeDown(w)
 	writeError(w, &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: "callq cannot reach its store; try again"})
 }
 

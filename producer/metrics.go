@@ -40,13 +40,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// request counts one answered request.
-func (m *Metrics) request(route, method string, code int) {
+// request counts one answered request; storeDown says a 503 was answered
+// because Redis could not be reached.
+func (m *Metrics) request(route, method string, code int, storeDown bool) {
 	if m == nil {
 		return
 	}
 	m.requests.WithLabelValues(route, knownMethod(method), strconv.Itoa(code)).Inc()
-	if code == http.StatusServiceUnavailable {
+	if code == http.StatusServiceUnavailable && storeDown {
 		m.unavailable.Inc()
 	}
 }

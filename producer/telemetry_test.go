@@ -58,15 +58,22 @@ func TestTraceparentKeptWithTheCall(t *testing.T) {
 	require.NotContains(t, string(body), `"trace"`)
 }
 
+// tracedSetup is setup with a TracerProvider whose spans are kept in
+// memory, as they end.
+func tracedSetup(t *testing.T) (*env, *tracetest.InMemoryExporter) {
+	t.Helper()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return setup(t, withTracerProvider(tp)), spans
+}
+
 // TestAPIServerSpan: with a TracerProvider each request has a server span,
 // the child of its traceparent, named by its route; a call enqueued in it
 // keeps the server span's context, so the worker's spans are its children.
 func TestAPIServerSpan(t *testing.T) {
 	t.Parallel()
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	e := setup(t, withTracerProvider(tp))
+	e, spans := tracedSetup(t)
 	r := e.post(t, call(map[string]any{"correlation_id": "served-1", "query": map[string]any{"token": "q-s3cr3t"}}),
 		"traceparent", incomingParent)
 	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
@@ -100,6 +107,22 @@ func TestAPIServerSpan(t *testing.T) {
 			require.NotContains(t, kv.Value.Emit(), "q-s3cr3t")
 			require.NotContains(t, kv.Value.Emit(), e.producerKey)
 		}
+	}
+}
+
+// TestAPIServerSpanMethodBounded: a method outside the standard set names
+// the server span as _OTHER, as OpenTelemetry's HTTP conventions say: a
+// client may send any token, and span names must stay few.
+func TestAPIServerSpanMethodBounded(t *testing.T) {
+	t.Parallel()
+	e, spans := tracedSetup(t)
+	r := e.do(t, req{Method: "BREW-4f1c9a", Path: "/v1/calls", Key: e.producerKey})
+	require.Equal(t, http.StatusMethodNotAllowed, r.Status)
+	var got tracetest.SpanStubs
+	require.Eventually(t, func() bool { got = spans.GetSpans(); return len(got) >= 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, "_OTHER /v1/calls", got[0].Name)
+	for _, kv := range got[0].Attributes {
+		require.NotContains(t, kv.Value.Emit(), "BREW")
 	}
 }
 
@@ -148,15 +171,28 @@ callq_http_requests_total{code="405",method="other",route="/v1/calls"} 1
 }
 
 // TestUnavailableCounted: with its redis-server stopped the API answers
-// 503, and each is counted.
+// 503, and each is counted. A 503 for another reason (connect without
+// CALLQ_PUBLIC_URL, which anyone can ask for) is not an outage of Redis
+// and is not counted as one.
 func TestUnavailableCounted(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m, err := producer.NewMetrics(reg)
 	require.NoError(t, err)
 	e := setup(t, withMetrics(m))
+	r := e.do(t, req{Method: http.MethodGet, Path: "/connect/" + strings.Repeat("a", 43)})
+	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
+	r = e.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: e.adminKey,
+		Body: map[string]any{"integration": "github", "credential": "c"}})
+	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
+	requireMetrics(t, reg, `
+# HELP callq_http_requests_total HTTP API requests answered, by route pattern (unmatched for a path no route serves), method and status code.
+# TYPE callq_http_requests_total counter
+callq_http_requests_total{code="503",method="GET",route="/connect/{token}"} 1
+callq_http_requests_total{code="503",method="POST",route="/v1/connect/sessions"} 1
+`, "callq_http_requests_total")
 	e.srv.Kill(t)
-	r := e.post(t, call(nil))
+	r = e.post(t, call(nil))
 	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)
 	r = e.get(t, "some-call")
 	require.Equal(t, http.StatusServiceUnavailable, r.Status, "%s", r.Body)

@@ -70,6 +70,12 @@ func TestPropagation(t *testing.T) {
 	require.Equal(t, h, out)
 	require.True(t, trace.SpanContextFromContext(telemetry.WithParent(ctx, tc)).IsRemote())
 
+	// A tracestate the request held already (a call's own header) does
+	// not ride along with a traceparent that has none.
+	out = http.Header{"Tracestate": {"other=vendor"}, "Traceparent": {"00-11111111111111111111111111111111-2222222222222222-01"}}
+	telemetry.Inject(telemetry.WithParent(ctx, &tasks.TraceContext{Parent: tc.Parent}), out)
+	require.Equal(t, http.Header{"Traceparent": {tc.Parent}}, out)
+
 	h.Set("traceparent", "not-a-traceparent")
 	require.Nil(t, telemetry.FromContext(telemetry.Extract(ctx, h)), "an invalid one is ignored")
 	// The cost of an untraced call: nothing.
@@ -131,4 +137,37 @@ callq_queue_tasks{queue="low",state="scheduled"} 1
 callq_queue_stats_up 0
 `)))
 	require.Less(t, time.Since(start), 5*time.Second, "the scrape waits the timeout at most")
+}
+
+// A tracestate kept with a call is at most MaxTraceState bytes: a valid
+// one may be 16 KiB. Members over 128 bytes go first, then from the end,
+// as the W3C recommendation says; a short one is kept as it came.
+func TestTraceStateBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	state := func(members ...string) string { return strings.Join(members, ",") }
+	member := func(key string, n int) string { return key + "=" + strings.Repeat("v", n-len(key)-1) }
+	kept := func(ts string) string {
+		h := http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "Tracestate": {ts}}
+		tc := telemetry.FromContext(telemetry.Extract(ctx, h))
+		require.NotNil(t, tc)
+		return tc.State
+	}
+	var big []string
+	for i := range 32 {
+		big = append(big, member("k"+strings.Repeat("x", 250)+string(rune('a'+i%26))+string(rune('a'+i/26)), 513))
+	}
+	require.Greater(t, len(state(big...)), 16000)
+	require.Empty(t, kept(state(big...)), "every member is over 128 bytes")
+
+	short := state(member("a", 100), member("b", 100), member("c", 100), member("d", 100), member("e", 100))
+	require.Equal(t, short, kept(short), "504 bytes: kept")
+	require.Equal(t, short,
+		kept(state(member("a", 100), member("long", 200), member("b", 100), member("c", 100), member("d", 100), member("e", 100), member("f", 100))),
+		"the long member goes first, then the last")
+	var many []string
+	for i := range 32 {
+		many = append(many, member("k"+string(rune('a'+i%26))+string(rune('a'+i/26)), 20))
+	}
+	require.Equal(t, state(many[:24]...), kept(state(many...)), "671 bytes: the last 8 go")
 }

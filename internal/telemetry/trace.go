@@ -120,7 +120,37 @@ func FromContext(ctx context.Context) *tasks.TraceContext {
 	}
 	c := propagation.MapCarrier{}
 	propagator.Inject(ctx, c)
-	return &tasks.TraceContext{Parent: c["traceparent"], State: c["tracestate"]}
+	return &tasks.TraceContext{Parent: c["traceparent"], State: boundState(c["tracestate"])}
+}
+
+// MaxTraceState bounds the tracestate kept with a call, in bytes: the 512
+// characters the W3C recommendation asks platforms to propagate at least.
+// A valid tracestate may be some 16 KiB (32 members of 256-byte keys and
+// values), and a call keeps it in its record, its task and its webhook's.
+const MaxTraceState = 512
+
+// boundState truncates the valid tracestate s to MaxTraceState bytes as
+// the W3C recommendation says: members over 128 bytes go first, then
+// members from the end.
+func boundState(s string) string {
+	if len(s) <= MaxTraceState {
+		return s
+	}
+	members := strings.Split(s, ",")
+	n := len(s)
+	drop := func(i int) {
+		n -= len(members[i]) + 1 // and its comma
+		members = append(members[:i], members[i+1:]...)
+	}
+	for i := len(members) - 1; i >= 0 && n > MaxTraceState; i-- {
+		if len(members[i]) > 128 {
+			drop(i)
+		}
+	}
+	for n > MaxTraceState {
+		drop(len(members) - 1)
+	}
+	return strings.Join(members, ",")
 }
 
 // WithParent returns ctx with tc as its remote parent: spans started under
@@ -144,11 +174,13 @@ func Extract(ctx context.Context, h http.Header) context.Context {
 }
 
 // Inject sets the traceparent and tracestate headers of an outgoing
-// request to ctx's span; it does nothing (and allocates nothing) when ctx
-// has none.
+// request to ctx's span, replacing any h held (a tracestate of another
+// trace must not ride along with this one's traceparent when this one has
+// none); it does nothing (and allocates nothing) when ctx has no span.
 func Inject(ctx context.Context, h http.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
+	h.Del("Tracestate")
 	propagator.Inject(ctx, propagation.HeaderCarrier(h))
 }
