@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
@@ -148,6 +149,12 @@ func originOf(u *url.URL) (string, error) {
 	}
 	if host == "" {
 		return "", errors.New("the host is missing")
+	}
+	// Only ASCII: strings.ToLower folds some non-ASCII letters (U+0130,
+	// U+212A) to ASCII ones, while a browser maps them (IDNA) to another
+	// domain, so a Unicode host could pass for an allowed one.
+	if strings.ContainsFunc(u.Hostname(), func(c rune) bool { return c >= utf8.RuneSelf }) {
+		return "", errors.New("the host must be ASCII: write an internationalized domain name in its punycode form (xn--...)")
 	}
 	if port != "" {
 		host = net.JoinHostPort(host, port)

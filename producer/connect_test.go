@@ -463,6 +463,30 @@ func TestParseConnectOrigins(t *testing.T) {
 	require.Error(t, err)
 }
 
+// A redirect_uri whose host only case-folds to an allowed one is refused:
+// Go lowers U+0130 (İ) to "i", but a browser maps it (IDNA) to another
+// domain, which an attacker can own; so an allowed "https://items.example"
+// must not let "https://İtems.example" through. Hosts are ASCII (punycode).
+func TestConnectRedirectUnicodeHost(t *testing.T) {
+	t.Parallel()
+	p := oauthtest.Start(t, time.Hour)
+	e := setup(t, withCatalog(connectCatalog(p)), withPublicURL(), withHandler(func(c *producer.HandlerConfig) {
+		c.ConnectAllowedOrigins = []string{"https://items.example", "https://kite.example"}
+	}))
+	post := func(redirect string) *resp {
+		return e.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: e.adminKey,
+			Body: map[string]any{"integration": "billing", "credential": "c1", "redirect_uri": redirect}})
+	}
+	require.Equal(t, http.StatusCreated, post("https://ITEMS.example:443/done").Status)
+	for _, bad := range []string{"https://\u0130tems.example/done", "https://\u212Aite.example/done", "https://items.ex\u00e4mple/done"} {
+		requireError(t, post(bad), http.StatusBadRequest, producer.CodeInvalidField, "redirect_uri")
+	}
+	for _, bad := range []string{"https://\u0130tems.example", "https://b\u00fccher.example"} {
+		_, err := producer.ParseConnectOrigins(bad)
+		require.Error(t, err, bad)
+	}
+}
+
 // A session's link stops working when it expires.
 func TestConnectExpiredSession(t *testing.T) {
 	t.Parallel()
