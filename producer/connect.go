@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
@@ -98,10 +99,21 @@ type connectSession struct {
 }
 
 // connectState is an authorization request in flight, under the hash of
-// its state parameter: the session it is for and its PKCE verifier.
+// its state parameter: the session it is for, its PKCE verifier, and the
+// hash of the cookie that binds it to the browser that started it.
 type connectState struct {
 	Session  connectSession `json:"session"`
 	Verifier string         `json:"verifier"`
+	Browser  string         `json:"browser"`
+}
+
+// stateCookie is the name of the cookie binding state to the browser that
+// followed the link (one per state: a browser may run two dances at once).
+// Without it, an end user could hand the provider's authorization URL to
+// someone else (consent phishing) and get that person's account stored
+// as their own credential (RFC 9700, 4.7).
+func stateCookie(state string) string {
+	return "callq_connect_" + tokenHash(state)[:16]
 }
 
 // ParseConnectOrigins reads CALLQ_CONNECT_ALLOWED_ORIGINS: comma-separated
@@ -475,8 +487,8 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 		h.sessionError(w, r, err)
 		return
 	}
-	state, verifier := newConnectToken(), oauth2.GenerateVerifier()
-	b, err := json.Marshal(connectState{Session: *sess, Verifier: verifier})
+	state, verifier, browser := newConnectToken(), oauth2.GenerateVerifier(), newConnectToken()
+	b, err := json.Marshal(connectState{Session: *sess, Verifier: verifier, Browser: tokenHash(browser)})
 	if err == nil {
 		err = h.cfg.Producer.rdb.Set(r.Context(), rediskeys.ConnectState(tokenHash(state)), b, ConnectStateTTL).Err()
 	}
@@ -486,7 +498,21 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := append(in.Auth.AuthCodeOptions(), oauth2.S256ChallengeOption(verifier))
 	connectHeaders(w, "")
+	http.SetCookie(w, h.stateCookie(stateCookie(state), browser, int(ConnectStateTTL/time.Second)))
 	http.Redirect(w, r, conf.AuthCodeURL(state, opts...), http.StatusFound)
+}
+
+// stateCookie is the cookie name=value, sent back to the OAuth2 callback
+// only (top-level navigations from the provider carry SameSite=Lax ones).
+// maxAge -1 deletes it.
+func (h *handler) stateCookie(name, value string, maxAge int) *http.Cookie {
+	path := connectCallbackPath
+	secure := strings.HasPrefix(h.cfg.PublicURL, "https:")
+	if u, err := url.Parse(h.cfg.PublicURL); err == nil {
+		path = strings.TrimSuffix(u.Path, "/") + connectCallbackPath
+	}
+	return &http.Cookie{Name: name, Value: value, Path: path, MaxAge: maxAge,
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}
 }
 
 // formView is the hosted form of integration in for the session token. It
@@ -621,6 +647,15 @@ func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &st.Session
+	name := stateCookie(state)
+	c, cerr := r.Cookie(name)
+	http.SetCookie(w, h.stateCookie(name, "", -1))
+	if cerr != nil || subtle.ConstantTimeCompare([]byte(tokenHash(c.Value)), []byte(st.Browser)) != 1 {
+		// Not the browser that followed the link: the code is not
+		// exchanged, whoever consented.
+		h.finishConnect(w, r, sess, "browser_mismatch", http.StatusFound)
+		return
+	}
 	if e := q.Get("error"); e != "" {
 		if !oauthErrorCode.MatchString(e) {
 			e = "provider_error"

@@ -262,7 +262,8 @@ func TestConnectOAuth2Dance(t *testing.T) {
 // followNone is a browser that stops at each redirect, so a test can look
 // at it and take it itself.
 func followNone() *http.Client {
-	return &http.Client{Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // step GETs u and answers the status and the Location.
@@ -275,12 +276,11 @@ func step(t *testing.T, c *http.Client, u string) (int, string, string) {
 	return res.StatusCode, res.Header.Get("Location"), string(b)
 }
 
-// toCallback walks a session's dance up to the provider's redirect back to
-// callq, and answers that URL (holding the code and the state) and the
-// authorization request.
-func (ce *connectEnv) toCallback(t *testing.T, connectURL string) (string, url.Values) {
+// toCallback walks a session's dance in browser c up to the provider's
+// redirect back to callq, and answers that URL (holding the code and the
+// state) and the authorization request.
+func (ce *connectEnv) toCallback(t *testing.T, c *http.Client, connectURL string) (string, url.Values) {
 	t.Helper()
-	c := followNone()
 	status, loc, body := step(t, c, connectURL)
 	require.Equal(t, http.StatusFound, status, body)
 	authz, err := url.Parse(loc)
@@ -303,7 +303,8 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode)
-	back, q := ce.toCallback(t, u)
+	browser := followNone()
+	back, q := ce.toCallback(t, browser, u)
 
 	require.Equal(t, "code", q.Get("response_type"))
 	require.Equal(t, oauthtest.ClientID, q.Get("client_id"))
@@ -319,14 +320,14 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, status)
 	require.Contains(t, body, "already been used")
 
-	status, loc, _ := step(t, followNone(), back)
+	status, loc, _ := step(t, browser, back)
 	require.Equal(t, http.StatusFound, status)
 	require.Equal(t, ce.app.url+"/done?credential=cust-42&status=connected", loc)
 	first, err := ce.creds.Get(context.Background(), "acme", "cust-42")
 	require.NoError(t, err)
 
 	// The same callback again: the state is gone; nothing is stored again.
-	status, _, body = step(t, followNone(), back)
+	status, _, body = step(t, browser, back)
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, body, "already been used")
 	again, err := ce.creds.Get(context.Background(), "acme", "cust-42")
@@ -337,6 +338,48 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	// A state callq never made.
 	status, _, _ = step(t, followNone(), ce.url+"/connect/callback?code=x&state="+strings.Repeat("A", 43))
 	require.Equal(t, http.StatusBadRequest, status)
+}
+
+// The state is bound to the browser that followed the link (a cookie):
+// an end user who sends the provider's authorization URL, state and all,
+// to someone else (consent phishing) does not get that person's account
+// stored as their credential. Nothing is stored; the tenant hears of it.
+func TestConnectStateBoundToBrowser(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
+		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
+	attacker := followNone()
+	status, authorize, body := step(t, attacker, u)
+	require.Equal(t, http.StatusFound, status, body)
+	setCookie := attacker.Jar.Cookies(mustParse(t, ce.url+"/connect/callback"))
+	require.Len(t, setCookie, 1, "callq binds the state to the browser with a cookie")
+
+	victim := followNone()
+	status, back, body := step(t, victim, authorize)
+	require.Equal(t, http.StatusFound, status, body)
+	status, loc, _ := step(t, victim, back)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&error=browser_mismatch&status=error", loc)
+	_, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+	require.Equal(t, int32(0), ce.p.Codes.Load(), "the code is not exchanged")
+	typ, ev := ce.hooks.next(t, ce.secret)
+	require.Equal(t, producer.EventCredentialFailed, typ)
+	require.Equal(t, "browser_mismatch", ev.Error)
+
+	// The state is used up: the attacker's own browser cannot use it now.
+	status, _, _ = step(t, attacker, back)
+	require.Equal(t, http.StatusBadRequest, status)
+	_, err = ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	return u
 }
 
 // The user refuses consent: the app hears status=error&error=access_denied,
@@ -369,15 +412,16 @@ func TestConnectAnotherTenantsCode(t *testing.T) {
 	ce := setupConnect(t, time.Hour)
 	_, mine := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
 	_, theirs := ce.session(t, ce.otherAdminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
-	myBack, _ := ce.toCallback(t, mine)
-	theirBack, _ := ce.toCallback(t, theirs)
+	myBrowser := followNone()
+	myBack, _ := ce.toCallback(t, myBrowser, mine)
+	theirBack, _ := ce.toCallback(t, followNone(), theirs)
 	mu, err := url.Parse(myBack)
 	require.NoError(t, err)
 	tu, err := url.Parse(theirBack)
 	require.NoError(t, err)
 
 	forged := ce.url + "/connect/callback?" + url.Values{"state": {mu.Query().Get("state")}, "code": {tu.Query().Get("code")}}.Encode()
-	status, loc, _ := step(t, followNone(), forged)
+	status, loc, _ := step(t, myBrowser, forged)
 	require.Equal(t, http.StatusFound, status)
 	require.Equal(t, ce.app.url+"/done?credential=cust-42&error=exchange_failed&status=error", loc)
 	for _, tenant := range []string{"acme", "other"} {
