@@ -382,6 +382,47 @@ func mustParse(t *testing.T, raw string) *url.URL {
 	return u
 }
 
+// Two (or more) callbacks with the same state at once, as a double
+// click or a retried request would send: one exchanges the code and
+// stores, the others find the state used; the code is exchanged once.
+func TestConnectConcurrentCallbacks(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	browser := followNone()
+	back, _ := ce.toCallback(t, browser, u)
+	const n = 8
+	statuses := make(chan int, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res, err := browser.Get(back)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	got := map[int]int{}
+	for s := range statuses {
+		got[s]++
+	}
+	require.Equal(t, map[int]int{http.StatusFound: 1, http.StatusBadRequest: n - 1}, got)
+	require.Equal(t, int32(1), ce.p.Codes.Load())
+	cred, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.NoError(t, err)
+	require.Equal(t, auth.ConnectOAuth2, cred.Connected.Method)
+}
+
 // The user refuses consent: the app hears status=error&error=access_denied,
 // the webhook credential.failed, and nothing is stored.
 func TestConnectRefusedConsent(t *testing.T) {
