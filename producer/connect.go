@@ -109,9 +109,11 @@ type connectState struct {
 
 // stateCookie is the name of the cookie binding state to the browser that
 // followed the link (one per state: a browser may run two dances at once).
-// Without it, an end user could hand the provider's authorization URL to
-// someone else (consent phishing) and get that person's account stored
-// as their own credential (RFC 9700, 4.7).
+// Without it, whoever got hold of an authorization URL in flight (state
+// and all: a browser's history, a proxy's log, a provider page's Referer)
+// could finish it in their own browser, consenting with their own
+// account, which would then be stored as the end user's credential; or
+// have someone else consent, for theirs (RFC 9700, 4.7).
 func stateCookie(state string) string {
 	return "callq_connect_" + tokenHash(state)[:16]
 }

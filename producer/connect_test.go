@@ -340,10 +340,10 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, status)
 }
 
-// The state is bound to the browser that followed the link (a cookie):
-// an end user who sends the provider's authorization URL, state and all,
-// to someone else (consent phishing) does not get that person's account
-// stored as their credential. Nothing is stored; the tenant hears of it.
+// The state is bound to the browser that followed the link (a cookie): an
+// authorization URL (state and all) finished in another browser, leaked
+// or forwarded, stores nothing, whoever consented there; the tenant hears
+// of it.
 func TestConnectStateBoundToBrowser(t *testing.T) {
 	t.Parallel()
 	ce := setupConnect(t, time.Hour)
