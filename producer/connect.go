@@ -319,6 +319,11 @@ func (h *handler) checkRedirect(raw string) error {
 	if err != nil || !u.IsAbs() || u.Host == "" || u.User != nil || u.Fragment != "" || len(raw) > 2048 {
 		return errors.New("must be an absolute URL without userinfo or fragment, at most 2048 bytes")
 	}
+	if _, err := url.ParseQuery(u.RawQuery); err != nil {
+		// finishConnect adds credential and status to the query: what it
+		// cannot read (a ";" separator, a bad escape) would be dropped.
+		return fmt.Errorf("its query cannot be read (%s); use & between parameters and valid %%-escapes", err.Error())
+	}
 	o, err := originOf(u)
 	if err != nil {
 		return err

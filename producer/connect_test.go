@@ -516,6 +516,10 @@ func TestConnectSessionRequests(t *testing.T) {
 		{with("redirect_uri", "//evil.example/done"), "redirect_uri"},
 		{with("redirect_uri", strings.Replace(ce.app.url, "127.0.0.1", "127.0.0.1.evil.example", 1)), "redirect_uri"},
 		{with("redirect_uri", ce.app.url+"/done#x"), "redirect_uri"},
+		// A query Go cannot read would lose its parameters when callq adds
+		// credential and status to it.
+		{with("redirect_uri", ce.app.url+"/done?tab=1;next=2"), "redirect_uri"},
+		{with("redirect_uri", ce.app.url+"/done?tab=%zz"), "redirect_uri"},
 		{with("webhook", map[string]any{"url": "ftp://x"}), "webhook.url"},
 	} {
 		requireError(t, post(ce.adminKey, c.body), http.StatusBadRequest, producer.CodeInvalidField, c.field)
