@@ -481,6 +481,41 @@ func TestConnectRefusedConsent(t *testing.T) {
 	require.Equal(t, "error", ev.Status)
 }
 
+// The provider's error and error_description come from whoever sent the
+// browser to the callback: an error that is not an OAuth2 error code is
+// not passed on (provider_error), the description never is, and neither
+// reaches the app's redirect, callq's page or the logs as sent.
+func TestConnectHostileProviderError(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	const evil = `<script>alert(1)</script>"><img src=x onerror=alert(2)>`
+	for _, redirect := range []string{ce.app.url + "/done", ""} {
+		body := map[string]any{"integration": "crm", "credential": "cust-42"}
+		if redirect != "" {
+			body["redirect_uri"] = redirect
+		}
+		_, u := ce.session(t, ce.adminKey, body)
+		browser := followNone()
+		back, _ := ce.toCallback(t, browser, u)
+		state := mustParse(t, back).Query().Get("state")
+		hostile := ce.url + "/connect/callback?" + url.Values{"state": {state}, "error": {evil}, "error_description": {evil}}.Encode()
+		status, loc, page := step(t, browser, hostile)
+		if redirect != "" {
+			require.Equal(t, http.StatusFound, status)
+			require.Equal(t, redirect+"?credential=cust-42&error=provider_error&status=error", loc)
+		} else {
+			require.Equal(t, http.StatusOK, status)
+			require.Contains(t, page, "(provider_error)")
+		}
+		require.NotContains(t, page, "<script")
+		require.NotContains(t, page, "onerror")
+		_, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+		require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+	}
+	require.NotContains(t, ce.logs.String(), "alert(")
+	require.Equal(t, int32(0), ce.p.Codes.Load())
+}
+
 // A code obtained for another tenant's session, brought back with acme's
 // state, does not exchange (its PKCE challenge is the other session's):
 // nothing is stored in either tenant. And the other tenant's own session
