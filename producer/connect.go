@@ -72,7 +72,7 @@ type ConnectEvent struct {
 	Integration string `json:"integration"`
 	Credential  string `json:"credential"`
 	Status      string `json:"status"`          // connected | error
-	Error       string `json:"error,omitempty"` // the OAuth2 error code, or exchange_failed
+	Error       string `json:"error,omitempty"` // the provider's OAuth2 error code (provider_error when it is none), exchange_failed, browser_mismatch, invalid_value or server_error
 }
 
 //go:embed connect/page.html
