@@ -674,9 +674,15 @@ func TestConnectNotConfigured(t *testing.T) {
 		Body: map[string]any{"integration": "crm", "credential": "c"}})
 	requireError(t, r, http.StatusServiceUnavailable, producer.CodeUnavailable, "")
 	require.Contains(t, string(r.Body), "CALLQ_PUBLIC_URL")
-	status, _, body := step(t, followNone(), e.url+"/connect/"+strings.Repeat("a", 43))
-	require.Equal(t, http.StatusServiceUnavailable, status)
-	require.Contains(t, body, "CALLQ_PUBLIC_URL")
+	for _, path := range []string{"/connect/" + strings.Repeat("a", 43), "/connect/callback?code=c&state=" + strings.Repeat("a", 43)} {
+		status, _, body := step(t, followNone(), e.url+path)
+		require.Equal(t, http.StatusServiceUnavailable, status, path)
+		require.Contains(t, body, "CALLQ_PUBLIC_URL", path)
+	}
+	res, err := followNone().PostForm(e.url+"/connect/"+strings.Repeat("a", 43), url.Values{"token": {"t"}})
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
 }
 
 func (l *lockedBuffer) String() string {
