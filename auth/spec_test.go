@@ -361,6 +361,10 @@ func TestSpecOAuth2(t *testing.T) {
 		func(s *Spec) { s.AuthStyle = AuthStyleParams },
 		func(s *Spec) { s.AuthStyle = AuthStyleAuto },
 		func(s *Spec) { s.TokenURL = "http://127.0.0.1:9000/token?tenant=x" },
+		func(s *Spec) {
+			s.AuthorizeURL = "https://login.example/oauth/authorize"
+			s.AuthorizeParams = map[string]string{"access_type": "offline", "prompt": "consent"}
+		},
 	}
 	for i, mod := range valid {
 		s := base()
@@ -393,6 +397,20 @@ func TestSpecOAuth2(t *testing.T) {
 		{"GrantOnAPIKey", func(s *Spec) { *s = Spec{Type: TypeAPIKey, Grant: GrantRefreshToken} }, "auth.grant", "applies only to auth type oauth2"},
 		{"AuthStyleOnHeaders", func(s *Spec) { *s = *datadogSpec(); s.AuthStyle = "header" }, "auth.auth_style", "applies only to auth type oauth2"},
 		{"ClientIDOnBearer", func(s *Spec) { *s = Spec{Type: TypeBearer, ClientID: "c"} }, "auth.client_id", "applies only to auth type oauth2"},
+		{"RelativeAuthorizeURL", func(s *Spec) { s.AuthorizeURL = "/oauth/authorize" }, "auth.authorize_url", "absolute http or https URL"},
+		{"JavascriptAuthorizeURL", func(s *Spec) { s.AuthorizeURL = "javascript:alert(1)" }, "auth.authorize_url", "absolute http or https URL"},
+		{"UserinfoAuthorizeURL", func(s *Spec) { s.AuthorizeURL = "https://u:p@login.example/authorize" }, "auth.authorize_url", "must not hold userinfo"},
+		{"AuthorizeURLClientCredentials", func(s *Spec) {
+			s.Grant, s.AuthorizeURL = GrantClientCredentials, "https://login.example/authorize"
+		}, "auth.authorize_url", "only to grant refresh_token"},
+		{"AuthorizeParamsAlone", func(s *Spec) { s.AuthorizeParams = map[string]string{"prompt": "consent"} }, "auth.authorize_params", "needs authorize_url"},
+		{"AuthorizeParamsReserved", func(s *Spec) {
+			s.AuthorizeURL, s.AuthorizeParams = "https://login.example/authorize", map[string]string{"redirect_uri": "https://evil.example/cb"}
+		}, "auth.authorize_params.redirect_uri", "set by callq's authorization request"},
+		{"AuthorizeParamsControl", func(s *Spec) {
+			s.AuthorizeURL, s.AuthorizeParams = "https://login.example/authorize", map[string]string{"prompt": "consent\r\n"}
+		}, "auth.authorize_params.prompt", "no control character"},
+		{"AuthorizeURLOnBearer", func(s *Spec) { *s = Spec{Type: TypeBearer, AuthorizeURL: "https://x.example/a"} }, "auth.authorize_url", "applies only to auth type oauth2"},
 	}
 	for _, tc := range invalid {
 		s := base()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
@@ -70,7 +72,7 @@ type ConnectEvent struct {
 	Integration string `json:"integration"`
 	Credential  string `json:"credential"`
 	Status      string `json:"status"`          // connected | error
-	Error       string `json:"error,omitempty"` // the OAuth2 error code, or exchange_failed
+	Error       string `json:"error,omitempty"` // the provider's OAuth2 error code (provider_error when it is none), exchange_failed, browser_mismatch, invalid_value or server_error
 }
 
 //go:embed connect/page.html
@@ -97,10 +99,23 @@ type connectSession struct {
 }
 
 // connectState is an authorization request in flight, under the hash of
-// its state parameter: the session it is for and its PKCE verifier.
+// its state parameter: the session it is for, its PKCE verifier, and the
+// hash of the cookie that binds it to the browser that started it.
 type connectState struct {
 	Session  connectSession `json:"session"`
 	Verifier string         `json:"verifier"`
+	Browser  string         `json:"browser"`
+}
+
+// stateCookie is the name of the cookie binding state to the browser that
+// followed the link (one per state: a browser may run two dances at once).
+// Without it, whoever got hold of an authorization URL in flight (state
+// and all: a browser's history, a proxy's log, a provider page's Referer)
+// could finish it in their own browser, consenting with their own
+// account, which would then be stored as the end user's credential; or
+// have someone else consent, for theirs (RFC 9700, 4.7).
+func stateCookie(state string) string {
+	return "callq_connect_" + tokenHash(state)[:16]
 }
 
 // ParseConnectOrigins reads CALLQ_CONNECT_ALLOWED_ORIGINS: comma-separated
@@ -148,6 +163,12 @@ func originOf(u *url.URL) (string, error) {
 	}
 	if host == "" {
 		return "", errors.New("the host is missing")
+	}
+	// Only ASCII: strings.ToLower folds some non-ASCII letters (U+0130,
+	// U+212A) to ASCII ones, while a browser maps them (IDNA) to another
+	// domain, so a Unicode host could pass for an allowed one.
+	if strings.ContainsFunc(u.Hostname(), func(c rune) bool { return c >= utf8.RuneSelf }) {
+		return "", errors.New("the host must be ASCII: write an internationalized domain name in its punycode form (xn--...)")
 	}
 	if port != "" {
 		host = net.JoinHostPort(host, port)
@@ -297,6 +318,11 @@ func (h *handler) checkRedirect(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Host == "" || u.User != nil || u.Fragment != "" || len(raw) > 2048 {
 		return errors.New("must be an absolute URL without userinfo or fragment, at most 2048 bytes")
+	}
+	if _, err := url.ParseQuery(u.RawQuery); err != nil {
+		// finishConnect adds credential and status to the query: what it
+		// cannot read (a ";" separator, a bad escape) would be dropped.
+		return fmt.Errorf("its query cannot be read (%s); use & between parameters and valid %%-escapes", err.Error())
 	}
 	o, err := originOf(u)
 	if err != nil {
@@ -469,8 +495,8 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 		h.sessionError(w, r, err)
 		return
 	}
-	state, verifier := newConnectToken(), oauth2.GenerateVerifier()
-	b, err := json.Marshal(connectState{Session: *sess, Verifier: verifier})
+	state, verifier, browser := newConnectToken(), oauth2.GenerateVerifier(), newConnectToken()
+	b, err := json.Marshal(connectState{Session: *sess, Verifier: verifier, Browser: tokenHash(browser)})
 	if err == nil {
 		err = h.cfg.Producer.rdb.Set(r.Context(), rediskeys.ConnectState(tokenHash(state)), b, ConnectStateTTL).Err()
 	}
@@ -480,7 +506,21 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := append(in.Auth.AuthCodeOptions(), oauth2.S256ChallengeOption(verifier))
 	connectHeaders(w, "")
+	http.SetCookie(w, h.stateCookie(stateCookie(state), browser, int(ConnectStateTTL/time.Second)))
 	http.Redirect(w, r, conf.AuthCodeURL(state, opts...), http.StatusFound)
+}
+
+// stateCookie is the cookie name=value, sent back to the OAuth2 callback
+// only (top-level navigations from the provider carry SameSite=Lax ones).
+// maxAge -1 deletes it.
+func (h *handler) stateCookie(name, value string, maxAge int) *http.Cookie {
+	path := connectCallbackPath
+	secure := strings.HasPrefix(h.cfg.PublicURL, "https:")
+	if u, err := url.Parse(h.cfg.PublicURL); err == nil {
+		path = strings.TrimSuffix(u.Path, "/") + connectCallbackPath
+	}
+	return &http.Cookie{Name: name, Value: value, Path: path, MaxAge: maxAge,
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}
 }
 
 // formView is the hosted form of integration in for the session token. It
@@ -615,6 +655,15 @@ func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &st.Session
+	name := stateCookie(state)
+	c, cerr := r.Cookie(name)
+	http.SetCookie(w, h.stateCookie(name, "", -1))
+	if cerr != nil || subtle.ConstantTimeCompare([]byte(tokenHash(c.Value)), []byte(st.Browser)) != 1 {
+		// Not the browser that followed the link: the code is not
+		// exchanged, whoever consented.
+		h.finishConnect(w, r, sess, "browser_mismatch", http.StatusFound)
+		return
+	}
 	if e := q.Get("error"); e != "" {
 		if !oauthErrorCode.MatchString(e) {
 			e = "provider_error"

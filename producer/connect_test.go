@@ -3,6 +3,7 @@ package producer_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -248,21 +250,57 @@ func TestConnectOAuth2Dance(t *testing.T) {
 	for _, s := range secrets {
 		require.NotContains(t, logs, s)
 	}
-	keys, err := ce.rdb.Keys(context.Background(), "callq:*").Result()
-	require.NoError(t, err)
-	for _, k := range keys {
-		v, err := ce.rdb.Dump(context.Background(), k).Result()
-		require.NoError(t, err)
-		for _, s := range secrets {
-			require.NotContains(t, v, s, "key %s", k)
-		}
+	stored := redisText(t, ce.rdb)
+	require.Contains(t, stored, `"integration":"crm"`) // it does read the values
+	for i, s := range secrets {
+		require.False(t, strings.Contains(stored, s), "secret %d of %d is in Redis in clear", i+1, len(secrets))
 	}
+}
+
+// redisText is every key of rdb with its value as the commands of its
+// type read it. (Not DUMP: it LZF-compresses values, splitting a secret
+// in a compressible one so that a search cannot find it.)
+func redisText(t *testing.T, rdb *redis.Client) string {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, "*").Result()
+	require.NoError(t, err)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s\n", k)
+		var v any
+		switch typ := rdb.Type(ctx, k).Val(); typ {
+		case "string":
+			v, err = rdb.Get(ctx, k).Result()
+		case "hash":
+			v, err = rdb.HGetAll(ctx, k).Result()
+		case "set":
+			v, err = rdb.SMembers(ctx, k).Result()
+		case "zset":
+			v, err = rdb.ZRangeWithScores(ctx, k, 0, -1).Result()
+		case "list":
+			v, err = rdb.LRange(ctx, k, 0, -1).Result()
+		case "stream":
+			v, err = rdb.XRange(ctx, k, "-", "+").Result()
+		case "none": // expired since KEYS
+			continue
+		default:
+			t.Fatalf("key %s has type %s", k, typ)
+		}
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		require.NoError(t, err, k)
+		fmt.Fprintf(&b, "%v\n", v)
+	}
+	return b.String()
 }
 
 // followNone is a browser that stops at each redirect, so a test can look
 // at it and take it itself.
 func followNone() *http.Client {
-	return &http.Client{Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 15 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // step GETs u and answers the status and the Location.
@@ -275,12 +313,11 @@ func step(t *testing.T, c *http.Client, u string) (int, string, string) {
 	return res.StatusCode, res.Header.Get("Location"), string(b)
 }
 
-// toCallback walks a session's dance up to the provider's redirect back to
-// callq, and answers that URL (holding the code and the state) and the
-// authorization request.
-func (ce *connectEnv) toCallback(t *testing.T, connectURL string) (string, url.Values) {
+// toCallback walks a session's dance in browser c up to the provider's
+// redirect back to callq, and answers that URL (holding the code and the
+// state) and the authorization request.
+func (ce *connectEnv) toCallback(t *testing.T, c *http.Client, connectURL string) (string, url.Values) {
 	t.Helper()
-	c := followNone()
 	status, loc, body := step(t, c, connectURL)
 	require.Equal(t, http.StatusFound, status, body)
 	authz, err := url.Parse(loc)
@@ -303,7 +340,8 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode)
-	back, q := ce.toCallback(t, u)
+	browser := followNone()
+	back, q := ce.toCallback(t, browser, u)
 
 	require.Equal(t, "code", q.Get("response_type"))
 	require.Equal(t, oauthtest.ClientID, q.Get("client_id"))
@@ -319,14 +357,14 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, status)
 	require.Contains(t, body, "already been used")
 
-	status, loc, _ := step(t, followNone(), back)
+	status, loc, _ := step(t, browser, back)
 	require.Equal(t, http.StatusFound, status)
 	require.Equal(t, ce.app.url+"/done?credential=cust-42&status=connected", loc)
 	first, err := ce.creds.Get(context.Background(), "acme", "cust-42")
 	require.NoError(t, err)
 
 	// The same callback again: the state is gone; nothing is stored again.
-	status, _, body = step(t, followNone(), back)
+	status, _, body = step(t, browser, back)
 	require.Equal(t, http.StatusBadRequest, status)
 	require.Contains(t, body, "already been used")
 	again, err := ce.creds.Get(context.Background(), "acme", "cust-42")
@@ -337,6 +375,89 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	// A state callq never made.
 	status, _, _ = step(t, followNone(), ce.url+"/connect/callback?code=x&state="+strings.Repeat("A", 43))
 	require.Equal(t, http.StatusBadRequest, status)
+}
+
+// The state is bound to the browser that followed the link (a cookie): an
+// authorization URL (state and all) finished in another browser, leaked
+// or forwarded, stores nothing, whoever consented there; the tenant hears
+// of it.
+func TestConnectStateBoundToBrowser(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
+		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
+	attacker := followNone()
+	status, authorize, body := step(t, attacker, u)
+	require.Equal(t, http.StatusFound, status, body)
+	setCookie := attacker.Jar.Cookies(mustParse(t, ce.url+"/connect/callback"))
+	require.Len(t, setCookie, 1, "callq binds the state to the browser with a cookie")
+
+	victim := followNone()
+	status, back, body := step(t, victim, authorize)
+	require.Equal(t, http.StatusFound, status, body)
+	status, loc, _ := step(t, victim, back)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&error=browser_mismatch&status=error", loc)
+	_, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+	require.Equal(t, int32(0), ce.p.Codes.Load(), "the code is not exchanged")
+	typ, ev := ce.hooks.next(t, ce.secret)
+	require.Equal(t, producer.EventCredentialFailed, typ)
+	require.Equal(t, "browser_mismatch", ev.Error)
+
+	// The state is used up: the attacker's own browser cannot use it now.
+	status, _, _ = step(t, attacker, back)
+	require.Equal(t, http.StatusBadRequest, status)
+	_, err = ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	return u
+}
+
+// Two (or more) callbacks with the same state at once, as a double
+// click or a retried request would send: one exchanges the code and
+// stores, the others find the state used; the code is exchanged once.
+func TestConnectConcurrentCallbacks(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	browser := followNone()
+	back, _ := ce.toCallback(t, browser, u)
+	const n = 8
+	statuses := make(chan int, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res, err := browser.Get(back)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	got := map[int]int{}
+	for s := range statuses {
+		got[s]++
+	}
+	require.Equal(t, map[int]int{http.StatusFound: 1, http.StatusBadRequest: n - 1}, got)
+	require.Equal(t, int32(1), ce.p.Codes.Load())
+	cred, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+	require.NoError(t, err)
+	require.Equal(t, auth.ConnectOAuth2, cred.Connected.Method)
 }
 
 // The user refuses consent: the app hears status=error&error=access_denied,
@@ -360,6 +481,41 @@ func TestConnectRefusedConsent(t *testing.T) {
 	require.Equal(t, "error", ev.Status)
 }
 
+// The provider's error and error_description come from whoever sent the
+// browser to the callback: an error that is not an OAuth2 error code is
+// not passed on (provider_error), the description never is, and neither
+// reaches the app's redirect, callq's page or the logs as sent.
+func TestConnectHostileProviderError(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	const evil = `<script>alert(1)</script>"><img src=x onerror=alert(2)>`
+	for _, redirect := range []string{ce.app.url + "/done", ""} {
+		body := map[string]any{"integration": "crm", "credential": "cust-42"}
+		if redirect != "" {
+			body["redirect_uri"] = redirect
+		}
+		_, u := ce.session(t, ce.adminKey, body)
+		browser := followNone()
+		back, _ := ce.toCallback(t, browser, u)
+		state := mustParse(t, back).Query().Get("state")
+		hostile := ce.url + "/connect/callback?" + url.Values{"state": {state}, "error": {evil}, "error_description": {evil}}.Encode()
+		status, loc, page := step(t, browser, hostile)
+		if redirect != "" {
+			require.Equal(t, http.StatusFound, status)
+			require.Equal(t, redirect+"?credential=cust-42&error=provider_error&status=error", loc)
+		} else {
+			require.Equal(t, http.StatusOK, status)
+			require.Contains(t, page, "(provider_error)")
+		}
+		require.NotContains(t, page, "<script")
+		require.NotContains(t, page, "onerror")
+		_, err := ce.creds.Get(context.Background(), "acme", "cust-42")
+		require.ErrorIs(t, err, auth.ErrCredentialNotFound)
+	}
+	require.NotContains(t, ce.logs.String(), "alert(")
+	require.Equal(t, int32(0), ce.p.Codes.Load())
+}
+
 // A code obtained for another tenant's session, brought back with acme's
 // state, does not exchange (its PKCE challenge is the other session's):
 // nothing is stored in either tenant. And the other tenant's own session
@@ -369,15 +525,16 @@ func TestConnectAnotherTenantsCode(t *testing.T) {
 	ce := setupConnect(t, time.Hour)
 	_, mine := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
 	_, theirs := ce.session(t, ce.otherAdminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
-	myBack, _ := ce.toCallback(t, mine)
-	theirBack, _ := ce.toCallback(t, theirs)
+	myBrowser := followNone()
+	myBack, _ := ce.toCallback(t, myBrowser, mine)
+	theirBack, _ := ce.toCallback(t, followNone(), theirs)
 	mu, err := url.Parse(myBack)
 	require.NoError(t, err)
 	tu, err := url.Parse(theirBack)
 	require.NoError(t, err)
 
 	forged := ce.url + "/connect/callback?" + url.Values{"state": {mu.Query().Get("state")}, "code": {tu.Query().Get("code")}}.Encode()
-	status, loc, _ := step(t, followNone(), forged)
+	status, loc, _ := step(t, myBrowser, forged)
 	require.Equal(t, http.StatusFound, status)
 	require.Equal(t, ce.app.url+"/done?credential=cust-42&error=exchange_failed&status=error", loc)
 	for _, tenant := range []string{"acme", "other"} {
@@ -431,6 +588,10 @@ func TestConnectSessionRequests(t *testing.T) {
 		{with("redirect_uri", "//evil.example/done"), "redirect_uri"},
 		{with("redirect_uri", strings.Replace(ce.app.url, "127.0.0.1", "127.0.0.1.evil.example", 1)), "redirect_uri"},
 		{with("redirect_uri", ce.app.url+"/done#x"), "redirect_uri"},
+		// A query Go cannot read would lose its parameters when callq adds
+		// credential and status to it.
+		{with("redirect_uri", ce.app.url+"/done?tab=1;next=2"), "redirect_uri"},
+		{with("redirect_uri", ce.app.url+"/done?tab=%zz"), "redirect_uri"},
 		{with("webhook", map[string]any{"url": "ftp://x"}), "webhook.url"},
 	} {
 		requireError(t, post(ce.adminKey, c.body), http.StatusBadRequest, producer.CodeInvalidField, c.field)
@@ -463,6 +624,30 @@ func TestParseConnectOrigins(t *testing.T) {
 	require.Error(t, err)
 }
 
+// A redirect_uri whose host only case-folds to an allowed one is refused:
+// Go lowers U+0130 (İ) to "i", but a browser maps it (IDNA) to another
+// domain, which an attacker can own; so an allowed "https://items.example"
+// must not let "https://İtems.example" through. Hosts are ASCII (punycode).
+func TestConnectRedirectUnicodeHost(t *testing.T) {
+	t.Parallel()
+	p := oauthtest.Start(t, time.Hour)
+	e := setup(t, withCatalog(connectCatalog(p)), withPublicURL(), withHandler(func(c *producer.HandlerConfig) {
+		c.ConnectAllowedOrigins = []string{"https://items.example", "https://kite.example"}
+	}))
+	post := func(redirect string) *resp {
+		return e.do(t, req{Method: http.MethodPost, Path: "/v1/connect/sessions", Key: e.adminKey,
+			Body: map[string]any{"integration": "billing", "credential": "c1", "redirect_uri": redirect}})
+	}
+	require.Equal(t, http.StatusCreated, post("https://ITEMS.example:443/done").Status)
+	for _, bad := range []string{"https://\u0130tems.example/done", "https://\u212Aite.example/done", "https://items.ex\u00e4mple/done"} {
+		requireError(t, post(bad), http.StatusBadRequest, producer.CodeInvalidField, "redirect_uri")
+	}
+	for _, bad := range []string{"https://\u0130tems.example", "https://b\u00fccher.example"} {
+		_, err := producer.ParseConnectOrigins(bad)
+		require.Error(t, err, bad)
+	}
+}
+
 // A session's link stops working when it expires.
 func TestConnectExpiredSession(t *testing.T) {
 	t.Parallel()
@@ -489,9 +674,15 @@ func TestConnectNotConfigured(t *testing.T) {
 		Body: map[string]any{"integration": "crm", "credential": "c"}})
 	requireError(t, r, http.StatusServiceUnavailable, producer.CodeUnavailable, "")
 	require.Contains(t, string(r.Body), "CALLQ_PUBLIC_URL")
-	status, _, body := step(t, followNone(), e.url+"/connect/"+strings.Repeat("a", 43))
-	require.Equal(t, http.StatusServiceUnavailable, status)
-	require.Contains(t, body, "CALLQ_PUBLIC_URL")
+	for _, path := range []string{"/connect/" + strings.Repeat("a", 43), "/connect/callback?code=c&state=" + strings.Repeat("a", 43)} {
+		status, _, body := step(t, followNone(), e.url+path)
+		require.Equal(t, http.StatusServiceUnavailable, status, path)
+		require.Contains(t, body, "CALLQ_PUBLIC_URL", path)
+	}
+	res, err := followNone().PostForm(e.url+"/connect/"+strings.Repeat("a", 43), url.Values{"token": {"t"}})
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
 }
 
 func (l *lockedBuffer) String() string {
