@@ -97,6 +97,10 @@ func TestWrongCommandLineExits2(t *testing.T) {
 		{"nope"}, {"calls", "nope"}, {"calls"}, {"creds", "rm"}, {"creds", "rm", "a", "b"},
 		{"worker", "--addr", ":1"}, {"get", "x", "--nope"}, {"call", "GET"}, {"keys", "create", "--tenant", "t", "--role", "owner"},
 		{"version", "extra"}, {"bench", "--calls", "x"},
+		// A wait the API refuses (over its 60s) is refused here, before the
+		// call is enqueued: not an exit 1 for a call that is still queued.
+		{"call", "--integration", "bin", "GET", "/get", "--wait", "61s"}, {"get", "x", "--wait", "2m"},
+		{"calls", "get", "x", "--wait", "-1s"},
 	} {
 		t.Run(strings.Join(args, "_"), func(t *testing.T) {
 			t.Parallel()
