@@ -3,8 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"net/http"
-	"net/http/httptest"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,14 +34,33 @@ func runBinary(t *testing.T, dir string, env []string, args ...string) (string, 
 }
 
 // tripwire is a listener that fails the test if anything connects: where
-// CALLQ_URL and REDIS_URL point while a command must do nothing.
+// CALLQ_URL and REDIS_URL point while a command must do nothing. It is
+// plain TCP, not an HTTP server: a Redis client's connection is one an
+// HTTP server answers 400 without calling its handler.
 func tripwire(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.Errorf("a request reached the tripwire: %s %s", r.Method, r.URL)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed at the test's end
+			}
+			buf := make([]byte, 64)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(buf)
+			t.Errorf("a connection reached the tripwire: %q", buf[:n])
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
 }
 
 // Every command and group answers -h and --help with its own usage and
