@@ -213,10 +213,14 @@ func TestProcessDevFromAnyDirectory(t *testing.T) {
 	require.NotContains(t, out, "\x1b[", "no colour codes when the output is not a terminal")
 	require.Regexp(t, `(?m)^\d\d:\d\d:\d\d\.\d{3} `, out, "log times are in milliseconds")
 
+	// The example catalog's httpbin is the one --httpbin-addr serves, not
+	// whatever listens on its default port.
 	script := exports + "\n" + shellQuote(p.bin) + " integrations --integrations /dev/null >/dev/null 2>&1 || true\n" +
-		shellQuote(p.bin) + " creds list\n"
+		shellQuote(p.bin) + " creds list\n" +
+		shellQuote(p.bin) + " call --integration httpbin GET /get --wait 30s\n"
 	stdout, _ := runScript(t, "exports", dir, script, childEnv())
 	require.Contains(t, stdout, `"credentials"`)
+	require.Contains(t, stdout, `"status": "succeeded"`)
 }
 
 // callq version prints the version, the commit and the Go version from the
