@@ -88,7 +88,7 @@ func (c *cmdFlags) parse(args []string) ([]string, error) {
 	case errors.Is(err, flag.ErrHelp):
 		return nil, &helpError{c.usage()}
 	case err != nil:
-		return nil, c.usageError(strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return nil, c.usageError(c.cfg.redactFlagError(strings.TrimPrefix(err.Error(), errUsage.Error()+": ")))
 	}
 	if err := c.cfg.envError(); err != nil {
 		return nil, err

@@ -181,6 +181,35 @@ func TestEveryVariableIsParsedStrictly(t *testing.T) {
 	}
 }
 
+// A malformed value of a secret's flag is refused without quoting it, as
+// its variable's is: a REDIS_URL's password stays off the terminal and CI
+// logs.
+func TestSecretFlagValueNeverQuoted(t *testing.T) {
+	t.Parallel()
+	for _, s := range settings {
+		if !s.secret || s.flag == "" {
+			continue
+		}
+		bad := badValues[s.env]
+		require.NotEmpty(t, bad, s.env)
+		bad = strings.Replace(bad, "://", "://user:s3cret-canary@", 1) + "s3cret-canary"
+		for _, cmd := range s.flagIn {
+			t.Run(s.flag+"/"+strings.ReplaceAll(cmd, " ", "_"), func(t *testing.T) {
+				t.Parallel()
+				args := append(strings.Fields(cmd), "--"+s.flag, bad)
+				if cmd == "keys revoke" {
+					args = append(args, "id")
+				}
+				stdout, stderr, code := runBinary(t, t.TempDir(), nil, args...)
+				require.Equal(t, 2, code, "%s", stderr)
+				require.Empty(t, stdout)
+				require.Contains(t, stderr, "--"+s.flag)
+				require.NotContains(t, stderr, "s3cret-canary", "a secret's value is never shown")
+			})
+		}
+	}
+}
+
 // callq dev runs from a directory with no deploy/ (the catalog built in),
 // prints export lines that work, and no colour codes into a pipe.
 func TestProcessDevFromAnyDirectory(t *testing.T) {
