@@ -210,6 +210,19 @@ func TestSecretFlagValueNeverQuoted(t *testing.T) {
 	}
 }
 
+// CALLQ_URL with a user and password is refused, unquoted: the CLI sends
+// the API key as its Authorization, so they would never be used, and its
+// errors would show them.
+func TestAPIURLWithPasswordRefusedUnquoted(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"http://u:s3cret-canary@" + freeAddr(t), "http://u:s3cret-canary@127.0.0.1:port", "ftp://u:s3cret-canary@host"} {
+		_, stderr, code := runBinary(t, t.TempDir(), []string{"CALLQ_URL=" + u}, "get", "x")
+		require.Equal(t, 2, code, "%s", stderr)
+		require.Contains(t, stderr, "CALLQ_URL")
+		require.NotContains(t, stderr, "s3cret-canary")
+	}
+}
+
 // callq dev runs from a directory with no deploy/ (the catalog built in),
 // prints export lines that work, and no colour codes into a pipe.
 func TestProcessDevFromAnyDirectory(t *testing.T) {

@@ -484,6 +484,11 @@ func parseWebhookSecrets(s string) error { _, err := auth.ParseWebhookSecrets(s)
 
 func checkAPIURL(s string) error {
 	u, err := url.Parse(s)
+	// A user and password would never be sent (the API key is the
+	// Authorization) and would show in errors: refused, unquoted.
+	if strings.Contains(s, "@") && (err != nil || u.User != nil) {
+		return errors.New("CALLQ_URL must be an http:// or https:// URL without a user or password (the API key goes in CALLQ_API_KEY); the value is not shown, as it may hold a password")
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return notWant(s, "an http:// or https:// URL")
 	}
