@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/callq/callq/auth"
+	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 )
 
@@ -87,7 +88,7 @@ func (c *cmdFlags) parse(args []string) ([]string, error) {
 	case errors.Is(err, flag.ErrHelp):
 		return nil, &helpError{c.usage()}
 	case err != nil:
-		return nil, c.usageError(strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return nil, c.usageError(c.cfg.redactFlagError(strings.TrimPrefix(err.Error(), errUsage.Error()+": ")))
 	}
 	if err := c.cfg.envError(); err != nil {
 		return nil, err
@@ -301,7 +302,7 @@ func runCall(ctx context.Context, x *invocation, args []string) error {
 	body := fs.String("body", "", "JSON body")
 	timeout := fs.Duration("timeout", 0, "call timeout")
 	delay := fs.Duration("delay", 0, "run the call this long from now")
-	wait := fs.Duration("wait", 0, "wait up to this long for the outcome; the exit code says it (0, 1, 3)")
+	wait := waitFlag(fs)
 	queue := fs.String("queue", "", "queue")
 	var query, headers multiFlag
 	fs.Var(&query, "query", "query parameter KEY=VALUE (repeatable)")
@@ -312,6 +313,9 @@ func runCall(ctx context.Context, x *invocation, args []string) error {
 	}
 	if *integration == "" {
 		return fs.usageError("--integration is required")
+	}
+	if err := checkWait(fs, *wait); err != nil {
+		return err
 	}
 	call := tasks.Call{Integration: *integration, Method: pos[0], Path: pos[1], Credential: *credential,
 		CorrelationID: *correlation, Timeout: tasks.Duration(*timeout), Delay: tasks.Duration(*delay), Queue: *queue}
@@ -344,12 +348,30 @@ func runCall(ctx context.Context, x *invocation, args []string) error {
 	return printOutcome(x.stdout, out)
 }
 
+// waitFlag is call's and get's --wait.
+func waitFlag(fs *cmdFlags) *time.Duration {
+	return fs.Duration("wait", 0, "wait up to this long for the outcome, at most "+formatDuration(producer.DefaultMaxWait)+"; the exit code says it (0, 1, 3)")
+}
+
+// checkWait refuses a --wait the API would refuse (400), before any
+// request: else call would enqueue the call and then exit 1, the code of a
+// failed call, for one that is still queued.
+func checkWait(fs *cmdFlags, wait time.Duration) error {
+	if wait < 0 || wait > producer.DefaultMaxWait {
+		return fs.usageError(fmt.Sprintf("--wait %s: must be from 0s to %s, the API's longest wait", formatDuration(wait), formatDuration(producer.DefaultMaxWait)))
+	}
+	return nil
+}
+
 // runGet is `callq get` and `callq calls get`.
 func runGet(ctx context.Context, x *invocation, args []string) error {
 	fs := x.flags()
-	wait := fs.Duration("wait", 0, "wait up to this long for the outcome; the exit code says it (0, 1, 3)")
+	wait := waitFlag(fs)
 	pos, err := fs.parseArgs(args, 1)
 	if err != nil {
+		return err
+	}
+	if err := checkWait(fs, *wait); err != nil {
 		return err
 	}
 	path := "/v1/calls/" + url.PathEscape(pos[0])

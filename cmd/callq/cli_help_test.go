@@ -3,8 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"net/http"
-	"net/http/httptest"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,14 +34,33 @@ func runBinary(t *testing.T, dir string, env []string, args ...string) (string, 
 }
 
 // tripwire is a listener that fails the test if anything connects: where
-// CALLQ_URL and REDIS_URL point while a command must do nothing.
+// CALLQ_URL and REDIS_URL point while a command must do nothing. It is
+// plain TCP, not an HTTP server: a Redis client's connection is one an
+// HTTP server answers 400 without calling its handler.
 func tripwire(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.Errorf("a request reached the tripwire: %s %s", r.Method, r.URL)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed at the test's end
+			}
+			buf := make([]byte, 64)
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(buf)
+			t.Errorf("a connection reached the tripwire: %q", buf[:n])
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
 }
 
 // Every command and group answers -h and --help with its own usage and
@@ -97,6 +115,10 @@ func TestWrongCommandLineExits2(t *testing.T) {
 		{"nope"}, {"calls", "nope"}, {"calls"}, {"creds", "rm"}, {"creds", "rm", "a", "b"},
 		{"worker", "--addr", ":1"}, {"get", "x", "--nope"}, {"call", "GET"}, {"keys", "create", "--tenant", "t", "--role", "owner"},
 		{"version", "extra"}, {"bench", "--calls", "x"},
+		// A wait the API refuses (over its 60s) is refused here, before the
+		// call is enqueued: not an exit 1 for a call that is still queued.
+		{"call", "--integration", "bin", "GET", "/get", "--wait", "61s"}, {"get", "x", "--wait", "2m"},
+		{"calls", "get", "x", "--wait", "-1s"},
 	} {
 		t.Run(strings.Join(args, "_"), func(t *testing.T) {
 			t.Parallel()
@@ -159,6 +181,48 @@ func TestEveryVariableIsParsedStrictly(t *testing.T) {
 	}
 }
 
+// A malformed value of a secret's flag is refused without quoting it, as
+// its variable's is: a REDIS_URL's password stays off the terminal and CI
+// logs.
+func TestSecretFlagValueNeverQuoted(t *testing.T) {
+	t.Parallel()
+	for _, s := range settings {
+		if !s.secret || s.flag == "" {
+			continue
+		}
+		bad := badValues[s.env]
+		require.NotEmpty(t, bad, s.env)
+		bad = strings.Replace(bad, "://", "://user:s3cret-canary@", 1) + "s3cret-canary"
+		for _, cmd := range s.flagIn {
+			t.Run(s.flag+"/"+strings.ReplaceAll(cmd, " ", "_"), func(t *testing.T) {
+				t.Parallel()
+				args := append(strings.Fields(cmd), "--"+s.flag, bad)
+				if cmd == "keys revoke" {
+					args = append(args, "id")
+				}
+				stdout, stderr, code := runBinary(t, t.TempDir(), nil, args...)
+				require.Equal(t, 2, code, "%s", stderr)
+				require.Empty(t, stdout)
+				require.Contains(t, stderr, "--"+s.flag)
+				require.NotContains(t, stderr, "s3cret-canary", "a secret's value is never shown")
+			})
+		}
+	}
+}
+
+// CALLQ_URL with a user and password is refused, unquoted: the CLI sends
+// the API key as its Authorization, so they would never be used, and its
+// errors would show them.
+func TestAPIURLWithPasswordRefusedUnquoted(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"http://u:s3cret-canary@" + freeAddr(t), "http://u:s3cret-canary@127.0.0.1:port", "ftp://u:s3cret-canary@host"} {
+		_, stderr, code := runBinary(t, t.TempDir(), []string{"CALLQ_URL=" + u}, "get", "x")
+		require.Equal(t, 2, code, "%s", stderr)
+		require.Contains(t, stderr, "CALLQ_URL")
+		require.NotContains(t, stderr, "s3cret-canary")
+	}
+}
+
 // callq dev runs from a directory with no deploy/ (the catalog built in),
 // prints export lines that work, and no colour codes into a pipe.
 func TestProcessDevFromAnyDirectory(t *testing.T) {
@@ -191,10 +255,14 @@ func TestProcessDevFromAnyDirectory(t *testing.T) {
 	require.NotContains(t, out, "\x1b[", "no colour codes when the output is not a terminal")
 	require.Regexp(t, `(?m)^\d\d:\d\d:\d\d\.\d{3} `, out, "log times are in milliseconds")
 
+	// The example catalog's httpbin is the one --httpbin-addr serves, not
+	// whatever listens on its default port.
 	script := exports + "\n" + shellQuote(p.bin) + " integrations --integrations /dev/null >/dev/null 2>&1 || true\n" +
-		shellQuote(p.bin) + " creds list\n"
+		shellQuote(p.bin) + " creds list\n" +
+		shellQuote(p.bin) + " call --integration httpbin GET /get --wait 30s\n"
 	stdout, _ := runScript(t, "exports", dir, script, childEnv())
 	require.Contains(t, stdout, `"credentials"`)
+	require.Contains(t, stdout, `"status": "succeeded"`)
 }
 
 // callq version prints the version, the commit and the Go version from the

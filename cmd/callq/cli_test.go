@@ -88,7 +88,7 @@ func TestCLICommands(t *testing.T) {
 	require.Zero(t, code, out)
 	require.Contains(t, out, created.ID)
 	require.NotContains(t, out, created.Key, "keys list shows no secret")
-	out, code = run([]string{"CALLQ_URL=" + d.apiURL, "CALLQ_API_KEY=" + created.Key}, "get", "cli-1")
+	out, code = run([]string{"CALLQ_URL=" + d.validatingURL(), "CALLQ_API_KEY=" + created.Key}, "get", "cli-1")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "404", "another tenant's call is not found")
 	out, code = run(nil, "keys", "revoke", created.ID)
@@ -96,7 +96,7 @@ func TestCLICommands(t *testing.T) {
 	out, code = run(nil, "keys", "list")
 	require.Zero(t, code, out)
 	require.NotContains(t, out, created.ID)
-	out, code = run([]string{"CALLQ_URL=" + d.apiURL, "CALLQ_API_KEY=" + created.Key}, "get", "cli-1")
+	out, code = run([]string{"CALLQ_URL=" + d.validatingURL(), "CALLQ_API_KEY=" + created.Key}, "get", "cli-1")
 	require.Equal(t, 4, code, out)
 	require.Contains(t, out, "401", "a revoked key is refused")
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -29,6 +30,10 @@ const (
 // a checkout, its root.
 const exampleCatalogPath = "deploy/integrations.example.yaml"
 
+// exampleHTTPBinURL is the example catalog's httpbin: where callq dev serves
+// it by default (--httpbin-addr).
+const exampleHTTPBinURL = "http://127.0.0.1:8090"
+
 func runDev(ctx context.Context, x *invocation, args []string) error {
 	fs := x.flags()
 	httpbinAddr := fs.String("httpbin-addr", "127.0.0.1:8090", "serve a local httpbin here for the example catalog (empty: none)")
@@ -37,16 +42,31 @@ func runDev(ctx context.Context, x *invocation, args []string) error {
 	}
 	cfg := fs.cfg
 	catalogName := cfg.integrations
-	if cfg.integrations == "" {
+	example := cfg.integrations == ""
+	if example {
+		cfg.catalogYAML, catalogName = deployfiles.ExampleCatalog, "the example catalog built into callq ("+exampleCatalogPath+")"
 		if _, err := os.Stat(exampleCatalogPath); err == nil {
-			cfg.integrations, catalogName = exampleCatalogPath, exampleCatalogPath
-		} else {
-			cfg.catalogYAML, catalogName = deployfiles.ExampleCatalog, "the example catalog built into callq ("+exampleCatalogPath+")"
+			if cfg.catalogYAML, err = os.ReadFile(exampleCatalogPath); err != nil {
+				return err
+			}
+			catalogName = exampleCatalogPath
 		}
 	}
 	log, err := cfg.logger(x.stderr)
 	if err != nil {
 		return err
+	}
+	var hln net.Listener
+	if *httpbinAddr != "" {
+		if hln, err = net.Listen("tcp", *httpbinAddr); err != nil {
+			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", *httpbinAddr, err)
+		}
+		defer hln.Close()
+		if example {
+			// The example catalog's httpbin is the one served here, wherever
+			// --httpbin-addr puts it, not whatever listens on its default.
+			cfg.catalogYAML = bytes.ReplaceAll(cfg.catalogYAML, []byte(exampleHTTPBinURL), []byte("http://"+clientAddr(hln.Addr())))
+		}
 	}
 	mr, err := startDevRedis(ctx)
 	if err != nil {
@@ -109,11 +129,7 @@ func runDev(ctx context.Context, x *invocation, args []string) error {
 		exposed = append(exposed, fmt.Sprintf("WARNING: the API listens %s, not only on this machine: whoever reaches it can use the dev API key printed here and store env: and file: credentials, which make the worker send its environment and files upstream. Use the default --addr %s unless you mean it.", where(ln.Addr()), devAPIAddr))
 	}
 	httpbinURL := "none (--httpbin-addr \"\")"
-	if *httpbinAddr != "" {
-		hln, err := net.Listen("tcp", *httpbinAddr)
-		if err != nil {
-			return fmt.Errorf("serve the demo httpbin on %s (set --httpbin-addr \"\" to skip it): %w", *httpbinAddr, err)
-		}
+	if hln != nil {
 		httpbinURL = "http://" + hln.Addr().String()
 		hsrv := &http.Server{Handler: httpbin.New(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hsrv.Serve(hln) }()

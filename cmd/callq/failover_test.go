@@ -45,7 +45,7 @@ func deployOn(t *testing.T, redisURL string, extraEnv ...string) *deployment {
 // `callq keys create` that makes the admin key.
 func deployOnWith(t *testing.T, redisURL string, extra func(upstream string) string, extraEnv ...string) *deployment {
 	t.Helper()
-	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
+	d := &deployment{t: t, procs: newProcs(t), http: validatingClient(t)}
 	d.up = newUpstream(t, 0)
 	more := ""
 	if extra != nil {
@@ -139,7 +139,7 @@ type acceptedCall struct {
 
 func startLoad(d *deployment, prefix string, senders int) *load {
 	l := &load{stop: make(chan struct{})}
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := d.http
 	for g := range senders {
 		l.wg.Add(1)
 		go func() {
@@ -210,7 +210,7 @@ func TestRedisAOFKeepsAcceptedCalls(t *testing.T) {
 
 	rs.Restart(t)
 	waitFor(t, 30*time.Second, "the API ready again, without a restart", func() bool {
-		resp, err := http.Get(d.apiURL + "/readyz")
+		resp, err := d.http.Get(d.apiURL + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -255,7 +255,7 @@ func TestRedisWithoutPersistenceLosesAcceptedCalls(t *testing.T) {
 	waitFor(t, 30*time.Second, "the API answers again", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, d.apiURL+"/v1/calls/gone-1", nil)
 		req.Header.Set("Authorization", "Bearer "+d.apiKey)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := d.http.Do(req)
 		if err != nil {
 			return false
 		}

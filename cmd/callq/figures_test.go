@@ -94,7 +94,7 @@ func TestProductionFigures(t *testing.T) {
 	env := childEnv("REDIS_URL="+rs.URL, "CALLQ_INTEGRATIONS="+catalog, "CALLQ_SECRET_KEY="+secret)
 
 	p := newProcs(t)
-	d := &deployment{t: t, procs: p, http: &http.Client{Timeout: 60 * time.Second}}
+	d := &deployment{t: t, procs: p, http: validatingClient(t)}
 	d.apiKey = createAdminKey(t, p.bin, rs.URL)
 	d.api = p.startListening(func() (*child, []string) {
 		addr := freeAddr(t)

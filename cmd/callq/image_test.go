@@ -11,7 +11,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -456,7 +455,7 @@ func TestImageBinaryInEmptyRoot(t *testing.T) {
 	require.Equal(t, "callq "+imageVersion+"\n", out)
 
 	p := newProcs(t)
-	d := &deployment{t: t, procs: p, up: up, http: &http.Client{Timeout: 60 * time.Second}}
+	d := &deployment{t: t, procs: p, up: up, http: validatingClient(t)}
 	d.apiKey = createAdminKey(t, p.bin, redis.URL)
 	var apiAddr, metricsAddr string
 	d.api = p.startListening(func() (*child, []string) {

@@ -451,9 +451,7 @@ func deploy(t *testing.T, upstreamDelay time.Duration, extraEnv ...string) *depl
 // appended to its integrations map, each entry indented by two spaces.
 func deployWith(t *testing.T, upstreamDelay time.Duration, extra string, extraEnv ...string) *deployment {
 	t.Helper()
-	// The API's answers to the test's own requests are checked against
-	// the OpenAPI document.
-	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second, Transport: openapitest.Transport(t, nil)}}
+	d := &deployment{t: t, procs: newProcs(t), http: validatingClient(t)}
 	d.redis = redistest.Start(t)
 	d.up = newUpstream(t, upstreamDelay)
 
@@ -545,6 +543,13 @@ func runCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 	}
 	require.NoError(t, err, "%s", strings.Join(cmd.Args, " "))
 	return out.String(), errOut.String(), 0
+}
+
+// validatingClient is the HTTP client of a deployment's own requests: their
+// requests and the API's answers are checked against the OpenAPI document
+// (openapitest.Transport).
+func validatingClient(t *testing.T) *http.Client {
+	return &http.Client{Timeout: 60 * time.Second, Transport: openapitest.Transport(t, nil)}
 }
 
 // validatingURL is the API's URL through a reverse proxy that checks each

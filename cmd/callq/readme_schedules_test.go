@@ -48,6 +48,7 @@ func TestReadmeSchedules(t *testing.T) {
 		return c, []string{apiURL + "/healthz", apiURL + "/readyz", "http://" + httpbinAddr + "/get"}
 	})
 
+	apiURL = validatingProxy(t, apiURL) // the CLI's requests and the API's answers, checked against the OpenAPI document
 	script = regexp.MustCompile(`(?m)^callq `).ReplaceAllString(script, shellQuote(p.bin)+" ")
 	out, _ := runScript(t, "schedules examples", root, script, childEnv("CALLQ_URL="+apiURL, "CALLQ_API_KEY="+devAPIKey))
 

@@ -74,7 +74,8 @@ type config struct {
 	// embedded example.
 	catalogYAML []byte
 
-	envErrs []error // malformed environment values, reported by envError
+	envErrs     []error  // malformed environment values, reported by envError
+	secretFlags []string // the flags of secret settings, whose values errors never quote
 }
 
 // setting is one environment variable: its flag, default, the commands that
@@ -184,6 +185,7 @@ func newConfig(fs *flag.FlagSet, cmd string) *config {
 			fs.Var(v, s.flag, fmt.Sprintf("%s (%s)", s.usage, s.env))
 			if s.secret {
 				fs.Lookup(s.flag).DefValue = def // never the variable's value
+				c.secretFlags = append(c.secretFlags, s.flag)
 			}
 		}
 	}
@@ -201,6 +203,18 @@ func (s *setting) error(raw string, v value, err error) error {
 		return configErrorf("%s: %q is not %s", s.env, raw, v.want())
 	}
 	return configErrorf("%s: %q is not %s: %v", s.env, raw, v.want(), err)
+}
+
+// redactFlagError is the flag package's error msg without the value it
+// quotes when the flag is a secret's ("invalid value %q for flag -redis-url:
+// ..."): the parser's own error, after the colon, never quotes a secret.
+func (c *config) redactFlagError(msg string) string {
+	for _, name := range c.secretFlags {
+		if _, why, ok := strings.Cut(msg, " for flag -"+name+": "); ok && strings.HasPrefix(msg, "invalid value ") {
+			return "invalid value for flag --" + name + " (the value is not shown, as it may hold a secret): " + why
+		}
+	}
+	return msg
 }
 
 // envError reports every malformed environment value newConfig found.
@@ -470,6 +484,11 @@ func parseWebhookSecrets(s string) error { _, err := auth.ParseWebhookSecrets(s)
 
 func checkAPIURL(s string) error {
 	u, err := url.Parse(s)
+	// A user and password would never be sent (the API key is the
+	// Authorization) and would show in errors: refused, unquoted.
+	if strings.Contains(s, "@") && (err != nil || u.User != nil) {
+		return errors.New("CALLQ_URL must be an http:// or https:// URL without a user or password (the API key goes in CALLQ_API_KEY); the value is not shown, as it may hold a password")
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return notWant(s, "an http:// or https:// URL")
 	}

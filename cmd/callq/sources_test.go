@@ -45,7 +45,7 @@ func (s *seen) String() string {
 // returned seen.
 func deploySources(t *testing.T, env ...string) (*deployment, *seen) {
 	t.Helper()
-	d := &deployment{t: t, procs: newProcs(t), http: &http.Client{Timeout: 60 * time.Second}}
+	d := &deployment{t: t, procs: newProcs(t), http: validatingClient(t)}
 	d.redis = redistest.Start(t)
 	upstream := &seen{}
 	bin := httpbin.New()

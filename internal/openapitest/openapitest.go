@@ -139,6 +139,8 @@ func Transport(tb testing.TB, next http.RoundTripper) http.RoundTripper {
 	return roundTripper(func(r *http.Request) (*http.Response, error) {
 		var body []byte
 		if r.Body != nil {
+			// err of its own: the closure's requests run at once.
+			var err error
 			if body, err = io.ReadAll(r.Body); err != nil {
 				return nil, err
 			}

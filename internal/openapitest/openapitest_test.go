@@ -143,3 +143,36 @@ func TestOperationsListsTheDocument(t *testing.T) {
 	}
 	require.IsIncreasing(t, ops)
 }
+
+// A Transport, like the http.Client it is in, is used by many goroutines
+// at once (a test's load of enqueues): it holds no state of one request
+// that another could write (go test -race).
+func TestTransportConcurrentRequests(t *testing.T) {
+	t.Parallel()
+	f := &failures{TB: t}
+	srv := httptest.NewServer(answer(http.StatusAccepted, `{"correlation_id":"a","status":"queued","url":"/v1/calls/a"}`))
+	t.Cleanup(srv.Close)
+	client := &http.Client{Transport: openapitest.Transport(f, nil)}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 10 {
+				req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/calls", strings.NewReader(validCall))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				req.Header.Set("Authorization", "Bearer k")
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	require.Empty(t, f.got())
+}
