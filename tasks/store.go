@@ -89,10 +89,13 @@ func (c *StoreConfig) validate() error {
 // record has neither), "status" (authoritative, so a worker can mark an
 // attempt running without rewriting the record), "run" (the attempt in
 // progress), "fp" (the call's fingerprint), "v" (a version for
-// compare-and-set) and "call" (the call's task payload, for a replay). Every change goes through a Lua script, so a terminal
-// record is never overwritten and a finished call's waiters are notified in
-// the same round trip as the write. The keys and the completion channel are
-// internal/rediskeys's Record and DoneChannel.
+// compare-and-set), "call" (the call's task payload, for a replay) and "w"
+// (set once someone waits for the call). Every change goes through a Lua
+// script, so a terminal record is never overwritten and a finished call's
+// waiters are notified in the same round trip as the write: only a call
+// marked "w" is published, so the many calls nobody waits for cost no
+// PUBLISH, and no delivery to every API process subscribed. The keys and
+// the completion channel are internal/rediskeys's Record and DoneChannel.
 type Store struct {
 	rdb      redis.UniversalClient
 	cfg      StoreConfig
@@ -361,7 +364,7 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 }
 
 var writeScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'v')
+local v = redis.call('HMGET', KEYS[1], 'status', 'v', 'w')
 if not v[1] then return -1 end
 if v[1] == 'succeeded' or v[1] == 'failed' or v[1] == 'canceled' then return 0 end
 if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
@@ -378,14 +381,17 @@ if #KEYS > 1 then
   redis.call('ZREM', KEYS[2], ARGV[8])
   redis.call('ZADD', KEYS[3], 0, ARGV[8])
 end
-if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+-- Published only when a waiter marked the call (waitScript): it is read
+-- with the status, so the check costs no command.
+if ARGV[5] ~= '' and v[3] then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 `)
 
 // Write replaces the record, unless it is terminal (ErrFinished), gone
 // (ErrNotFound) or, when version is not zero, changed since that version
 // (ErrChanged). A terminal write sets the result TTL, moves the call from
-// its shard's open index to its status's, and wakes waiters.
+// its shard's open index to its status's, and wakes waiters (Wait): it
+// publishes only the completion of a call someone waits for.
 func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 	return s.write(ctx, rec, version, true)
 }
@@ -574,16 +580,44 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	return nil
 }
 
+var waitScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'rec', 'full', 'status', 'run', 'wh', 'rb')
+if not v[1] then return {0} end
+local st = v[3]
+if st ~= 'succeeded' and st ~= 'failed' and st ~= 'canceled' then redis.call('HSET', KEYS[1], 'w', 1) end
+return {1, v[1], v[2] or '', st or '', v[4] or '', v[5] or '', v[6] or ''}
+`)
+
+// getWaited is Get, marking an unfinished call as waited for in the same
+// script: its terminal write (writeScript) then publishes its completion.
+// The mark and the read are one step, so a write either comes after the
+// mark (and publishes) or before the read (which sees it terminal).
+func (s *Store) getWaited(ctx context.Context, tenant, id string) (*Record, error) {
+	keys := []string{rediskeys.Record(tenant, id)}
+	res, err := waitScript.Run(ctx, s.rdb, keys).Slice()
+	if err == nil && res[0].(int64) == 0 && s.moveLegacy(ctx, tenant, id) {
+		res, err = waitScript.Run(ctx, s.rdb, keys).Slice()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get record: %w", err)
+	}
+	if res[0].(int64) == 0 {
+		return nil, ErrNotFound
+	}
+	return decodeRecord(true, res[1], res[2], res[3], res[4], res[5], res[6])
+}
+
 // Wait returns the record once it is terminal, or ctx's error (with the
 // record as it stands) when ctx ends first. It is woken by pub/sub, not by
-// polling.
+// polling: it subscribes, then marks the call waited for (getWaited), so
+// that its terminal write publishes.
 func (s *Store) Wait(ctx context.Context, tenant, id string) (*Record, error) {
 	w, err := s.notifier.subscribe(ctx, tenant+":"+id)
 	if err != nil {
 		return nil, expired(ctx, err)
 	}
 	defer s.notifier.unsubscribe(w)
-	rec, err := s.Get(ctx, tenant, id)
+	rec, err := s.getWaited(ctx, tenant, id)
 	if err != nil {
 		return nil, expired(ctx, err)
 	}

@@ -255,12 +255,24 @@ func TestStoreWrite(t *testing.T) {
 	require.InDelta(t, e.cfg.PendingTTL+time.Hour, e.pttl(t, "acme", "order-1"), float64(5*time.Second),
 		"a pending record lives past its next attempt")
 
-	// A terminal write publishes, sets the result TTL and freezes the record.
+	// A terminal write of a call someone waits for publishes, sets the
+	// result TTL and freezes the record; one nobody waits for publishes
+	// nothing.
 	sub := e.rdb.Subscribe(e.ctx, "callq:done")
 	t.Cleanup(func() { _ = sub.Close() })
 	_, err = sub.Receive(e.ctx)
 	require.NoError(t, err)
 
+	e.finish(t, e.create(t, "acme", "order-unwaited"), 200)
+
+	waited := make(chan *tasks.Record, 1)
+	go func() {
+		rec, _ := e.store.Wait(e.ctx, "acme", "order-1")
+		waited <- rec
+	}()
+	require.Eventually(t, func() bool {
+		return e.rdb.HGet(e.ctx, rediskeys.Record("acme", "order-1"), "w").Val() == "1"
+	}, 5*time.Second, time.Millisecond, "Wait marks the call it waits for")
 	done := *got
 	done.Status = tasks.StatusFailed
 	done.Error = &tasks.CallError{Kind: tasks.KindHTTPStatus, Message: "404 Not Found"}
@@ -269,7 +281,8 @@ func TestStoreWrite(t *testing.T) {
 	msg, err := sub.ReceiveMessage(e.ctx)
 	require.NoError(t, err)
 	require.Equal(t, "callq:done", msg.Channel)
-	require.Equal(t, "acme:order-1", msg.Payload)
+	require.Equal(t, "acme:order-1", msg.Payload, "the first message is the waited call's: the unwaited one published nothing")
+	require.Equal(t, tasks.StatusFailed, (<-waited).Status)
 	ttl := e.pttl(t, "acme", "order-1")
 	require.InDelta(t, e.cfg.ResultTTL, ttl, float64(5*time.Second))
 	require.LessOrEqual(t, ttl, e.cfg.ResultTTL)
