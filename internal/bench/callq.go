@@ -135,7 +135,6 @@ func (h *harness) runCallq(ctx context.Context, spec callqSpec) (callqRun, error
 		}
 	}
 
-
 	h.up.hits.Store(0)
 	h.up.credHits.Store(0)
 	before, err := h.snapshot(ctx)
