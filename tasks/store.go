@@ -131,18 +131,23 @@ func (s *Store) Close() error { return s.notifier.close() }
 // ResultTTL is how long finished records live.
 func (s *Store) ResultTTL() time.Duration { return s.cfg.ResultTTL }
 
+// createScript's arguments are the summary, status, fingerprint, TTL,
+// payload and index member, then the detail and the integration only when
+// there are (a record created finished, a names key in KEYS[4]): Redis
+// makes a Lua string of every argument of every call, about as costly as a
+// command each.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local v = redis.call('HMGET', KEYS[1], 'rec', 'full', 'status', 'run', 'fp', 'wh', 'rb')
   return {0, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or '', v[6] or '', v[7] or ''}
 end
-if ARGV[2] == '' then
-  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[3], 'fp', ARGV[4], 'v', 1, 'call', ARGV[6])
+if (ARGV[7] or '') == '' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1, 'call', ARGV[5])
 else
-  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[2], 'status', ARGV[3], 'fp', ARGV[4], 'v', 1, 'call', ARGV[6])
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[7], 'status', ARGV[2], 'fp', ARGV[3], 'v', 1, 'call', ARGV[5])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-for i = 2, 3 do redis.call('ZADD', KEYS[i], 0, ARGV[7]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+for i = 2, 3 do redis.call('ZADD', KEYS[i], 0, ARGV[6]) end
 if KEYS[4] then redis.call('SADD', KEYS[4], ARGV[8]) end
 return {1}
 `)
@@ -165,9 +170,14 @@ func (s *Store) Create(ctx context.Context, rec *Record, fingerprint string, del
 		keys = append(keys, names)
 	}
 	ttl := s.cfg.PendingTTL + delay
-	res, err := createScript.Run(ctx, s.rdb, keys,
-		sum, full, string(rec.Status), fingerprint, ttl.Milliseconds(), payload,
-		indexMember(rec.CreatedAt, rec.CorrelationID), rec.Integration).Slice()
+	args := []any{sum, string(rec.Status), fingerprint, ttl.Milliseconds(), payload, indexMember(rec.CreatedAt, rec.CorrelationID)}
+	switch {
+	case addName:
+		args = append(args, full, rec.Integration)
+	case full != nil:
+		args = append(args, full)
+	}
+	res, err := createScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if addName && (err != nil || res[0].(int64) != 1) {
 		s.forget(names, rec.Integration)
 	}
@@ -363,6 +373,10 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 	return b, nil
 }
 
+// writeScript's arguments are the summary, status, TTL, expected version
+// and detail ('' to keep the stored one), then, for a terminal write (the
+// index keys in KEYS[2] and KEYS[3]), the index member and the completion
+// message: a write that is not terminal passes neither (see createScript).
 var writeScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'status', 'v', 'w')
 if not v[1] then return -1 end
@@ -371,19 +385,19 @@ if ARGV[4] ~= '' and v[2] ~= ARGV[4] then return -2 end
 -- 'run' is emptied rather than deleted: one command instead of two. One
 -- HSET either way: with no detail the stored one stands (WriteSummary).
 local ver = (tonumber(v[2]) or 0) + 1
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[7], 'status', ARGV[2], 'run', '', 'v', ver)
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'full', ARGV[5], 'status', ARGV[2], 'run', '', 'v', ver)
 else
   redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'status', ARGV[2], 'run', '', 'v', ver)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if #KEYS > 1 then
-  redis.call('ZREM', KEYS[2], ARGV[8])
-  redis.call('ZADD', KEYS[3], 0, ARGV[8])
+  redis.call('ZREM', KEYS[2], ARGV[6])
+  redis.call('ZADD', KEYS[3], 0, ARGV[6])
+  -- Published only when a waiter marked the call (waitScript): it is
+  -- read with the status, so the check costs no command.
+  if v[3] then redis.call('PUBLISH', '` + rediskeys.DoneChannel + `', ARGV[7]) end
 end
--- Published only when a waiter marked the call (waitScript): it is read
--- with the status, so the check costs no command.
-if ARGV[5] ~= '' and v[3] then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 `)
 
@@ -418,11 +432,9 @@ func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bo
 		return err
 	}
 	ttl := s.cfg.PendingTTL
-	channel, msg := "", ""
 	keys := []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)}
 	if rec.Status.Terminal() {
 		ttl = s.cfg.ResultTTL
-		channel, msg = rediskeys.DoneChannel, rec.Tenant+":"+rec.CorrelationID
 		shard := rediskeys.Shard(rec.CorrelationID)
 		keys = append(keys, rediskeys.Index(rec.Tenant, shard, rediskeys.IndexOpen),
 			rediskeys.Index(rec.Tenant, shard, rediskeys.IndexStatus(string(rec.Status), "")))
@@ -433,7 +445,10 @@ func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bo
 	if version != 0 {
 		ver = strconv.FormatInt(version, 10)
 	}
-	args := []any{sum, string(rec.Status), ttl.Milliseconds(), ver, channel, msg, full, indexMember(rec.CreatedAt, rec.CorrelationID)}
+	args := []any{sum, string(rec.Status), ttl.Milliseconds(), ver, full}
+	if len(keys) > 1 {
+		args = append(args, indexMember(rec.CreatedAt, rec.CorrelationID), rec.Tenant+":"+rec.CorrelationID)
+	}
 	n, err := writeScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err == nil && n == -1 && s.moveLegacy(ctx, rec.Tenant, rec.CorrelationID) {
 		n, err = writeScript.Run(ctx, s.rdb, keys, args...).Int()
