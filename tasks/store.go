@@ -247,11 +247,50 @@ type recordDetail struct {
 	History  []Attempt `json:"history"`
 }
 
+// storedSummary is a Record as the hash's "rec" field holds it: the same
+// fields (a conversion from Record, so that the two cannot drift apart)
+// with every empty one left out. Decoded into a Record, an absent field is
+// the zero value it stood for; the API's JSON, which shows them as null or
+// 0, is Record's own. A new record's summary is about a quarter shorter, a
+// finished one's a tenth: fewer bytes for Redis to take, copy into Lua
+// strings and keep.
+type storedSummary struct {
+	CorrelationID string        `json:"correlation_id"`
+	Tenant        string        `json:"tenant"`
+	Status        Status        `json:"status"`
+	Integration   string        `json:"integration"`
+	Method        string        `json:"method"`
+	Path          string        `json:"path"`
+	Credential    string        `json:"credential,omitempty"`
+	Queue         string        `json:"queue,omitempty"`
+	Attempts      int           `json:"attempts,omitempty"`
+	MaxAttempts   int           `json:"max_attempts,omitempty"`
+	Response      *Response     `json:"response,omitempty"`
+	Error         *CallError    `json:"error,omitempty"`
+	History       []Attempt     `json:"history,omitempty"`
+	CreatedAt     time.Time     `json:"created_at"`
+	StartedAt     *time.Time    `json:"started_at,omitempty"`
+	CompletedAt   *time.Time    `json:"completed_at,omitempty"`
+	NextAttemptAt *time.Time    `json:"next_attempt_at,omitempty"`
+	Note          string        `json:"note,omitempty"`
+	Webhook       *WebhookState `json:"webhook,omitempty"`
+	ReplayOf      string        `json:"replay_of,omitempty"`
+	ReplayedBy    string        `json:"replayed_by,omitempty"`
+	Schedule      string        `json:"schedule,omitempty"`
+	Trace         *TraceContext `json:"trace,omitempty"`
+}
+
+// encodeSummary is the JSON of rec's summary as the hash's "rec" field
+// holds it.
+func encodeSummary(rec *Record) ([]byte, error) {
+	return json.Marshal((*storedSummary)(rec.Summary()))
+}
+
 // encodeRecord returns the JSON of rec's summary and of its detail, the
 // hash's "rec" and "full" fields. The detail is nil when rec has neither a
 // response nor history (a new record), unless always is set.
 func encodeRecord(rec *Record, always bool) (sum, full []byte, err error) {
-	if sum, err = json.Marshal(rec.Summary()); err != nil {
+	if sum, err = encodeSummary(rec); err != nil {
 		return nil, nil, err
 	}
 	if always || rec.Response != nil || len(rec.History) > 0 {
@@ -426,7 +465,7 @@ func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bo
 	if detail {
 		sum, full, err = encodeRecord(rec, true)
 	} else {
-		sum, err = json.Marshal(rec.Summary()) // the detail stored stands
+		sum, err = encodeSummary(rec) // the detail stored stands
 	}
 	if err != nil {
 		return err

@@ -747,3 +747,27 @@ func TestStoreWriteSummary(t *testing.T) {
 	require.NotNil(t, got.Response)
 	require.Equal(t, "overloaded", *got.Response.BodyText, "the response stored stands")
 }
+
+// The stored summary leaves out its empty fields, and reads back as the
+// same record: the API's JSON (Record's) still shows them.
+func TestStoredSummaryLeavesOutEmptyFields(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := e.create(t, "acme", "compact-1")
+	raw, err := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "compact-1"), "rec").Result()
+	require.NoError(t, err)
+	require.NotContains(t, raw, "null")
+	require.NotContains(t, raw, `"attempts"`)
+	got, err := e.store.Get(e.ctx, "acme", "compact-1")
+	require.NoError(t, err)
+	require.Equal(t, rec.CorrelationID, got.CorrelationID)
+	require.Equal(t, rec.MaxAttempts, got.MaxAttempts)
+	require.True(t, rec.CreatedAt.Equal(got.CreatedAt))
+	require.Nil(t, got.Response)
+	require.Nil(t, got.CompletedAt)
+	api, err := json.Marshal(got)
+	require.NoError(t, err)
+	require.Contains(t, string(api), `"attempts":0`)
+	require.Contains(t, string(api), `"response":null`)
+	require.Contains(t, string(api), `"completed_at":null`)
+}
