@@ -413,7 +413,7 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 }
 
 // writeScript's arguments are the summary, status, TTL, expected version
-// and detail ('' to keep the stored one), then, for a terminal write (the
+// and detail (empty: keep the stored one), then, for a terminal write (the
 // index keys in KEYS[2] and KEYS[3]), the index member and the completion
 // message: a write that is not terminal passes neither (see createScript).
 var writeScript = redis.NewScript(`
