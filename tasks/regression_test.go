@@ -137,7 +137,11 @@ func (h *recordReads) DialHook(next redis.DialHook) redis.DialHook { return next
 func (h *recordReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if cmd.Name() == "hmget" && len(cmd.Args()) > 1 && cmd.Args()[1] == h.key {
+		// Wait's first read is a script (it marks the call waited for).
+		a := cmd.Args()
+		read := cmd.Name() == "hmget" && len(a) > 1 && a[1] == h.key ||
+			(cmd.Name() == "evalsha" || cmd.Name() == "eval") && len(a) > 3 && a[3] == h.key
+		if read {
 			if err != nil {
 				h.failed.Add(1)
 			} else {

@@ -255,12 +255,24 @@ func TestStoreWrite(t *testing.T) {
 	require.InDelta(t, e.cfg.PendingTTL+time.Hour, e.pttl(t, "acme", "order-1"), float64(5*time.Second),
 		"a pending record lives past its next attempt")
 
-	// A terminal write publishes, sets the result TTL and freezes the record.
+	// A terminal write of a call someone waits for publishes, sets the
+	// result TTL and freezes the record; one nobody waits for publishes
+	// nothing.
 	sub := e.rdb.Subscribe(e.ctx, "callq:done")
 	t.Cleanup(func() { _ = sub.Close() })
 	_, err = sub.Receive(e.ctx)
 	require.NoError(t, err)
 
+	e.finish(t, e.create(t, "acme", "order-unwaited"), 200)
+
+	waited := make(chan *tasks.Record, 1)
+	go func() {
+		rec, _ := e.store.Wait(e.ctx, "acme", "order-1")
+		waited <- rec
+	}()
+	require.Eventually(t, func() bool {
+		return e.rdb.HGet(e.ctx, rediskeys.Record("acme", "order-1"), "w").Val() == "1"
+	}, 5*time.Second, time.Millisecond, "Wait marks the call it waits for")
 	done := *got
 	done.Status = tasks.StatusFailed
 	done.Error = &tasks.CallError{Kind: tasks.KindHTTPStatus, Message: "404 Not Found"}
@@ -269,7 +281,8 @@ func TestStoreWrite(t *testing.T) {
 	msg, err := sub.ReceiveMessage(e.ctx)
 	require.NoError(t, err)
 	require.Equal(t, "callq:done", msg.Channel)
-	require.Equal(t, "acme:order-1", msg.Payload)
+	require.Equal(t, "acme:order-1", msg.Payload, "the first message is the waited call's: the unwaited one published nothing")
+	require.Equal(t, tasks.StatusFailed, (<-waited).Status)
 	ttl := e.pttl(t, "acme", "order-1")
 	require.InDelta(t, e.cfg.ResultTTL, ttl, float64(5*time.Second))
 	require.LessOrEqual(t, ttl, e.cfg.ResultTTL)
@@ -733,4 +746,28 @@ func TestStoreWriteSummary(t *testing.T) {
 	require.Len(t, got.History, 1, "the history stored stands")
 	require.NotNil(t, got.Response)
 	require.Equal(t, "overloaded", *got.Response.BodyText, "the response stored stands")
+}
+
+// The stored summary leaves out its empty fields, and reads back as the
+// same record: the API's JSON (Record's) still shows them.
+func TestStoredSummaryLeavesOutEmptyFields(t *testing.T) {
+	parallelRedis(t)
+	e := setup(t)
+	rec := e.create(t, "acme", "compact-1")
+	raw, err := e.rdb.HGet(e.ctx, rediskeys.Record("acme", "compact-1"), "rec").Result()
+	require.NoError(t, err)
+	require.NotContains(t, raw, "null")
+	require.NotContains(t, raw, `"attempts"`)
+	got, err := e.store.Get(e.ctx, "acme", "compact-1")
+	require.NoError(t, err)
+	require.Equal(t, rec.CorrelationID, got.CorrelationID)
+	require.Equal(t, rec.MaxAttempts, got.MaxAttempts)
+	require.True(t, rec.CreatedAt.Equal(got.CreatedAt))
+	require.Nil(t, got.Response)
+	require.Nil(t, got.CompletedAt)
+	api, err := json.Marshal(got)
+	require.NoError(t, err)
+	require.Contains(t, string(api), `"attempts":0`)
+	require.Contains(t, string(api), `"response":null`)
+	require.Contains(t, string(api), `"completed_at":null`)
 }

@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/callq/callq/auth"
-	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/producer"
 	"github.com/callq/callq/tasks"
 	"github.com/callq/callq/worker"
@@ -23,13 +23,13 @@ import (
 // callqPipeline is a producer client over prod and a callq worker (not
 // started) over work, as callq's own processes build them, with one asynq
 // queue per logical queue.
-func (h *harness) callqPipeline(prod, work redis.UniversalClient) (*producer.Client, *worker.Worker, func(), error) {
-	return h.callqPipelineSharded(prod, work, 1)
+func (h *harness) callqPipeline(prod, work redis.UniversalClient, metrics *worker.Metrics) (*producer.Client, *worker.Worker, func(), error) {
+	return h.callqPipelineSharded(prod, work, 1, metrics)
 }
 
 // callqPipelineSharded is callqPipeline with each logical queue split into
-// shards asynq queues (CALLQ_QUEUE_SHARDS).
-func (h *harness) callqPipelineSharded(prod, work redis.UniversalClient, shards int) (*producer.Client, *worker.Worker, func(), error) {
+// shards asynq queues (CALLQ_QUEUE_SHARDS), its metrics into metrics.
+func (h *harness) callqPipelineSharded(prod, work redis.UniversalClient, shards int, metrics *worker.Metrics) (*producer.Client, *worker.Worker, func(), error) {
 	prodStore, err := tasks.NewStore(prod, nil)
 	if err != nil {
 		return nil, nil, nil, err
@@ -52,6 +52,7 @@ func (h *harness) callqPipelineSharded(prod, work redis.UniversalClient, shards 
 	w, err := worker.New(work, &worker.Config{
 		Catalog: h.catalog, Records: workStore, Credentials: creds, Keyring: h.keyring,
 		Concurrency: h.cfg.Concurrency, Logger: &h.nop, ShutdownTimeout: 5 * time.Second, QueueShards: shards,
+		Metrics: metrics,
 	})
 	if err != nil {
 		closeAll()
@@ -108,7 +109,7 @@ func (h *harness) phaseCallqCred(ctx context.Context) error {
 
 // runCallq enqueues every call with the Go client (no worker running:
 // that is go_enqueue_per_s), then starts a callq worker in this process and
-// times it to the last terminal record, counted on the completion channel.
+// times it to the last terminal record, counted by the worker (countFinished).
 func (h *harness) runCallq(ctx context.Context, spec callqSpec) (callqRun, error) {
 	var out callqRun
 	n := h.cfg.Calls
@@ -116,7 +117,12 @@ func (h *harness) runCallq(ctx context.Context, spec callqSpec) (callqRun, error
 	prod, work := h.newClient(&sent), h.newClient(&sent)
 	defer prod.Close()
 	defer work.Close()
-	client, w, closeAll, err := h.callqPipeline(prod, work)
+	completed, done, metrics, stopCounting, err := countFinished(n)
+	if err != nil {
+		return out, err
+	}
+	defer stopCounting()
+	client, w, closeAll, err := h.callqPipeline(prod, work, metrics)
 	if err != nil {
 		return out, err
 	}
@@ -128,12 +134,6 @@ func (h *harness) runCallq(ctx context.Context, spec callqSpec) (callqRun, error
 			return out, err
 		}
 	}
-
-	completed, done, stopCounting, err := countCompletions(ctx, h.adm, n)
-	if err != nil {
-		return out, err
-	}
-	defer stopCounting()
 
 	h.up.hits.Store(0)
 	h.up.credHits.Store(0)
@@ -216,28 +216,50 @@ func (h *harness) putCredential(ctx context.Context, rdb redis.UniversalClient) 
 	return err
 }
 
-// countCompletions counts completions as the worker publishes them, on a
-// connection of rdb, the harness's own, subscribed before it returns
-// (before the window opens); done is closed at the nth.
-func countCompletions(ctx context.Context, rdb redis.UniversalClient, n int) (completed *atomic.Int64, done <-chan struct{}, stop func(), err error) {
-	ps := rdb.Subscribe(ctx, rediskeys.DoneChannel)
-	if _, err := ps.Receive(ctx); err != nil {
-		_ = ps.Close()
-		return nil, nil, nil, fmt.Errorf("subscribe to completions: %w", err)
+// countFinished counts the calls the worker finishes, from the worker's
+// own metrics (worker.Metrics' callq_calls_finished_total), read in this
+// process every 2ms: a terminal write publishes only the calls
+// someone waits for, and reading Redis would count in the figures. done is
+// closed at the nth.
+func countFinished(n int) (completed *atomic.Int64, done <-chan struct{}, metrics *worker.Metrics, stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	if metrics, err = worker.NewMetrics(reg); err != nil {
+		return nil, nil, nil, nil, err
 	}
 	completed = new(atomic.Int64)
-	all := make(chan struct{})
+	all, quit, exited := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
 		for {
-			if _, err := ps.ReceiveMessage(context.Background()); err != nil {
+			select {
+			case <-quit:
 				return
+			case <-t.C:
 			}
-			if completed.Add(1) == int64(n) {
+			if completed.Store(finishedCalls(reg)); completed.Load() >= int64(n) {
 				close(all)
+				return
 			}
 		}
 	}()
-	return completed, all, func() { _ = ps.Close() }, nil
+	return completed, all, metrics, func() { close(quit); <-exited }, nil
+}
+
+// finishedCalls sums callq_calls_finished_total over its labels.
+func finishedCalls(reg *prometheus.Registry) int64 {
+	mfs, _ := reg.Gather()
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "callq_calls_finished_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return int64(sum)
 }
 
 // enqueueCalls enqueues n copies of call with the Go client from enqueuers

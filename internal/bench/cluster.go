@@ -117,16 +117,16 @@ func (h *harness) clusterPhase(shards int) func(context.Context) error {
 		prod, work := newClient(), newClient()
 		defer prod.Close()
 		defer work.Close()
-		client, w, closeAll, err := h.callqPipelineSharded(prod, work, shards)
-		if err != nil {
-			return err
-		}
-		defer closeAll()
-		completed, done, stopCounting, err := countCompletions(ctx, h.admCluster, n)
+		completed, done, metrics, stopCounting, err := countFinished(n)
 		if err != nil {
 			return err
 		}
 		defer stopCounting()
+		client, w, closeAll, err := h.callqPipelineSharded(prod, work, shards, metrics)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
 
 		h.up.hits.Store(0)
 		before, err := h.masterSnaps(ctx)

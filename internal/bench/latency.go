@@ -18,7 +18,7 @@ func (h *harness) phaseLatency(ctx context.Context) error {
 	prod, work := h.newClient(nil), h.newClient(nil)
 	defer prod.Close()
 	defer work.Close()
-	client, w, closeAll, err := h.callqPipeline(prod, work)
+	client, w, closeAll, err := h.callqPipeline(prod, work, nil)
 	if err != nil {
 		return err
 	}

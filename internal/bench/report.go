@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/callq/callq/internal/rediskeys"
 	"github.com/callq/callq/worker"
 )
 
@@ -223,11 +222,10 @@ func (rep *Report) WriteTable(out io.Writer) {
 	fmt.Fprintf(out, "\nThroughput phases are enqueue-first: all %d tasks are queued with no worker running, then the worker\n"+
 		"(asynq.Server or callq's, with callq's queues %s, TaskCheckInterval %s and\n"+
 		"DelayedTaskCheckInterval %s) is started, and calls/s runs from its start to the last completion\n"+
-		"(counted in the handler for asynq, on the %s completion channel for callq).\n"+
+		"(counted in the handler for asynq, by the worker's calls_finished_total for callq).\n"+
 		"Redis command counts include the enqueue; the harness's own INFO commands are subtracted.\n"+
 		"CPU per call is over the execution window only; this process holds the worker, the upstream and the harness.\n",
-		r.Calls, worker.FormatQueues(worker.DefaultQueues()), worker.DefaultTaskCheckInterval, worker.DefaultDelayedTaskCheckInterval,
-		rediskeys.DoneChannel)
+		r.Calls, worker.FormatQueues(worker.DefaultQueues()), worker.DefaultTaskCheckInterval, worker.DefaultDelayedTaskCheckInterval)
 }
 
 // percentiles returns the nearest-rank p50 and p99 of samples, in ms.

@@ -25,7 +25,7 @@
 //	callq:reconcile:lease                      string: the lease of the fleet's one reconciler
 //	callq:call:<tenant>:<id>                   hash: a record as callq before the calls index kept it
 //	callq:legacy:moved                         string: set once no record is left in that layout
-//	callq:done                                 pub/sub channel: "<tenant>:<id>" of each finished call
+//	callq:done                                 pub/sub channel: "<tenant>:<id>" of each finished call someone waits for
 //	callq:circuits                             pub/sub channel: the key of each circuit that opens (package flow)
 //	callq:{<tenant>}:cred:<ref>                string: a credential's JSON, literal fields sealed (auth.Store)
 //	callq:{<tenant>}:creds                     set: the refs of the tenant's credentials

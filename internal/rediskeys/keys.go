@@ -9,7 +9,8 @@ import (
 const Prefix = "callq"
 
 // DoneChannel is the pub/sub channel on which a call's terminal write
-// publishes "<tenant>:<id>".
+// publishes "<tenant>:<id>", when someone waits for the call (tasks.Store's
+// Wait marks it).
 const DoneChannel = Prefix + ":done"
 
 // RecordShards is how many slots a tenant's records and their index spread
