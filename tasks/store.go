@@ -283,7 +283,7 @@ type storedSummary struct {
 // encodeSummary is the JSON of rec's summary as the hash's "rec" field
 // holds it.
 func encodeSummary(rec *Record) ([]byte, error) {
-	return json.Marshal((*storedSummary)(rec.Summary()))
+	return marshal((*storedSummary)(rec.Summary()))
 }
 
 // encodeRecord returns the JSON of rec's summary and of its detail, the
@@ -294,7 +294,7 @@ func encodeRecord(rec *Record, always bool) (sum, full []byte, err error) {
 		return nil, nil, err
 	}
 	if always || rec.Response != nil || len(rec.History) > 0 {
-		if full, err = json.Marshal(recordDetail{Response: rec.Response, History: rec.History}); err != nil {
+		if full, err = marshal(recordDetail{Response: rec.Response, History: rec.History}); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -308,13 +308,13 @@ func encodeRecord(rec *Record, always bool) (sum, full []byte, err error) {
 func decodeRecord(whole bool, recv, fullv, statusv, runv, whv, rbv any) (*Record, error) {
 	recs, _ := recv.(string)
 	rec := &Record{}
-	if err := json.Unmarshal([]byte(recs), rec); err != nil {
+	if err := unmarshal([]byte(recs), rec); err != nil {
 		return nil, fmt.Errorf("decode record: %w", err)
 	}
 	if whole {
 		if fulls, _ := fullv.(string); fulls != "" {
 			rec.Response = nil // the detail's replaces the summary's
-			if err := json.Unmarshal([]byte(fulls), rec); err != nil {
+			if err := unmarshal([]byte(fulls), rec); err != nil {
 				return nil, fmt.Errorf("decode record: %w", err)
 			}
 		}

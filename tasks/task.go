@@ -1,7 +1,6 @@
 package tasks
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -54,7 +53,7 @@ func TaskID(tenant, correlationID string) string { return tenant + ":" + correla
 // set well above the call's own, which the worker enforces with its own
 // context.
 func NewCallTask(rec *Record, c *Call, in *Integration) (*asynq.Task, error) {
-	b, err := json.Marshal(Payload{Tenant: rec.Tenant, Call: *c, CreatedAt: rec.CreatedAt.UTC(), ReplayOf: rec.ReplayOf,
+	b, err := marshal(Payload{Tenant: rec.Tenant, Call: *c, CreatedAt: rec.CreatedAt.UTC(), ReplayOf: rec.ReplayOf,
 		Schedule: rec.Schedule, Trace: rec.Trace})
 	if err != nil {
 		return nil, fmt.Errorf("encode call: %w", err)
@@ -82,7 +81,7 @@ func NewCallTask(rec *Record, c *Call, in *Integration) (*asynq.Task, error) {
 // DecodePayload reads a call task's payload.
 func DecodePayload(b []byte) (*Payload, error) {
 	var p Payload
-	if err := json.Unmarshal(b, &p); err != nil {
+	if err := unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("decode call payload: %w", err)
 	}
 	return &p, nil

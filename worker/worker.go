@@ -528,6 +528,13 @@ func (w *Worker) Shutdown() {
 		w.log.Warn().Int64("drain_limit_ms", w.cfg.ShutdownTimeout.Milliseconds()).
 			Msg("handlers still running after the drain limit and grace; their calls are left to asynq's lease recovery")
 	}
+	// The kept-alive connections to upstreams and receivers would
+	// otherwise outlive the worker (a process that starts workers again,
+	// as tests and callq bench do, would pile them up).
+	for _, c := range w.clients {
+		c.CloseIdleConnections()
+	}
+	w.hooks.CloseIdleConnections()
 }
 
 // attemptContext is the context a handler runs under: asynq's, ended also
