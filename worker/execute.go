@@ -23,6 +23,14 @@ import (
 // record, the attempt is made, decide (a pure function) says what becomes
 // of the call, and report writes, logs and observes that, once.
 func (w *Worker) ProcessCall(ctx context.Context, t *asynq.Task) error {
+	if w.runners != nil {
+		return w.runners.run(ctx, t)
+	}
+	return w.processCall(ctx, t)
+}
+
+// processCall is ProcessCall's work, on a runner of a started worker.
+func (w *Worker) processCall(ctx context.Context, t *asynq.Task) error {
 	ctx, stop := w.attemptContext(ctx)
 	defer stop()
 	p, err := tasks.DecodePayload(t.Payload())

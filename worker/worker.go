@@ -318,6 +318,8 @@ type Worker struct {
 	reconciler     *Reconciler
 	stopReconciler context.CancelFunc
 	reconcilerDone chan struct{}
+	// runners run the call handlers of a started worker (ProcessCall).
+	runners *runners
 }
 
 // credentialReader reads a call's credential: *auth.Cache or *auth.Store.
@@ -418,7 +420,10 @@ func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(tasks.TypeCall, w.ProcessCall)
 	mux.HandleFunc(tasks.TypeWebhook, w.ProcessWebhook)
+	w.runners = startRunners(w.cfg.Concurrency, w.processCall)
 	if err := w.srv.Start(mux); err != nil {
+		w.runners.stop()
+		w.runners = nil
 		return err
 	}
 	if w.watchCircuits {
@@ -524,6 +529,9 @@ func (w *Worker) Shutdown() {
 	go func() { w.srv.Shutdown(); close(done) }()
 	select {
 	case <-done:
+		if w.runners != nil {
+			w.runners.stop() // no handler runs any more
+		}
 	case <-time.After(w.cfg.ShutdownTimeout + drainGrace):
 		w.log.Warn().Int64("drain_limit_ms", w.cfg.ShutdownTimeout.Milliseconds()).
 			Msg("handlers still running after the drain limit and grace; their calls are left to asynq's lease recovery")
