@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -391,4 +392,26 @@ func TestDrainLimitInterruptsCallsAndDeliveries(t *testing.T) {
 	require.WithinDuration(t, time.Now().Add(time.Hour), info.NextProcessAt, 10*time.Minute)
 	_, _, answered := e.recv.counts()
 	require.Zero(t, answered)
+}
+
+func TestWebhookConcurrencyValidated(t *testing.T) {
+	t.Parallel()
+	e := setupPools(t)
+	creds, err := auth.NewStore(e.rdb, &auth.StoreConfig{Keyring: e.ring})
+	require.NoError(t, err)
+	_, err = worker.New(e.rdb, &worker.Config{Catalog: e.cat, Records: e.records, Credentials: creds, Keyring: e.ring,
+		WebhookConcurrency: -1})
+	require.EqualError(t, err, "worker: Config.WebhookConcurrency must be 0 (the default, as Concurrency) or at least 1")
+}
+
+// The pool holds a connection for each call and each delivery in flight,
+// and the room asynq's loops need; the deliveries' slots default to the
+// calls'.
+func TestRedisPoolSizeCountsBothPools(t *testing.T) {
+	t.Parallel()
+	floor := 10 * runtime.GOMAXPROCS(0)
+	require.Equal(t, max(floor, 50+50+20), worker.RedisPoolSize(0, 0), "the defaults")
+	require.Equal(t, max(floor, 200+200+20), worker.RedisPoolSize(200, 0), "deliveries as many as calls")
+	require.Equal(t, max(floor, 200+10+20), worker.RedisPoolSize(200, 10))
+	require.Equal(t, max(floor, 50+300+20), worker.RedisPoolSize(0, 300))
 }
