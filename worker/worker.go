@@ -443,19 +443,20 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w.served = maps.Clone(hooks)
 	maps.Copy(w.served, calls)
 	if len(calls) > 0 {
-		w.srv = w.newServer(rdb, c.Concurrency, calls, c.Logger)
+		w.srv = w.newServer(rdb, c.Concurrency, calls, "calls")
 	}
-	hooksLog := c.Logger.With().Str("asynq_server", "webhooks").Logger()
-	w.hooksSrv = w.newServer(rdb, c.WebhookConcurrency, hooks, &hooksLog)
+	w.hooksSrv = w.newServer(rdb, c.WebhookConcurrency, hooks, "webhooks")
 	return w, nil
 }
 
 // newServer is an asynq server of the worker's over rdb, serving queues
-// with n slots. Calls and deliveries alike: they poll at TaskCheckInterval,
-// their retries come due at DelayedTaskCheckInterval, the handler chooses
-// each retry's wait (retryDelay: a delivery's from WebhookSchedule), and
-// Shutdown, not asynq, bounds the drain.
-func (w *Worker) newServer(rdb redis.UniversalClient, n int, queues map[string]int, log *zerolog.Logger) *asynq.Server {
+// with n slots, its logs marked with name. Calls and deliveries alike: they
+// poll at TaskCheckInterval, their retries come due at
+// DelayedTaskCheckInterval, the handler chooses each retry's wait
+// (retryDelay: a delivery's from WebhookSchedule), and Shutdown, not asynq,
+// bounds the drain.
+func (w *Worker) newServer(rdb redis.UniversalClient, n int, queues map[string]int, name string) *asynq.Server {
+	log := w.cfg.Logger.With().Str("asynq_server", name).Logger()
 	return asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              n,
 		Queues:                   queues,
@@ -464,7 +465,7 @@ func (w *Worker) newServer(rdb redis.UniversalClient, n int, queues map[string]i
 		ShutdownTimeout:          asynqShutdownTimeout,
 		RetryDelayFunc:           retryDelay,
 		IsFailure:                isFailure,
-		Logger:                   NewAsynqLogger(log),
+		Logger:                   NewAsynqLogger(&log),
 		LogLevel:                 asynqLevel(log.GetLevel()),
 	})
 }
