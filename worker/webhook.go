@@ -24,9 +24,8 @@ import (
 
 // Defaults for webhook delivery.
 const (
-	DefaultWebhookTimeout       = 15 * time.Second
-	DefaultWebhookQueuePriority = 2
-	maxWebhookRetryAfter        = 24 * time.Hour
+	DefaultWebhookTimeout = 15 * time.Second
+	maxWebhookRetryAfter  = 24 * time.Hour
 )
 
 // DefaultWebhookSchedule returns waits that space redeliveries over about

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -53,9 +54,19 @@ type Config struct {
 	// (CALLQ_CONCURRENCY): calls wait on the network, not the CPU. Size the
 	// Redis client's pool to match (RedisPoolSize).
 	Concurrency int
-	// Queues maps queue names to priorities. Default critical=6, default=3,
-	// low=1 (CALLQ_QUEUES). The webhook queue is added at
-	// DefaultWebhookQueuePriority unless named.
+	// WebhookConcurrency is how many webhook deliveries run at once, on a
+	// pool of their own beside the calls' (CALLQ_WEBHOOK_CONCURRENCY): a
+	// slow receiver cannot take the calls' slots, nor a backlog of calls
+	// the deliveries', and the calls' dequeue never polls the webhooks
+	// queue. Default: Concurrency, as deliveries wait on the network too and
+	// an idle slot costs nothing. At least 1.
+	WebhookConcurrency int
+	// Queues maps the call queues to their priorities. Default critical=6,
+	// default=3, low=1 (CALLQ_QUEUES). Webhook deliveries have their own
+	// pool (WebhookConcurrency): an entry for the webhooks queue
+	// (tasks.WebhookQueue), which used to set its priority among these, is
+	// accepted, logged as a warning and otherwise ignored. (A Queues naming
+	// only it leaves the worker running deliveries alone, as it did.)
 	Queues map[string]int
 	// QueueShards splits every logical queue into this many asynq queues,
 	// a call's task in the one its correlation ID hashes to
@@ -76,17 +87,20 @@ type Config struct {
 	// marked truncated.
 	MaxResponseBytes int64
 	// TaskCheckInterval is how long an idle worker sleeps between polls for
-	// new calls: it sets idle pickup latency. Default 20ms (asynq's is 1s).
+	// new calls (and, on their own pool, deliveries): it sets idle pickup
+	// latency. Default 20ms (asynq's is 1s).
 	TaskCheckInterval time.Duration
 	// DelayedTaskCheckInterval is how often retries and delayed calls that
 	// are due are moved to their queue. Default 250ms (asynq's is 5s, which
 	// would make a 1s backoff up to 6s).
 	DelayedTaskCheckInterval time.Duration
-	// ShutdownTimeout is the drain limit: how long Shutdown lets calls in
-	// flight run. Calls still running then are interrupted: the attempt is
-	// recorded as interrupted and counts against max_attempts, and the call
-	// goes back to its queue at once, or fails if that was its last attempt.
-	// Default 30s (CALLQ_SHUTDOWN_TIMEOUT).
+	// ShutdownTimeout is the drain limit: how long Shutdown lets calls and
+	// webhook deliveries in flight run, both pools at once. Calls still
+	// running then are interrupted: the attempt is recorded as interrupted
+	// and counts against max_attempts, and the call goes back to its queue
+	// at once, or fails if that was its last attempt. A delivery still
+	// running is cut off and counts as one that failed: it is redelivered
+	// on WebhookSchedule. Default 30s (CALLQ_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 	// CheckRetry classifies outcomes. Default DefaultCheckRetry.
 	CheckRetry CheckRetry
@@ -192,6 +206,8 @@ func (c *Config) validate() error {
 		return errors.New("Config.Keyring is required")
 	case c.Concurrency < 0:
 		return errors.New("Config.Concurrency must not be negative")
+	case c.WebhookConcurrency < 0:
+		return errors.New("Config.WebhookConcurrency must be 0 (the default, as Concurrency) or at least 1")
 	case c.WebhookTimeout < 0:
 		return errors.New("Config.WebhookTimeout must not be negative")
 	case c.MaxResponseBytes < 0:
@@ -219,6 +235,9 @@ func (c *Config) validate() error {
 func (c *Config) withDefaults() {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
+	}
+	if c.WebhookConcurrency == 0 {
+		c.WebhookConcurrency = c.Concurrency
 	}
 	if len(c.Queues) == 0 {
 		c.Queues = DefaultQueues()
@@ -251,11 +270,6 @@ func (c *Config) withDefaults() {
 	if c.WebhookTimeout == 0 {
 		c.WebhookTimeout = DefaultWebhookTimeout
 	}
-	if _, ok := c.Queues[tasks.WebhookQueue]; !ok {
-		q := maps.Clone(c.Queues)
-		q[tasks.WebhookQueue] = DefaultWebhookQueuePriority
-		c.Queues = q
-	}
 	if c.Name == "" {
 		c.Name = defaultName()
 	}
@@ -264,23 +278,38 @@ func (c *Config) withDefaults() {
 	}
 }
 
-// RedisPoolSize is the connection pool a worker's Redis client needs: one
-// connection for each call in flight (its record writes) plus room for
-// asynq's own loops (dequeue, heartbeat, forwarder, recoverer). go-redis's
-// default, ten per CPU, makes calls queue for connections at a concurrency
-// of 50 on two cores, and the dequeue loop with them: measured with
-// callq bench, calls/s rose by half once the pool fit the concurrency.
-func RedisPoolSize(concurrency int) int {
-	return max(10*runtime.GOMAXPROCS(0), concurrency+20)
+// RedisPoolSize is the connection pool a worker's Redis client needs, for
+// its Config's Concurrency and WebhookConcurrency (0: the defaults, as
+// Config has them): one connection for each call and each delivery in
+// flight (their record writes) plus room for asynq's own loops (dequeue,
+// heartbeat, forwarder, recoverer). go-redis's default, ten per CPU, makes
+// calls queue for connections at a concurrency of 50 on two cores, and the
+// dequeue loop with them: measured with callq bench, calls/s rose by half
+// once the pool fit the concurrency. go-redis opens connections as they
+// are needed, so the room kept for idle delivery slots costs nothing.
+func RedisPoolSize(concurrency, webhookConcurrency int) int {
+	if concurrency == 0 {
+		concurrency = DefaultConcurrency
+	}
+	if webhookConcurrency == 0 {
+		webhookConcurrency = concurrency
+	}
+	return max(10*runtime.GOMAXPROCS(0), concurrency+webhookConcurrency+20)
 }
 
 // Worker executes calls from Redis and delivers their webhooks.
 type Worker struct {
-	cfg    Config
-	srv    *asynq.Server
-	queue  *asynq.Client
-	shards *tasks.Sharding // nil: one asynq queue per logical queue
-	// served are the asynq queues the worker serves, by name.
+	cfg Config
+	// srv runs the calls, from the call queues only (nil when Queues named
+	// only the webhooks queue); hooksSrv runs the deliveries, from the
+	// webhooks queue only, on slots of their own (WebhookConcurrency). Both
+	// share the Redis client, the handlers and the drain.
+	srv      *asynq.Server
+	hooksSrv *asynq.Server
+	queue    *asynq.Client
+	shards   *tasks.Sharding // nil: one asynq queue per logical queue
+	// served are the asynq queues the worker serves, both servers', by
+	// name.
 	served    map[string]int
 	inspector *asynq.Inspector
 	log       zerolog.Logger
@@ -348,8 +377,16 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		}
 		c.OAuth = o
 	}
-	w := &Worker{cfg: c, log: c.Logger.With().Str("component", "worker").Logger(), clients: map[string]*http.Client{},
-		gates: map[string][]gate{}, shards: shards}
+	log := c.Logger.With().Str("component", "worker").Logger()
+	if p, ok := c.Queues[tasks.WebhookQueue]; ok {
+		// It set the webhooks queue's priority among the call queues once:
+		// refusing it now would stop deployments that still carry it.
+		log.Warn().Str("queue", tasks.WebhookQueue).Int("priority", p).
+			Msg("Config.Queues (CALLQ_QUEUES) names the webhooks queue, which no longer sets anything: webhook deliveries run on their own pool, sized by CALLQ_WEBHOOK_CONCURRENCY; drop the entry")
+		c.Queues = maps.Clone(c.Queues)
+		delete(c.Queues, tasks.WebhookQueue)
+	}
+	w := &Worker{cfg: c, log: log, clients: map[string]*http.Client{}, gates: map[string][]gate{}, shards: shards}
 	w.tracer, w.tracing = noop.NewTracerProvider().Tracer(""), c.TracerProvider != nil
 	if w.tracing {
 		w.tracer = c.TracerProvider.Tracer("github.com/callq/callq/worker")
@@ -360,8 +397,9 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.slots = slots
-	if o, ok := rdb.(interface{ Options() *redis.Options }); ok && o.Options().PoolSize < RedisPoolSize(c.Concurrency) {
-		w.log.Warn().Int("pool_size", o.Options().PoolSize).Int("want", RedisPoolSize(c.Concurrency)).
+	want := RedisPoolSize(c.Concurrency, c.WebhookConcurrency)
+	if o, ok := rdb.(interface{ Options() *redis.Options }); ok && o.Options().PoolSize < want {
+		w.log.Warn().Int("pool_size", o.Options().PoolSize).Int("want", want).
 			Msg("the Redis pool is smaller than the worker's concurrency needs; calls will wait for connections (see worker.RedisPoolSize)")
 	}
 	for _, in := range c.Catalog.All() {
@@ -400,31 +438,68 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w.circuits = flow.NewCircuits(rdb, &flow.CircuitsConfig{Remember: circuitMemory})
 	w.queue = asynq.NewClientFromRedisClient(rdb)
 	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
-	w.served = shards.Expand(c.Queues)
-	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              c.Concurrency,
-		Queues:                   w.served,
-		TaskCheckInterval:        c.TaskCheckInterval,
-		DelayedTaskCheckInterval: c.DelayedTaskCheckInterval,
-		ShutdownTimeout:          asynqShutdownTimeout,
-		RetryDelayFunc:           retryDelay,
-		IsFailure:                isFailure,
-		Logger:                   NewAsynqLogger(c.Logger),
-		LogLevel:                 asynqLevel(c.Logger.GetLevel()),
-	})
+	calls := shards.Expand(c.Queues)
+	// The webhooks queue's shards (every count's, as for a call queue), at
+	// one weight: the delivery server serves nothing else.
+	hooks := shards.Expand(map[string]int{tasks.WebhookQueue: 1})
+	w.served = maps.Clone(hooks)
+	maps.Copy(w.served, calls)
+	if len(calls) > 0 {
+		w.srv = w.newServer(rdb, c.Concurrency, calls, "calls")
+	}
+	w.hooksSrv = w.newServer(rdb, c.WebhookConcurrency, hooks, "webhooks")
 	return w, nil
 }
 
-// Start begins processing in the background, and the reconciler.
+// newServer is an asynq server of the worker's over rdb, serving queues
+// with n slots, its logs marked with name. Calls and deliveries alike: they
+// poll at TaskCheckInterval, their retries come due at
+// DelayedTaskCheckInterval, the handler chooses each retry's wait
+// (retryDelay: a delivery's from WebhookSchedule), and Shutdown, not asynq,
+// bounds the drain.
+func (w *Worker) newServer(rdb redis.UniversalClient, n int, queues map[string]int, name string) *asynq.Server {
+	log := w.cfg.Logger.With().Str("asynq_server", name).Logger()
+	return asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              n,
+		Queues:                   queues,
+		TaskCheckInterval:        w.cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+		ShutdownTimeout:          asynqShutdownTimeout,
+		RetryDelayFunc:           retryDelay,
+		IsFailure:                isFailure,
+		Logger:                   NewAsynqLogger(&log),
+		LogLevel:                 asynqLevel(log.GetLevel()),
+	})
+}
+
+// servers are the worker's asynq servers: the calls' (unless it has no
+// call queue) and the deliveries'.
+func (w *Worker) servers() []*asynq.Server {
+	if w.srv == nil {
+		return []*asynq.Server{w.hooksSrv}
+	}
+	return []*asynq.Server{w.srv, w.hooksSrv}
+}
+
+// Start begins processing calls and deliveries in the background, and the
+// reconciler. If a server does not start, those started are shut down.
 func (w *Worker) Start() error {
+	// One mux for both servers: a task runs as its type says, whichever
+	// queue it was found in, as when one server served every queue.
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(tasks.TypeCall, w.ProcessCall)
 	mux.HandleFunc(tasks.TypeWebhook, w.ProcessWebhook)
-	w.runners = startRunners(w.cfg.Concurrency, w.processCall)
-	if err := w.srv.Start(mux); err != nil {
-		w.runners.stop()
-		w.runners = nil
-		return err
+	// As many runners as both servers run handlers: a call task found in
+	// the webhooks queue (an old CALLQ_QUEUES entry let producers send
+	// calls there) runs on the delivery server.
+	w.runners = startRunners(w.cfg.Concurrency+w.cfg.WebhookConcurrency, w.processCall)
+	for i, srv := range w.servers() {
+		if err := srv.Start(mux); err != nil {
+			if w.drainServers(w.servers()[:i]) {
+				w.runners.stop()
+			}
+			return err
+		}
 	}
 	if w.watchCircuits {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -455,8 +530,8 @@ func (w *Worker) Start() error {
 }
 
 // checkQueues looks, once at start, at the asynq queues Redis knows of that
-// belong to the worker's queues under another shard count (see
-// Config.QueueShards). One that this worker does not serve and that holds
+// belong to the worker's queues (the webhooks queue too) under another
+// shard count (see Config.QueueShards). One that this worker does not serve and that holds
 // calls is logged as a warning: a change of CALLQ_QUEUE_SHARDS without
 // CALLQ_PREVIOUS_QUEUE_SHARDS strands them (and the reconciler would fail
 // them as lost). A previous count whose queues are all empty is logged too:
@@ -470,9 +545,10 @@ func (w *Worker) checkQueues() {
 		return
 	}
 	live := map[string]int{} // asynq queue of another count -> its tasks still to run
+	mine := slices.AppendSeq([]string{tasks.WebhookQueue}, maps.Keys(w.cfg.Queues))
 	for _, name := range names {
 		q := rediskeys.LogicalQueue(name)
-		if _, mine := w.cfg.Queues[q]; !mine || slices.Contains(w.shards.Names(q), name) {
+		if !slices.Contains(mine, q) || slices.Contains(w.shards.Names(q), name) {
 			continue // another pool's queue, or one of the current count
 		}
 		info, err := w.inspector.GetQueueInfo(name)
@@ -487,7 +563,7 @@ func (w *Worker) checkQueues() {
 	}
 	for _, n := range w.shards.Previous() {
 		left := 0
-		for q := range w.cfg.Queues {
+		for _, q := range mine {
 			for k := range n {
 				left += live[rediskeys.QueueShard(q, k, n)]
 			}
@@ -501,16 +577,17 @@ func (w *Worker) checkQueues() {
 	}
 }
 
-// Shutdown stops taking calls and lets those in flight run up to
-// ShutdownTimeout. Then it interrupts the rest: each records its attempt as
-// interrupted and returns an error, so asynq raises the task's retry count
-// and another worker takes it up at once (or the call fails, if that was
-// its last attempt). Shutdown returns when every handler has returned, so
-// the caller may close Redis, or drainGrace after the limit: a handler
-// still running then (Redis too slow to take its write) keeps its task,
-// which asynq's lease recovery hands to another worker once this process
-// has exited, raising the retry count too. The reconciler stops with the
-// rest, releasing its lease.
+// Shutdown stops taking calls and deliveries and lets those in flight run
+// up to ShutdownTimeout, both pools draining at once. Then it interrupts
+// the rest: each call records its attempt as interrupted and returns an
+// error, so asynq raises the task's retry count and another worker takes it
+// up at once (or the call fails, if that was its last attempt); a delivery
+// cut off is redelivered on the webhook schedule. Shutdown returns when
+// every handler has returned, so the caller may close Redis, or drainGrace
+// after the limit: a handler still running then (Redis too slow to take its
+// write) keeps its task, which asynq's lease recovery hands to another
+// worker once this process has exited, raising the retry count too. The
+// reconciler stops with the rest, releasing its lease.
 func (w *Worker) Shutdown() {
 	if w.stopCredWatch != nil {
 		defer func() { w.stopCredWatch(); <-w.credWatchDone }()
@@ -523,18 +600,8 @@ func (w *Worker) Shutdown() {
 		// Its run stops at the next call it checks (or Redis's timeouts).
 		defer func() { <-w.reconcilerDone }()
 	}
-	limit := time.AfterFunc(w.cfg.ShutdownTimeout, func() { w.stopHandlers(errDrainLimit) })
-	defer limit.Stop()
-	done := make(chan struct{})
-	go func() { w.srv.Shutdown(); close(done) }()
-	select {
-	case <-done:
-		if w.runners != nil {
-			w.runners.stop() // no handler runs any more
-		}
-	case <-time.After(w.cfg.ShutdownTimeout + drainGrace):
-		w.log.Warn().Int64("drain_limit_ms", w.cfg.ShutdownTimeout.Milliseconds()).
-			Msg("handlers still running after the drain limit and grace; their calls are left to asynq's lease recovery")
+	if w.drainServers(w.servers()) && w.runners != nil {
+		w.runners.stop() // no handler runs any more
 	}
 	// The kept-alive connections to upstreams and receivers would
 	// otherwise outlive the worker (a process that starts workers again,
@@ -543,6 +610,29 @@ func (w *Worker) Shutdown() {
 		c.CloseIdleConnections()
 	}
 	w.hooks.CloseIdleConnections()
+}
+
+// drainServers shuts srvs down at once, under one drain limit: a handler
+// still running when it runs out, call or delivery, is interrupted
+// (attemptContext). It returns when every handler has returned, or
+// drainGrace after the limit; it says whether every handler returned.
+func (w *Worker) drainServers(srvs []*asynq.Server) bool {
+	limit := time.AfterFunc(w.cfg.ShutdownTimeout, func() { w.stopHandlers(errDrainLimit) })
+	defer limit.Stop()
+	var wg sync.WaitGroup
+	for _, srv := range srvs {
+		wg.Go(srv.Shutdown)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(w.cfg.ShutdownTimeout + drainGrace):
+		w.log.Warn().Int64("drain_limit_ms", w.cfg.ShutdownTimeout.Milliseconds()).
+			Msg("handlers still running after the drain limit and grace; their calls and deliveries are left to asynq's lease recovery")
+		return false
+	}
 }
 
 // attemptContext is the context a handler runs under: asynq's, ended also

@@ -135,7 +135,7 @@ func TestWrongCommandLineExits2(t *testing.T) {
 var (
 	badValues = map[string]string{
 		"REDIS_URL": "http://x", "CALLQ_REDIS_CLUSTER_ADDRS": "a:b:c", "CALLQ_SECRET_KEY": "short",
-		"CALLQ_API_ADDR": "nonsense", "CALLQ_CONCURRENCY": "abc", "CALLQ_QUEUES": "default", "CALLQ_RESULT_TTL": "1 day",
+		"CALLQ_API_ADDR": "nonsense", "CALLQ_CONCURRENCY": "abc", "CALLQ_WEBHOOK_CONCURRENCY": "0", "CALLQ_QUEUES": "default", "CALLQ_RESULT_TTL": "1 day",
 		"CALLQ_MAX_REQUEST_BYTES": "1MiB", "CALLQ_MAX_RESPONSE_BYTES": "-1", "CALLQ_SHUTDOWN_TIMEOUT": "45", "CALLQ_CREDENTIAL_CACHE_TTL": "-1s",
 		"CALLQ_RECONCILE_INTERVAL": "0", "CALLQ_QUEUE_SHARDS": "65", "CALLQ_PREVIOUS_QUEUE_SHARDS": "1;4",
 		"CALLQ_SCHEDULER": "yes", "CALLQ_LOG_LEVEL": "loud", "CALLQ_LOG_FORMAT": "xml", "CALLQ_WEBHOOK_SECRET": "nope",

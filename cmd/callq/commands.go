@@ -191,8 +191,9 @@ var root = &command{subs: []*command{
 	{name: "worker", summary: "a worker (production); SIGTERM drains",
 		synopsis: "callq worker [flags]",
 		about: "Runs the calls: takes them from the queues, makes the requests, keeps the\n" +
-			"outcomes and delivers the webhooks. On SIGTERM it stops taking calls and lets\n" +
-			"the ones in flight finish, up to --shutdown-timeout.",
+			"outcomes and delivers the webhooks, on slots of their own\n" +
+			"(--webhook-concurrency). On SIGTERM it stops taking calls and deliveries and\n" +
+			"lets the ones in flight finish, up to --shutdown-timeout.",
 		run: func(ctx context.Context, x *invocation, args []string) error { return runWorker(ctx, x, args) }},
 	{name: "call", settings: "client", summary: "enqueue a call; --wait for its outcome",
 		synopsis: "callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--queue Q] [--wait 30s]",

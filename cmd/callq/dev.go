@@ -73,7 +73,7 @@ func runDev(ctx context.Context, x *invocation, args []string) error {
 		return err
 	}
 	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: worker.RedisPoolSize(cfg.concurrency)})
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), PoolSize: worker.RedisPoolSize(cfg.concurrency, cfg.hookConcurrency)})
 	defer rdb.Close()
 
 	if cfg.secretKey == "" {

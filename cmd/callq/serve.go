@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -284,6 +285,7 @@ func (s *stack) worker() (*worker.Worker, error) {
 		WebhookSecrets:      s.hooks,
 		WebhookAllowPrivate: s.cfg.webhookPrivate,
 		WebhookSchedule:     s.sched,
+		WebhookConcurrency:  s.cfg.hookConcurrency,
 	})
 }
 
@@ -354,7 +356,7 @@ func runAPI(ctx context.Context, x *invocation, args []string) error {
 }
 
 func runWorker(ctx context.Context, x *invocation, args []string) error {
-	s, closeStack, err := openStack(ctx, x, args, func(c *config) int { return worker.RedisPoolSize(c.concurrency) })
+	s, closeStack, err := openStack(ctx, x, args, func(c *config) int { return worker.RedisPoolSize(c.concurrency, c.hookConcurrency) })
 	if err != nil {
 		return err
 	}
@@ -379,7 +381,8 @@ func runWorker(ctx context.Context, x *invocation, args []string) error {
 		return err
 	}
 	defer waitScheduler()
-	ev := s.log.Info().Int("concurrency", s.cfg.concurrency).Str("queues", s.cfg.queues).
+	ev := s.log.Info().Int("concurrency", s.cfg.concurrency).Int("webhook_concurrency", cmp.Or(s.cfg.hookConcurrency, s.cfg.concurrency)).
+		Str("queues", s.cfg.queues).
 		Int("queue_shards", s.cfg.queueShards).Ints("previous_queue_shards", s.cfg.previousShards)
 	if s.cfg.reconcile == worker.ReconcileOff {
 		ev = ev.Str("reconciler", "off")

@@ -46,6 +46,7 @@ type config struct {
 	secretKey        string
 	apiAddr          string
 	concurrency      int
+	hookConcurrency  int // CALLQ_WEBHOOK_CONCURRENCY; 0: as concurrency
 	queues           string
 	resultTTL        time.Duration
 	maxRequestBytes  int64
@@ -119,11 +120,12 @@ var settings = []setting{
 	// dev mode lets that key make the worker read its environment and files.
 	{env: "CALLQ_API_ADDR", flag: "addr", def: ":8080", usage: "where the API listens", flagIn: []string{"api", "dev"}, envIn: []string{"healthcheck"}, defIn: map[string]string{"dev": devAPIAddr}, value: func(c *config) value { return str(&c.apiAddr, "host:port, such as :8080", checkHostPort) }},
 	{env: "CALLQ_CONCURRENCY", flag: "concurrency", def: strconv.Itoa(worker.DefaultConcurrency), usage: "calls a worker runs at once", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt(&c.concurrency) }},
+	{env: "CALLQ_WEBHOOK_CONCURRENCY", flag: "webhook-concurrency", usage: "webhook deliveries a worker runs at once, on slots of their own beside the calls' (default the same as CALLQ_CONCURRENCY)", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt(&c.hookConcurrency) }},
 	{env: "CALLQ_QUEUES", flag: "queues", def: worker.FormatQueues(worker.DefaultQueues()), usage: "queues and their priorities", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return str(&c.queues, "name=priority pairs, comma-separated", checkQueues) }},
 	{env: "CALLQ_RESULT_TTL", flag: "result-ttl", def: formatDuration(tasks.DefaultResultTTL), usage: "how long records live after a call finishes", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return duration(&c.resultTTL) }},
 	{env: "CALLQ_MAX_REQUEST_BYTES", flag: "max-request-bytes", def: strconv.Itoa(tasks.DefaultMaxRequestBytes), usage: "largest request body a call may carry", flagIn: []string{"api", "dev"}, value: func(c *config) value { return positiveInt64(&c.maxRequestBytes) }},
 	{env: "CALLQ_MAX_RESPONSE_BYTES", flag: "max-response-bytes", def: strconv.Itoa(worker.DefaultMaxResponseBytes), usage: "response body bytes kept", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return positiveInt64(&c.maxResponseBytes) }},
-	{env: "CALLQ_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: formatDuration(worker.DefaultShutdownTimeout), usage: "on SIGTERM, how long calls in flight may run before they are interrupted", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return duration(&c.shutdownTimeout) }},
+	{env: "CALLQ_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: formatDuration(worker.DefaultShutdownTimeout), usage: "on SIGTERM, how long calls and webhook deliveries in flight may run before they are interrupted", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return duration(&c.shutdownTimeout) }},
 	{env: "CALLQ_CREDENTIAL_CACHE_TTL", flag: "credential-cache-ttl", def: formatDuration(auth.DefaultCacheTTL), usage: "how long a credential read stays in a worker's memory at most; every change is announced to the fleet at once, this bounds a lost announcement; 0: read Redis on every attempt", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return cacheTTLVal(&c.credCacheTTL) }},
 	{env: "CALLQ_RECONCILE_INTERVAL", flag: "reconcile-interval", def: formatDuration(worker.DefaultReconcileInterval), usage: "how often the fleet's reconciler fails calls whose asynq task is gone; off: this process never runs it", flagIn: []string{"worker", "dev"}, value: func(c *config) value { return reconcileVal(&c.reconcile) }},
 	{env: "CALLQ_QUEUE_SHARDS", flag: "queue-shards", def: "1", usage: "split each queue into this many asynq queues (Redis Cluster); the same for the API and every worker", flagIn: []string{"api", "worker", "dev"}, value: func(c *config) value { return queueShardsVal(&c.queueShards) }},

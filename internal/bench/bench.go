@@ -333,10 +333,10 @@ func (h *harness) run(ctx context.Context) error {
 }
 
 // newClient is a go-redis client sized as callq sizes a worker's
-// (worker.RedisPoolSize), for every phase alike, counting the commands it
-// sends into n.
+// (worker.RedisPoolSize, deliveries at their default), for every phase
+// alike, counting the commands it sends into n.
 func (h *harness) newClient(n *atomic.Int64) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: h.redis.Addr, PoolSize: worker.RedisPoolSize(h.cfg.Concurrency)})
+	c := redis.NewClient(&redis.Options{Addr: h.redis.Addr, PoolSize: worker.RedisPoolSize(h.cfg.Concurrency, 0)})
 	if n != nil {
 		c.AddHook(cmdCounter{n: n})
 	}

@@ -112,7 +112,7 @@ func (h *harness) clusterPhase(shards int) func(context.Context) error {
 		n := h.cfg.Calls
 		newClient := func() *redis.ClusterClient {
 			// PoolSize is per node: each master gets a worker's pool.
-			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: h.cluster.Addrs, PoolSize: worker.RedisPoolSize(h.cfg.Concurrency)})
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: h.cluster.Addrs, PoolSize: worker.RedisPoolSize(h.cfg.Concurrency, 0)})
 		}
 		prod, work := newClient(), newClient()
 		defer prod.Close()
