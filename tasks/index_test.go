@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/internal/rediskeys"
@@ -430,22 +431,20 @@ func TestUnfinished(t *testing.T) {
 
 // Index entries go with their records: after every record has expired,
 // Prune leaves the indexes empty, so memory stays bounded however many
-// calls pass through.
+// calls pass through. The records are written with long TTLs, so however
+// slowly they are written none expires before the last is; that each has
+// its TTL is checked, then the time they expire is brought to now.
 func TestPruneFollowsExpiry(t *testing.T) {
 	parallelRedis(t)
 	e := setup(t)
-	cfg := tasks.StoreConfig{ResultTTL: 200 * time.Millisecond, PendingTTL: 200 * time.Millisecond}
-	store, err := tasks.NewStore(e.rdb, &cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = store.Close() })
 	const n = 3000
 	for i := range n {
 		rec := newRecord("acme", "churn-"+strconv.Itoa(i))
 		rec.CreatedAt = time.Now()
-		require.NoError(t, store.Create(e.ctx, rec, "fp", 0, []byte("{}")))
+		require.NoError(t, e.store.Create(e.ctx, rec, "fp", 0, []byte("{}")))
 		if i%3 != 0 {
 			rec.Status = tasks.StatusFailed
-			require.NoError(t, store.Write(e.ctx, rec, 0))
+			require.NoError(t, e.store.Write(e.ctx, rec, 0))
 		}
 	}
 	indexSize := func() int64 {
@@ -459,14 +458,32 @@ func TestPruneFollowsExpiry(t *testing.T) {
 		return total
 	}
 	require.Equal(t, int64(n*2), indexSize(), "each call in its integration's index and in open or failed")
-	require.Eventually(t, func() bool {
-		return e.rdb.Exists(e.ctx, rediskeys.Record("acme", "churn-"+strconv.Itoa(n-1))).Val() == 0
-	}, 10*time.Second, 20*time.Millisecond)
+	pipe := e.rdb.Pipeline()
+	ttls := make([]*redis.DurationCmd, n)
+	for i := range n {
+		ttls[i] = pipe.PTTL(e.ctx, rediskeys.Record("acme", "churn-"+strconv.Itoa(i)))
+	}
+	_, err := pipe.Exec(e.ctx)
+	require.NoError(t, err)
+	for i, c := range ttls {
+		want := e.cfg.PendingTTL
+		if i%3 != 0 {
+			want = e.cfg.ResultTTL
+		}
+		require.Positive(t, c.Val(), "record %d expires", i)
+		require.LessOrEqual(t, c.Val(), want, "record %d expires within its TTL", i)
+	}
+	pipe = e.rdb.Pipeline()
+	for i := range n {
+		pipe.PExpire(e.ctx, rediskeys.Record("acme", "churn-"+strconv.Itoa(i)), time.Millisecond)
+	}
+	_, err = pipe.Exec(e.ctx)
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		keys, err := e.rdb.Keys(e.ctx, "callq:{acme:*}:call:*").Result()
 		return err == nil && len(keys) == 0
 	}, 10*time.Second, 20*time.Millisecond)
-	removed, err := store.Prune(e.ctx, "acme")
+	removed, err := e.store.Prune(e.ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, n, removed)
 	require.Zero(t, indexSize())

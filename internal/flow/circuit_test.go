@@ -43,6 +43,23 @@ func awaitRedisTime(t *testing.T, rdb *redis.Client, at time.Time) {
 		10*time.Second, 5*time.Millisecond, "Redis's clock reaches %s", at)
 }
 
+// untilTold runs a scenario, on a fresh integration each time, until a run
+// is quick enough to tell: a run answers false when the calls it needed close
+// together (within a cooldown, a lease or a window, by Redis's clock) were
+// not, having asserted only what holds however slow it was. Slowness then
+// runs it again; a wrong answer in a quick run still fails the test.
+func untilTold(t *testing.T, run func(integration string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; ; i++ {
+		if run("crm-" + strconv.Itoa(i)) {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no run in 60s was quick enough to tell")
+		t.Logf("run %d was too slow to tell; again", i)
+	}
+}
+
 func report(t *testing.T, cs *flow.Circuits, c *flow.Circuit, probe string, r flow.Result) *flow.Change {
 	t.Helper()
 	ch, err := cs.Report(t.Context(), c, probe, r)
@@ -121,23 +138,29 @@ func TestCircuitOpensAfterFailuresWithinWindow(t *testing.T) {
 func TestCircuitFailuresSpreadWiderThanWindowDoNotOpen(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
-	window := 400 * time.Millisecond
-	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(3, window, time.Minute)}
-
-	require.Nil(t, report(t, cs, c, "", flow.Failed))
-	first := redisNow(t, rdb)
-	awaitRedisTime(t, rdb, first.Add(window+100*time.Millisecond))
-	require.Nil(t, report(t, cs, c, "", flow.Failed))
-	require.Nil(t, report(t, cs, c, "", flow.Failed), "three failures, but the first is out of the window")
-	tk := check(t, cs, c, time.Second)
-	require.True(t, tk.Go)
-	require.Equal(t, 2, tk.Failures, "the first one is forgotten")
-
-	// The same three failures close together do open it: the control.
-	ch := report(t, cs, c, "", flow.Failed)
-	require.NotNil(t, ch, "three failures within the window")
-	require.Equal(t, flow.Open, ch.To)
-	require.Equal(t, 3, ch.Failures)
+	window := 500 * time.Millisecond
+	untilTold(t, func(integration string) bool {
+		c := &flow.Circuit{Tenant: "acme", Integration: integration, Breaker: breaker(3, window, time.Minute)}
+		require.Nil(t, report(t, cs, c, "", flow.Failed))
+		first := redisNow(t, rdb)
+		awaitRedisTime(t, rdb, first.Add(window+100*time.Millisecond))
+		start := redisNow(t, rdb)
+		require.Nil(t, report(t, cs, c, "", flow.Failed))
+		// However slow, the first failure is out of the window: no opening.
+		require.Nil(t, report(t, cs, c, "", flow.Failed), "three failures, but the first is out of the window")
+		tk := check(t, cs, c, time.Second)
+		require.True(t, tk.Go)
+		// The same three failures close together do open it: the control.
+		ch := report(t, cs, c, "", flow.Failed)
+		if redisNow(t, rdb).Sub(start) >= window {
+			return false // the second failure may have left the window since
+		}
+		require.Equal(t, 2, tk.Failures, "the first one is forgotten")
+		require.NotNil(t, ch, "three failures within the window")
+		require.Equal(t, flow.Open, ch.To)
+		require.Equal(t, 3, ch.Failures)
+		return true
+	})
 }
 
 func TestCircuitAnswerResetsFailures(t *testing.T) {
@@ -164,10 +187,18 @@ func TestCircuitAnswerResetsFailures(t *testing.T) {
 func TestCircuitHalfOpenLetsOneProbeThrough(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
-	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(2, time.Minute, 300*time.Millisecond)}
-	ch := open(t, cs, c)
-	require.False(t, check(t, cs, c, time.Minute).Go, "held during the cooldown")
-	awaitRedisTime(t, rdb, ch.NextProbeAt)
+	var c *flow.Circuit
+	untilTold(t, func(integration string) bool {
+		c = &flow.Circuit{Tenant: "acme", Integration: integration, Breaker: breaker(2, time.Minute, 300*time.Millisecond)}
+		ch := open(t, cs, c)
+		held := check(t, cs, c, time.Minute)
+		if !redisNow(t, rdb).Before(ch.NextProbeAt) {
+			return false // the check may have come after the cooldown, as the probe
+		}
+		require.False(t, held.Go, "held during the cooldown")
+		awaitRedisTime(t, rdb, ch.NextProbeAt)
+		return true
+	})
 
 	// Many calls at once after the cooldown: exactly one is the probe.
 	var (
@@ -230,40 +261,57 @@ func TestCircuitProbeAnswerCloses(t *testing.T) {
 func TestCircuitProbeFailureReopens(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
-	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(2, time.Minute, 200*time.Millisecond)}
-	first := open(t, cs, c)
-	awaitRedisTime(t, rdb, first.NextProbeAt)
-	probe := check(t, cs, c, time.Minute)
-	require.True(t, probe.Go)
+	untilTold(t, func(integration string) bool {
+		c := &flow.Circuit{Tenant: "acme", Integration: integration, Breaker: breaker(2, time.Minute, 200*time.Millisecond)}
+		first := open(t, cs, c)
+		awaitRedisTime(t, rdb, first.NextProbeAt)
+		probe := check(t, cs, c, time.Minute)
+		require.True(t, probe.Go)
 
-	ch := report(t, cs, c, probe.Probe, flow.Failed)
-	require.NotNil(t, ch)
-	require.Equal(t, flow.HalfOpen, ch.From)
-	require.Equal(t, flow.Open, ch.To)
-	require.Equal(t, 3, ch.Failures, "the failed probe is one more consecutive failure")
-	require.True(t, ch.OpenedAt.After(first.OpenedAt) || ch.OpenedAt.Equal(first.OpenedAt))
-	require.Equal(t, 200*time.Millisecond, ch.NextProbeAt.Sub(ch.OpenedAt), "another cooldown")
+		ch := report(t, cs, c, probe.Probe, flow.Failed)
+		require.NotNil(t, ch)
+		require.Equal(t, flow.HalfOpen, ch.From)
+		require.Equal(t, flow.Open, ch.To)
+		require.Equal(t, 3, ch.Failures, "the failed probe is one more consecutive failure")
+		require.True(t, ch.OpenedAt.After(first.OpenedAt) || ch.OpenedAt.Equal(first.OpenedAt))
+		require.Equal(t, 200*time.Millisecond, ch.NextProbeAt.Sub(ch.OpenedAt), "another cooldown")
 
-	tk := check(t, cs, c, time.Minute)
-	require.False(t, tk.Go, "open again")
-	require.Equal(t, flow.Open, tk.State)
-	awaitRedisTime(t, rdb, ch.NextProbeAt)
-	require.True(t, check(t, cs, c, time.Minute).Go, "and probed again after the new cooldown")
+		tk := check(t, cs, c, time.Minute)
+		if !redisNow(t, rdb).Before(ch.NextProbeAt) {
+			return false // the check may have come after the new cooldown, as the probe
+		}
+		require.False(t, tk.Go, "open again")
+		require.Equal(t, flow.Open, tk.State)
+		awaitRedisTime(t, rdb, ch.NextProbeAt)
+		require.True(t, check(t, cs, c, time.Minute).Go, "and probed again after the new cooldown")
+		return true
+	})
 }
 
 func TestCircuitProbeLeaseExpires(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
-	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(1, time.Minute, 50*time.Millisecond)}
-	awaitRedisTime(t, rdb, open(t, cs, c).NextProbeAt)
-
 	lease := 300 * time.Millisecond
-	lost := check(t, cs, c, lease) // its worker dies: it never reports
-	require.True(t, lost.Go)
-	taken := redisNow(t, rdb)
-	held := check(t, cs, c, lease)
-	require.False(t, held.Go, "the probe's lease holds the others")
-	require.LessOrEqual(t, held.Wait, lease)
+	var (
+		c     *flow.Circuit
+		lost  flow.Ticket
+		taken time.Time
+	)
+	untilTold(t, func(integration string) bool {
+		c = &flow.Circuit{Tenant: "acme", Integration: integration, Breaker: breaker(1, time.Minute, 50*time.Millisecond)}
+		awaitRedisTime(t, rdb, open(t, cs, c).NextProbeAt)
+		before := redisNow(t, rdb)    // the lease ends after before+lease
+		lost = check(t, cs, c, lease) // its worker dies: it never reports
+		require.True(t, lost.Go)
+		taken = redisNow(t, rdb) // and by taken+lease
+		held := check(t, cs, c, lease)
+		require.LessOrEqual(t, held.Wait, lease)
+		if !redisNow(t, rdb).Before(before.Add(lease)) {
+			return false // the check may have come after the lease, as the next probe
+		}
+		require.False(t, held.Go, "the probe's lease holds the others")
+		return true
+	})
 
 	awaitRedisTime(t, rdb, taken.Add(lease+50*time.Millisecond))
 	next := check(t, cs, c, lease)
@@ -309,79 +357,100 @@ func TestCircuitsPerCredential(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
 	ctx := t.Context()
-	b := breaker(2, time.Minute, 100*time.Millisecond)
+	b := breaker(2, time.Minute, 300*time.Millisecond)
 	b.Per = tasks.CircuitPerCredential
 	plain := breaker(2, time.Minute, time.Minute)
-	bad := &flow.Circuit{Tenant: "acme", Integration: "crm", Credential: "cust-1", Breaker: b}
-	good := &flow.Circuit{Tenant: "acme", Integration: "crm", Credential: "cust-2", Breaker: b}
-	none := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: b}
-	opened := open(t, cs, bad)
-	require.Nil(t, report(t, cs, none, "", flow.Failed))
-	require.False(t, check(t, cs, bad, time.Minute).Go)
-	require.True(t, check(t, cs, good, time.Minute).Go, "another credential's circuit is closed")
-	require.True(t, check(t, cs, none, time.Minute).Go, "and so is the no-credential one")
+	// Each run has a tenant of its own: a run too slow to tell leaves its
+	// circuit in its tenant's set.
+	untilTold(t, func(name string) bool {
+		tenant := "acme-" + name
+		bad := &flow.Circuit{Tenant: tenant, Integration: "crm", Credential: "cust-1", Breaker: b}
+		good := &flow.Circuit{Tenant: tenant, Integration: "crm", Credential: "cust-2", Breaker: b}
+		none := &flow.Circuit{Tenant: tenant, Integration: "crm", Breaker: b}
+		opened := open(t, cs, bad)
+		require.Nil(t, report(t, cs, none, "", flow.Failed))
+		held := check(t, cs, bad, time.Minute)
+		if !redisNow(t, rdb).Before(opened.NextProbeAt) {
+			return false // the check may have come after the cooldown, as the probe
+		}
+		require.False(t, held.Go)
+		require.True(t, check(t, cs, good, time.Minute).Go, "another credential's circuit is closed")
+		require.True(t, check(t, cs, none, time.Minute).Go, "and so is the no-credential one")
 
-	st, err := cs.Read(ctx, "acme", map[string]*tasks.CircuitBreaker{"crm": b, "billing": plain})
-	require.NoError(t, err)
-	require.Equal(t, flow.Open, st["crm"].State, "the worst of its circuits")
-	require.Len(t, st["crm"].Credentials, 1, "only the circuits not closed are listed")
-	got := st["crm"].Credentials[0]
-	require.Equal(t, "cust-1", got.Credential)
-	require.Equal(t, flow.Open, got.State)
-	require.Equal(t, 2, got.Failures)
-	require.Equal(t, opened.OpenedAt, *got.OpenedAt)
-	require.Equal(t, opened.NextProbeAt, *got.NextProbeAt)
-	require.Equal(t, flow.Closed, st["billing"].State)
-	require.Empty(t, st["billing"].Credentials)
+		// Open until a check after the cooldown makes it half-open: Read
+		// makes none, so how slow it comes does not matter.
+		st, err := cs.Read(ctx, tenant, map[string]*tasks.CircuitBreaker{"crm": b, "billing": plain})
+		require.NoError(t, err)
+		require.Equal(t, flow.Open, st["crm"].State, "the worst of its circuits")
+		require.Len(t, st["crm"].Credentials, 1, "only the circuits not closed are listed")
+		got := st["crm"].Credentials[0]
+		require.Equal(t, "cust-1", got.Credential)
+		require.Equal(t, flow.Open, got.State)
+		require.Equal(t, 2, got.Failures)
+		require.Equal(t, opened.OpenedAt, *got.OpenedAt)
+		require.Equal(t, opened.NextProbeAt, *got.NextProbeAt)
+		require.Equal(t, flow.Closed, st["billing"].State)
+		require.Empty(t, st["billing"].Credentials)
 
-	st, err = cs.Read(ctx, "globex", map[string]*tasks.CircuitBreaker{"crm": b})
-	require.NoError(t, err)
-	require.Equal(t, flow.Closed, st["crm"].State, "another tenant sees none of it")
-	require.Empty(t, st["crm"].Credentials)
+		st, err = cs.Read(ctx, "globex", map[string]*tasks.CircuitBreaker{"crm": b})
+		require.NoError(t, err)
+		require.Equal(t, flow.Closed, st["crm"].State, "another tenant sees none of it")
+		require.Empty(t, st["crm"].Credentials)
 
-	awaitRedisTime(t, rdb, opened.NextProbeAt)
-	probe := check(t, cs, bad, time.Minute)
-	require.True(t, probe.Go)
-	st, err = cs.Read(ctx, "acme", map[string]*tasks.CircuitBreaker{"crm": b})
-	require.NoError(t, err)
-	require.Equal(t, flow.HalfOpen, st["crm"].State)
-	require.Equal(t, flow.Closed, report(t, cs, bad, probe.Probe, flow.Answered).To)
-	st, err = cs.Read(ctx, "acme", map[string]*tasks.CircuitBreaker{"crm": b})
-	require.NoError(t, err)
-	require.Equal(t, flow.Closed, st["crm"].State)
-	require.Empty(t, st["crm"].Credentials)
-	members, err := rdb.SMembers(ctx, rediskeys.Circuits("acme")).Result()
-	require.NoError(t, err)
-	require.Empty(t, members, "a circuit that closes leaves the tenant's set")
+		awaitRedisTime(t, rdb, opened.NextProbeAt)
+		probe := check(t, cs, bad, time.Minute)
+		require.True(t, probe.Go)
+		st, err = cs.Read(ctx, tenant, map[string]*tasks.CircuitBreaker{"crm": b})
+		require.NoError(t, err)
+		require.Equal(t, flow.HalfOpen, st["crm"].State)
+		require.Equal(t, flow.Closed, report(t, cs, bad, probe.Probe, flow.Answered).To)
+		st, err = cs.Read(ctx, tenant, map[string]*tasks.CircuitBreaker{"crm": b})
+		require.NoError(t, err)
+		require.Equal(t, flow.Closed, st["crm"].State)
+		require.Empty(t, st["crm"].Credentials)
+		members, err := rdb.SMembers(ctx, rediskeys.Circuits(tenant)).Result()
+		require.NoError(t, err)
+		require.Empty(t, members, "a circuit that closes leaves the tenant's set")
+		return true
+	})
 }
 
 func TestCircuitsRead(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
 	ctx := t.Context()
-	window := 300 * time.Millisecond
+	window := 500 * time.Millisecond
 	crm, billing := breaker(3, window, time.Minute), breaker(1, time.Minute, time.Minute)
 	breakers := map[string]*tasks.CircuitBreaker{"crm": crm, "billing": billing, "quiet": crm}
 
-	require.Nil(t, report(t, cs, &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: crm}, "", flow.Failed))
-	at := redisNow(t, rdb)
-	opened := report(t, cs, &flow.Circuit{Tenant: "acme", Integration: "billing", Breaker: billing}, "", flow.Failed)
-	require.NotNil(t, opened)
+	// Each run has a tenant of its own, so a slow run's failures stay in it.
+	untilTold(t, func(name string) bool {
+		tenant := "acme-" + name
+		start := redisNow(t, rdb) // the crm failure is counted after start
+		require.Nil(t, report(t, cs, &flow.Circuit{Tenant: tenant, Integration: "crm", Breaker: crm}, "", flow.Failed))
+		at := redisNow(t, rdb) // and before at
+		opened := report(t, cs, &flow.Circuit{Tenant: tenant, Integration: "billing", Breaker: billing}, "", flow.Failed)
+		require.NotNil(t, opened)
 
-	st, err := cs.Read(ctx, "acme", breakers)
-	require.NoError(t, err)
-	require.Len(t, st, 3)
-	require.Equal(t, flow.Status{State: flow.Closed, Failures: 1}, st["crm"].Status)
-	require.Equal(t, flow.Status{State: flow.Open, Failures: 1, OpenedAt: &opened.OpenedAt, NextProbeAt: &opened.NextProbeAt}, st["billing"].Status)
-	require.Equal(t, flow.Status{State: flow.Closed}, st["quiet"].Status)
+		st, err := cs.Read(ctx, tenant, breakers)
+		require.NoError(t, err)
+		if redisNow(t, rdb).Sub(start) >= window {
+			return false // the crm failure may have left the window
+		}
+		require.Len(t, st, 3)
+		require.Equal(t, flow.Status{State: flow.Closed, Failures: 1}, st["crm"].Status)
+		require.Equal(t, flow.Status{State: flow.Open, Failures: 1, OpenedAt: &opened.OpenedAt, NextProbeAt: &opened.NextProbeAt}, st["billing"].Status)
+		require.Equal(t, flow.Status{State: flow.Closed}, st["quiet"].Status)
 
-	// A failure older than the window no longer counts.
-	awaitRedisTime(t, rdb, at.Add(window+100*time.Millisecond))
-	st, err = cs.Read(ctx, "acme", breakers)
-	require.NoError(t, err)
-	require.Equal(t, flow.Status{State: flow.Closed}, st["crm"].Status)
+		// A failure older than the window no longer counts.
+		awaitRedisTime(t, rdb, at.Add(window+100*time.Millisecond))
+		st, err = cs.Read(ctx, tenant, breakers)
+		require.NoError(t, err)
+		require.Equal(t, flow.Status{State: flow.Closed}, st["crm"].Status)
+		return true
+	})
 
-	st, err = cs.Read(ctx, "acme", nil)
+	st, err := cs.Read(ctx, "acme", nil)
 	require.NoError(t, err)
 	require.Empty(t, st)
 }
@@ -501,16 +570,31 @@ func TestCircuitRememberedWhileWatched(t *testing.T) {
 func TestCircuitAnsweredEndsTheRun(t *testing.T) {
 	t.Parallel()
 	cs, rdb := setup(t)
-	c := &flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: breaker(2, time.Minute, 30*time.Second)}
-	require.Nil(t, report(t, cs, c, "", flow.Failed))
-	// The answer comes a millisecond of Redis's clock after the failure
-	// at least: the failure is strictly before it.
-	awaitRedisTime(t, rdb, redisNow(t, rdb).Add(2*time.Millisecond))
-	cs.Answered(&flow.Circuit{Tenant: "acme", Integration: "crm", Breaker: c.Breaker})
-	awaitRedisTime(t, rdb, redisNow(t, rdb).Add(2*time.Millisecond))
-	require.Nil(t, report(t, cs, c, "", flow.Failed), "failure, answer, failure: not a run")
-	ch := report(t, cs, c, "", flow.Failed)
-	require.NotNil(t, ch, "two failures after the answer are")
-	require.Equal(t, flow.Open, ch.To)
-	require.Equal(t, 2, ch.Failures)
+	// A report places the answer at its script's time less how long ago
+	// the process saw it, measured before the round trip: the answer seems
+	// later by up to that report's latency. A run tells only when the
+	// failure after the answer came later than that (the clocks are this
+	// host's both).
+	untilTold(t, func(integration string) bool {
+		c := &flow.Circuit{Tenant: "acme", Integration: integration, Breaker: breaker(2, time.Minute, 30*time.Second)}
+		require.Nil(t, report(t, cs, c, "", flow.Failed))
+		// The answer comes a millisecond of Redis's clock after the failure
+		// at least: the failure is strictly before it.
+		awaitRedisTime(t, rdb, redisNow(t, rdb).Add(2*time.Millisecond))
+		cs.Answered(&flow.Circuit{Tenant: "acme", Integration: integration, Breaker: c.Breaker})
+		answered := time.Now()
+		awaitRedisTime(t, rdb, redisNow(t, rdb).Add(2*time.Millisecond))
+		after := redisNow(t, rdb) // the next failure is counted after
+		require.Nil(t, report(t, cs, c, "", flow.Failed), "failure, answer, failure: not a run")
+		sent := time.Now()
+		ch := report(t, cs, c, "", flow.Failed)
+		// And the milliseconds, truncated on both sides.
+		if time.Since(sent)+2*time.Millisecond >= after.Sub(answered) {
+			return false // the answer may have seemed later than that failure
+		}
+		require.NotNil(t, ch, "two failures after the answer are")
+		require.Equal(t, flow.Open, ch.To)
+		require.Equal(t, 2, ch.Failures)
+		return true
+	})
 }

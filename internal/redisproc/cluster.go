@@ -28,6 +28,8 @@ const (
 	// clusterReadyTimeout bounds StartCluster's wait for every node to
 	// agree, and WaitHealthy's default.
 	clusterReadyTimeout = 30 * time.Second
+	// manualFailoverTimeout is Redis's CLUSTER_MF_TIMEOUT.
+	manualFailoverTimeout = 5 * time.Second
 )
 
 // ClusterConfig says how StartCluster builds a Redis Cluster.
@@ -431,10 +433,33 @@ func (c *Cluster) Failover(ctx context.Context, addr string) (string, error) {
 		return "", fmt.Errorf("redisproc: failover: %s is not a master with a replica", addr)
 	}
 	promoted := reps[0]
-	if err := c.Node(promoted).ClusterFailover(ctx).Err(); err != nil {
-		return "", fmt.Errorf("redisproc: CLUSTER FAILOVER on %s: %w", promoted, err)
-	}
 	deadline := time.Now().Add(clusterReadyTimeout)
+	// Redis gives a manual failover manualFailoverTimeout to catch up and
+	// win its election, then drops it without a word: a loaded machine can
+	// miss that. Until the replica says it is master, ask again once each
+	// try has surely been dropped (asking during one restarts it).
+	for {
+		if err := c.Node(promoted).ClusterFailover(ctx).Err(); err != nil {
+			return "", fmt.Errorf("redisproc: CLUSTER FAILOVER on %s: %w", promoted, err)
+		}
+		retry := time.Now().Add(manualFailoverTimeout + time.Second)
+		role := ""
+		for time.Now().Before(retry) {
+			if r, err := c.Node(promoted).Do(ctx, "ROLE").Slice(); err == nil && len(r) > 0 {
+				role, _ = r[0].(string)
+			}
+			if role == "master" || ctx.Err() != nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if role == "master" {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return "", fmt.Errorf("redisproc: %s did not take over from %s within %s", promoted, addr, clusterReadyTimeout)
+		}
+	}
 	for {
 		t, err := c.Topology(ctx)
 		if err == nil && t[promoted].Master && !t[addr].Master && t[addr].MasterID == t[promoted].ID {
