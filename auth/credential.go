@@ -46,6 +46,21 @@ type Connection struct {
 	At time.Time `json:"at"`
 	// Session is the connect session's id (not its token).
 	Session string `json:"session,omitempty"`
+	// Refreshable says, for ConnectOAuth2 only (nil for a form), whether
+	// the provider sent a refresh token: without one the access token
+	// cannot be renewed, and a call after its expiry fails with kind
+	// credential until the end user connects again.
+	Refreshable *bool `json:"refreshable,omitempty"`
+	// ExpiresAt is when a token that cannot be refreshed expires, as the
+	// provider said (expires_in); nil when it can be refreshed, or when
+	// the provider gave no expiry (a token that does not expire).
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// Unrefreshable reports a credential connected through OAuth2 whose
+// provider sent no refresh token.
+func (c *Connection) Unrefreshable() bool {
+	return c != nil && c.Refreshable != nil && !*c.Refreshable
 }
 
 // FieldNames returns the names of the credential's fields, sorted.

@@ -134,3 +134,33 @@ func TokenFields(tok *oauth2.Token) map[string]string {
 	}
 	return fields
 }
+
+// OAuth2Connection is the Connection of a credential an end user
+// connected through the authorization code flow, whose token endpoint
+// answered tok: whether it can be refreshed and, if not, when it expires.
+func OAuth2Connection(tok *oauth2.Token, at time.Time, session string) *Connection {
+	refreshable := tok.RefreshToken != ""
+	c := &Connection{Method: ConnectOAuth2, At: at, Session: session, Refreshable: &refreshable}
+	if !refreshable && !tok.Expiry.IsZero() {
+		exp := tok.Expiry.UTC().Truncate(time.Second) // as TokenFields writes it
+		c.ExpiresAt = &exp
+	}
+	return c
+}
+
+// SealConnectState seals b, an authorization request in flight (it holds
+// the PKCE verifier), with the keyring that seals credentials, bound to id
+// (the hash of its state), so that a blob moved under another state does
+// not open.
+func (s *Store) SealConnectState(id string, b []byte) (string, error) {
+	return s.keyring.Seal(b, connectStateAAD(id))
+}
+
+// OpenConnectState opens what SealConnectState sealed for id.
+func (s *Store) OpenConnectState(id, sealed string) ([]byte, error) {
+	return s.keyring.Open(sealed, connectStateAAD(id))
+}
+
+func connectStateAAD(id string) []byte {
+	return []byte("connectstate\x00" + id)
+}

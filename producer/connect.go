@@ -73,6 +73,11 @@ type ConnectEvent struct {
 	Credential  string `json:"credential"`
 	Status      string `json:"status"`          // connected | error
 	Error       string `json:"error,omitempty"` // the provider's OAuth2 error code (provider_error when it is none), exchange_failed, browser_mismatch, invalid_value or server_error
+	// Refreshable and ExpiresAt are the credential's, as connected
+	// (auth.Connection): for OAuth2, whether the provider sent a refresh
+	// token and, when it did not, when the access token expires.
+	Refreshable *bool      `json:"refreshable,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
 }
 
 //go:embed connect/page.html
@@ -81,8 +86,10 @@ var connectFS embed.FS
 var connectPage = template.Must(template.ParseFS(connectFS, "connect/page.html"))
 
 // connectCSP is the hosted pages' policy: nothing loads, nothing runs, and
-// a form posts only to callq (and, through the redirect that follows, to
-// the session's redirect_uri origin, added per response).
+// a form posts only to callq (and, through the redirects that follow, to
+// the provider's and the session's redirect_uri origins, added per
+// response: browsers hold every hop of a form's navigation to
+// form-action).
 const connectCSP = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 
 // connectSession is a session as Redis keeps it, under the hash of its
@@ -99,8 +106,9 @@ type connectSession struct {
 }
 
 // connectState is an authorization request in flight, under the hash of
-// its state parameter: the session it is for, its PKCE verifier, and the
-// hash of the cookie that binds it to the browser that started it.
+// its state parameter, sealed (auth.Store.SealConnectState): the session
+// it is for, its PKCE verifier, and the hash of the cookie that binds it
+// to the browser that started it.
 type connectState struct {
 	Session  connectSession `json:"session"`
 	Verifier string         `json:"verifier"`
@@ -336,12 +344,16 @@ func (h *handler) checkRedirect(raw string) error {
 	return fmt.Errorf("origin %s is not in CALLQ_CONNECT_ALLOWED_ORIGINS", o)
 }
 
-// connectView is what the hosted page shows.
+// connectView is what the hosted page shows: a message, the form of the
+// auth type's fields (Form), or the button that starts the OAuth2 dance
+// (Start) at Provider.
 type connectView struct {
 	Title       string
 	Message     string
 	Form        bool
+	Start       bool
 	Integration string
+	Provider    string
 	Action      string
 	Error       string
 	Fields      []connectField
@@ -353,11 +365,12 @@ type connectField struct {
 }
 
 // connectHeaders sets the hosted pages' headers: a strict CSP whose
-// form-action also lets the redirect after a post reach redirect.
-func connectHeaders(w http.ResponseWriter, redirect string) {
+// form-action also lets the redirects after a post reach the origins of
+// targets (URLs).
+func connectHeaders(w http.ResponseWriter, targets ...string) {
 	csp := connectCSP
-	if u, err := url.Parse(redirect); err == nil && redirect != "" {
-		if o, err := originOf(u); err == nil {
+	for _, t := range targets {
+		if o := cspOrigin(t); o != "" && !strings.Contains(csp, " "+o) {
 			csp += " " + o
 		}
 	}
@@ -369,8 +382,27 @@ func connectHeaders(w http.ResponseWriter, redirect string) {
 	h.Set("Cache-Control", "no-store")
 }
 
-func (h *handler) connectPage(w http.ResponseWriter, status int, redirect string, v *connectView) {
-	connectHeaders(w, redirect)
+// cspOrigin is raw's origin as a CSP source expression (scheme://host[:port],
+// lower case), or "" when raw is not an absolute http or https URL whose
+// host is plain ASCII: nothing else may reach the header.
+func cspOrigin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return ""
+	}
+	host := strings.ToLower(u.Host)
+	if strings.ContainsFunc(host, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c))
+	}) {
+		return ""
+	}
+	return u.Scheme + "://" + host
+}
+
+// connectPage answers the hosted page v; its form's redirects may reach
+// the origins of targets.
+func (h *handler) connectPage(w http.ResponseWriter, status int, v *connectView, targets ...string) {
+	connectHeaders(w, targets...)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	var b bytes.Buffer
 	if err := connectPage.ExecuteTemplate(&b, "page", v); err != nil {
@@ -383,7 +415,7 @@ func (h *handler) connectPage(w http.ResponseWriter, status int, redirect string
 }
 
 func (h *handler) connectMessage(w http.ResponseWriter, status int, title, msg string) {
-	h.connectPage(w, status, "", &connectView{Title: title, Message: msg})
+	h.connectPage(w, status, &connectView{Title: title, Message: msg})
 }
 
 var errSessionGone = errors.New("connect session unknown, expired or used")
@@ -441,73 +473,101 @@ func (h *handler) connectConfigured(w http.ResponseWriter) bool {
 }
 
 // linkSession is what the link's pages begin with: the session of the
-// token in the path, still usable (not used up here), or the page saying
-// why not.
-func (h *handler) linkSession(w http.ResponseWriter, r *http.Request) (*connectSession, string, bool) {
+// token in the path, still usable (not used up here), its integration and
+// how it connects, or the page saying why not.
+func (h *handler) linkSession(w http.ResponseWriter, r *http.Request) (*connectSession, string, *tasks.Integration, auth.ConnectMethod, bool) {
 	if !h.connectConfigured(w) {
-		return nil, "", false
+		return nil, "", nil, "", false
 	}
 	token := r.PathValue("token")
 	sess, err := h.loadSession(r.Context(), token, false)
 	if err != nil {
 		h.sessionError(w, r, err)
-		return nil, "", false
-	}
-	return sess, token, true
-}
-
-// connectStart is GET /connect/{token}: the redirect to the provider, or
-// the form.
-func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
-	sess, token, ok := h.linkSession(w, r)
-	if !ok {
-		return
+		return nil, "", nil, "", false
 	}
 	in, ok := h.cfg.Producer.catalog().Lookup(sess.Integration)
 	method := auth.ConnectMethod("")
-	var err error
 	if ok {
 		method, err = in.Auth.ConnectMethod()
 	}
 	if !ok || err != nil {
 		h.connectMessage(w, http.StatusNotFound, "This link cannot be used", "The integration this link connects is no longer available.")
+		return nil, "", nil, "", false
+	}
+	return sess, token, in, method, true
+}
+
+// connectStart is GET (and HEAD) /connect/{token}: the hosted form, or, for
+// OAuth2, a page whose button posts to the link to start the dance. Neither
+// uses the link up: chat unfurlers, mail scanners and link checkers fetch
+// the links they see, and a GET that used it up would leave the end user
+// a dead link. There is no script to press the button: a scanner that runs
+// scripts would press it too.
+func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
+	sess, token, in, method, ok := h.linkSession(w, r)
+	if !ok {
 		return
 	}
 	if method == auth.ConnectForm {
-		h.connectPage(w, http.StatusOK, sess.RedirectURI, h.formView(in, token, ""))
+		h.connectPage(w, http.StatusOK, h.formView(in, token, ""), sess.RedirectURI)
 		return
 	}
-	if r.Method == http.MethodHead {
-		// A link checker's HEAD must not use the session up.
-		connectHeaders(w, "")
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
+	conf, ok := h.authCodeConfig(w, in)
+	if !ok {
 		return
 	}
+	provider := ""
+	if u, err := url.Parse(conf.Endpoint.AuthURL); err == nil {
+		provider = u.Hostname()
+	}
+	h.connectPage(w, http.StatusOK, &connectView{Title: "Connect " + in.Name, Start: true, Integration: in.Name,
+		Provider: provider, Action: h.cfg.PublicURL + "/connect/" + token}, conf.Endpoint.AuthURL, sess.RedirectURI)
+}
+
+// authCodeConfig is the integration's OAuth2 client, or the page saying it
+// cannot be used.
+func (h *handler) authCodeConfig(w http.ResponseWriter, in *tasks.Integration) (*oauth2.Config, bool) {
 	conf, err := in.Auth.AuthCodeConfig(h.cfg.PublicURL+connectCallbackPath, h.cfg.Credentials.SourceDirs())
 	if err != nil {
 		h.log.Error().Err(err).Str("integration", in.Name).Msg("connect: the integration's oauth2 client cannot be used")
 		h.connectMessage(w, http.StatusServiceUnavailable, "Connect is not available", "This integration's OAuth2 client is misconfigured; the operator has been told.")
+		return nil, false
+	}
+	return conf, true
+}
+
+// connectBegin is POST /connect/{token} of an OAuth2 session: it uses the
+// link up and sends the browser to the provider, with a state bound to it
+// (a cookie) and a PKCE challenge.
+func (h *handler) connectBegin(w http.ResponseWriter, r *http.Request, in *tasks.Integration, token string) {
+	conf, ok := h.authCodeConfig(w, in)
+	if !ok {
 		return
 	}
-	sess, err = h.loadSession(r.Context(), token, true)
+	sess, err := h.loadSession(r.Context(), token, true)
 	if err != nil {
 		h.sessionError(w, r, err)
 		return
 	}
 	state, verifier, browser := newConnectToken(), oauth2.GenerateVerifier(), newConnectToken()
+	id := tokenHash(state)
 	b, err := json.Marshal(connectState{Session: *sess, Verifier: verifier, Browser: tokenHash(browser)})
+	var sealed string
 	if err == nil {
-		err = h.cfg.Producer.rdb.Set(r.Context(), rediskeys.ConnectState(tokenHash(state)), b, ConnectStateTTL).Err()
+		// Sealed: the verifier is what makes a stolen code useless.
+		sealed, err = h.cfg.Credentials.SealConnectState(id, b)
+	}
+	if err == nil {
+		err = h.cfg.Producer.rdb.Set(r.Context(), rediskeys.ConnectState(id), sealed, ConnectStateTTL).Err()
 	}
 	if err != nil {
 		h.sessionError(w, r, err)
 		return
 	}
 	opts := append(in.Auth.AuthCodeOptions(), oauth2.S256ChallengeOption(verifier))
-	connectHeaders(w, "")
+	connectHeaders(w)
 	http.SetCookie(w, h.stateCookie(stateCookie(state), browser, int(ConnectStateTTL/time.Second)))
-	http.Redirect(w, r, conf.AuthCodeURL(state, opts...), http.StatusFound)
+	http.Redirect(w, r, conf.AuthCodeURL(state, opts...), http.StatusSeeOther)
 }
 
 // stateCookie is the cookie name=value, sent back to the OAuth2 callback
@@ -555,21 +615,21 @@ func fieldLabel(name string) string {
 	return strings.ReplaceAll(name, "_", " ")
 }
 
-// connectSubmit is POST /connect/{token}: the hosted form's values, stored
-// sealed. They are never echoed, logged or redirected.
+// connectSubmit is POST /connect/{token}: the start of the OAuth2 dance
+// (connectBegin), or the hosted form's values, stored sealed. They are
+// never echoed, logged or redirected.
 func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
-	sess, token, ok := h.linkSession(w, r)
+	sess, token, in, method, ok := h.linkSession(w, r)
 	if !ok {
 		return
 	}
-	in, ok := h.cfg.Producer.catalog().Lookup(sess.Integration)
-	if !ok || in.Auth.Type == auth.TypeOAuth2 {
-		h.connectMessage(w, http.StatusBadRequest, "This link cannot be used", "This link does not take a form.")
+	if method == auth.ConnectOAuth2 {
+		h.connectBegin(w, r, in, token)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxConnectForm)
 	if err := r.ParseForm(); err != nil {
-		h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, "The form could not be read; fill it in again."))
+		h.connectPage(w, http.StatusBadRequest, h.formView(in, token, "The form could not be read; fill it in again."), sess.RedirectURI)
 		return
 	}
 	fields := map[string]string{}
@@ -580,22 +640,22 @@ func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, f := range h.formView(in, token, "").Fields {
 		if f.Required && fields[f.Name] == "" {
-			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, f.Label+" is required."))
+			h.connectPage(w, http.StatusBadRequest, h.formView(in, token, f.Label+" is required."), sess.RedirectURI)
 			return
 		}
 	}
 	if len(fields) == 0 {
-		h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, "Fill in at least one field."))
+		h.connectPage(w, http.StatusBadRequest, h.formView(in, token, "Fill in at least one field."), sess.RedirectURI)
 		return
 	}
 	for _, name := range in.Auth.ConnectFields() {
 		v := fields[name]
 		if strings.ContainsFunc(v, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
-			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, fieldLabel(name)+" holds a character that cannot be sent (a line break or other control character)."))
+			h.connectPage(w, http.StatusBadRequest, h.formView(in, token, fieldLabel(name)+" holds a character that cannot be sent (a line break or other control character)."), sess.RedirectURI)
 			return
 		}
 		if len(v) > auth.MaxFieldValueBytes {
-			h.connectPage(w, http.StatusBadRequest, sess.RedirectURI, h.formView(in, token, fmt.Sprintf("%s is longer than %d bytes.", fieldLabel(name), auth.MaxFieldValueBytes)))
+			h.connectPage(w, http.StatusBadRequest, h.formView(in, token, fmt.Sprintf("%s is longer than %d bytes.", fieldLabel(name), auth.MaxFieldValueBytes)), sess.RedirectURI)
 			return
 		}
 	}
@@ -606,28 +666,35 @@ func (h *handler) connectSubmit(w http.ResponseWriter, r *http.Request) {
 		h.sessionError(w, r, err)
 		return
 	}
-	_, err = h.cfg.Credentials.PutConnected(r.Context(), sess.Tenant, sess.Credential, sess.Integration, fields,
-		&auth.Connection{Method: auth.ConnectForm, At: time.Now().UTC(), Session: sess.ID})
+	conn := &auth.Connection{Method: auth.ConnectForm, At: time.Now().UTC(), Session: sess.ID}
+	_, err = h.cfg.Credentials.PutConnected(r.Context(), sess.Tenant, sess.Credential, sess.Integration, fields, conn)
 	var fe *auth.FieldError
 	if errors.As(err, &fe) {
 		// Field errors name the field, never its value.
-		h.finishConnect(w, r, sess, "invalid_value", http.StatusSeeOther)
+		h.finishConnect(w, r, sess, nil, "invalid_value", http.StatusSeeOther)
 		return
 	}
 	if err != nil {
 		h.log.Error().Err(err).Str("tenant", sess.Tenant).Str("credential", sess.Credential).Msg("connect: storing the credential failed")
-		h.finishConnect(w, r, sess, "server_error", http.StatusSeeOther)
+		h.finishConnect(w, r, sess, nil, "server_error", http.StatusSeeOther)
 		return
 	}
-	h.finishConnect(w, r, sess, "", http.StatusSeeOther)
+	h.finishConnect(w, r, sess, conn, "", http.StatusSeeOther)
 }
 
 var oauthErrorCode = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // connectCallback is GET /connect/callback: the provider sends the browser
-// back with a code (or an error) and the state.
+// back with a code (or an error) and the state. HEAD answers without
+// reading the state: a link checker or prefetch must not use it up.
 func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 	if !h.connectConfigured(w) {
+		return
+	}
+	if r.Method != http.MethodGet {
+		connectHeaders(w)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	q := r.URL.Query()
@@ -640,13 +707,22 @@ func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 		gone()
 		return
 	}
-	b, err := h.cfg.Producer.rdb.GetDel(r.Context(), rediskeys.ConnectState(tokenHash(state))).Bytes()
+	id := tokenHash(state)
+	sealed, err := h.cfg.Producer.rdb.GetDel(r.Context(), rediskeys.ConnectState(id)).Result()
 	if errors.Is(err, redis.Nil) {
 		gone()
 		return
 	}
 	if err != nil {
 		h.sessionError(w, r, err)
+		return
+	}
+	b, err := h.cfg.Credentials.OpenConnectState(id, sealed)
+	if err != nil {
+		// Sealed under a key since removed from CALLQ_SECRET_KEY (or not
+		// callq's): as good as expired.
+		h.log.Warn().Err(err).Msg("connect: an authorization in flight cannot be opened; the end user must start again")
+		gone()
 		return
 	}
 	var st connectState
@@ -661,26 +737,26 @@ func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 	if cerr != nil || subtle.ConstantTimeCompare([]byte(tokenHash(c.Value)), []byte(st.Browser)) != 1 {
 		// Not the browser that followed the link: the code is not
 		// exchanged, whoever consented.
-		h.finishConnect(w, r, sess, "browser_mismatch", http.StatusFound)
+		h.finishConnect(w, r, sess, nil, "browser_mismatch", http.StatusFound)
 		return
 	}
 	if e := q.Get("error"); e != "" {
 		if !oauthErrorCode.MatchString(e) {
 			e = "provider_error"
 		}
-		h.finishConnect(w, r, sess, e, http.StatusFound)
+		h.finishConnect(w, r, sess, nil, e, http.StatusFound)
 		return
 	}
 	code := q.Get("code")
 	in, ok := h.cfg.Producer.catalog().Lookup(sess.Integration)
 	if code == "" || !ok {
-		h.finishConnect(w, r, sess, "invalid_request", http.StatusFound)
+		h.finishConnect(w, r, sess, nil, "invalid_request", http.StatusFound)
 		return
 	}
 	conf, err := in.Auth.AuthCodeConfig(h.cfg.PublicURL+connectCallbackPath, h.cfg.Credentials.SourceDirs())
 	if err != nil {
 		h.log.Error().Err(err).Str("integration", in.Name).Msg("connect: the integration's oauth2 client cannot be used")
-		h.finishConnect(w, r, sess, "server_error", http.StatusFound)
+		h.finishConnect(w, r, sess, nil, "server_error", http.StatusFound)
 		return
 	}
 	ctx := context.WithValue(r.Context(), oauth2.HTTPClient, h.cfg.ConnectHTTPClient)
@@ -697,17 +773,20 @@ func (h *handler) connectCallback(w http.ResponseWriter, r *http.Request) {
 			ev = ev.Int("status", re.Response.StatusCode).Str("error_code", code)
 		}
 		ev.Msg("connect: the token exchange failed; nothing stored")
-		h.finishConnect(w, r, sess, "exchange_failed", http.StatusFound)
+		h.finishConnect(w, r, sess, nil, "exchange_failed", http.StatusFound)
 		return
 	}
-	_, err = h.cfg.Credentials.PutConnected(r.Context(), sess.Tenant, sess.Credential, sess.Integration, auth.TokenFields(tok),
-		&auth.Connection{Method: auth.ConnectOAuth2, At: time.Now().UTC(), Session: sess.ID})
+	// A token without a refresh token is stored (a provider whose tokens
+	// do not expire sends none), and said so: in the credential's
+	// connection, the webhook and the log.
+	conn := auth.OAuth2Connection(tok, time.Now().UTC(), sess.ID)
+	_, err = h.cfg.Credentials.PutConnected(r.Context(), sess.Tenant, sess.Credential, sess.Integration, auth.TokenFields(tok), conn)
 	if err != nil {
 		h.log.Error().Str("tenant", sess.Tenant).Str("credential", sess.Credential).Str("error", errorKind(err)).Msg("connect: storing the tokens failed")
-		h.finishConnect(w, r, sess, "server_error", http.StatusFound)
+		h.finishConnect(w, r, sess, nil, "server_error", http.StatusFound)
 		return
 	}
-	h.finishConnect(w, r, sess, "", http.StatusFound)
+	h.finishConnect(w, r, sess, conn, "", http.StatusFound)
 }
 
 // errorKind says what failed without the error's text, which a store error
@@ -723,14 +802,25 @@ func errorKind(err error) string {
 // finishConnect tells the tenant (webhook) and sends the browser back to
 // the session's redirect_uri with the credential and status (and the
 // error code), never a code or a token; without a redirect_uri it answers
-// a page of its own.
-func (h *handler) finishConnect(w http.ResponseWriter, r *http.Request, sess *connectSession, errCode string, status int) {
+// a page of its own. conn is the stored credential's connection (nil when
+// nothing was stored).
+func (h *handler) finishConnect(w http.ResponseWriter, r *http.Request, sess *connectSession, conn *auth.Connection, errCode string, status int) {
 	ev := ConnectEvent{Session: sess.ID, Tenant: sess.Tenant, Integration: sess.Integration, Credential: sess.Credential, Status: "connected", Error: errCode}
 	typ := EventCredentialConnected
 	if errCode != "" {
 		ev.Status, typ = "error", EventCredentialFailed
 	}
-	h.log.Info().Str("tenant", sess.Tenant).Str("integration", sess.Integration).Str("credential", sess.Credential).
+	if conn != nil {
+		ev.Refreshable, ev.ExpiresAt = conn.Refreshable, conn.ExpiresAt
+	}
+	le := h.log.Info()
+	if ev.Refreshable != nil && !*ev.Refreshable {
+		le = h.log.Warn().Bool("refreshable", false)
+		if ev.ExpiresAt != nil {
+			le = le.Time("expires_at", *ev.ExpiresAt)
+		}
+	}
+	le.Str("tenant", sess.Tenant).Str("integration", sess.Integration).Str("credential", sess.Credential).
 		Str("session", sess.ID).Str("status", ev.Status).Str("error", errCode).Msg("connect")
 	if sess.Webhook != "" {
 		task, id, err := tasks.NewEventWebhookTask(sess.Tenant, sess.ID, sess.Webhook, typ, time.Now(), ev)

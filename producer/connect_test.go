@@ -2,6 +2,8 @@ package producer_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -183,8 +185,7 @@ func TestConnectOAuth2Dance(t *testing.T) {
 	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
 		"redirect_uri": ce.app.url + "/connected?from=settings", "webhook": map[string]any{"url": ce.hooks.url}})
 
-	res, err := ce.browser.Get(u)
-	require.NoError(t, err)
+	res := ce.open(t, ce.browser, u)
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
@@ -203,32 +204,16 @@ func TestConnectOAuth2Dance(t *testing.T) {
 	require.NotNil(t, cred.Connected)
 	require.Equal(t, auth.ConnectOAuth2, cred.Connected.Method)
 	require.WithinDuration(t, time.Now(), cred.Connected.At, time.Minute)
+	require.Equal(t, new(true), cred.Connected.Refreshable)
+	require.Nil(t, cred.Connected.ExpiresAt, "a refreshable token's expiry is the refresh machinery's")
 	for _, v := range cred.Fields {
 		require.Equal(t, auth.KindLiteral, v.Kind)
 	}
 
-	// The README's GET of the credential, as written.
-	if _, err := exec.LookPath("curl"); err == nil {
-		cmd := exec.Command("bash", "-euo", "pipefail", "-c", readmeBlock(t, "connect-credential"))
-		cmd.Env = append(os.Environ(), "CALLQ_URL="+ce.url, "ADMIN_KEY="+ce.adminKey)
-		out, err := cmd.Output()
-		require.NoError(t, err)
-		var view struct {
-			Ref       string           `json:"ref"`
-			Fields    []string         `json:"fields"`
-			Connected *auth.Connection `json:"connected"`
-		}
-		require.NoError(t, json.Unmarshal(out, &view), "%s", out)
-		require.Equal(t, "cust-42", view.Ref)
-		require.Equal(t, []string{"access_token", "expiry", "refresh_token"}, view.Fields)
-		require.Equal(t, cred.Connected.Session, view.Connected.Session)
-		require.Equal(t, auth.ConnectOAuth2, view.Connected.Method)
-		require.True(t, strings.HasPrefix(view.Connected.Session, "cs_"))
-	}
-
 	typ, ev := ce.hooks.next(t, ce.secret)
 	require.Equal(t, producer.EventCredentialConnected, typ)
-	require.Equal(t, producer.ConnectEvent{Session: cred.Connected.Session, Tenant: "acme", Integration: "crm", Credential: "cust-42", Status: "connected"}, ev)
+	require.Equal(t, producer.ConnectEvent{Session: cred.Connected.Session, Tenant: "acme", Integration: "crm", Credential: "cust-42", Status: "connected",
+		Refreshable: new(true)}, ev)
 
 	// A real call with the connected credential: the worker refreshes the
 	// token (it expires within the margin) and the provider's API accepts it.
@@ -313,13 +298,36 @@ func step(t *testing.T, c *http.Client, u string) (int, string, string) {
 	return res.StatusCode, res.Header.Get("Location"), string(b)
 }
 
+// open follows a session's link in browser c as an end user does: the
+// page (GET), then its button (a POST to the link). It answers the POST's
+// response: the redirect to the provider when c follows no redirects.
+func (ce *connectEnv) open(t *testing.T, c *http.Client, connectURL string) *http.Response {
+	t.Helper()
+	status, _, body := step(t, c, connectURL)
+	require.Equal(t, http.StatusOK, status, body)
+	require.Contains(t, body, `<form method="post" action="`+connectURL+`">`)
+	res, err := c.PostForm(connectURL, nil)
+	require.NoError(t, err)
+	return res
+}
+
+// begin opens a session's link in browser c (which follows no redirects)
+// and answers where callq sends it: the provider's authorization URL.
+func (ce *connectEnv) begin(t *testing.T, c *http.Client, connectURL string) string {
+	t.Helper()
+	res := ce.open(t, c, connectURL)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusSeeOther, res.StatusCode, "%s", b)
+	return res.Header.Get("Location")
+}
+
 // toCallback walks a session's dance in browser c up to the provider's
 // redirect back to callq, and answers that URL (holding the code and the
 // state) and the authorization request.
 func (ce *connectEnv) toCallback(t *testing.T, c *http.Client, connectURL string) (string, url.Values) {
 	t.Helper()
-	status, loc, body := step(t, c, connectURL)
-	require.Equal(t, http.StatusFound, status, body)
+	loc := ce.begin(t, c, connectURL)
 	authz, err := url.Parse(loc)
 	require.NoError(t, err)
 	require.Equal(t, ce.p.URL+"/authorize", authz.Scheme+"://"+authz.Host+authz.Path)
@@ -352,7 +360,8 @@ func TestConnectStateAndTokenAreSingleUse(t *testing.T) {
 	require.Len(t, q.Get("state"), 43)
 	require.Equal(t, "offline", q.Get("access_type"))
 
-	// The session's link is used up by the redirect to the provider.
+	// The session's link is used up by the post that sent the browser to
+	// the provider.
 	status, _, body := step(t, followNone(), u)
 	require.Equal(t, http.StatusNotFound, status)
 	require.Contains(t, body, "already been used")
@@ -387,8 +396,7 @@ func TestConnectStateBoundToBrowser(t *testing.T) {
 	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
 		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
 	attacker := followNone()
-	status, authorize, body := step(t, attacker, u)
-	require.Equal(t, http.StatusFound, status, body)
+	authorize := ce.begin(t, attacker, u)
 	setCookie := attacker.Jar.Cookies(mustParse(t, ce.url+"/connect/callback"))
 	require.Len(t, setCookie, 1, "callq binds the state to the browser with a cookie")
 
@@ -468,11 +476,9 @@ func TestConnectRefusedConsent(t *testing.T) {
 	ce.p.Deny.Store(true)
 	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
 		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
-	res, err := ce.browser.Get(u)
-	require.NoError(t, err)
-	res.Body.Close()
+	ce.open(t, ce.browser, u).Body.Close()
 	require.Equal(t, url.Values{"credential": {"cust-42"}, "status": {"error"}, "error": {"access_denied"}}, ce.app.lastHit(t))
-	_, err = ce.creds.Get(context.Background(), "acme", "cust-42")
+	_, err := ce.creds.Get(context.Background(), "acme", "cust-42")
 	require.ErrorIs(t, err, auth.ErrCredentialNotFound)
 	require.Equal(t, int32(0), ce.p.Codes.Load())
 	typ, ev := ce.hooks.next(t, ce.secret)
@@ -545,9 +551,7 @@ func TestConnectAnotherTenantsCode(t *testing.T) {
 
 	// A session of theirs, walked to the end, stores in their tenant only.
 	_, theirs = ce.session(t, ce.otherAdminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
-	res, err := ce.browser.Get(theirs)
-	require.NoError(t, err)
-	res.Body.Close()
+	ce.open(t, ce.browser, theirs).Body.Close()
 	require.Equal(t, "connected", ce.app.lastHit(t).Get("status"))
 	_, err = ce.creds.Get(context.Background(), "other", "cust-42")
 	require.NoError(t, err)
@@ -775,62 +779,75 @@ func TestConnectHostedForm(t *testing.T) {
 	require.NotContains(t, ce.logs.String(), "pw-never-echoed-1")
 }
 
-// readmeBlock is the README's text between <!-- name:begin --> and
-// <!-- name:end -->, without its code fence.
-func readmeBlock(t *testing.T, name string) string {
-	t.Helper()
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	_, after, ok := strings.Cut(string(readme), "<!-- "+name+":begin -->\n")
-	require.True(t, ok, "README.md has no %s block", name)
-	block, _, ok := strings.Cut(after, "\n<!-- "+name+":end -->")
-	require.True(t, ok, "the %s block is not closed", name)
-	block = strings.TrimPrefix(strings.TrimPrefix(block, "```sh\n"), "```\n")
-	return strings.TrimSuffix(block, "\n```")
-}
-
-// The README's connect section: its session call runs as written, answers
-// what it shows, and the authorization request the browser is sent to has
-// the parameters its transcript shows.
+// The README's connect section, run as written: its session call answers
+// what it shows; the browser's transcript is what callq answers, step by
+// step (the page, its post's redirect to the provider with the parameters
+// shown, the callback's redirect to the app); and the credential's GET
+// then answers what it shows.
 func TestReadmeConnectExamples(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	needCommands(t, "curl")
 	p := oauthtest.Start(t, time.Hour)
 	catalog := strings.Replace(connectCatalog(p), "client_id: "+oauthtest.ClientID, "client_id: callq", 1)
 	e := setup(t, withCatalog(catalog), withPublicURL(), withWebhooks(), withHandler(func(c *producer.HandlerConfig) {
 		c.ConnectAllowedOrigins = []string{"https://app.example"}
 	}))
-	script := readmeBlock(t, "connect-api")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
-	cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "ADMIN_KEY="+e.adminKey)
-	out, err := cmd.Output()
-	require.NoError(t, err)
+	p.RegisterClient(t, "callq", e.url)
+	run := func(script string) []byte {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+		cmd.Env = append(os.Environ(), "CALLQ_URL="+e.url, "ADMIN_KEY="+e.adminKey)
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		return out
+	}
+	// shown is the JSON a block shows as its answer, in "# " lines.
+	shown := func(script string) any {
+		t.Helper()
+		var b strings.Builder
+		for line := range strings.Lines(script) {
+			if answer, ok := strings.CutPrefix(line, "#"); ok {
+				b.WriteString(answer)
+			}
+		}
+		var v any
+		require.NoError(t, json.Unmarshal([]byte(b.String()), &v), "the README's answer: %s", b.String())
+		return v
+	}
+
+	script := readmeScript(t, "connect-api")
+	out := run(script)
 	var ans map[string]any
 	require.NoError(t, json.Unmarshal(out, &ans), "%s", out)
-	shown := regexp.MustCompile(`# (\{.*\})`).FindStringSubmatch(script)
-	require.NotNil(t, shown)
-	var want map[string]any
-	require.NoError(t, json.Unmarshal([]byte(shown[1]), &want))
+	want := shown(script).(map[string]any)
 	require.Len(t, ans, len(want))
 	for k := range want {
 		require.Contains(t, ans, k)
 	}
 	require.True(t, strings.HasPrefix(ans["session"].(string), "cs_"))
+	link := ans["url"].(string)
 
-	status, loc, _ := step(t, followNone(), ans["url"].(string))
-	require.Equal(t, http.StatusFound, status)
-	got, err := url.Parse(loc)
+	transcript := readmeScript(t, "connect-browser")
+	browser := followNone()
+	require.Contains(t, transcript, "GET  https://callq.example/connect/<token>\n200  ")
+	status, _, page := step(t, browser, link)
+	require.Equal(t, http.StatusOK, status, page)
+	require.Contains(t, page, `<form method="post" action="`+link+`">`)
+
+	_, rest, ok := strings.Cut(transcript, "POST https://callq.example/connect/<token>\n303  Location: ")
+	require.True(t, ok, "the transcript's POST and its 303")
+	res, err := browser.PostForm(link, nil)
 	require.NoError(t, err)
-	transcript := readmeBlock(t, "connect-browser")
-	_, rest, _ := strings.Cut(transcript, "302  Location: ")
+	res.Body.Close()
+	require.Equal(t, http.StatusSeeOther, res.StatusCode)
+	got, err := url.Parse(res.Header.Get("Location"))
+	require.NoError(t, err)
 	shownURL, _, _ := strings.Cut(rest, "\n     ...")
-	shownURL = strings.Join(strings.Fields(shownURL), "")
-	su, err := url.Parse(shownURL)
+	su, err := url.Parse(strings.Join(strings.Fields(shownURL), ""))
 	require.NoError(t, err)
+	require.Equal(t, su.Scheme+"://"+su.Host+su.Path, "https://crm.example/oauth/authorize")
 	for k := range got.Query() {
 		require.Contains(t, su.Query(), k)
 	}
@@ -841,5 +858,197 @@ func TestReadmeConnectExamples(t *testing.T) {
 		}
 	}
 	require.Equal(t, e.url+"/connect/callback", got.Query().Get("redirect_uri"))
-	require.Contains(t, transcript, "302  Location: https://app.example/connected?credential=cust-42&status=connected")
+
+	status, back, body := step(t, browser, got.String())
+	require.Equal(t, http.StatusFound, status, body)
+	status, final, body := step(t, browser, back)
+	require.Equal(t, http.StatusFound, status, body)
+	require.True(t, strings.HasSuffix(transcript, "\n302  Location: "+final), "the transcript ends at %s", final)
+
+	script = readmeScript(t, "connect-credential")
+	var view any
+	out = run(script)
+	require.NoError(t, json.Unmarshal(out, &view), "%s", out)
+	requireSameShape(t, "", shown(script), view)
+}
+
+// A link preview (a chat's unfurler, a mail scanner) or a link checker
+// that fetches the link before the end user uses nothing up: GET and HEAD
+// answer a page whose button posts to the link; only that post starts the
+// dance. The page reflects nothing of the request and loads nothing.
+func TestConnectLinkPreviewsUseNothingUp(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	for _, agent := range []string{"Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "SkypeUriPreview Preview/0.5", "Mozilla/5.0 (scanner)"} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			r, err := http.NewRequest(method, u, nil)
+			require.NoError(t, err)
+			r.Header.Set("User-Agent", agent)
+			res, err := followNone().Do(r)
+			require.NoError(t, err)
+			res.Body.Close()
+			require.Equal(t, http.StatusOK, res.StatusCode, "%s %s", method, agent)
+			require.Empty(t, res.Header.Get("Location"))
+			require.Empty(t, res.Cookies(), "a preview starts nothing")
+		}
+	}
+	// A preview that follows redirects, as some do, and one with a hostile
+	// query: the same page, nothing of the query in it.
+	hostile := `"><script>alert(1)</script>`
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	res, err := (&http.Client{Jar: jar, Timeout: 15 * time.Second}).Get(u + "?q=" + url.QueryEscape(hostile))
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	page := string(b)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.Equal(t, u, res.Request.URL.String()[:len(u)], "no redirect")
+	require.NotContains(t, page, "<script")
+	require.NotContains(t, page, "alert(")
+	require.NotRegexp(t, externalAsset, page)
+	require.NotContains(t, page, "style")
+	require.Contains(t, page, `<form method="post" action="`+u+`">`)
+	require.Contains(t, page, "<button type=\"submit\">Continue to 127.0.0.1</button>")
+	require.Equal(t, "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' "+ce.p.URL+" "+ce.app.url,
+		res.Header.Get("Content-Security-Policy"), "the post's redirects reach the provider, then the app")
+	require.Equal(t, "no-store", res.Header.Get("Cache-Control"))
+	require.Equal(t, "no-referrer", res.Header.Get("Referrer-Policy"))
+	require.Equal(t, "nosniff", res.Header.Get("X-Content-Type-Options"))
+	require.Equal(t, 0, ce.p.Authorizations())
+
+	// The end user, after all of them: the dance works, once.
+	browser := followNone()
+	back, _ := ce.toCallback(t, browser, u)
+	status, loc, _ := step(t, browser, back)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&status=connected", loc)
+	status, _, body := step(t, followNone(), u)
+	require.Equal(t, http.StatusNotFound, status)
+	require.Contains(t, body, "already been used")
+	res, err = followNone().PostForm(u, nil)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
+}
+
+// A HEAD of the callback (a link checker, a prefetch) does not use the
+// state up; methods but GET and HEAD are refused (405, Allow: GET) and use
+// nothing up either.
+func TestConnectCallbackHeadUsesNothingUp(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42", "redirect_uri": ce.app.url + "/done"})
+	browser := followNone()
+	back, _ := ce.toCallback(t, browser, u)
+	for range 2 {
+		res, err := browser.Head(back)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
+		require.Empty(t, res.Header.Get("Location"))
+		require.Equal(t, "no-store", res.Header.Get("Cache-Control"))
+	}
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions} {
+		r, err := http.NewRequest(method, back, nil)
+		require.NoError(t, err)
+		res, err := browser.Do(r)
+		require.NoError(t, err)
+		res.Body.Close()
+		require.Equal(t, http.StatusMethodNotAllowed, res.StatusCode, method)
+		require.Equal(t, "GET", res.Header.Get("Allow"), method)
+	}
+	require.Equal(t, int32(0), ce.p.Codes.Load())
+	status, loc, _ := step(t, browser, back)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&status=connected", loc)
+	require.Equal(t, int32(1), ce.p.Codes.Load())
+}
+
+// The authorization in flight is sealed in Redis: a dump taken between the
+// redirect to the provider and the callback holds no PKCE verifier, in any
+// encoding of it, nor the browser's cookie.
+func TestConnectStateSealedAtRest(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "cust-42",
+		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url + "?k=hook-s3cret-77"}})
+	browser := followNone()
+	back, _ := ce.toCallback(t, browser, u)
+	keys, err := ce.rdb.Keys(context.Background(), "callq:connect:state:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1, "the state is in Redis until the callback")
+	stored := redisText(t, ce.rdb)
+
+	status, loc, _ := step(t, browser, back)
+	require.Equal(t, http.StatusFound, status)
+	require.Equal(t, ce.app.url+"/done?credential=cust-42&status=connected", loc)
+	verifiers := ce.p.Verifiers()
+	require.Len(t, verifiers, 1)
+	v := verifiers[0]
+	require.Len(t, v, 43, "the verifier the token endpoint was sent")
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	require.NoError(t, err)
+	forms := []string{v, base64.StdEncoding.EncodeToString([]byte(v)), base64.RawStdEncoding.EncodeToString([]byte(v)),
+		base64.URLEncoding.EncodeToString([]byte(v)), hex.EncodeToString([]byte(v)), hex.EncodeToString(raw),
+		base64.StdEncoding.EncodeToString(raw)}
+	for _, c := range browser.Jar.Cookies(mustParse(t, ce.url+"/connect/callback")) {
+		forms = append(forms, c.Value)
+	}
+	for i, f := range forms {
+		require.NotContains(t, stored, f, "form %d of the verifier", i)
+		require.NotContains(t, strings.ToLower(stored), strings.ToLower(f), "form %d of the verifier", i)
+	}
+	require.NotContains(t, stored, "hook-s3cret-77", "the session within the state is sealed too")
+	require.NotContains(t, stored, `"verifier"`)
+}
+
+// A provider that sends no refresh token: the token is stored, and the
+// credential, its GET, the webhook and the log say it cannot be refreshed
+// and, when the provider said, when it expires. Without an expiry (a
+// token that does not expire) there is no expires_at.
+func TestConnectWithoutRefreshToken(t *testing.T) {
+	t.Parallel()
+	ce := setupConnect(t, time.Hour)
+	ce.p.NoRefreshToken.Store(true)
+	_, u := ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "dies",
+		"redirect_uri": ce.app.url + "/done", "webhook": map[string]any{"url": ce.hooks.url}})
+	ce.open(t, ce.browser, u).Body.Close()
+	require.Equal(t, "connected", ce.app.lastHit(t).Get("status"))
+
+	cred, err := ce.creds.Get(context.Background(), "acme", "dies")
+	require.NoError(t, err)
+	require.Equal(t, []string{"access_token", "expiry"}, cred.FieldNames())
+	require.Equal(t, new(false), cred.Connected.Refreshable)
+	require.NotNil(t, cred.Connected.ExpiresAt)
+	require.WithinDuration(t, time.Now().Add(time.Hour), *cred.Connected.ExpiresAt, time.Minute)
+
+	r := ce.do(t, req{Method: http.MethodGet, Path: "/v1/credentials/dies", Key: ce.adminKey})
+	require.Equal(t, http.StatusOK, r.Status)
+	connected, _ := r.JSON(t)["connected"].(map[string]any)
+	require.Equal(t, false, connected["refreshable"])
+	require.Equal(t, cred.Connected.ExpiresAt.Format(time.RFC3339), connected["expires_at"])
+
+	typ, ev := ce.hooks.next(t, ce.secret)
+	require.Equal(t, producer.EventCredentialConnected, typ)
+	require.Equal(t, new(false), ev.Refreshable)
+	require.NotNil(t, ev.ExpiresAt)
+	require.True(t, ev.ExpiresAt.Equal(*cred.Connected.ExpiresAt))
+	require.Regexp(t, `"level":"warn",("component":"api",)?"refreshable":false,"expires_at":"[^"]+","tenant":"acme","integration":"crm","credential":"dies"`, ce.logs.String())
+
+	// No expiry either: not refreshable, and nothing to expire.
+	ce.p.NoExpiry.Store(true)
+	_, u = ce.session(t, ce.adminKey, map[string]any{"integration": "crm", "credential": "lives", "redirect_uri": ce.app.url + "/done"})
+	ce.open(t, ce.browser, u).Body.Close()
+	require.Equal(t, "connected", ce.app.lastHit(t).Get("status"))
+	cred, err = ce.creds.Get(context.Background(), "acme", "lives")
+	require.NoError(t, err)
+	require.Equal(t, []string{"access_token"}, cred.FieldNames())
+	require.Equal(t, new(false), cred.Connected.Refreshable)
+	require.Nil(t, cred.Connected.ExpiresAt)
+	r = ce.do(t, req{Method: http.MethodGet, Path: "/v1/credentials/lives", Key: ce.adminKey})
+	connected, _ = r.JSON(t)["connected"].(map[string]any)
+	require.Equal(t, false, connected["refreshable"])
+	require.NotContains(t, connected, "expires_at")
 }

@@ -296,6 +296,15 @@ func TestCredentialsAndIntegrations(t *testing.T) {
 	_, err = e.creds.PutConnected(t.Context(), "acme", "bearer-user", "bearer", map[string]string{"token": "s3cr3t-value-456"},
 		&auth.Connection{Method: auth.ConnectForm, At: at, Session: "cs_1"})
 	require.NoError(t, err)
+	// OAuth2: one the provider sent no refresh token for, which dies at
+	// its expiry, and one it did.
+	no, yes, expires := false, true, at.Add(time.Hour)
+	_, err = e.creds.PutConnected(t.Context(), "acme", "oauth-dies", "bearer", map[string]string{"token": "s3cr3t-value-789"},
+		&auth.Connection{Method: auth.ConnectOAuth2, At: at, Session: "cs_2", Refreshable: &no, ExpiresAt: &expires})
+	require.NoError(t, err)
+	_, err = e.creds.PutConnected(t.Context(), "acme", "oauth-lives", "bearer", map[string]string{"token": "s3cr3t-value-790"},
+		&auth.Connection{Method: auth.ConnectOAuth2, At: at, Session: "cs_3", Refreshable: &yes})
+	require.NoError(t, err)
 
 	producerB := e.browser(t)
 	producerB.signIn(e.acmeProducer)
@@ -312,10 +321,12 @@ func TestCredentialsAndIntegrations(t *testing.T) {
 	p = admin.get("/ui/credentials")
 	require.Equal(t, http.StatusOK, p.Status)
 	rows := p.table("Credentials")
-	require.Len(t, rows, 2)
+	require.Len(t, rows, 4)
 	require.Equal(t, []string{"bearer-main", "bearer", "token", "put through the API"}, rows[0][:4])
 	require.Equal(t, []string{"bearer-user", "bearer", "token"}, rows[1][:3])
 	require.True(t, strings.HasPrefix(rows[1][3], "hosted form, 2026-11-26"), rows[1][3])
+	require.Equal(t, "OAuth2, 2026-11-26 12:00:00Z; no refresh token, expires 2026-11-26 13:00:00Z", rows[2][3])
+	require.Equal(t, "OAuth2, 2026-11-26 12:00:00Z", rows[3][3])
 	require.NotContains(t, p.Body, "s3cr3t-value-123")
 	require.NotContains(t, p.Body, "s3cr3t-value-456")
 

@@ -35,11 +35,16 @@ type Provider struct {
 	Deny atomic.Bool
 	// Refreshes and Codes count the token requests of each grant.
 	Refreshes, Codes atomic.Int32
+	// NoRefreshToken and NoExpiry make the token endpoint leave
+	// refresh_token, and expires_in, out of its answers, as providers
+	// whose tokens do not expire (or are not renewed) do.
+	NoRefreshToken, NoExpiry atomic.Bool
 
 	clients   *store.ClientStore
 	mu        sync.Mutex
 	redirects []string // the authorize endpoint's Location headers
 	tokens    []string // the token endpoint's answers
+	verifiers []string // the PKCE verifiers the token endpoint was sent
 }
 
 // Start runs a provider until tb ends. Its access tokens from a code live
@@ -80,9 +85,13 @@ func Start(tb testing.TB, accessTTL time.Duration) *Provider {
 			p.Refreshes.Add(1)
 		case "authorization_code":
 			p.Codes.Add(1)
+			p.mu.Lock()
+			p.verifiers = append(p.verifiers, r.PostForm.Get("code_verifier"))
+			p.mu.Unlock()
 		}
 		rec := httptest.NewRecorder()
 		_ = srv.HandleTokenRequest(rec, r)
+		p.leaveOut(rec)
 		p.mu.Lock()
 		p.tokens = append(p.tokens, rec.Body.String())
 		p.mu.Unlock()
@@ -106,6 +115,27 @@ func Start(tb testing.TB, accessTTL time.Duration) *Provider {
 	return p
 }
 
+// leaveOut takes refresh_token and expires_in out of a token answer, as
+// NoRefreshToken and NoExpiry say.
+func (p *Provider) leaveOut(rec *httptest.ResponseRecorder) {
+	if !p.NoRefreshToken.Load() && !p.NoExpiry.Load() {
+		return
+	}
+	var tok map[string]any
+	if json.Unmarshal(rec.Body.Bytes(), &tok) != nil {
+		return
+	}
+	if p.NoRefreshToken.Load() {
+		delete(tok, "refresh_token")
+	}
+	if p.NoExpiry.Load() {
+		delete(tok, "expires_in")
+	}
+	b, _ := json.Marshal(tok)
+	rec.Body.Reset()
+	rec.Body.Write(b)
+}
+
 func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
 	for k, v := range rec.Header() {
 		w.Header()[k] = v
@@ -118,7 +148,14 @@ func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
 // URIs must be under publicURL.
 func (p *Provider) Register(tb testing.TB, publicURL string) {
 	tb.Helper()
-	if err := p.clients.Set(ClientID, &models.Client{ID: ClientID, Secret: ClientSecret, Domain: publicURL}); err != nil {
+	p.RegisterClient(tb, ClientID, publicURL)
+}
+
+// RegisterClient is Register under another client id (with the same
+// secret), for a catalog that names its own.
+func (p *Provider) RegisterClient(tb testing.TB, id, publicURL string) {
+	tb.Helper()
+	if err := p.clients.Set(id, &models.Client{ID: id, Secret: ClientSecret, Domain: publicURL}); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -156,6 +193,13 @@ func (p *Provider) Secrets(tb testing.TB) []string {
 		}
 	}
 	return out
+}
+
+// Verifiers are the PKCE code verifiers the token endpoint was sent.
+func (p *Provider) Verifiers() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.verifiers...)
 }
 
 // Auth is the catalog auth block of an oauth2 integration of this
