@@ -124,6 +124,11 @@ func (o *OAuth) refreshLocked(ctx context.Context, c *oauthCall, base, stale str
 	}
 	refreshToken := st.secrets[FieldRefreshToken]
 	if refreshToken == "" {
+		// Nothing to refresh with (a provider that sent no refresh token):
+		// the access token serves to its end, margin or not.
+		if stale == "" && st.access != "" && st.expiryOK && st.expiry.After(o.now()) {
+			return c.secrets(st.secrets)
+		}
 		return nil, fmt.Errorf("%w: credential %q: %w", ErrOAuthConfig, c.ref, &MissingFieldError{Field: FieldRefreshToken, AuthType: TypeOAuth2})
 	}
 	clientID, clientSecret, err := c.client(st.secrets)

@@ -912,6 +912,24 @@ func TestOAuthConfigErrors(t *testing.T) {
 	var mf *MissingFieldError
 	require.ErrorAs(t, err, &mf)
 	require.Equal(t, FieldRefreshToken, mf.Field)
+	// With an expiry: used to its end, within the margin too (nothing
+	// could refresh it), and refused once it has passed.
+	soon := time.Now().Add(DefaultExpiryMargin / 3).UTC().Format(time.RFC3339)
+	_, err = e.workers[0].store.Put(ctx, oauthTenant, "no-rt", oauthIntegration, map[string]string{FieldAccessToken: "at-only-token", FieldExpiry: soon})
+	require.NoError(t, err)
+	cred, err = e.workers[0].store.Get(ctx, oauthTenant, "no-rt")
+	require.NoError(t, err)
+	secrets, err = o.Token(ctx, oauthTenant, oauthIntegration, e.spec, cred)
+	require.NoError(t, err)
+	require.Equal(t, "at-only-token", secrets[FieldAccessToken])
+	_, err = e.workers[0].store.Put(ctx, oauthTenant, "no-rt", oauthIntegration, map[string]string{FieldAccessToken: "at-only-token",
+		FieldExpiry: time.Now().Add(-time.Second).UTC().Format(time.RFC3339)})
+	require.NoError(t, err)
+	cred, err = e.workers[0].store.Get(ctx, oauthTenant, "no-rt")
+	require.NoError(t, err)
+	_, err = o.Token(ctx, oauthTenant, oauthIntegration, e.spec, cred)
+	require.ErrorIs(t, err, ErrOAuthConfig)
+	require.ErrorAs(t, err, &mf)
 
 	// client_credentials without any client secret.
 	_, err = o.Token(ctx, oauthTenant, oauthIntegration, &Spec{Type: TypeOAuth2, Grant: GrantClientCredentials, TokenURL: e.ts.url(), ClientID: oauthClientID}, nil)

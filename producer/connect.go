@@ -364,13 +364,21 @@ type connectField struct {
 	Required          bool
 }
 
+// anyHTTPS, among connectHeaders' targets, lets a form's redirects reach
+// any https origin.
+const anyHTTPS = "https:"
+
 // connectHeaders sets the hosted pages' headers: a strict CSP whose
 // form-action also lets the redirects after a post reach the origins of
-// targets (URLs).
+// targets (URLs, or anyHTTPS).
 func connectHeaders(w http.ResponseWriter, targets ...string) {
 	csp := connectCSP
 	for _, t := range targets {
-		if o := cspOrigin(t); o != "" && !strings.Contains(csp, " "+o) {
+		o := t
+		if t != anyHTTPS {
+			o = cspOrigin(t)
+		}
+		if o != "" && !strings.Contains(csp+" ", " "+o+" ") {
 			csp += " " + o
 		}
 	}
@@ -520,8 +528,14 @@ func (h *handler) connectStart(w http.ResponseWriter, r *http.Request) {
 	if u, err := url.Parse(conf.Endpoint.AuthURL); err == nil {
 		provider = u.Hostname()
 	}
+	// The button's post is answered by a redirect to the provider, which
+	// may pass the browser on at once through hosts of its own (a
+	// federated sign-in, a custom domain) before sending it back to the
+	// callback and then to redirect_uri; browsers hold every hop to
+	// form-action. So any https origin, and the two known ones (which may
+	// be http on a loopback host).
 	h.connectPage(w, http.StatusOK, &connectView{Title: "Connect " + in.Name, Start: true, Integration: in.Name,
-		Provider: provider, Action: h.cfg.PublicURL + "/connect/" + token}, conf.Endpoint.AuthURL, sess.RedirectURI)
+		Provider: provider, Action: h.cfg.PublicURL + "/connect/" + token}, anyHTTPS, conf.Endpoint.AuthURL, sess.RedirectURI)
 }
 
 // authCodeConfig is the integration's OAuth2 client, or the page saying it

@@ -911,8 +911,8 @@ func TestConnectLinkPreviewsUseNothingUp(t *testing.T) {
 	require.NotContains(t, page, "style")
 	require.Contains(t, page, `<form method="post" action="`+u+`">`)
 	require.Contains(t, page, "<button type=\"submit\">Continue to 127.0.0.1</button>")
-	require.Equal(t, "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' "+ce.p.URL+" "+ce.app.url,
-		res.Header.Get("Content-Security-Policy"), "the post's redirects reach the provider, then the app")
+	require.Equal(t, "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' https: "+ce.p.URL+" "+ce.app.url,
+		res.Header.Get("Content-Security-Policy"), "the post's redirects reach the provider (and its own hosts), then the app")
 	require.Equal(t, "no-store", res.Header.Get("Cache-Control"))
 	require.Equal(t, "no-referrer", res.Header.Get("Referrer-Policy"))
 	require.Equal(t, "nosniff", res.Header.Get("X-Content-Type-Options"))

@@ -285,7 +285,8 @@ var root = &command{subs: []*command{
 		about: "Opens a connect session for the credential REF of an integration (POST\n" +
 			"/v1/connect/sessions; admin) and prints its URL: open it in a browser to\n" +
 			"connect the account, through the provider's consent (oauth2) or a form of the\n" +
-			"auth type's fields. The link works once, until it expires. --redirect is where\n" +
+			"auth type's fields. The link works once, until it expires; opening it (a chat's\n" +
+			"link preview, say) does not use it up, finishing does. --redirect is where\n" +
 			"the browser goes after, an origin in CALLQ_CONNECT_ALLOWED_ORIGINS; without it,\n" +
 			"callq's own page says how it went.",
 		run: runConnect},

@@ -30,7 +30,12 @@ func TestCLIConnect(t *testing.T) {
 	require.Contains(t, stderr, "works once")
 
 	browser := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	res, err := browser.PostForm(d.apiURL+"/connect/"+token, url.Values{"token": {"tok-cli-0123456"}})
+	// A link preview first: it uses nothing up.
+	res, err := browser.Get(d.apiURL + "/connect/" + token)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	res, err = browser.PostForm(d.apiURL+"/connect/"+token, url.Values{"token": {"tok-cli-0123456"}})
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, http.StatusSeeOther, res.StatusCode)
