@@ -86,10 +86,10 @@ var connectFS embed.FS
 var connectPage = template.Must(template.ParseFS(connectFS, "connect/page.html"))
 
 // connectCSP is the hosted pages' policy: nothing loads, nothing runs, and
-// a form posts only to callq (and, through the redirects that follow, to
-// the provider's and the session's redirect_uri origins, added per
-// response: browsers hold every hop of a form's navigation to
-// form-action).
+// a form posts only to callq. Browsers hold every redirect that follows a
+// form's post to form-action too, so each page adds the origins its post's
+// redirects go to (connectHeaders): the session's redirect_uri, and for
+// the OAuth2 page the provider's.
 const connectCSP = "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 
 // connectSession is a session as Redis keeps it, under the hash of its
