@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -101,6 +102,10 @@ type Store struct {
 	cfg      StoreConfig
 	notifier *notifier
 
+	// cluster says rdb is a Redis Cluster's client: a script cannot reach
+	// asynq's keys from a record's (WriteDone).
+	cluster bool
+
 	mu    sync.Mutex
 	added map[string]time.Time // see addDue
 }
@@ -120,7 +125,8 @@ func NewStore(rdb redis.UniversalClient, cfg *StoreConfig) (*Store, error) {
 	if c.PendingTTL == 0 {
 		c.PendingTTL = DefaultPendingTTL
 	}
-	s := &Store{rdb: rdb, cfg: c, added: map[string]time.Time{}}
+	_, cluster := rdb.(*redis.ClusterClient)
+	s := &Store{rdb: rdb, cfg: c, cluster: cluster, added: map[string]time.Time{}}
 	s.notifier = newNotifier(rdb, rediskeys.DoneChannel)
 	return s, nil
 }
@@ -416,6 +422,12 @@ func (s *Store) Begin(ctx context.Context, tenant, id string, run RunMarker) (*B
 // and detail (empty: keep the stored one), then, for a terminal write (the
 // index keys in KEYS[2] and KEYS[3]), the index member and the completion
 // message: a write that is not terminal passes neither (see createScript).
+// A terminal write that also ends the call's asynq task (WriteDone) passes
+// asynq's Done keys in KEYS[4..8] (rediskeys.AsynqDoneKeys) and the task ID,
+// the day count's expiry and the largest int64 after the rest: the script
+// then does what asynq's Done does, once the record is written, and
+// returns 2; 1 when the task was no longer active (asynq's recoverer took it
+// back, and asynq ends it as it would).
 var writeScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'status', 'v', 'w')
 if not v[1] then return -1 end
@@ -437,6 +449,20 @@ if #KEYS > 1 then
   -- read with the status, so the check costs no command.
   if v[3] then redis.call('PUBLISH', '` + rediskeys.DoneChannel + `', ARGV[7]) end
 end
+if #KEYS > 3 then
+  -- asynq's Done (v0.26), but for its errors: a task no longer active is
+  -- left to asynq.
+  if redis.call('LREM', KEYS[4], 0, ARGV[8]) == 0 then return 1 end
+  redis.call('ZREM', KEYS[5], ARGV[8])
+  redis.call('DEL', KEYS[6])
+  if redis.call('INCR', KEYS[7]) == 1 then redis.call('EXPIREAT', KEYS[7], ARGV[9]) end
+  if tonumber(redis.call('GET', KEYS[8])) == tonumber(ARGV[10]) then
+    redis.call('SET', KEYS[8], 1)
+  else
+    redis.call('INCR', KEYS[8])
+  end
+  return 2
+end
 return 1
 `)
 
@@ -446,7 +472,36 @@ return 1
 // its shard's open index to its status's, and wakes waiters (Wait): it
 // publishes only the completion of a call someone waits for.
 func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
-	return s.write(ctx, rec, version, true)
+	_, err := s.write(ctx, rec, version, true, nil)
+	return err
+}
+
+// AsynqTask names the asynq task of a call's run: its queue and ID, as
+// asynq.GetQueueName and asynq.GetTaskID give them to the handler.
+type AsynqTask struct {
+	Queue, ID string
+}
+
+// asynqStatsTTL is how long asynq keeps a day's processed count (its
+// internal/rdb statsTTL).
+const asynqStatsTTL = 90 * 24 * time.Hour
+
+// WriteDone is Write of a terminal record that also ends the run's asynq
+// task as asynq's Done would (off its active list and lease set, its hash
+// deleted, counted processed), in the same script: the record says the
+// call finished exactly when its task stops being active, and the task
+// costs no round trip of its own. done says the task was ended; it is not
+// when the task was no longer active (asynq's recoverer took it back), or
+// on Redis Cluster, where the task's keys are in another slot than the
+// record's and WriteDone is Write.
+func (s *Store) WriteDone(ctx context.Context, rec *Record, version int64, task AsynqTask) (done bool, err error) {
+	if !rec.Status.Terminal() {
+		return false, fmt.Errorf("tasks: WriteDone of a record that is %s, not terminal", rec.Status)
+	}
+	if s.cluster {
+		return false, s.Write(ctx, rec, version)
+	}
+	return s.write(ctx, rec, version, true, &task)
 }
 
 // WriteSummary is Write of a record whose detail (response and history) is
@@ -456,19 +511,20 @@ func (s *Store) Write(ctx context.Context, rec *Record, version int64) error {
 // Redis each time. It must not be given a record whose history or response
 // changed since it was read.
 func (s *Store) WriteSummary(ctx context.Context, rec *Record, version int64) error {
-	return s.write(ctx, rec, version, false)
+	_, err := s.write(ctx, rec, version, false, nil)
+	return err
 }
 
-func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bool) error {
+// write is Write, WriteSummary and WriteDone; done says task was ended.
+func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bool, task *AsynqTask) (done bool, err error) {
 	var sum, full []byte
-	var err error
 	if detail {
 		sum, full, err = encodeRecord(rec, true)
 	} else {
 		sum, err = encodeSummary(rec) // the detail stored stands
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	ttl := s.cfg.PendingTTL
 	keys := []string{rediskeys.Record(rec.Tenant, rec.CorrelationID)}
@@ -487,23 +543,28 @@ func (s *Store) write(ctx context.Context, rec *Record, version int64, detail bo
 	args := []any{sum, string(rec.Status), ttl.Milliseconds(), ver, full}
 	if len(keys) > 1 {
 		args = append(args, indexMember(rec.CreatedAt, rec.CorrelationID), rec.Tenant+":"+rec.CorrelationID)
+		if task != nil {
+			now := time.Now()
+			keys = append(keys, rediskeys.AsynqDoneKeys(task.Queue, task.ID, now)...)
+			args = append(args, task.ID, now.Add(asynqStatsTTL).Unix(), int64(math.MaxInt64))
+		}
 	}
 	n, err := writeScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err == nil && n == -1 && s.moveLegacy(ctx, rec.Tenant, rec.CorrelationID) {
 		n, err = writeScript.Run(ctx, s.rdb, keys, args...).Int()
 	}
 	if err != nil {
-		return fmt.Errorf("write record: %w", err)
+		return false, fmt.Errorf("write record: %w", err)
 	}
 	switch n {
 	case -1:
-		return ErrNotFound
+		return false, ErrNotFound
 	case 0:
-		return ErrFinished
+		return false, ErrFinished
 	case -2:
-		return ErrChanged
+		return false, ErrChanged
 	}
-	return nil
+	return n == 2, nil
 }
 
 // Update reads the record, applies fn and writes it back if nothing changed

@@ -366,10 +366,19 @@ func (r *run) record(d decision) tasks.Attempt {
 
 // finish writes a terminal record.
 // mine is the attempt this run added to rec's history, if any.
+// When the run is an asynq task's and no webhook is to be queued, the
+// write also ends the task (tasks.Store.WriteDone), and asynq's Done that
+// follows the handler's return costs nothing (taskEnds). With a webhook
+// to queue, the task stays active until it is queued, so that asynq runs
+// the task again if queueing fails.
 func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Record, version int64, mine *tasks.Attempt, status tasks.Status, cerr *tasks.CallError) error {
 	now := time.Now().UTC()
 	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
-	rec, err := w.commit(context.WithoutCancel(ctx), rec, version, mine, true)
+	var task *tasks.AsynqTask
+	if w.ends != nil && !webhookDue(rec) {
+		task = asynqTask(ctx)
+	}
+	rec, ended, err := w.commitDone(context.WithoutCancel(ctx), rec, version, mine, true, task)
 	switch {
 	case errors.Is(err, tasks.ErrFinished):
 		// Canceled while the attempt ran (the API queued the webhook), or
@@ -385,10 +394,27 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 		log.Error().Err(err).Msg("could not write the call's record")
 		return err
 	}
+	if ended {
+		w.ends.end(task.ID)
+	}
 	w.cfg.Metrics.finished(rec)
 	// If this fails, asynq runs the task again; it finds the record
 	// finished and queues the webhook then.
 	return enqueueWebhook(context.WithoutCancel(ctx), w.queue, w.shards, rec)
+}
+
+// asynqTask is the asynq task ctx runs, or nil when the handler was called
+// by other means.
+func asynqTask(ctx context.Context) *tasks.AsynqTask {
+	id, ok := asynq.GetTaskID(ctx)
+	if !ok {
+		return nil
+	}
+	q, ok := asynq.GetQueueName(ctx)
+	if !ok {
+		return nil
+	}
+	return &tasks.AsynqTask{Queue: q, ID: id}
 }
 
 // commit writes rec over the record as of version. If the record changed
@@ -398,22 +424,32 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 // response or history may differ from the stored ones; without it only
 // the rest is written (Store.WriteSummary: a hold).
 func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt, detail bool) (*tasks.Record, error) {
+	rec, _, err := w.commitDone(ctx, rec, version, mine, detail, nil)
+	return rec, err
+}
+
+// commitDone is commit, the write of a terminal record also ending task
+// when it is not nil (tasks.Store.WriteDone); ended says it did.
+func (w *Worker) commitDone(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt, detail bool, task *tasks.AsynqTask) (_ *tasks.Record, ended bool, _ error) {
 	for range 5 {
 		var err error
-		if detail {
+		switch {
+		case task != nil && rec.Status.Terminal():
+			ended, err = w.cfg.Records.WriteDone(ctx, rec, version, *task)
+		case detail:
 			err = w.cfg.Records.Write(ctx, rec, version)
-		} else {
+		default:
 			err = w.cfg.Records.WriteSummary(ctx, rec, version)
 		}
 		if !errors.Is(err, tasks.ErrChanged) {
-			return rec, err
+			return rec, ended, err
 		}
 		cur, ver, err := w.cfg.Records.GetVersion(ctx, rec.Tenant, rec.CorrelationID)
 		if err != nil {
-			return rec, err
+			return rec, false, err
 		}
 		if cur.Status.Terminal() {
-			return cur, tasks.ErrFinished
+			return cur, false, tasks.ErrFinished
 		}
 		if mine != nil {
 			m := *mine
@@ -434,5 +470,5 @@ func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, m
 		}
 		rec, version = cur, ver
 	}
-	return rec, tasks.ErrChanged
+	return rec, false, tasks.ErrChanged
 }

@@ -29,3 +29,6 @@ func WatchCredentials(ctx context.Context, w *Worker) {
 		runtime.Gosched()
 	}
 }
+
+// AsynqDoneSHA is the SHA-1 of asynq's Done script (asynqDoneScript).
+var AsynqDoneSHA = asynqDoneSHA

@@ -79,7 +79,7 @@ func newWebhookClient(allowPrivate bool) *http.Client {
 // q, in the shard of the webhook queue the call's ID hashes to. Its task ID
 // is derived from the call, so doing it again after a crash is harmless.
 func enqueueWebhook(ctx context.Context, q *asynq.Client, shards *tasks.Sharding, rec *tasks.Record) error {
-	if rec.Webhook == nil || rec.Webhook.Status != tasks.WebhookPending || rec.Webhook.Attempts > 0 {
+	if !webhookDue(rec) {
 		return nil
 	}
 	task, err := tasks.NewWebhookTask(rec, false)
@@ -90,6 +90,12 @@ func enqueueWebhook(ctx context.Context, q *asynq.Client, shards *tasks.Sharding
 		return fmt.Errorf("enqueue webhook: %w", err)
 	}
 	return nil
+}
+
+// webhookDue says rec's webhook is still to be queued: it has one, and
+// no delivery was made or queued for it.
+func webhookDue(rec *tasks.Record) bool {
+	return rec.Webhook != nil && rec.Webhook.Status == tasks.WebhookPending && rec.Webhook.Attempts == 0
 }
 
 // ProcessWebhook is the asynq handler of a delivery: one POST, signed per

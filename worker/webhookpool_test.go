@@ -115,7 +115,11 @@ func setupPools(t *testing.T) *poolEnv {
 // start starts a worker that may deliver to loopback, logging to logs;
 // opts change its Config.
 func (e *poolEnv) start(t *testing.T, logs io.Writer, opts ...func(*worker.Config)) *worker.Worker {
-	rdb := redis.NewClient(&redis.Options{Addr: e.srv.Addr})
+	return e.startOn(t, redis.NewClient(&redis.Options{Addr: e.srv.Addr}), logs, opts...)
+}
+
+// startOn is start on rdb, which it closes when the test ends.
+func (e *poolEnv) startOn(t *testing.T, rdb *redis.Client, logs io.Writer, opts ...func(*worker.Config)) *worker.Worker {
 	t.Cleanup(func() { rdb.Close() })
 	records, err := tasks.NewStore(rdb, nil)
 	require.NoError(t, err)

@@ -306,8 +306,11 @@ type Worker struct {
 	// share the Redis client, the handlers and the drain.
 	srv      *asynq.Server
 	hooksSrv *asynq.Server
-	queue    *asynq.Client
-	shards   *tasks.Sharding // nil: one asynq queue per logical queue
+	// ends is the calls server's Redis client, which answers asynq's Done
+	// of a task whose terminal write ended it (finish).
+	ends   *taskEnds
+	queue  *asynq.Client
+	shards *tasks.Sharding // nil: one asynq queue per logical queue
 	// served are the asynq queues the worker serves, both servers', by
 	// name.
 	served    map[string]int
@@ -445,7 +448,8 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	w.served = maps.Clone(hooks)
 	maps.Copy(w.served, calls)
 	if len(calls) > 0 {
-		w.srv = w.newServer(rdb, c.Concurrency, calls, "calls")
+		w.ends = newTaskEnds(rdb)
+		w.srv = w.newServer(w.ends, c.Concurrency, calls, "calls")
 	}
 	w.hooksSrv = w.newServer(rdb, c.WebhookConcurrency, hooks, "webhooks")
 	return w, nil

@@ -200,7 +200,7 @@ func (rep *Report) WriteTable(out io.Writer) {
 	row("metric", "value", "what")
 	row("asynq_noop_per_s", fmt.Sprintf("%.0f", r.AsynqNoopPerS), "raw asynq, no-op handler: the engine's ceiling; "+n.asynqNoopCPU.String()+each(rs.noop, "%.0f"))
 	row("asynq_http_per_s", fmt.Sprintf("%.0f", r.AsynqHTTPPerS), "raw asynq, handler GETs the upstream with net/http, reads the body, stores nothing; "+n.asynqHTTPCPU.String()+each(rs.http, "%.0f"))
-	row("callq_per_s", fmt.Sprintf("%.0f", r.CallqPerS), "callq worker in process: GET, response kept, terminal record written and published in one round trip; "+n.callqCPU.String()+each(rs.callq, "%.0f"))
+	row("callq_per_s", fmt.Sprintf("%.0f", r.CallqPerS), "callq worker in process: GET, response kept, terminal record written, published and its asynq task ended in one round trip; "+n.callqCPU.String()+each(rs.callq, "%.0f"))
 	row("callq_vs_asynq_http", fmt.Sprintf("%.3f", r.CallqVsAsynqHTTP), "callq_per_s / asynq_http_per_s"+strings.Replace(each(perRound(rs.callq, rs.http), "%.3f"), "median of", "per round of", 1))
 	row("callq_vs_asynq_noop", fmt.Sprintf("%.3f", r.CallqVsAsynqNoop), "callq_per_s / asynq_noop_per_s"+strings.Replace(each(perRound(rs.callq, rs.noop), "%.3f"), "median of", "per round of", 1))
 	row("asynq_http_cred_per_s", fmt.Sprintf("%.0f", r.AsynqHTTPCredPerS), "raw asynq + net/http as above, sending a bearer token it reads from the environment on each call; "+n.asynqHTTPCredCPU.String()+each(rs.httpCred, "%.0f"))

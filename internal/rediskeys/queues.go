@@ -3,6 +3,7 @@ package rediskeys
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // HashSlots is how many hash slots Redis Cluster has.
@@ -89,4 +90,17 @@ func QueueShard(queue string, k, n int) string {
 func LogicalQueue(name string) string {
 	q, _, _ := strings.Cut(name, QueueShardSep)
 	return q
+}
+
+// AsynqDoneKeys are the keys asynq's Done touches when a task of queue
+// with ID id ends at now, in the order its script takes them: the queue's
+// active list, its lease set, the task's hash, the day's processed count
+// (the UTC date) and the total processed count. They are asynq's own
+// (internal/base, v0.26): tasks.Store completes a call's task with them in
+// the script of its terminal write, and the tests compare what that leaves
+// with what asynq's Done leaves.
+func AsynqDoneKeys(queue, id string, now time.Time) []string {
+	p := "asynq:{" + queue + "}:"
+	return []string{p + "active", p + "lease", p + "t:" + id,
+		p + "processed:" + now.UTC().Format("2006-01-02"), p + "processed"}
 }
