@@ -375,7 +375,7 @@ func (w *Worker) finish(ctx context.Context, log zerolog.Logger, rec *tasks.Reco
 	now := time.Now().UTC()
 	rec.Status, rec.Error, rec.CompletedAt, rec.NextAttemptAt = status, cerr, &now, nil
 	var task *tasks.AsynqTask
-	if w.ends != nil && !webhookDue(rec) {
+	if w.ends != nil {
 		task = asynqTask(ctx)
 	}
 	rec, ended, err := w.commitDone(context.WithoutCancel(ctx), rec, version, mine, true, task)
@@ -428,13 +428,15 @@ func (w *Worker) commit(ctx context.Context, rec *tasks.Record, version int64, m
 	return rec, err
 }
 
-// commitDone is commit, the write of a terminal record also ending task
-// when it is not nil (tasks.Store.WriteDone); ended says it did.
+// commitDone is commit, the write of a terminal record with no webhook
+// to queue also ending task when it is not nil (tasks.Store.WriteDone);
+// ended says it did. (The webhook is judged on the record as written: one
+// set through the API while the attempt ran is in the record folded in.)
 func (w *Worker) commitDone(ctx context.Context, rec *tasks.Record, version int64, mine *tasks.Attempt, detail bool, task *tasks.AsynqTask) (_ *tasks.Record, ended bool, _ error) {
 	for range 5 {
 		var err error
 		switch {
-		case task != nil && rec.Status.Terminal():
+		case task != nil && rec.Status.Terminal() && !webhookDue(rec):
 			ended, err = w.cfg.Records.WriteDone(ctx, rec, version, *task)
 		case detail:
 			err = w.cfg.Records.Write(ctx, rec, version)
