@@ -6,21 +6,45 @@
 import type { components, paths } from "./callq";
 
 type Call = components["schemas"]["Call"];
-type Enqueued = paths["/v1/calls"]["post"]["responses"][202]["content"]["application/json"];
+type EnqueueResponses = paths["/v1/calls"]["post"]["responses"];
+type Enqueued = EnqueueResponses[202]["content"]["application/json"];
+type Existing = EnqueueResponses[200]["content"]["application/json"];
 type CallRecord = paths["/v1/calls/{id}"]["get"]["responses"][200]["content"]["application/json"];
 type APIError = components["schemas"]["Error"];
 
-export async function enqueue(base: string, key: string, call: Call): Promise<Enqueued> {
+// Every 2xx the document gives POST /v1/calls: 202, the call is queued; 200,
+// the same correlation ID and payload were enqueued before, and the answer
+// is that call's record (nothing is queued again, so retrying an enqueue is
+// safe). tsc fails here if the document adds a success status this client
+// does not handle.
+type Success = Extract<keyof EnqueueResponses, 200 | 201 | 202 | 203 | 204 | 205 | 206>;
+const enqueueSuccess = [202, 200] as const satisfies readonly Success[];
+type Unhandled = Exclude<Success, (typeof enqueueSuccess)[number]>;
+const everySuccessHandled: [Unhandled] extends [never] ? true : Unhandled = true;
+void everySuccessHandled;
+
+// An enqueue's answer: queued now (202), or the record of the same call,
+// enqueued before (200).
+export type EnqueueResult = { queued: true; call: Enqueued } | { queued: false; call: Existing };
+
+function isSuccess(status: number): status is (typeof enqueueSuccess)[number] {
+  return (enqueueSuccess as readonly number[]).includes(status);
+}
+
+export async function enqueue(base: string, key: string, call: Call): Promise<EnqueueResult> {
   const res = await fetch(`${base}/v1/calls`, {
     method: "POST",
     headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
     body: JSON.stringify(call),
   });
-  if (res.status !== 202) {
+  if (!isSuccess(res.status)) {
     const e = (await res.json()) as APIError;
     throw new Error(`${e.error.code}: ${e.error.message}${e.error.field ? ` (${e.error.field})` : ""}`);
   }
-  return (await res.json()) as Enqueued;
+  if (res.status === 202) {
+    return { queued: true, call: (await res.json()) as Enqueued };
+  }
+  return { queued: false, call: (await res.json()) as Existing };
 }
 
 export async function waitFor(base: string, key: string, id: string): Promise<CallRecord> {
@@ -40,11 +64,15 @@ export async function example(base: string, key: string): Promise<number | undef
     retry: { max_attempts: 3 },
     correlation_id: "order-981",
   });
-  const status: "queued" | "running" | "retrying" | "succeeded" | "failed" | "canceled" = queued.status;
-  const url: string = queued.url;
+  const status: "queued" | "running" | "retrying" | "succeeded" | "failed" | "canceled" = queued.call.status;
   void status;
-  void url;
-  const rec = await waitFor(base, key, queued.correlation_id);
+  if (queued.queued) {
+    const url: string = queued.call.url;
+    void url;
+  } else if (queued.call.status === "succeeded" || queued.call.status === "failed") {
+    return queued.call.response?.status; // enqueued before, and already finished
+  }
+  const rec = await waitFor(base, key, queued.call.correlation_id);
   const attempts: number = rec.attempts;
   void attempts;
   for (const a of rec.history ?? []) {
