@@ -499,6 +499,19 @@ func TestComposeQuickstart(t *testing.T) {
 	r.cf, err = decodeCompose(data)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(r.shim, "docker"), []byte(dockerShim), 0o755))
+	// A checkout: the build line stamps its commit (VCS_REF, VCS_TIME).
+	gitIn := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=callq test", "-c", "user.email=test@callq.invalid"}, args...)...)
+		cmd.Dir = r.repo
+		cmd.Env = childEnv("GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git %s: %s", strings.Join(args, " "), out)
+		return strings.TrimSpace(string(out))
+	}
+	gitIn("init", "-q")
+	gitIn("add", "-A")
+	gitIn("commit", "-q", "-m", "the compose files")
+	head, headTime := gitIn("rev-parse", "HEAD"), gitIn("log", "-1", "--format=%cI")
 
 	require.Contains(t, script, readmeAPIURL)
 	script = strings.ReplaceAll(script, readmeAPIURL, `$(cat "$DOCKER_SHIM_DIR/api-url")`)
@@ -542,7 +555,8 @@ func TestComposeQuickstart(t *testing.T) {
 	}
 	calls := shimCalls(t, r.shim)
 	require.Len(t, calls, 2, "docker build, then docker compose up: %v", calls)
-	require.Equal(t, "build -f deploy/Dockerfile -t callq:dev .", calls[0], "the image compose.yaml runs, from the repository's root")
+	require.Equal(t, "build -f deploy/Dockerfile --build-arg VCS_REF="+head+" --build-arg VCS_TIME="+headTime+" -t callq:dev .", calls[0],
+		"the image compose.yaml runs, from the repository's root, stamped with its commit")
 	upArgs := strings.Fields(calls[1])
 	require.Equal(t, "compose", upArgs[0])
 	require.Contains(t, upArgs, "--wait", "up waits for the health checks")
