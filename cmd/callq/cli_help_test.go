@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -318,4 +320,26 @@ func TestIntegrationsCatalogAsDevChoosesIt(t *testing.T) {
 		require.NotContains(t, stdout, "local-one")
 		require.Empty(t, stderr)
 	}
+}
+
+// The README's exit-code table and callq --help's list name the same codes.
+func TestExitCodesReadmeAndHelpAgree(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	require.NoError(t, err)
+	_, table, ok := strings.Cut(string(readme), "\nExit codes:\n\n| code | meaning |\n| --- | --- |\n")
+	require.True(t, ok, "README.md has no exit-code table")
+	table, _, _ = strings.Cut(table, "\n\n")
+	var inReadme, inHelp []string
+	for row := range strings.SplitSeq(table, "\n") {
+		code, _, _ := strings.Cut(strings.TrimPrefix(row, "| "), " |")
+		inReadme = append(inReadme, code)
+	}
+	for l := range strings.SplitSeq(strings.TrimPrefix(exitCodesHelp, "Exit codes:\n"), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && regexp.MustCompile(`^\d+$`).MatchString(f[0]) {
+			inHelp = append(inHelp, f[0])
+		}
+	}
+	require.Equal(t, inReadme, inHelp)
+	require.Contains(t, inHelp, strconv.Itoa(exitInterrupted))
 }

@@ -173,7 +173,8 @@ const exitCodesHelp = `Exit codes:
     3  call --wait and get --wait: the call was still queued or running when the wait ended
     4  the API is unreachable, or refused the API key (401, 403)
   130  interrupted (Ctrl-C, SIGINT) while waiting for the API; for --wait the call
-       goes on, and stderr names it and the command that checks it (143: SIGTERM)
+       goes on, and stderr names it and the command that checks it
+  143  the same, on SIGTERM
 `
 
 // root is the command tree.

@@ -306,20 +306,14 @@ func imageBinary(t testing.TB) string {
 			imageErr = err
 			return
 		}
-		imageDir = dir // TestMain removes it
+		imageDir = dir                   // TestMain removes it
 		src := filepath.Join(dir, "src") // WORKDIR /src holds the context (COPY . .)
 		if imageErr = copyBuildContext(root, src); imageErr != nil {
 			return
 		}
 		bin := filepath.Join(dir, "callq")
-		args := slices.Clone(d.buildArgs)
-		args[slices.Index(args, "-o")+1] = bin
-		cmd := exec.Command("go", args...)
-		cmd.Dir = src
-		cmd.Env = append(childEnv(), d.buildEnv...)
 		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			imageErr = fmt.Errorf("%s go %s: %v\n%s", strings.Join(d.buildEnv, " "), strings.Join(args, " "), err, out)
+		if imageErr = buildAsDockerfile(d, src, bin); imageErr != nil {
 			return
 		}
 		imageBin = bin
@@ -329,6 +323,21 @@ func imageBinary(t testing.TB) string {
 		t.Fatalf("cannot build callq as the Dockerfile does: %v", imageErr)
 	}
 	return imageBin
+}
+
+// buildAsDockerfile runs d's go build in src, writing bin: its environment
+// and arguments, only -o differs. GOFLAGS is the golang image's (none, so
+// -buildvcs=auto), whatever this machine's go env says.
+func buildAsDockerfile(d *dockerfile, src, bin string) error {
+	args := slices.Clone(d.buildArgs)
+	args[slices.Index(args, "-o")+1] = bin
+	cmd := exec.Command("go", args...)
+	cmd.Dir = src
+	cmd.Env = append(childEnv("GOFLAGS=-buildvcs=auto"), d.buildEnv...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s go %s: %v\n%s", strings.Join(d.buildEnv, " "), strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // copyBuildContext copies root to dst less what root's .dockerignore
@@ -486,6 +495,39 @@ func TestImageBinaryVersionStamped(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Regexp(t, `^callq `+regexp.QuoteMeta(imageVersion)+`\ncommit: `+imageCommit+`\ncommit time: `+
 		regexp.QuoteMeta(imageCommitTime)+`\ngo: go1\.\d+`, stdout)
+}
+
+// Where the go command can stamp the commit, a git checkout, its stamp wins
+// over VCS_REF and VCS_TIME: the same build line in a checkout prints the
+// checkout's commit.
+func TestVersionPrefersTheGoCommandsStamp(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	d := parseDockerfile(t, filepath.Join(root, "deploy", "Dockerfile"), imageBuildArgs())
+	src := filepath.Join(t.TempDir(), "src")
+	require.NoError(t, copyBuildContext(root, src))
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=callq test", "-c", "user.email=test@callq.invalid"}, args...)...)
+		cmd.Dir = src
+		cmd.Env = childEnv("GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git %s: %s", strings.Join(args, " "), out)
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q")
+	git("add", "-A")
+	git("commit", "-q", "-m", "a checkout")
+	head := git("rev-parse", "HEAD")
+	bin := filepath.Join(t.TempDir(), "callq")
+	require.NoError(t, buildAsDockerfile(d, src, bin))
+
+	cmd := exec.Command(bin, "version")
+	cmd.Env = childEnv()
+	stdout, stderr, code := runCmd(t, cmd)
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `\ncommit: `+head+`\ncommit time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n`, stdout)
+	require.NotContains(t, stdout, imageCommit)
+	require.NotContains(t, stdout, imageCommitTime)
 }
 
 // The binary the image holds, built with the Dockerfile's flags, is static
