@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/callq/callq/internal/openapitest"
-	"github.com/callq/callq/producer"
 )
 
 // The TypeScript client of internal/openapitest/tsclient (which
@@ -25,30 +24,9 @@ import (
 func TestTypeScriptClientRuns(t *testing.T) {
 	t.Parallel()
 	node, modules := openapitest.TSClient(t)
-	pkg := filepath.Dir(modules)
 	e := setup(t, withUpstream())
-
-	dir := t.TempDir()
-	doc, err := producer.OpenAPI()
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "openapi.json"), doc, 0o644))
-	client, err := os.ReadFile(filepath.Join(pkg, "client.ts"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "client.ts"), client, 0o644))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, node, args...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "node %s:\n%s", strings.Join(args, " "), out)
-		return string(out)
-	}
-	run(filepath.Join(modules, "openapi-typescript", "bin", "cli.js"), "openapi.json", "--output", "callq.ts")
-	run(filepath.Join(modules, "typescript", "bin", "tsc"), "--strict", "--outDir", "out",
-		"--target", "es2022", "--module", "esnext", "--moduleResolution", "bundler", "--lib", "es2022,dom",
-		"client.ts", "callq.ts")
+	dir, tsc := openapitest.TSClientProject(t, node, modules)
+	tsc("--outDir", "out", "client.ts", "callq.ts")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "out", "package.json"), []byte(`{"type": "module"}`), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "run.mjs"), []byte(`
 import { enqueue, example } from "./out/client.js";
@@ -80,14 +58,21 @@ console.log(JSON.stringify({ first, again, conflict, example1, example2 }));
 		Conflict           string
 		Example1, Example2 int
 	}
-	out := run("run.mjs", e.url, e.producerKey)
-	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
-	require.True(t, got.First.Queued, out)
-	require.Equal(t, "/v1/calls/ts-1", got.First.Call.URL, out)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "run.mjs", e.url, e.producerKey)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "node run.mjs: %s%s", out, stderr.String())
+	require.NoError(t, json.Unmarshal(out, &got), "%s", out)
+	require.True(t, got.First.Queued, "%s", out)
+	require.Equal(t, "/v1/calls/ts-1", got.First.Call.URL, "%s", out)
 	require.False(t, got.Again.Queued, "the same call again: 200, its record: %s", out)
-	require.Equal(t, "ts-1", got.Again.Call.CorrelationID, out)
+	require.Equal(t, "ts-1", got.Again.Call.CorrelationID, "%s", out)
 	require.Equal(t, "GET", got.Again.Call.Method, "a record, not an Enqueued: %s", out)
-	require.Contains(t, got.Conflict, "conflict", out)
-	require.Equal(t, 200, got.Example1, out)
-	require.Equal(t, 200, got.Example2, out)
+	require.Contains(t, got.Conflict, "conflict", "%s", out)
+	require.Equal(t, 200, got.Example1, "%s", out)
+	require.Equal(t, 200, got.Example2, "%s", out)
 }

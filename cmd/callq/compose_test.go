@@ -500,18 +500,7 @@ func TestComposeQuickstart(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(r.shim, "docker"), []byte(dockerShim), 0o755))
 	// A checkout: the build line stamps its commit (VCS_REF, VCS_TIME).
-	gitIn := func(args ...string) string {
-		cmd := exec.Command("git", append([]string{"-c", "user.name=callq test", "-c", "user.email=test@callq.invalid"}, args...)...)
-		cmd.Dir = r.repo
-		cmd.Env = childEnv("GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %s: %s", strings.Join(args, " "), out)
-		return strings.TrimSpace(string(out))
-	}
-	gitIn("init", "-q")
-	gitIn("add", "-A")
-	gitIn("commit", "-q", "-m", "the compose files")
-	head, headTime := gitIn("rev-parse", "HEAD"), gitIn("log", "-1", "--format=%cI")
+	head, headTime := gitCommitAll(t, r.repo)
 
 	require.Contains(t, script, readmeAPIURL)
 	script = strings.ReplaceAll(script, readmeAPIURL, `$(cat "$DOCKER_SHIM_DIR/api-url")`)

@@ -506,18 +506,7 @@ func TestVersionPrefersTheGoCommandsStamp(t *testing.T) {
 	d := parseDockerfile(t, filepath.Join(root, "deploy", "Dockerfile"), imageBuildArgs())
 	src := filepath.Join(t.TempDir(), "src")
 	require.NoError(t, copyBuildContext(root, src))
-	git := func(args ...string) string {
-		cmd := exec.Command("git", append([]string{"-c", "user.name=callq test", "-c", "user.email=test@callq.invalid"}, args...)...)
-		cmd.Dir = src
-		cmd.Env = childEnv("GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %s: %s", strings.Join(args, " "), out)
-		return strings.TrimSpace(string(out))
-	}
-	git("init", "-q")
-	git("add", "-A")
-	git("commit", "-q", "-m", "a checkout")
-	head := git("rev-parse", "HEAD")
+	head, _ := gitCommitAll(t, src)
 	bin := filepath.Join(t.TempDir(), "callq")
 	require.NoError(t, buildAsDockerfile(d, src, bin))
 
@@ -528,6 +517,25 @@ func TestVersionPrefersTheGoCommandsStamp(t *testing.T) {
 	require.Regexp(t, `\ncommit: `+head+`\ncommit time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n`, stdout)
 	require.NotContains(t, stdout, imageCommit)
 	require.NotContains(t, stdout, imageCommitTime)
+}
+
+// gitCommitAll makes dir a git repository with its files committed, and
+// returns the commit and its time as the README's build line reads them
+// (git rev-parse HEAD, git log -1 --format=%cI).
+func gitCommitAll(t *testing.T, dir string) (head, headTime string) {
+	t.Helper()
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=callq test", "-c", "user.email=test@callq.invalid"}, args...)...)
+		cmd.Dir = dir
+		cmd.Env = childEnv("GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git %s: %s", strings.Join(args, " "), out)
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q")
+	git("add", "-A")
+	git("commit", "-q", "-m", "test")
+	return git("rev-parse", "HEAD"), git("log", "-1", "--format=%cI")
 }
 
 // The binary the image holds, built with the Dockerfile's flags, is static
