@@ -647,7 +647,7 @@ func runIntegrations(_ context.Context, x *invocation, args []string) error {
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	name, err := fs.cfg.exampleCatalog()
+	name, err := fs.cfg.catalogOrExample()
 	if err != nil {
 		return err
 	}

@@ -36,13 +36,13 @@ const exampleCatalogPath = "deploy/integrations.example.yaml"
 // into the binary.
 const builtinCatalogName = "the example catalog built into callq (" + exampleCatalogPath + ")"
 
-// exampleCatalog is how the commands that run without a catalog configured
+// catalogOrExample is how the commands that run without a catalog configured
 // (dev, integrations) choose one: --integrations (CALLQ_INTEGRATIONS) when
 // set; else deploy/integrations.example.yaml when it is where callq runs (a
 // checkout); else the example catalog built into the binary, so that they
 // work from any directory. It sets c.catalogYAML for the last two
 // (loadCatalog reads it) and returns the catalog's name, for messages.
-func (c *config) exampleCatalog() (string, error) {
+func (c *config) catalogOrExample() (string, error) {
 	if c.integrations != "" {
 		return c.integrations, nil
 	}
@@ -70,7 +70,7 @@ func runDev(ctx context.Context, x *invocation, args []string) error {
 	}
 	cfg := fs.cfg
 	example := cfg.integrations == ""
-	catalogName, err := cfg.exampleCatalog()
+	catalogName, err := cfg.catalogOrExample()
 	if err != nil {
 		return err
 	}

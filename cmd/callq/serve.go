@@ -44,7 +44,7 @@ type stack struct {
 }
 
 // loadCatalog is the integration catalog of c: the file --integrations
-// (CALLQ_INTEGRATIONS) names, else catalogYAML (exampleCatalog's choice,
+// (CALLQ_INTEGRATIONS) names, else catalogYAML (catalogOrExample's choice,
 // for the commands that have one).
 func (c *config) loadCatalog() (*tasks.Catalog, error) {
 	switch {
