@@ -10,7 +10,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -152,9 +154,60 @@ type exitCoder interface{ ExitCode() int }
 
 // Exit codes beyond 0 (done), 1 (an error) and 2 (usage).
 const (
-	exitStillRunning = 3 // --wait ended before the call finished
-	exitUnreachable  = 4 // the API is unreachable or refuses the key
+	exitStillRunning = 3   // --wait ended before the call finished
+	exitUnreachable  = 4   // the API is unreachable or refuses the key
+	exitInterrupted  = 130 // Ctrl-C (128 + SIGINT); see interruptedError
 )
+
+// interruptedError is a request that a signal (Ctrl-C) cut short. The
+// process exits 128 + the signal's number, as a shell reports a command a
+// signal ended: 130 for SIGINT, 143 for SIGTERM. id is the call a --wait was
+// waiting for, which the interrupt leaves running: the text says how to
+// find it again.
+type interruptedError struct {
+	sig os.Signal
+	id  string
+}
+
+func (e *interruptedError) Error() string {
+	if e.id == "" {
+		return fmt.Sprintf("interrupted (%s) before the API answered; the request may have reached it", e.sig)
+	}
+	arg := e.id
+	if strings.HasPrefix(arg, "-") {
+		arg = "-- " + arg // not a flag
+	}
+	return fmt.Sprintf("stopped waiting for call %s (%s); the call goes on, the interrupt does not cancel it.\n"+
+		"Check it later with: callq calls get %s\n"+
+		"(or wait again: callq calls get %s --wait 60s; cancel it: callq calls cancel %s)", e.id, e.sig, arg, arg, arg)
+}
+
+func (e *interruptedError) ExitCode() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return exitInterrupted
+}
+
+// interrupted is the interruptedError of a request made under ctx, when a
+// signal ended ctx (signalContext); else nil.
+func interrupted(ctx context.Context) *interruptedError {
+	var sc *signalCause
+	if errors.As(context.Cause(ctx), &sc) {
+		return &interruptedError{sig: sc.sig}
+	}
+	return nil
+}
+
+// waitInterrupted is err, or the interruptedError naming the call id when a
+// signal cut short the wait for it.
+func waitInterrupted(ctx context.Context, id string, err error) error {
+	if ie := interrupted(ctx); ie != nil && err != nil {
+		ie.id = id
+		return ie
+	}
+	return err
+}
 
 // exitCode is the process's exit code for err.
 func exitCode(err error) int {
@@ -270,17 +323,25 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any) ([]by
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, &unreachableError{base: c.base, err: err}
+		return nil, c.failed(ctx, err)
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, &unreachableError{base: c.base, err: err}
+		return nil, c.failed(ctx, err)
 	}
 	if resp.StatusCode >= 300 {
 		return out, &apiError{status: resp.StatusCode, body: strings.TrimSpace(string(out))}
 	}
 	return out, nil
+}
+
+// failed is why a request got no answer: a signal, or the API unreachable.
+func (c *apiClient) failed(ctx context.Context, err error) error {
+	if ie := interrupted(ctx); ie != nil {
+		return ie
+	}
+	return &unreachableError{base: c.base, err: err}
 }
 
 func printJSON(w io.Writer, b []byte) error {
@@ -343,14 +404,14 @@ func runCall(ctx context.Context, x *invocation, args []string) error {
 		return err
 	}
 	if out, err = c.do(ctx, http.MethodGet, "/v1/calls/"+url.PathEscape(ans.CorrelationID)+"?wait="+wait.String(), nil); err != nil {
-		return err
+		return waitInterrupted(ctx, ans.CorrelationID, err)
 	}
 	return printOutcome(x.stdout, out)
 }
 
 // waitFlag is call's and get's --wait.
 func waitFlag(fs *cmdFlags) *time.Duration {
-	return fs.Duration("wait", 0, "wait up to this long for the outcome, at most "+formatDuration(producer.DefaultMaxWait)+"; the exit code says it (0, 1, 3)")
+	return fs.Duration("wait", 0, "wait up to this long for the outcome, at most "+formatDuration(producer.DefaultMaxWait)+"; the exit code says it (0, 1, 3; 130 on Ctrl-C, which leaves the call running)")
 }
 
 // checkWait refuses a --wait the API would refuse (400), before any
@@ -380,6 +441,9 @@ func runGet(ctx context.Context, x *invocation, args []string) error {
 	}
 	out, err := newAPIClient(fs.cfg).do(ctx, http.MethodGet, path, nil)
 	if err != nil {
+		if *wait > 0 {
+			return waitInterrupted(ctx, pos[0], err)
+		}
 		return err
 	}
 	if *wait > 0 {
@@ -583,9 +647,17 @@ func runIntegrations(_ context.Context, x *invocation, args []string) error {
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	cat, err := tasks.LoadCatalog(fs.cfg.integrations)
+	name, err := fs.cfg.catalogOrExample()
 	if err != nil {
 		return err
+	}
+	cat, err := fs.cfg.loadCatalog()
+	if err != nil {
+		return err
+	}
+	if fs.cfg.integrations == "" {
+		// Said on stderr: stdout stays the table or the JSON.
+		fmt.Fprintf(x.stderr, "callq: no --integrations or CALLQ_INTEGRATIONS: %s\n", name)
 	}
 	if *asJSON {
 		b, _ := json.Marshal(map[string]any{"integrations": cat.All()})

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,4 +280,66 @@ func TestVersionCommandAndHelpCommand(t *testing.T) {
 	viaFlag, _, _ := runBinary(t, t.TempDir(), nil, "calls", "ls", "--help")
 	require.Equal(t, viaFlag, viaHelp)
 	require.Contains(t, viaHelp, "--status")
+}
+
+// callq integrations chooses its catalog as callq dev does: --integrations,
+// else deploy/integrations.example.yaml where it runs, else the example
+// catalog built in; it reads a file, never the API or Redis.
+func TestIntegrationsCatalogAsDevChoosesIt(t *testing.T) {
+	t.Parallel()
+	env := []string{"CALLQ_URL=http://" + tripwire(t), "REDIS_URL=redis://" + tripwire(t)}
+
+	// Anywhere: the catalog built in, and stderr says so.
+	stdout, stderr, code := runBinary(t, t.TempDir(), env, "integrations")
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `(?m)^httpbin\s+http://127\.0\.0\.1:8090\s+none`, stdout)
+	require.Equal(t, "callq: no --integrations or CALLQ_INTEGRATIONS: "+builtinCatalogName+"\n", stderr)
+
+	// In a checkout: its deploy/integrations.example.yaml.
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "deploy"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "deploy", "integrations.example.yaml"),
+		[]byte("integrations:\n  local-one:\n    base_url: https://local.example\n"), 0o644))
+	stdout, stderr, code = runBinary(t, dir, env, "integrations", "--json")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, `"name": "local-one"`)
+	require.NotContains(t, stdout, `"name": "httpbin"`)
+	require.Contains(t, stderr, exampleCatalogPath)
+
+	// --integrations (or CALLQ_INTEGRATIONS) wins, silently.
+	other := filepath.Join(t.TempDir(), "cat.yaml")
+	require.NoError(t, os.WriteFile(other, []byte("integrations:\n  other-one:\n    base_url: https://other.example\n"), 0o644))
+	for _, args := range [][]string{{"integrations", "--integrations", other}, {"integrations"}} {
+		e := env
+		if len(args) == 1 {
+			e = append(slices.Clone(env), "CALLQ_INTEGRATIONS="+other)
+		}
+		stdout, stderr, code = runBinary(t, dir, e, args...)
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, stdout, "other-one")
+		require.NotContains(t, stdout, "local-one")
+		require.Empty(t, stderr)
+	}
+}
+
+// The README's exit-code table and callq --help's list name the same codes.
+func TestExitCodesReadmeAndHelpAgree(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	require.NoError(t, err)
+	_, table, ok := strings.Cut(string(readme), "\nExit codes:\n\n| code | meaning |\n| --- | --- |\n")
+	require.True(t, ok, "README.md has no exit-code table")
+	table, _, _ = strings.Cut(table, "\n\n")
+	var inReadme, inHelp []string
+	for row := range strings.SplitSeq(table, "\n") {
+		code, _, _ := strings.Cut(strings.TrimPrefix(row, "| "), " |")
+		inReadme = append(inReadme, code)
+	}
+	for l := range strings.SplitSeq(strings.TrimPrefix(exitCodesHelp, "Exit codes:\n"), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && regexp.MustCompile(`^\d+$`).MatchString(f[0]) {
+			inHelp = append(inHelp, f[0])
+		}
+	}
+	require.Equal(t, inReadme, inHelp)
+	require.Contains(t, inHelp, strconv.Itoa(exitInterrupted))
 }

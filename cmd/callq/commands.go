@@ -167,11 +167,14 @@ func (c *command) commands() string {
 
 // exitCodesHelp says what callq's exit codes mean.
 const exitCodesHelp = `Exit codes:
-  0  done; for call --wait and get --wait: the call succeeded
-  1  an error; for call --wait and get --wait: the call failed or was canceled
-  2  a wrong command line, or a malformed environment variable or flag value
-  3  call --wait and get --wait: the call was still queued or running when the wait ended
-  4  the API is unreachable, or refused the API key (401, 403)
+    0  done; for call --wait and get --wait: the call succeeded
+    1  an error; for call --wait and get --wait: the call failed or was canceled
+    2  a wrong command line, or a malformed environment variable or flag value
+    3  call --wait and get --wait: the call was still queued or running when the wait ended
+    4  the API is unreachable, or refused the API key (401, 403)
+  130  interrupted (Ctrl-C, SIGINT) while waiting for the API; for --wait the call
+       goes on, and stderr names it and the command that checks it
+  143  the same, on SIGTERM
 `
 
 // root is the command tree.
@@ -199,7 +202,8 @@ var root = &command{subs: []*command{
 		synopsis: "callq call --integration NAME METHOD PATH [--query k=v]... [--header k=v]... [--body JSON] [--credential REF] [--correlation-id ID] [--timeout 10s] [--delay 1m] [--queue Q] [--wait 30s]",
 		about: "Enqueues a call and prints the API's answer; with --wait, the record once the\n" +
 			"call finishes or the wait runs out (at most 60s), and the exit code says how it\n" +
-			"ended: 0 succeeded, 1 failed or canceled, 3 still queued or running.",
+			"ended: 0 succeeded, 1 failed or canceled, 3 still queued or running. Ctrl-C\n" +
+			"stops the waiting, not the call (exit 130): stderr says how to check it later.",
 		run: runCall},
 	{name: "get", settings: "client", summary: "a call's record (the same as callq calls get)",
 		synopsis: "callq get ID [--wait 30s]", about: getAbout, run: runGet},
@@ -307,8 +311,12 @@ var root = &command{subs: []*command{
 	}},
 	{name: "integrations", summary: "the integration catalog, as loaded",
 		synopsis: "callq integrations [--integrations FILE] [--json]",
-		about:    "Loads the catalog file and lists its integrations, as a table or JSON.",
-		run:      runIntegrations},
+		about: "Loads the catalog and lists its integrations, as a table or JSON. The catalog is\n" +
+			"--integrations (CALLQ_INTEGRATIONS), else deploy/integrations.example.yaml if\n" +
+			"there is one here, else the example catalog built into this binary, as callq\n" +
+			"dev chooses it; stderr says which when it is not --integrations. It reads the\n" +
+			"file only: GET /v1/integrations is the API's catalog, with its circuits' state.",
+		run: runIntegrations},
 	{name: "healthcheck", summary: "exit 0 when /readyz answers 200 (for images with no curl)",
 		synopsis: "callq healthcheck [--url URL | --worker] [--timeout 3s]",
 		about: "Exits 0 when callq answers 200 at /readyz (it reaches Redis), 1 with the reason\n" +
@@ -328,7 +336,8 @@ var root = &command{subs: []*command{
 
 const getAbout = "Prints a call's record. With --wait, holds until the call finishes or the wait\n" +
 	"runs out (at most 60s), then prints the record as it stands, and the exit code\n" +
-	"says how it ended: 0 succeeded, 1 failed or canceled, 3 still queued or running."
+	"says how it ended: 0 succeeded, 1 failed or canceled, 3 still queued or running.\n" +
+	"Ctrl-C stops the waiting, not the call (exit 130)."
 
 func init() {
 	var walk func(c *command, path string)

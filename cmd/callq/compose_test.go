@@ -499,6 +499,8 @@ func TestComposeQuickstart(t *testing.T) {
 	r.cf, err = decodeCompose(data)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(r.shim, "docker"), []byte(dockerShim), 0o755))
+	// A checkout: the build line stamps its commit (VCS_REF, VCS_TIME).
+	head, headTime := gitCommitAll(t, r.repo)
 
 	require.Contains(t, script, readmeAPIURL)
 	script = strings.ReplaceAll(script, readmeAPIURL, `$(cat "$DOCKER_SHIM_DIR/api-url")`)
@@ -542,7 +544,8 @@ func TestComposeQuickstart(t *testing.T) {
 	}
 	calls := shimCalls(t, r.shim)
 	require.Len(t, calls, 2, "docker build, then docker compose up: %v", calls)
-	require.Equal(t, "build -f deploy/Dockerfile -t callq:dev .", calls[0], "the image compose.yaml runs, from the repository's root")
+	require.Equal(t, "build -f deploy/Dockerfile --build-arg VCS_REF="+head+" --build-arg VCS_TIME="+headTime+" -t callq:dev .", calls[0],
+		"the image compose.yaml runs, from the repository's root, stamped with its commit")
 	upArgs := strings.Fields(calls[1])
 	require.Equal(t, "compose", upArgs[0])
 	require.Contains(t, upArgs, "--wait", "up waits for the health checks")

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +32,32 @@ const (
 // a checkout, its root.
 const exampleCatalogPath = "deploy/integrations.example.yaml"
 
+// builtinCatalogName is how the commands name the example catalog built
+// into the binary.
+const builtinCatalogName = "the example catalog built into callq (" + exampleCatalogPath + ")"
+
+// catalogOrExample is how the commands that run without a catalog configured
+// (dev, integrations) choose one: --integrations (CALLQ_INTEGRATIONS) when
+// set; else deploy/integrations.example.yaml when it is where callq runs (a
+// checkout); else the example catalog built into the binary, so that they
+// work from any directory. It sets c.catalogYAML for the last two
+// (loadCatalog reads it) and returns the catalog's name, for messages.
+func (c *config) catalogOrExample() (string, error) {
+	if c.integrations != "" {
+		return c.integrations, nil
+	}
+	b, err := os.ReadFile(exampleCatalogPath)
+	switch {
+	case err == nil:
+		c.catalogYAML = b
+		return exampleCatalogPath, nil
+	case errors.Is(err, fs.ErrNotExist):
+		c.catalogYAML = deployfiles.ExampleCatalog
+		return builtinCatalogName, nil
+	}
+	return "", err
+}
+
 // exampleHTTPBinURL is the example catalog's httpbin: where callq dev serves
 // it by default (--httpbin-addr).
 const exampleHTTPBinURL = "http://127.0.0.1:8090"
@@ -41,16 +69,10 @@ func runDev(ctx context.Context, x *invocation, args []string) error {
 		return err
 	}
 	cfg := fs.cfg
-	catalogName := cfg.integrations
 	example := cfg.integrations == ""
-	if example {
-		cfg.catalogYAML, catalogName = deployfiles.ExampleCatalog, "the example catalog built into callq ("+exampleCatalogPath+")"
-		if _, err := os.Stat(exampleCatalogPath); err == nil {
-			if cfg.catalogYAML, err = os.ReadFile(exampleCatalogPath); err != nil {
-				return err
-			}
-			catalogName = exampleCatalogPath
-		}
+	catalogName, err := cfg.catalogOrExample()
+	if err != nil {
+		return err
 	}
 	log, err := cfg.logger(x.stderr)
 	if err != nil {

@@ -32,6 +32,9 @@ import (
 const (
 	// imageVersion is the VERSION build argument the test builds with.
 	imageVersion = "v0.0.0-imagetest"
+	// imageCommit and imageCommitTime are its VCS_REF and VCS_TIME.
+	imageCommit     = "0123456789abcdef0123456789abcdef01234567"
+	imageCommitTime = "2026-11-26T12:34:56+00:00"
 	// nonrootUID is distroless's nonroot user and group.
 	nonrootUID = 65532
 )
@@ -224,13 +227,20 @@ func TestShellWords(t *testing.T) {
 	require.Equal(t, []string{"CGO_ENABLED=0", "GOOS=linux", "go", "build", "-ldflags=-s -X main.version=1.2", "-o", "/out/x", "a b", "c d"}, got)
 }
 
+// imageBuildArgs are the build arguments the tests give deploy/Dockerfile:
+// the README's, with the test's values, and the target the test's own.
+func imageBuildArgs() map[string]string {
+	return map[string]string{"VERSION": imageVersion, "VCS_REF": imageCommit, "VCS_TIME": imageCommitTime,
+		"TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH}
+}
+
 // TestDockerfile checks the image's shape that the rest of deploy/ relies
 // on: a golang:1.26 builder with cached modules and builds, a static
 // stamped build, distroless's nonroot runtime, /callq as the entry point.
 func TestDockerfile(t *testing.T) {
 	t.Parallel()
 	d := parseDockerfile(t, filepath.Join(repoRoot(t), "deploy", "Dockerfile"),
-		map[string]string{"VERSION": imageVersion, "TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH})
+		imageBuildArgs())
 	require.Len(t, d.froms, 2, "a builder and the runtime")
 	require.Regexp(t, `^(--platform=\S+ )?golang:1\.26(\.\d+)? AS build$`, d.froms[0])
 	require.Equal(t, "gcr.io/distroless/static-debian12:nonroot", d.froms[1])
@@ -245,6 +255,8 @@ func TestDockerfile(t *testing.T) {
 	ldflags := slices.IndexFunc(d.buildArgs, func(a string) bool { return strings.HasPrefix(a, "-ldflags=") })
 	require.GreaterOrEqual(t, ldflags, 0, "go build has -ldflags=")
 	require.Contains(t, d.buildArgs[ldflags], "-X main.version="+imageVersion, "the version is stamped")
+	require.Contains(t, d.buildArgs[ldflags], "-X main.commit="+imageCommit+" ", "the commit is stamped (no .git in the context)")
+	require.Contains(t, d.buildArgs[ldflags], "-X main.commitTime="+imageCommitTime, "the commit's time is stamped")
 
 	out := buildOutput(t, d)
 	require.Contains(t, d.copies, "--from=build "+out+" /callq", "the runtime copies what go build wrote")
@@ -279,31 +291,29 @@ var (
 )
 
 // imageBinary builds callq as deploy/Dockerfile's go build line does, once:
-// its environment and arguments, read from the file, with VERSION set to
-// imageVersion and the target the test's own; only -o differs.
+// its environment and arguments, read from the file, with imageBuildArgs;
+// only -o differs. It builds in a copy of the build context: the repository
+// less what .dockerignore keeps out, .git included, so that the go command
+// stamps no commit, as in the image.
 func imageBinary(t testing.TB) string {
 	t.Helper()
 	imageOnce.Do(func() {
 		root := repoRoot(t)
 		d := parseDockerfile(t, filepath.Join(root, "deploy", "Dockerfile"),
-			map[string]string{"VERSION": imageVersion, "TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH})
+			imageBuildArgs())
 		dir, err := os.MkdirTemp("", "callq-image-")
 		if err != nil {
 			imageErr = err
 			return
 		}
-		imageDir = dir // TestMain removes it
+		imageDir = dir                   // TestMain removes it
+		src := filepath.Join(dir, "src") // WORKDIR /src holds the context (COPY . .)
+		if imageErr = copyBuildContext(root, src); imageErr != nil {
+			return
+		}
 		bin := filepath.Join(dir, "callq")
-		args := slices.Clone(d.buildArgs)
-		args[slices.Index(args, "-o")+1] = bin
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root // WORKDIR /src holds the repository (COPY . .)
-		// The image's build context has no .git (.dockerignore): no VCS
-		// stamp, as -buildvcs=false says here.
-		cmd.Env = append(childEnv("GOFLAGS=-buildvcs=false"), d.buildEnv...)
 		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			imageErr = fmt.Errorf("%s go %s: %v\n%s", strings.Join(d.buildEnv, " "), strings.Join(args, " "), err, out)
+		if imageErr = buildAsDockerfile(d, src, bin); imageErr != nil {
 			return
 		}
 		imageBin = bin
@@ -313,6 +323,68 @@ func imageBinary(t testing.TB) string {
 		t.Fatalf("cannot build callq as the Dockerfile does: %v", imageErr)
 	}
 	return imageBin
+}
+
+// buildAsDockerfile runs d's go build in src, writing bin: its environment
+// and arguments, only -o differs. GOFLAGS is the golang image's (none, so
+// -buildvcs=auto), whatever this machine's go env says.
+func buildAsDockerfile(d *dockerfile, src, bin string) error {
+	args := slices.Clone(d.buildArgs)
+	args[slices.Index(args, "-o")+1] = bin
+	cmd := exec.Command("go", args...)
+	cmd.Dir = src
+	cmd.Env = append(childEnv("GOFLAGS=-buildvcs=auto"), d.buildEnv...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s go %s: %v\n%s", strings.Join(d.buildEnv, " "), strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// copyBuildContext copies root to dst less what root's .dockerignore
+// excludes, as docker build sends it: a pattern is matched against the path
+// from root, and **/ against any directory's entries.
+func copyBuildContext(root, dst string) error {
+	ignore, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		return err
+	}
+	patterns := strings.Fields(string(regexp.MustCompile(`(?m)^#.*$`).ReplaceAll(ignore, nil)))
+	ignored := func(rel string) bool {
+		for _, p := range patterns {
+			if base, ok := strings.CutPrefix(p, "**/"); ok {
+				if m, _ := filepath.Match(base, filepath.Base(rel)); m {
+					return true
+				}
+			} else if m, _ := filepath.Match(strings.TrimPrefix(p, "/"), rel); m {
+				return true
+			}
+		}
+		return false
+	}
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		switch {
+		case ignored(rel) && d.IsDir():
+			return filepath.SkipDir
+		case ignored(rel):
+			return nil
+		case d.IsDir():
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		case !d.Type().IsRegular():
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
 }
 
 // emptyRoot makes a root file system holding the binary and what
@@ -408,6 +480,62 @@ func uidOf(t *testing.T, pid int) string {
 	}
 	t.Fatalf("no Uid in /proc/%d/status", pid)
 	return ""
+}
+
+// The image's build context has no .git, so the go command cannot stamp the
+// commit: `callq version` of the binary built as the Dockerfile builds it
+// (its go build line and ldflags, with no VCS stamp) prints the commit and
+// time the VCS_REF and VCS_TIME build arguments carried, not "unknown".
+func TestImageBinaryVersionStamped(t *testing.T) {
+	t.Parallel()
+	bin := imageBinary(t)
+	cmd := exec.Command(bin, "version")
+	cmd.Env = childEnv()
+	stdout, stderr, code := runCmd(t, cmd)
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `^callq `+regexp.QuoteMeta(imageVersion)+`\ncommit: `+imageCommit+`\ncommit time: `+
+		regexp.QuoteMeta(imageCommitTime)+`\ngo: go1\.\d+`, stdout)
+}
+
+// Where the go command can stamp the commit, a git checkout, its stamp wins
+// over VCS_REF and VCS_TIME: the same build line in a checkout prints the
+// checkout's commit.
+func TestVersionPrefersTheGoCommandsStamp(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	d := parseDockerfile(t, filepath.Join(root, "deploy", "Dockerfile"), imageBuildArgs())
+	src := filepath.Join(t.TempDir(), "src")
+	require.NoError(t, copyBuildContext(root, src))
+	head, _ := gitCommitAll(t, src)
+	bin := filepath.Join(t.TempDir(), "callq")
+	require.NoError(t, buildAsDockerfile(d, src, bin))
+
+	cmd := exec.Command(bin, "version")
+	cmd.Env = childEnv()
+	stdout, stderr, code := runCmd(t, cmd)
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `\ncommit: `+head+`\ncommit time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n`, stdout)
+	require.NotContains(t, stdout, imageCommit)
+	require.NotContains(t, stdout, imageCommitTime)
+}
+
+// gitCommitAll makes dir a git repository with its files committed, and
+// returns the commit and its time as the README's build line reads them
+// (git rev-parse HEAD, git log -1 --format=%cI).
+func gitCommitAll(t *testing.T, dir string) (head, headTime string) {
+	t.Helper()
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=callq test", "-c", "user.email=test@callq.invalid"}, args...)...)
+		cmd.Dir = dir
+		cmd.Env = childEnv("GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git %s: %s", strings.Join(args, " "), out)
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q")
+	git("add", "-A")
+	git("commit", "-q", "-m", "test")
+	return git("rev-parse", "HEAD"), git("log", "-1", "--format=%cI")
 }
 
 // The binary the image holds, built with the Dockerfile's flags, is static

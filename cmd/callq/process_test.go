@@ -360,18 +360,19 @@ type upstream struct {
 	mu    sync.Mutex
 	hits  map[string][]*hit // by X-Test-Call
 	total int
-	// Requests to /slow after the first holdAfter wait for held to close
-	// before their delay (holdAfter 0: none waits).
+	// While holding, requests to /slow after the first holdAfter wait for
+	// held to close before their delay.
+	holding   bool
 	holdAfter int
 	held      chan struct{}
 }
 
-// hold makes the requests to /slow after the first n wait until release is
-// called (and the test ends at the latest): a test can then act while a
-// worker's calls are in flight, however slow the machine.
+// hold makes the requests to /slow after the first n (every one for 0) wait
+// until release is called (and the test ends at the latest): a test can then
+// act while a worker's calls are in flight, however slow the machine.
 func (u *upstream) hold(t *testing.T, n int) (release func()) {
 	u.mu.Lock()
-	u.holdAfter, u.held = n, make(chan struct{})
+	u.holding, u.holdAfter, u.held = true, n, make(chan struct{})
 	held := u.held
 	u.mu.Unlock()
 	var once sync.Once
@@ -394,7 +395,7 @@ func newUpstream(t *testing.T, delay time.Duration) *upstream {
 		u.hits[id] = append(u.hits[id], h)
 		u.total++
 		var held chan struct{}
-		if u.holdAfter > 0 && u.total > u.holdAfter {
+		if u.holding && u.total > u.holdAfter {
 			held = u.held
 		}
 		u.mu.Unlock()

@@ -43,19 +43,24 @@ type stack struct {
 	prod    *producer.Producer // made by producer(), once
 }
 
+// loadCatalog is the integration catalog of c: the file --integrations
+// (CALLQ_INTEGRATIONS) names, else catalogYAML (catalogOrExample's choice,
+// for the commands that have one).
+func (c *config) loadCatalog() (*tasks.Catalog, error) {
+	switch {
+	case c.integrations != "":
+		return tasks.LoadCatalog(c.integrations)
+	case c.catalogYAML != nil:
+		return tasks.ParseCatalog(c.catalogYAML)
+	}
+	return nil, fmt.Errorf("no integration catalog: set CALLQ_INTEGRATIONS or --integrations (see deploy/integrations.example.yaml)")
+}
+
 func newStack(cfg *config, rdb redis.UniversalClient, log zerolog.Logger) (*stack, error) {
 	s := &stack{cfg: cfg, log: log, rdb: rdb, metrics: prometheus.NewRegistry()}
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	switch {
-	case cfg.integrations != "":
-		s.catalog, err = tasks.LoadCatalog(cfg.integrations)
-	case cfg.catalogYAML != nil:
-		s.catalog, err = tasks.ParseCatalog(cfg.catalogYAML)
-	default:
-		err = fmt.Errorf("no integration catalog: set CALLQ_INTEGRATIONS or --integrations (see deploy/integrations.example.yaml)")
-	}
-	if err != nil {
+	if s.catalog, err = cfg.loadCatalog(); err != nil {
 		return nil, err
 	}
 	if cfg.secretKey == "" {

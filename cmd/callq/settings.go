@@ -112,7 +112,7 @@ type value interface {
 var settings = []setting{
 	{env: "REDIS_URL", flag: "redis-url", def: "redis://127.0.0.1:6379/0", usage: "Redis: redis://, rediss:// or redis-sentinel://host:26379,host2:26379/master[/db]", flagIn: []string{"api", "worker", "keys create", "keys list", "keys revoke", "creds reseal"}, secret: true, value: func(c *config) value { return redisURLVal(&c.redisURL) }},
 	{env: "CALLQ_REDIS_CLUSTER_ADDRS", usage: "Redis Cluster nodes host:port, comma-separated (user and password from REDIS_URL)", envIn: []string{"api", "worker", "keys create", "keys list", "keys revoke", "creds reseal"}, secret: true, value: func(c *config) value { return clusterAddrsVal(&c.clusterAddrs) }},
-	{env: "CALLQ_INTEGRATIONS", flag: "integrations", usage: "the integration catalog file (required for api and worker)", flagIn: []string{"api", "worker", "dev", "integrations"}, defIn: map[string]string{"integrations": "deploy/integrations.example.yaml"}, value: func(c *config) value { return str(&c.integrations, "a file name", nil) }},
+	{env: "CALLQ_INTEGRATIONS", flag: "integrations", usage: "the integration catalog file (required for api and worker)", flagIn: []string{"api", "worker", "dev", "integrations"}, value: func(c *config) value { return str(&c.integrations, "a file name", nil) }},
 	{env: "CALLQ_SECRET_KEY", usage: "seals credentials: base64 of 32 random bytes, or kid:key,kid:key (required for api and worker; generated in dev)", envIn: []string{"api", "worker", "dev", "creds reseal"}, secret: true, value: func(c *config) value {
 		return str(&c.secretKey, "base64 of 32 bytes, or kid:key,kid:key", parseKeyring)
 	}},

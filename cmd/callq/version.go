@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"runtime"
@@ -10,6 +11,13 @@ import (
 // version is stamped at build time: go build -ldflags "-X main.version=v1.2.3"
 // (deploy/Dockerfile does, from its VERSION build argument).
 var version string
+
+// commit and commitTime are stamped at build time too (-X main.commit=...
+// -X main.commitTime=...), for a build the go command cannot stamp from
+// git: deploy/Dockerfile's, whose context has no .git, from its VCS_REF and
+// VCS_TIME build arguments. The build information's vcs.revision and
+// vcs.time, when there, win: they are the go command's own record.
+var commit, commitTime string
 
 // versionString is the stamped version, else the module's version from the
 // build information ("(devel)" for a build from a checkout).
@@ -30,13 +38,13 @@ func runVersion(_ context.Context, x *invocation, args []string) error {
 	if err := fs.parseNoArgs(args); err != nil {
 		return err
 	}
-	commit, built, modified, goVersion := "unknown", "unknown", false, runtime.Version()
+	rev, built, modified, goVersion := cmp.Or(commit, "unknown"), cmp.Or(commitTime, "unknown"), false, runtime.Version()
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				commit = s.Value
+				rev = s.Value
 			case "vcs.time":
 				built = s.Value
 			case "vcs.modified":
@@ -45,8 +53,8 @@ func runVersion(_ context.Context, x *invocation, args []string) error {
 		}
 	}
 	if modified {
-		commit += " (with uncommitted changes)"
+		rev += " (with uncommitted changes)"
 	}
-	_, err := fmt.Fprintf(x.stdout, "callq %s\ncommit: %s\ncommit time: %s\ngo: %s\n", versionString(), commit, built, goVersion)
+	_, err := fmt.Fprintf(x.stdout, "callq %s\ncommit: %s\ncommit time: %s\ngo: %s\n", versionString(), rev, built, goVersion)
 	return err
 }

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/callq/callq/producer"
 )
 
 // TSClient returns node and the node_modules of tsclient, the npm package
@@ -42,4 +44,42 @@ func TSClient(tb testing.TB, tools ...string) (node, modules string) {
 		tb.Skip(msg)
 	}
 	return node, modules
+}
+
+// TSClientProject makes the TypeScript client's project in a temporary
+// directory: the document as GET /openapi.json serves it (openapi.json), the
+// types openapi-typescript generates from it (callq.ts) and tsclient's
+// client.ts. It returns the directory and tsc, which runs the TypeScript
+// compiler there with args after the options client.ts is written for.
+// node and modules are TSClient's.
+func TSClientProject(tb testing.TB, node, modules string) (dir string, tsc func(args ...string)) {
+	tb.Helper()
+	dir = tb.TempDir()
+	run := func(args ...string) {
+		tb.Helper()
+		cmd := exec.Command(node, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			tb.Fatalf("node %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	doc, err := producer.OpenAPI()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	client, err := os.ReadFile(filepath.Join(filepath.Dir(modules), "client.ts"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"openapi.json": doc, "client.ts": client} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	run(filepath.Join(modules, "openapi-typescript", "bin", "cli.js"), "openapi.json", "--output", "callq.ts")
+	return dir, func(args ...string) {
+		tb.Helper()
+		run(append([]string{filepath.Join(modules, "typescript", "bin", "tsc"), "--strict",
+			"--target", "es2022", "--module", "esnext", "--moduleResolution", "bundler", "--lib", "es2022,dom"}, args...)...)
+	}
 }
