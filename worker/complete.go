@@ -49,7 +49,9 @@ const endedForget = time.Minute
 // taskEnds is the Redis client the calls' asynq server runs on: the
 // worker's, but for asynq's Done of a task whose terminal write already
 // ended it (tasks.Store.WriteDone), which it answers OK without a round
-// trip. Every other command goes to Redis as it is.
+// trip. Every other command goes to Redis as it is. (callq's call tasks
+// carry neither a retention nor a unique key, with which asynq would end a
+// task with other scripts: tasks.NewCallTask.)
 type taskEnds struct {
 	redis.UniversalClient
 
@@ -62,7 +64,7 @@ func newTaskEnds(rdb redis.UniversalClient) *taskEnds {
 	return &taskEnds{UniversalClient: rdb, ended: map[string]time.Time{}, swept: time.Now()}
 }
 
-// ended records that the task with ID id was ended by its terminal write,
+// end records that the task with ID id was ended by its terminal write,
 // just before its handler returns.
 func (t *taskEnds) end(id string) {
 	now := time.Now()
