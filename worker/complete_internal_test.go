@@ -37,6 +37,15 @@ func (r *shaRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
+// recordedRedis is a client on a Redis of the test's own that records the
+// scripts it runs.
+func recordedRedis(t *testing.T) (*redis.Client, *shaRecorder) {
+	rec := &shaRecorder{shas: map[string]int{}}
+	rdb := redistest.Start(t).Client(t)
+	rdb.AddHook(rec)
+	return rdb, rec
+}
+
 func (r *shaRecorder) count(sha string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -49,10 +58,7 @@ func (r *shaRecorder) count(sha string) int {
 // task already ended).
 func TestAsynqDoneScript(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rec := &shaRecorder{shas: map[string]int{}}
-	rdb := srv.Client(t)
-	rdb.AddHook(rec)
+	rdb, rec := recordedRedis(t)
 
 	ran := make(chan struct{}, 1)
 	mux := asynq.NewServeMux()
@@ -79,10 +85,7 @@ func TestAsynqDoneScript(t *testing.T) {
 // what asynq never asks for (its lease lapsed) is swept.
 func TestTaskEnds(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rec := &shaRecorder{shas: map[string]int{}}
-	rdb := srv.Client(t)
-	rdb.AddHook(rec)
+	rdb, rec := recordedRedis(t)
 	ends := newTaskEnds(rdb)
 	ctx := context.Background()
 	keys := []string{"asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:t:a", "asynq:{q}:processed:2026-11-26", "asynq:{q}:processed"}
