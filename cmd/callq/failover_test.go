@@ -313,6 +313,45 @@ sentinel parallel-syncs mymaster 1
 }
 
 // masterOf asks a Sentinel which address it names as mymaster's master.
+// masterSwitch is a new master a Sentinel named, and when it was seen.
+type masterSwitch struct {
+	addr string
+	at   time.Time
+}
+
+func (m masterSwitch) String() string { return m.addr + "@" + m.at.Format("15:04:05.000") }
+
+// watchMaster asks sentinel for the master every 20ms from now on, and
+// returns a function that stops asking (at the latest when the test ends)
+// and returns each master it named after was, in order.
+func watchMaster(t *testing.T, sentinel, was string) func() []masterSwitch {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []masterSwitch)
+	go func() {
+		var seen []masterSwitch
+		last := was
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if m := masterOf(ctx, sentinel); m != "" && m != last {
+				seen, last = append(seen, masterSwitch{m, time.Now()}), m
+			}
+			select {
+			case <-ctx.Done():
+				done <- seen
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	stop := sync.OnceValue(func() []masterSwitch {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 func masterOf(ctx context.Context, sentinel string) string {
 	s := redis.NewSentinelClient(&redis.Options{Addr: sentinel, MaxRetries: -1})
 	defer s.Close()
@@ -366,6 +405,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	master.Kill(t)
 	killedAt := time.Now()
 	atKill := l.count()
+	masters := watchMaster(t, sents[0], master.Addr)
 
 	var promoted string
 	waitFor(t, 30*time.Second, "a replica promoted", func() bool {
@@ -376,6 +416,18 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	require.True(t, slices.ContainsFunc(replicas, func(r *redistest.Server) bool { return r.Addr == promoted }), "the new master %s is a replica", promoted)
 	waitFor(t, 30*time.Second, "200 calls accepted after the promotion", func() bool { return l.count() >= atKill+200 })
 	accepted := l.halt()
+	if switches := masters(); len(switches) > 1 {
+		// On a loaded machine a Sentinel may find the promoted replica
+		// silent for down-after-milliseconds (1s) and fail over again.
+		// What the interim master acknowledged before the next promotion
+		// may then be lost (replication is asynchronous; the README says
+		// so): the calls checked are those accepted after the last one,
+		// with a margin for the API to hear of it.
+		last := switches[len(switches)-1]
+		t.Logf("the Sentinels failed over %d times: %v; the calls checked are those accepted after %s",
+			len(switches), switches, last.addr)
+		promoted, promotedAt = last.addr, last.at.Add(500*time.Millisecond)
+	}
 
 	var firstAfter time.Time
 	for _, a := range accepted {
