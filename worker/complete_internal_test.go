@@ -52,11 +52,12 @@ func (r *shaRecorder) count(sha string) int {
 	return r.shas[sha]
 }
 
-// TestAsynqDoneScript: the script taskEnds recognizes is the one asynq
-// runs to end a task that succeeded. If an asynq upgrade changes it, this
-// fails, and so would every call's Done (it would reach Redis and find the
-// task already ended).
-func TestAsynqDoneScript(t *testing.T) {
+// TestAsynqScripts: the scripts taskEnds and queueProbes recognize are the
+// ones asynq runs to take a task and to end one that succeeded. If an
+// asynq upgrade changes them, this fails (and every call's Done would
+// reach Redis and find the task already ended; every probe would cost a
+// round trip again).
+func TestAsynqScripts(t *testing.T) {
 	t.Parallel()
 	rdb, rec := recordedRedis(t)
 
@@ -78,6 +79,7 @@ func TestAsynqDoneScript(t *testing.T) {
 		return err == nil && info.ProcessedTotal == 1
 	}, 10*time.Second, 5*time.Millisecond, "asynq never ended the task")
 	require.Equal(t, 1, rec.count(asynqDoneSHA), "asynq ended the task with another script than asynqDoneScript")
+	require.Positive(t, rec.count(asynqDequeueSHA), "asynq took the task with another script than asynqDequeueScript")
 }
 
 // TestTaskEnds: a task the worker ended is answered once, without Redis;

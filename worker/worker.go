@@ -449,7 +449,11 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Worker, error) {
 	maps.Copy(w.served, calls)
 	if len(calls) > 0 {
 		w.ends = newTaskEnds(rdb)
-		w.srv = w.newServer(w.ends, c.Concurrency, calls, "calls")
+		var client redis.UniversalClient = w.ends
+		if _, cluster := rdb.(*redis.ClusterClient); !cluster {
+			client = newQueueProbes(w.ends, calls)
+		}
+		w.srv = w.newServer(client, c.Concurrency, calls, "calls")
 	}
 	w.hooksSrv = w.newServer(rdb, c.WebhookConcurrency, hooks, "webhooks")
 	return w, nil

@@ -104,3 +104,24 @@ func AsynqDoneKeys(queue, id string, now time.Time) []string {
 	return []string{p + "active", p + "lease", p + "t:" + id,
 		p + "processed:" + now.UTC().Format("2006-01-02"), p + "processed"}
 }
+
+// AsynqDequeueKeys are the keys asynq's dequeue reads of the queue named
+// queue, in the order its script takes them: the pending list, the paused
+// key, the active list and the lease set (asynq v0.26's internal/base).
+func AsynqDequeueKeys(queue string) []string {
+	p := "asynq:{" + queue + "}:"
+	return []string{p + "pending", p + "paused", p + "active", p + "lease"}
+}
+
+// AsynqTaskPrefix is the prefix of the keys of the asynq queue queue's
+// task hashes.
+func AsynqTaskPrefix(queue string) string { return "asynq:{" + queue + "}:t:" }
+
+// AsynqQueueOfPending is the queue whose pending list is key.
+func AsynqQueueOfPending(key string) (string, bool) {
+	q, ok := strings.CutPrefix(key, "asynq:{")
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(q, "}:pending")
+}
