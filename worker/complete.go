@@ -12,7 +12,7 @@ import (
 
 // asynqDoneScript is asynq's Done script (v0.26, internal/rdb's doneCmd),
 // byte for byte: asynq runs it by its SHA-1, which is how taskEnds knows
-// the command. TestAsynqDoneScript checks it against what asynq sends.
+// the command. TestAsynqScripts checks it against what asynq sends.
 const asynqDoneScript = `
 if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then
   return redis.error_reply("NOT FOUND")
