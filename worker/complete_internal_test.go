@@ -14,10 +14,16 @@ import (
 	"github.com/callq/callq/internal/redistest"
 )
 
-// shaRecorder is a go-redis hook that keeps the SHA of every EVALSHA sent.
+// shaRecorder is a go-redis hook that counts the EVALSHAs sent, by SHA
+// and by SHA and first key.
 type shaRecorder struct {
-	mu   sync.Mutex
-	shas map[string]int
+	mu    sync.Mutex
+	shas  map[string]int
+	onKey map[[2]string]int
+}
+
+func newSHARecorder() *shaRecorder {
+	return &shaRecorder{shas: map[string]int{}, onKey: map[[2]string]int{}}
 }
 
 func (r *shaRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -30,6 +36,11 @@ func (r *shaRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			if sha, ok := args[1].(string); ok {
 				r.mu.Lock()
 				r.shas[sha]++
+				if len(args) > 3 {
+					if key, ok := args[3].(string); ok {
+						r.onKey[[2]string{sha, key}]++
+					}
+				}
 				r.mu.Unlock()
 			}
 		}
@@ -40,10 +51,17 @@ func (r *shaRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // recordedRedis is a client on a Redis of the test's own that records the
 // scripts it runs.
 func recordedRedis(t *testing.T) (*redis.Client, *shaRecorder) {
-	rec := &shaRecorder{shas: map[string]int{}}
+	rec := newSHARecorder()
 	rdb := redistest.Start(t).Client(t)
 	rdb.AddHook(rec)
 	return rdb, rec
+}
+
+// countOn is how many EVALSHAs of sha had key as their first key.
+func (r *shaRecorder) countOn(sha, key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.onKey[[2]string{sha, key}]
 }
 
 func (r *shaRecorder) count(sha string) int {

@@ -68,8 +68,10 @@ const emptyForget = time.Second
 // queueProbes answers the first probe of each round with one script that
 // tries that queue and then the others, in asynq's own weighted random
 // order, and the round's remaining probes, when all were empty, without
-// Redis. asynq reads a task's queue from the task itself, so a task of
-// another queue than the one probed is taken as it would have been.
+// Redis (a task queued in the microseconds between is taken at the next
+// round, as one queued just after the round would be). asynq reads a
+// task's queue from the task itself, so a task of another queue than the
+// one probed is taken as it would have been.
 // (asynq's processor probes one round at a time, in turn; the worker never
 // sets asynq's StrictPriority, whose order is fixed; a single Redis only:
 // on Cluster the queues are in different slots.)

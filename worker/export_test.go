@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // SetReconcilerClock makes r's age cutoff ("created more than an interval
@@ -32,3 +34,11 @@ func WatchCredentials(ctx context.Context, w *Worker) {
 
 // AsynqDoneSHA is the SHA-1 of asynq's Done script (asynqDoneScript).
 var AsynqDoneSHA = asynqDoneSHA
+
+// RecordScripts makes rdb count the scripts it sends, and returns how many
+// EVALSHAs of a SHA had a given first key.
+func RecordScripts(rdb *redis.Client) func(sha, firstKey string) int {
+	rec := newSHARecorder()
+	rdb.AddHook(rec)
+	return rec.countOn
+}
