@@ -78,15 +78,27 @@ const emptyForget = time.Second
 type queueProbes struct {
 	redis.UniversalClient
 
-	queues map[string]int // the server's queues and their priorities
+	queues map[string]int       // the server's queues and their priorities
+	keys   map[string]queueKeys // each queue's, made once
 
 	mu         sync.Mutex
 	empty      map[string]bool // the queues still to be asked of this round, found empty
 	emptySince time.Time
 }
 
+// queueKeys are a queue's keys a dequeue script takes: its dequeue keys
+// (rediskeys.AsynqDequeueKeys) and its task key prefix.
+type queueKeys struct {
+	dequeue    []string
+	taskPrefix string
+}
+
 func newQueueProbes(next redis.UniversalClient, queues map[string]int) *queueProbes {
-	return &queueProbes{UniversalClient: next, queues: queues, empty: map[string]bool{}}
+	keys := make(map[string]queueKeys, len(queues))
+	for q := range queues {
+		keys[q] = queueKeys{rediskeys.AsynqDequeueKeys(q), rediskeys.AsynqTaskPrefix(q)}
+	}
+	return &queueProbes{UniversalClient: next, queues: queues, keys: keys, empty: map[string]bool{}}
 }
 
 // EvalSha answers asynq's dequeue probes; anything else goes to next.
@@ -114,8 +126,9 @@ func (p *queueProbes) EvalSha(ctx context.Context, sha string, keys []string, ar
 	allArgs := make([]any, 0, 1+len(order))
 	allArgs = append(allArgs, args[0])
 	for _, q := range order {
-		allKeys = append(allKeys, rediskeys.AsynqDequeueKeys(q)...)
-		allArgs = append(allArgs, rediskeys.AsynqTaskPrefix(q))
+		k := p.keys[q]
+		allKeys = append(allKeys, k.dequeue...)
+		allArgs = append(allArgs, k.taskPrefix)
 	}
 	cmd := dequeueAnyScript.Run(ctx, p.UniversalClient, allKeys, allArgs...)
 	if cmd.Err() == redis.Nil {
